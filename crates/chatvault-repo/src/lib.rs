@@ -1,0 +1,1 @@
+//! Repository engine: storage over OpenDAL, packs, index, snapshots, backup, restore, check.

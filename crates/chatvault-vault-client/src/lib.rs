@@ -1,0 +1,1 @@
+//! Blocking HTTP client for the Backup Key Vault.

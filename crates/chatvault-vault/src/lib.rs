@@ -1,0 +1,1 @@
+//! Backup Key Vault server (chatvault-vault binary): HTTP API, SQLite/PostgreSQL stores.

@@ -1,0 +1,1 @@
+//! WhatsApp crypt15 backup interop (decrypt/encrypt) with the 64-digit key.
