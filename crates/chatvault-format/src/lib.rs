@@ -1,1 +1,32 @@
-//! Repository format primitives: backup key, subkeys, AEAD envelopes, typed ids, on-disk structures. No I/O.
+//! # chatvault-format
+//!
+//! The chatvault repository format, version 1, as pure functions over bytes: the 256-bit backup
+//! key and its 64-digit form ([`key`]), the subkeys derived from it, the authenticated envelope
+//! every stored object is sealed in ([`envelope`]), typed object ids ([`id`]), and the encodings
+//! of the config header ([`config`]), blobs ([`blob`]), packs ([`pack`]) and the JSON metadata
+//! objects ([`objects`]). Each module implements the section of `docs/FORMAT.md` it names; all
+//! labels live in [`labels`].
+//!
+//! This crate must not do I/O, spawn threads, read clocks or choose algorithms at run time: the
+//! caller supplies the RNG and the bytes, so everything here is deterministic given its inputs
+//! and easy to fuzz.
+//!
+//! ```
+//! use chatvault_format::{key::BackupKey, id::RepoId, envelope::{self, ObjectKind}};
+//! let key = BackupKey::generate(&mut rand_core::OsRng);
+//! let keys = key.derive(&RepoId::from_bytes([1; 32]));
+//! let sealed = envelope::seal(&keys, ObjectKind::Snapshot, &[7; 32], b"hi", &mut rand_core::OsRng);
+//! assert_eq!(envelope::open(&keys, ObjectKind::Snapshot, &[7; 32], &sealed).unwrap(), b"hi");
+//! ```
+
+pub mod blob;
+pub mod config;
+pub mod envelope;
+pub mod id;
+pub mod key;
+pub mod labels;
+pub mod objects;
+pub mod pack;
+
+/// The repository format version this crate reads and writes.
+pub const FORMAT_VERSION: u32 = 1;

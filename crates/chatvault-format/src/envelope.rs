@@ -1,0 +1,205 @@
+//! Authenticated encryption of every stored object (docs/FORMAT.md §4).
+//!
+//! `envelope = nonce[24] || XChaCha20-Poly1305(K, nonce, plaintext, ad)` with
+//! `ad = label || 0x00 || FORMAT_VERSION || id[32]`. Nonces are 192 random bits from the OS RNG,
+//! so they do not repeat in practice (birthday bound 2^96 objects per key).
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand_core::{CryptoRng, RngCore};
+
+use crate::labels;
+use crate::key::RepoKeys;
+use crate::FORMAT_VERSION;
+
+/// Length of the random nonce that starts every envelope.
+pub const NONCE_LEN: usize = 24;
+/// Length of the Poly1305 tag.
+pub const TAG_LEN: usize = 16;
+/// Bytes an envelope adds to its plaintext.
+pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// The kind of a sealed object; selects the subkey and the associated-data label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ObjectKind {
+    /// Sealed repository parameters inside `config`.
+    Config,
+    /// The header at the end of a pack.
+    PackHeader,
+    /// A chunk of file content.
+    DataBlob,
+    /// A directory listing.
+    TreeBlob,
+    /// An index object.
+    Index,
+    /// A snapshot object.
+    Snapshot,
+    /// A lock object.
+    Lock,
+}
+
+impl ObjectKind {
+    /// The associated-data (and keyed-id) label of this kind.
+    pub fn label(self) -> &'static str {
+        match self {
+            ObjectKind::Config => labels::AD_CONFIG,
+            ObjectKind::PackHeader => labels::AD_PACK_HEADER,
+            ObjectKind::DataBlob => labels::AD_BLOB_DATA,
+            ObjectKind::TreeBlob => labels::AD_BLOB_TREE,
+            ObjectKind::Index => labels::AD_INDEX,
+            ObjectKind::Snapshot => labels::AD_SNAPSHOT,
+            ObjectKind::Lock => labels::AD_LOCK,
+        }
+    }
+
+    /// Human-readable name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Config => "config",
+            ObjectKind::PackHeader => "pack header",
+            ObjectKind::DataBlob => "data blob",
+            ObjectKind::TreeBlob => "tree blob",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Lock => "lock",
+        }
+    }
+
+    fn key(self, keys: &RepoKeys) -> &[u8; 32] {
+        match self {
+            ObjectKind::PackHeader | ObjectKind::DataBlob | ObjectKind::TreeBlob => &keys.data,
+            ObjectKind::Config | ObjectKind::Index | ObjectKind::Snapshot | ObjectKind::Lock => {
+                &keys.meta
+            }
+        }
+    }
+
+    fn associated_data(self, id: &[u8; 32]) -> Vec<u8> {
+        let label = self.label().as_bytes();
+        let mut ad = Vec::with_capacity(label.len() + 2 + 32);
+        ad.extend_from_slice(label);
+        ad.push(0);
+        ad.push(FORMAT_VERSION as u8);
+        ad.extend_from_slice(id);
+        ad
+    }
+}
+
+/// Why an envelope could not be opened.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Shorter than nonce + tag.
+    #[error("truncated: {len} bytes is shorter than the {OVERHEAD}-byte envelope overhead")]
+    Truncated {
+        /// Length found.
+        len: usize,
+    },
+    /// The tag did not verify: the bytes were altered, or belong to another object or kind.
+    #[error("authentication failed (altered, or not the object it claims to be)")]
+    Authentication,
+}
+
+/// Seals `plaintext` as an object of `kind` named `id`.
+pub fn seal<R: RngCore + CryptoRng>(
+    keys: &RepoKeys,
+    kind: ObjectKind,
+    id: &[u8; 32],
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let cipher = XChaCha20Poly1305::new(kind.key(keys).into());
+    let ad = kind.associated_data(id);
+    let ct = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: &ad,
+            },
+        )
+        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+/// Opens an envelope sealed by [`seal`] with the same kind and id.
+pub fn open(
+    keys: &RepoKeys,
+    kind: ObjectKind,
+    id: &[u8; 32],
+    envelope: &[u8],
+) -> Result<Vec<u8>, EnvelopeError> {
+    if envelope.len() < OVERHEAD {
+        return Err(EnvelopeError::Truncated {
+            len: envelope.len(),
+        });
+    }
+    let (nonce, ct) = envelope.split_at(NONCE_LEN);
+    let cipher = XChaCha20Poly1305::new(kind.key(keys).into());
+    let ad = kind.associated_data(id);
+    cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &ad })
+        .map_err(|_| EnvelopeError::Authentication)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::RepoId;
+    use crate::key::BackupKey;
+    use proptest::prelude::*;
+    use rand_core::OsRng;
+
+    fn keys() -> RepoKeys {
+        BackupKey::from_bytes([9; 32]).derive(&RepoId::from_bytes([1; 32]))
+    }
+
+    #[test]
+    fn open_rejects_other_kind_id_and_key() {
+        let k = keys();
+        let env = seal(&k, ObjectKind::Snapshot, &[5; 32], b"hello", &mut OsRng);
+        assert_eq!(open(&k, ObjectKind::Snapshot, &[5; 32], &env).unwrap(), b"hello");
+        assert_eq!(
+            open(&k, ObjectKind::Index, &[5; 32], &env),
+            Err(EnvelopeError::Authentication)
+        );
+        assert_eq!(
+            open(&k, ObjectKind::Snapshot, &[6; 32], &env),
+            Err(EnvelopeError::Authentication)
+        );
+        let other = BackupKey::from_bytes([8; 32]).derive(&RepoId::from_bytes([1; 32]));
+        assert_eq!(
+            open(&other, ObjectKind::Snapshot, &[5; 32], &env),
+            Err(EnvelopeError::Authentication)
+        );
+        assert_eq!(
+            open(&k, ObjectKind::Snapshot, &[5; 32], &env[..39]),
+            Err(EnvelopeError::Truncated { len: 39 })
+        );
+    }
+
+    #[test]
+    fn nonces_differ_between_seals() {
+        let k = keys();
+        let a = seal(&k, ObjectKind::DataBlob, &[0; 32], b"x", &mut OsRng);
+        let b = seal(&k, ObjectKind::DataBlob, &[0; 32], b"x", &mut OsRng);
+        assert_ne!(a[..NONCE_LEN], b[..NONCE_LEN]);
+    }
+
+    proptest! {
+        #[test]
+        fn any_flipped_bit_is_rejected(data in proptest::collection::vec(any::<u8>(), 0..256), pos in any::<usize>(), bit in 0u8..8) {
+            let k = keys();
+            let mut env = seal(&k, ObjectKind::DataBlob, &[3; 32], &data, &mut OsRng);
+            let i = pos % env.len();
+            env[i] ^= 1 << bit;
+            prop_assert!(open(&k, ObjectKind::DataBlob, &[3; 32], &env).is_err());
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Every domain-separation label of the repository format, in one place.
+//!
+//! These strings are part of the on-disk format (docs/FORMAT.md §3 "Keys" and §4 "Envelopes"):
+//! renaming one silently changes every derived key or associated-data string, so the golden test
+//! at the bottom freezes them.
+
+/// Magic bytes at the start of the `config` object (16 bytes).
+pub const CONFIG_MAGIC: &[u8; 16] = b"chatvault-repo\0\0";
+
+/// HKDF info for the key-check subkey (`K_check`).
+pub const HKDF_KEY_CHECK: &str = "chatvault/v1/key-check";
+/// HKDF info for the data (blob and pack header) encryption subkey (`K_data`).
+pub const HKDF_DATA: &str = "chatvault/v1/data-encryption";
+/// HKDF info for the metadata (config params, index, snapshot, lock) encryption subkey (`K_meta`).
+pub const HKDF_METADATA: &str = "chatvault/v1/metadata-encryption";
+/// HKDF info for the keyed-id subkey (`K_id`): BLAKE3 key for blob and object ids.
+pub const HKDF_ID: &str = "chatvault/v1/object-id";
+/// HKDF info for the chunker seed (`K_chunk`): 8 bytes, little-endian u64.
+pub const HKDF_CHUNKER: &str = "chatvault/v1/chunker-seed";
+
+/// Input prefix of the key-check value.
+pub const KEY_CHECK_INPUT: &str = "chatvault/v1/key-check-value";
+
+/// Associated-data label of the sealed config parameters.
+pub const AD_CONFIG: &str = "chatvault/v1/config";
+/// Associated-data label of a pack header.
+pub const AD_PACK_HEADER: &str = "chatvault/v1/pack-header";
+/// Associated-data label of a data blob (and its keyed-id domain).
+pub const AD_BLOB_DATA: &str = "chatvault/v1/blob/data";
+/// Associated-data label of a tree blob (and its keyed-id domain).
+pub const AD_BLOB_TREE: &str = "chatvault/v1/blob/tree";
+/// Associated-data label of an index object (and its keyed-id domain).
+pub const AD_INDEX: &str = "chatvault/v1/index";
+/// Associated-data label of a snapshot object (and its keyed-id domain).
+pub const AD_SNAPSHOT: &str = "chatvault/v1/snapshot";
+/// Associated-data label of a lock object.
+pub const AD_LOCK: &str = "chatvault/v1/lock";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden test: these values are the format. Changing one requires a new format version.
+    #[test]
+    fn labels_are_frozen() {
+        let all = [
+            HKDF_KEY_CHECK,
+            HKDF_DATA,
+            HKDF_METADATA,
+            HKDF_ID,
+            HKDF_CHUNKER,
+            KEY_CHECK_INPUT,
+            AD_CONFIG,
+            AD_PACK_HEADER,
+            AD_BLOB_DATA,
+            AD_BLOB_TREE,
+            AD_INDEX,
+            AD_SNAPSHOT,
+            AD_LOCK,
+        ];
+        let joined = all.join("|");
+        assert_eq!(
+            blake3::hash(joined.as_bytes()).to_hex().as_str(),
+            GOLDEN,
+            "a format label changed: {joined}"
+        );
+        assert_eq!(CONFIG_MAGIC, b"chatvault-repo\0\0");
+    }
+
+    const GOLDEN: &str = "29a886b601ead44c477de37434703e1cc742580dd9ce66cdaa14692ae16f9369";
+}
