@@ -1,0 +1,600 @@
+//! The backup pipeline (docs/FORMAT.md §12 "Read and write ordering").
+//!
+//! ```text
+//! walker (this thread): read → chunk (keyed FastCDC) → keyed hash → dedup
+//!   └─► workers (one per core): compress → seal
+//!         └─► packer: append to a data or tree pack; close at the target size
+//!               └─► uploaders (2): write pack (write-once) → record in pending index
+//!                     └─► every 16 packs: write an index object
+//! after all packs and index objects are stored: write the snapshot
+//! ```
+//! Every channel is bounded, so memory stays bounded whatever the data size (at most a few
+//! packs and a few chunks in flight). Each stage keeps draining its input after a failure, so an
+//! error anywhere stops the run without deadlock, and nothing references data that was not
+//! durably stored: a killed backup leaves only unreferenced packs (and complete index objects for
+//! packs already stored, which the next run reuses).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use chatvault_format::blob::{self, BlobType};
+use chatvault_format::envelope::ObjectKind;
+use chatvault_format::id::{BlobId, IndexId, PackId, SnapshotId};
+use chatvault_format::objects::{
+    self, Bytes, IndexBlob, IndexFile, IndexPack, Node, NodeKind, OBJECT_VERSION, Problem,
+    Snapshot, Summary, Tree,
+};
+use chatvault_format::pack::{self, PackEntry};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use rand_core::OsRng;
+
+use crate::error::{RepoError, Result};
+use crate::lock::{self, LockGuard};
+use crate::repository::{Index, Repository, layout};
+
+/// Packs written between two index objects.
+const PACKS_PER_INDEX: usize = 16;
+
+/// Options of a backup run.
+#[derive(Debug, Default, Clone)]
+pub struct BackupOptions {
+    /// Host name recorded in the snapshot (default: this machine's).
+    pub hostname: Option<String>,
+    /// Re-read every file instead of reusing unchanged files from the parent snapshot.
+    pub force_reread: bool,
+}
+
+/// Receives progress events. Implementations must be cheap; they are called per chunk.
+pub trait Progress: Sync {
+    /// A file is about to be read.
+    fn file(&self, _path: &Path) {}
+    /// `n` more bytes of file content were processed (read or reused).
+    fn bytes(&self, _n: u64) {}
+    /// Something was skipped or is suspicious; the run goes on.
+    fn warn(&self, _message: &str) {}
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// What a backup run produced.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// The new snapshot's id.
+    pub id: SnapshotId,
+    /// The new snapshot.
+    pub snapshot: Snapshot,
+}
+
+struct Job {
+    ty: BlobType,
+    id: BlobId,
+    data: Vec<u8>,
+}
+
+struct Sealed {
+    ty: BlobType,
+    id: BlobId,
+    raw_length: u32,
+    bytes: Vec<u8>,
+}
+
+struct FinishedPack {
+    id: PackId,
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// State shared by the pipeline stages.
+struct Shared {
+    abort: AtomicBool,
+    error: Mutex<Option<RepoError>>,
+    uploaded: AtomicU64,
+    pending: Mutex<Vec<IndexPack>>,
+}
+
+impl Shared {
+    fn fail(&self, e: RepoError) {
+        self.abort.store(true, Ordering::SeqCst);
+        let mut slot = self.error.lock().expect("error slot");
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+    fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+}
+
+/// Backs up `paths` into a new snapshot.
+pub fn backup(
+    repo: &Repository,
+    paths: &[PathBuf],
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    if paths.is_empty() {
+        return Err(RepoError::Invalid("nothing to back up: give at least one path".into()));
+    }
+    let started = chrono::Utc::now();
+    let mut roots = Vec::new();
+    let mut seen = HashSet::new();
+    for p in paths {
+        let abs = std::path::absolute(p).map_err(|e| RepoError::io("resolving", p, e))?;
+        let meta = std::fs::metadata(&abs).map_err(|e| RepoError::io("cannot back up", &abs, e))?;
+        let name = abs
+            .file_name()
+            .ok_or_else(|| RepoError::Invalid(format!("cannot back up {}: it has no name", abs.display())))?
+            .as_bytes()
+            .to_vec();
+        if !seen.insert(name.clone()) {
+            return Err(RepoError::Invalid(format!(
+                "two paths end in the same name {:?}; back them up separately",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        roots.push((abs, name, meta));
+    }
+    let display_paths: Vec<String> = roots.iter().map(|r| r.0.to_string_lossy().into_owned()).collect();
+    let hostname = opts
+        .hostname
+        .clone()
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+
+    let mut guard = lock::lock(repo, "backup", false)?;
+    let index = repo.load_index()?;
+    let parent = find_parent(repo, &hostname, &display_paths);
+    let parent_tree = match &parent {
+        Some((_, s)) if !opts.force_reread => repo.load_tree(&index, &s.tree).ok(),
+        _ => None,
+    };
+
+    let shared = Shared {
+        abort: AtomicBool::new(false),
+        error: Mutex::new(None),
+        uploaded: AtomicU64::new(0),
+        pending: Mutex::new(Vec::new()),
+    };
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let pack_size = repo.params().pack_size as usize;
+
+    let walk_result = std::thread::scope(|s| {
+        let (work_tx, work_rx) = bounded::<Job>(2 * workers);
+        let (sealed_tx, sealed_rx) = bounded::<Sealed>(2 * workers);
+        let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
+        for _ in 0..workers {
+            let (rx, tx, shared) = (work_rx.clone(), sealed_tx.clone(), &shared);
+            s.spawn(move || seal_stage(repo, rx, tx, shared));
+        }
+        drop((work_rx, sealed_tx));
+        s.spawn(|| pack_stage(repo, sealed_rx, pack_tx, pack_size));
+        for _ in 0..2 {
+            let (rx, shared) = (pack_rx.clone(), &shared);
+            s.spawn(move || upload_stage(repo, rx, shared));
+        }
+        drop(pack_rx);
+
+        let mut walker = Walker {
+            repo,
+            index: &index,
+            known: index.blobs.keys().copied().collect(),
+            work_tx,
+            shared: &shared,
+            progress,
+            summary: Summary::default(),
+            guard: &mut guard,
+        };
+        let r = walker.root(&roots, parent_tree.as_ref());
+        let summary = std::mem::take(&mut walker.summary);
+        drop(walker); // closes the work channel; the stages drain and finish
+        r.map(|tree| (tree, summary))
+    });
+
+    if let Some(e) = shared.error.lock().expect("error slot").take() {
+        return Err(e);
+    }
+    let (tree, mut summary) = walk_result?;
+    // All packs are stored; index what is left, then (and only then) the snapshot.
+    let rest = std::mem::take(&mut *shared.pending.lock().expect("pending"));
+    write_index(repo, rest, &shared)?;
+    summary.uploaded_bytes = shared.uploaded.load(Ordering::SeqCst);
+    let snapshot = Snapshot {
+        version: OBJECT_VERSION,
+        time: started.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        hostname,
+        paths: display_paths,
+        tree,
+        parent: parent.map(|(id, _)| id),
+        program: format!("chatvault {}", env!("CARGO_PKG_VERSION")),
+        summary,
+    };
+    let (id, sealed) = objects::seal_object(repo.keys(), ObjectKind::Snapshot, &snapshot, &mut OsRng);
+    let id = SnapshotId::from_bytes(id);
+    repo.storage.write_new(&layout::snapshot(&id), sealed)?;
+    drop(guard);
+    tracing::info!(snapshot = %id.short(), "snapshot saved");
+    Ok(BackupOutcome { id, snapshot })
+}
+
+/// The latest readable snapshot of the same host and paths.
+fn find_parent(repo: &Repository, hostname: &str, paths: &[String]) -> Option<(SnapshotId, Snapshot)> {
+    let all = repo.snapshots().ok()?;
+    all.into_iter()
+        .rev()
+        .filter_map(|(id, s)| s.ok().map(|s| (id, s)))
+        .find(|(_, s)| s.hostname == hostname && s.paths == paths)
+}
+
+fn seal_stage(repo: &Repository, rx: Receiver<Job>, tx: Sender<Sealed>, shared: &Shared) {
+    for job in rx {
+        if shared.aborted() {
+            continue;
+        }
+        let bytes = blob::seal_blob(repo.keys(), job.ty, &job.id, &job.data, &mut OsRng);
+        let sealed = Sealed {
+            ty: job.ty,
+            id: job.id,
+            raw_length: job.data.len() as u32,
+            bytes,
+        };
+        if tx.send(sealed).is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Default)]
+struct PackBuilder {
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    fn add(&mut self, s: Sealed) {
+        self.entries.push(PackEntry {
+            ty: s.ty,
+            id: s.id,
+            offset: self.bytes.len() as u64,
+            length: s.bytes.len() as u32,
+            raw_length: s.raw_length,
+        });
+        self.bytes.extend_from_slice(&s.bytes);
+    }
+    fn finish(&mut self, repo: &Repository) -> Option<FinishedPack> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let id = PackId::random(&mut OsRng);
+        let mut bytes = std::mem::take(&mut self.bytes);
+        let entries = std::mem::take(&mut self.entries);
+        bytes.extend_from_slice(&pack::encode_header(repo.keys(), &id, &entries, &mut OsRng));
+        Some(FinishedPack { id, bytes, entries })
+    }
+}
+
+fn pack_stage(repo: &Repository, rx: Receiver<Sealed>, tx: Sender<FinishedPack>, pack_size: usize) {
+    // Data and tree blobs go to separate packs, so metadata can be read without data.
+    let mut data = PackBuilder::default();
+    let mut trees = PackBuilder::default();
+    for s in rx {
+        let b = if s.ty == BlobType::Tree { &mut trees } else { &mut data };
+        if !b.entries.is_empty() && b.bytes.len() + s.bytes.len() > pack_size {
+            if let Some(p) = b.finish(repo) {
+                if tx.send(p).is_err() {
+                    return;
+                }
+            }
+        }
+        b.add(s);
+    }
+    for b in [&mut data, &mut trees] {
+        if let Some(p) = b.finish(repo) {
+            let _ = tx.send(p);
+        }
+    }
+}
+
+fn upload_stage(repo: &Repository, rx: Receiver<FinishedPack>, shared: &Shared) {
+    for p in rx {
+        if shared.aborted() {
+            continue;
+        }
+        let size = p.bytes.len() as u64;
+        match repo.storage.write_new(&layout::pack(&p.id), p.bytes) {
+            Ok(_) => {
+                shared.uploaded.fetch_add(size, Ordering::Relaxed);
+                let entry = IndexPack {
+                    id: p.id,
+                    size,
+                    blobs: p
+                        .entries
+                        .iter()
+                        .map(|e| IndexBlob {
+                            id: e.id,
+                            ty: e.ty,
+                            offset: e.offset,
+                            length: e.length,
+                            raw_length: e.raw_length,
+                        })
+                        .collect(),
+                };
+                let full = {
+                    let mut pending = shared.pending.lock().expect("pending");
+                    pending.push(entry);
+                    if pending.len() >= PACKS_PER_INDEX {
+                        std::mem::take(&mut *pending)
+                    } else {
+                        Vec::new()
+                    }
+                };
+                if let Err(e) = write_index(repo, full, shared) {
+                    shared.fail(e);
+                }
+            }
+            Err(e) => shared.fail(e),
+        }
+    }
+}
+
+fn write_index(repo: &Repository, packs: Vec<IndexPack>, shared: &Shared) -> Result<Option<IndexId>> {
+    if packs.is_empty() {
+        return Ok(None);
+    }
+    let file = IndexFile {
+        version: OBJECT_VERSION,
+        packs,
+    };
+    let (id, sealed) = objects::seal_object(repo.keys(), ObjectKind::Index, &file, &mut OsRng);
+    let id = IndexId::from_bytes(id);
+    shared.uploaded.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+    repo.storage.write_new(&layout::index(&id), sealed)?;
+    Ok(Some(id))
+}
+
+struct Walker<'a, 'g> {
+    repo: &'a Repository,
+    index: &'a Index,
+    known: HashSet<BlobId>,
+    work_tx: Sender<Job>,
+    shared: &'a Shared,
+    progress: &'a dyn Progress,
+    summary: Summary,
+    guard: &'a mut LockGuard<'g>,
+}
+
+fn mtime(m: &Metadata) -> (i64, u32) {
+    (m.mtime(), m.mtime_nsec() as u32)
+}
+
+fn node_base(name: Vec<u8>, kind: NodeKind, m: &Metadata) -> Node {
+    let (mtime_s, mtime_ns) = mtime(m);
+    Node {
+        name: Bytes(name),
+        kind,
+        mode: m.mode() & 0o7777,
+        mtime_s,
+        mtime_ns,
+        ctime_s: m.ctime(),
+        ctime_ns: m.ctime_nsec() as u32,
+        inode: m.ino(),
+    }
+}
+
+impl Walker<'_, '_> {
+    fn check_abort(&self) -> Result<()> {
+        if self.shared.aborted() {
+            Err(RepoError::Aborted)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn send(&mut self, ty: BlobType, id: BlobId, data: Vec<u8>) -> Result<()> {
+        self.check_abort()?;
+        if self.known.insert(id) {
+            self.summary.new_blobs += 1;
+            self.summary.new_bytes += data.len() as u64;
+            self.work_tx
+                .send(Job { ty, id, data })
+                .map_err(|_| RepoError::Aborted)?;
+        }
+        Ok(())
+    }
+
+    fn store_tree(&mut self, mut nodes: Vec<Node>) -> Result<BlobId> {
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let tree = Tree {
+            version: OBJECT_VERSION,
+            nodes,
+        };
+        let plain = objects::tree_plaintext(&tree);
+        let id = blob::blob_id(self.repo.keys(), BlobType::Tree, &plain);
+        self.send(BlobType::Tree, id, plain)?;
+        Ok(id)
+    }
+
+    fn problem(&mut self, path: &Path, error: impl std::fmt::Display) {
+        let p = Problem {
+            path: path.to_string_lossy().into_owned(),
+            error: error.to_string(),
+        };
+        self.progress.warn(&format!("{}: {}", p.path, p.error));
+        tracing::warn!(path = %p.path, error = %p.error, "not backed up");
+        self.summary.unreadable.push(p);
+    }
+
+    fn root(&mut self, roots: &[(PathBuf, Vec<u8>, Metadata)], parent: Option<&Tree>) -> Result<BlobId> {
+        let mut nodes = Vec::new();
+        for (path, name, meta) in roots {
+            let pnode = parent.and_then(|t| t.nodes.iter().find(|n| n.name.0 == *name));
+            if let Some(n) = self.node(path, name.clone(), meta, pnode)? {
+                nodes.push(n);
+            }
+        }
+        self.store_tree(nodes)
+    }
+
+    fn node(&mut self, path: &Path, name: Vec<u8>, meta: &Metadata, parent: Option<&Node>) -> Result<Option<Node>> {
+        self.check_abort()?;
+        self.guard.refresh_if_due()?;
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            let sub = match parent.map(|n| &n.kind) {
+                Some(NodeKind::Dir { subtree }) => self.repo.load_tree(self.index, subtree).ok(),
+                _ => None,
+            };
+            let subtree = match self.dir(path, sub.as_ref())? {
+                Some(id) => id,
+                None => return Ok(None),
+            };
+            self.summary.dirs += 1;
+            NodeKind::Dir { subtree }
+        } else if ft.is_file() {
+            match self.file(path, meta, parent) {
+                Ok(k) => k,
+                Err(FileError::Fatal(e)) => return Err(e),
+                Err(FileError::Unreadable(e)) => {
+                    self.problem(path, e);
+                    return Ok(None);
+                }
+            }
+        } else if ft.is_symlink() {
+            match std::fs::read_link(path) {
+                Ok(t) => NodeKind::Symlink {
+                    target: Bytes(t.as_os_str().as_bytes().to_vec()),
+                },
+                Err(e) => {
+                    self.problem(path, e);
+                    return Ok(None);
+                }
+            }
+        } else {
+            self.problem(path, "special file (socket, FIFO or device) is not backed up");
+            return Ok(None);
+        };
+        Ok(Some(node_base(name, kind, meta)))
+    }
+
+    fn dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Option<BlobId>> {
+        let rd = match std::fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.problem(path, e);
+                return Ok(None);
+            }
+        };
+        let mut entries = Vec::new();
+        for e in rd {
+            match e {
+                Ok(e) => entries.push(e),
+                Err(e) => self.problem(path, e),
+            }
+        }
+        entries.sort_by_key(|e| e.file_name());
+        let by_name: HashMap<&[u8], &Node> = parent
+            .map(|t| t.nodes.iter().map(|n| (n.name.0.as_slice(), n)).collect())
+            .unwrap_or_default();
+        let mut nodes = Vec::with_capacity(entries.len());
+        for e in entries {
+            let child = e.path();
+            let name = e.file_name().as_bytes().to_vec();
+            let meta = match std::fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(err) => {
+                    self.problem(&child, err);
+                    continue;
+                }
+            };
+            let pnode = by_name.get(name.as_slice()).copied();
+            if let Some(n) = self.node(&child, name, &meta, pnode)? {
+                nodes.push(n);
+            }
+        }
+        self.store_tree(nodes).map(Some)
+    }
+
+    fn file(&mut self, path: &Path, meta: &Metadata, parent: Option<&Node>) -> Result<NodeKind, FileError> {
+        self.summary.files += 1;
+        self.summary.bytes += meta.len();
+        // Unchanged since the parent snapshot (same size, mtime, ctime, inode) and all its blobs
+        // are still indexed: reuse the content list without reading.
+        if let Some(p) = parent
+            && let NodeKind::File { size, content, changed_while_reading: false, .. } = &p.kind
+            && *size == meta.len()
+            && (p.mtime_s, p.mtime_ns) == mtime(meta)
+            && (p.ctime_s, p.ctime_ns) == (meta.ctime(), meta.ctime_nsec() as u32)
+            && p.inode == meta.ino()
+            && content.iter().all(|id| self.index.blobs.contains_key(id))
+        {
+            self.progress.bytes(*size);
+            return Ok(NodeKind::File {
+                size: *size,
+                content: content.clone(),
+                changed_while_reading: false,
+                sqlite_snapshot: false,
+            });
+        }
+        self.progress.file(path);
+        self.summary.files_read += 1;
+        let f = File::open(path).map_err(|e| FileError::Unreadable(e.to_string()))?;
+        let before = f.metadata().map_err(|e| FileError::Unreadable(e.to_string()))?;
+        let (content, read) = self.chunk_stream(f)?;
+        let after = std::fs::symlink_metadata(path).ok();
+        let changed = read != before.len()
+            || after.is_none_or(|a| {
+                a.len() != before.len()
+                    || mtime(&a) != mtime(&before)
+                    || (a.ctime(), a.ctime_nsec()) != (before.ctime(), before.ctime_nsec())
+                    || a.ino() != before.ino()
+            });
+        if changed {
+            let p = path.to_string_lossy().into_owned();
+            self.progress.warn(&format!("{p}: changed while it was being read"));
+            tracing::warn!(path = %p, "file changed while being read");
+            self.summary.changed_while_reading.push(p);
+        }
+        // The snapshot records the size actually stored.
+        self.summary.bytes = self.summary.bytes - meta.len() + read;
+        Ok(NodeKind::File {
+            size: read,
+            content,
+            changed_while_reading: changed,
+            sqlite_snapshot: false,
+        })
+    }
+
+    /// Chunks a stream with the repository's keyed chunker; returns the blob ids and the bytes read.
+    fn chunk_stream(&mut self, source: impl std::io::Read) -> Result<(Vec<BlobId>, u64), FileError> {
+        let p = self.repo.params();
+        let chunker = fastcdc::v2020::StreamCDC::with_level_and_seed(
+            source,
+            p.chunk_min,
+            p.chunk_avg,
+            p.chunk_max,
+            fastcdc::v2020::Normalization::Level1,
+            self.repo.keys().chunker_seed(),
+        );
+        let mut content = Vec::new();
+        let mut read = 0u64;
+        for chunk in chunker {
+            let chunk = chunk.map_err(|e| FileError::Unreadable(format!("read error: {e}")))?;
+            let id = blob::blob_id(self.repo.keys(), BlobType::Data, &chunk.data);
+            read += chunk.data.len() as u64;
+            self.progress.bytes(chunk.data.len() as u64);
+            content.push(id);
+            self.send(BlobType::Data, id, chunk.data).map_err(FileError::Fatal)?;
+        }
+        Ok((content, read))
+    }
+}
+
+enum FileError {
+    Unreadable(String),
+    Fatal(RepoError),
+}

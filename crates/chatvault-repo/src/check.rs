@@ -1,0 +1,229 @@
+//! Verifying a repository (`chatvault check [--read-data]`).
+//!
+//! Structure check: the config opens; every index object opens; every indexed pack exists with
+//! the indexed size; every snapshot opens; every tree of every snapshot loads; every blob a
+//! snapshot references is indexed. With `read_data`, additionally every pack is downloaded, its
+//! header authenticated and compared with the index, and every blob opened and checked against
+//! its id. Problems are mapped back to the snapshots and files they affect.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chatvault_format::id::{BlobId, IndexId, PackId, SnapshotId};
+use chatvault_format::objects::{NodeKind, Tree};
+use chatvault_format::{blob, pack};
+
+use crate::backup::Progress;
+use crate::error::Result;
+use crate::lock;
+use crate::repository::{Index, Repository, layout};
+
+/// Options of a check.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CheckOptions {
+    /// Download and verify every pack.
+    pub read_data: bool,
+}
+
+/// What a check found.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    /// Problems that make data unrestorable or the repository inconsistent.
+    pub errors: Vec<String>,
+    /// Harmless findings (e.g. packs left by an interrupted backup).
+    pub warnings: Vec<String>,
+    /// Snapshot short id → files (or directories) that cannot be restored intact.
+    pub damaged: BTreeMap<String, Vec<String>>,
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// Packs in the index.
+    pub packs: usize,
+    /// Blobs in the index.
+    pub blobs: usize,
+    /// Blobs downloaded and verified (with `read_data`).
+    pub blobs_verified: usize,
+}
+
+impl CheckReport {
+    /// True when no errors were found.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Checks the repository.
+pub fn check(repo: &Repository, opts: CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
+    let _guard = lock::lock(repo, "check", false)?;
+    let mut r = CheckReport::default();
+    // Blobs that are unusable: not indexed, in a missing/damaged pack, or failing verification.
+    let mut bad: HashSet<BlobId> = HashSet::new();
+
+    let mut index = Index::default();
+    for (id, _) in repo.list_ids::<IndexId>(layout::INDEX)? {
+        match repo.load_index_file(&id) {
+            Ok(f) => {
+                index.add(&f);
+                index.files.push(id);
+            }
+            Err(e) => r.errors.push(e.to_string()),
+        }
+    }
+    r.packs = index.packs.len();
+    r.blobs = index.blobs.len();
+
+    let stored: HashMap<PackId, u64> = repo
+        .storage
+        .list(layout::DATA, true)?
+        .into_iter()
+        .filter_map(|l| l.name.parse::<PackId>().ok().map(|id| (id, l.size)))
+        .collect();
+    let mut bad_packs: HashSet<PackId> = HashSet::new();
+    for (id, size) in &index.packs {
+        match stored.get(id) {
+            None => {
+                r.errors.push(format!("pack {} is missing from storage", id.short()));
+                bad_packs.insert(*id);
+            }
+            Some(s) if s != size => {
+                r.errors.push(format!(
+                    "pack {} has {s} bytes, the index says {size} (truncated or replaced)",
+                    id.short()
+                ));
+                bad_packs.insert(*id);
+            }
+            Some(_) => {}
+        }
+    }
+    let unreferenced = stored.keys().filter(|id| !index.packs.contains_key(id)).count();
+    if unreferenced > 0 {
+        r.warnings.push(format!(
+            "{unreferenced} pack(s) are not referenced by any index (left by an interrupted backup; harmless)"
+        ));
+    }
+
+    if opts.read_data {
+        let mut by_pack: HashMap<PackId, Vec<(BlobId, _)>> = HashMap::new();
+        for (id, loc) in &index.blobs {
+            by_pack.entry(loc.pack).or_default().push((*id, *loc));
+        }
+        let mut packs: Vec<_> = index.packs.keys().filter(|p| !bad_packs.contains(p)).copied().collect();
+        packs.sort();
+        for pid in packs {
+            let bytes = match repo.storage.read(&layout::pack(&pid))? {
+                Some(b) => b,
+                None => {
+                    r.errors.push(format!("pack {} is missing from storage", pid.short()));
+                    bad_packs.insert(pid);
+                    continue;
+                }
+            };
+            progress.bytes(bytes.len() as u64);
+            let header = match pack::decode_header(repo.keys(), &pid, &bytes) {
+                Ok(h) => h,
+                Err(e) => {
+                    r.errors.push(format!("pack {}: {e}", pid.short()));
+                    bad_packs.insert(pid);
+                    continue;
+                }
+            };
+            let in_header: HashMap<BlobId, _> = header.iter().map(|e| (e.id, e)).collect();
+            for (bid, loc) in by_pack.get(&pid).map(Vec::as_slice).unwrap_or_default() {
+                let Some(e) = in_header.get(bid) else {
+                    r.errors.push(format!("blob {} is indexed in pack {} but not in its header", bid.short(), pid.short()));
+                    bad.insert(*bid);
+                    continue;
+                };
+                if e.offset != loc.offset || e.length != loc.length || e.ty != loc.ty {
+                    r.errors.push(format!("blob {}: index and pack {} header disagree", bid.short(), pid.short()));
+                    bad.insert(*bid);
+                    continue;
+                }
+                let sealed = &bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
+                match blob::open_blob(repo.keys(), e.ty, bid, sealed) {
+                    Ok(_) => r.blobs_verified += 1,
+                    Err(err) => {
+                        r.errors.push(format!("{} {} in pack {}: {err}", e.ty.kind().name(), bid.short(), pid.short()));
+                        bad.insert(*bid);
+                    }
+                }
+            }
+        }
+    }
+    for (id, loc) in &index.blobs {
+        if bad_packs.contains(&loc.pack) {
+            bad.insert(*id);
+        }
+    }
+
+    for (sid, snap) in repo.snapshots()? {
+        r.snapshots += 1;
+        let snap = match snap {
+            Ok(s) => s,
+            Err(e) => {
+                r.errors.push(e.to_string());
+                r.damaged.entry(sid.short()).or_default().push("(the whole snapshot)".into());
+                continue;
+            }
+        };
+        let mut damaged = Vec::new();
+        let mut seen_trees = HashSet::new();
+        walk(repo, &index, &bad, &snap.tree, "", &mut seen_trees, &mut damaged, &mut r.errors);
+        if !damaged.is_empty() {
+            r.errors.push(format!(
+                "snapshot {} ({}): {} item(s) cannot be restored intact",
+                sid.short(),
+                snap.time,
+                damaged.len()
+            ));
+            r.damaged.insert(sid.short(), damaged);
+        }
+    }
+    let _: Option<SnapshotId> = None;
+    r.errors.dedup();
+    Ok(r)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk(
+    repo: &Repository,
+    index: &Index,
+    bad: &HashSet<BlobId>,
+    tree_id: &BlobId,
+    prefix: &str,
+    seen: &mut HashSet<BlobId>,
+    damaged: &mut Vec<String>,
+    errors: &mut Vec<String>,
+) {
+    let shown_dir = if prefix.is_empty() { "/".to_string() } else { prefix.to_string() };
+    if bad.contains(tree_id) {
+        damaged.push(format!("{shown_dir} (directory listing damaged)"));
+        return;
+    }
+    let tree: Tree = match repo.load_tree(index, tree_id) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(e.to_string());
+            damaged.push(format!("{shown_dir} (directory listing damaged)"));
+            return;
+        }
+    };
+    let first_visit = seen.insert(*tree_id);
+    for n in &tree.nodes {
+        let path = format!("{prefix}{}", String::from_utf8_lossy(&n.name.0));
+        match &n.kind {
+            NodeKind::File { content, .. } => {
+                if content.iter().any(|b| bad.contains(b) || !index.blobs.contains_key(b)) {
+                    if first_visit {
+                        for b in content.iter().filter(|b| !index.blobs.contains_key(b)) {
+                            errors.push(format!("data blob {} of {path} is not in any index", b.short()));
+                        }
+                    }
+                    damaged.push(path);
+                }
+            }
+            NodeKind::Dir { subtree } => {
+                walk(repo, index, bad, subtree, &format!("{path}/"), seen, damaged, errors)
+            }
+            NodeKind::Symlink { .. } => {}
+        }
+    }
+}

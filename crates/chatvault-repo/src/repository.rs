@@ -1,0 +1,291 @@
+//! Opening, creating and reading a repository (docs/FORMAT.md §2, §6, §8, §9).
+
+use std::collections::HashMap;
+
+use chatvault_format::blob::{self, BlobType};
+use chatvault_format::config::{Config, ConfigError, RepoParams};
+use chatvault_format::envelope::ObjectKind;
+use chatvault_format::id::{BlobId, IndexId, PackId, RepoId, SnapshotId};
+use chatvault_format::key::{BackupKey, RepoKeys};
+use chatvault_format::objects::{self, IndexFile, Snapshot, Tree};
+use rand_core::OsRng;
+
+use crate::error::{RepoError, Result};
+use crate::storage::Storage;
+
+/// Object paths of the layout (§2).
+pub mod layout {
+    use super::*;
+    /// The config object.
+    pub const CONFIG: &str = "config";
+    /// Folder of pack files (with two-hex-digit subfolders).
+    pub const DATA: &str = "data/";
+    /// Folder of index objects.
+    pub const INDEX: &str = "index/";
+    /// Folder of snapshot objects.
+    pub const SNAPSHOTS: &str = "snapshots/";
+    /// Folder of lock objects.
+    pub const LOCKS: &str = "locks/";
+
+    /// Path of a pack.
+    pub fn pack(id: &PackId) -> String {
+        let h = id.to_hex();
+        format!("data/{}/{h}", &h[..2])
+    }
+    /// Path of an index object.
+    pub fn index(id: &IndexId) -> String {
+        format!("index/{id}")
+    }
+    /// Path of a snapshot object.
+    pub fn snapshot(id: &SnapshotId) -> String {
+        format!("snapshots/{id}")
+    }
+}
+
+/// An open repository: storage, verified config and subkeys.
+pub struct Repository {
+    pub(crate) storage: Storage,
+    pub(crate) keys: RepoKeys,
+    pub(crate) config: Config,
+}
+
+/// Where a blob lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// The pack holding it.
+    pub pack: PackId,
+    /// Blob type.
+    pub ty: BlobType,
+    /// Offset of the sealed blob in the pack.
+    pub offset: u64,
+    /// Sealed length.
+    pub length: u32,
+    /// Plaintext length.
+    pub raw_length: u32,
+}
+
+/// The merged in-memory view of all index objects.
+#[derive(Debug, Default)]
+pub struct Index {
+    /// Blob id → location.
+    pub blobs: HashMap<BlobId, BlobLocation>,
+    /// Pack id → size in bytes.
+    pub packs: HashMap<PackId, u64>,
+    /// Index objects that were loaded.
+    pub files: Vec<IndexId>,
+}
+
+impl Index {
+    /// Adds one index object's entries.
+    pub fn add(&mut self, file: &IndexFile) {
+        for p in &file.packs {
+            self.packs.insert(p.id, p.size);
+            for b in &p.blobs {
+                self.blobs.entry(b.id).or_insert(BlobLocation {
+                    pack: p.id,
+                    ty: b.ty,
+                    offset: b.offset,
+                    length: b.length,
+                    raw_length: b.raw_length,
+                });
+            }
+        }
+    }
+}
+
+impl Repository {
+    /// Creates a new repository at `storage` for `key`. Fails if one already exists.
+    pub fn init(storage: Storage, key: &BackupKey) -> Result<Repository> {
+        if storage.size(layout::CONFIG)?.is_some() {
+            return Err(RepoError::AlreadyExists {
+                location: storage.location().to_string(),
+            });
+        }
+        let repo_id = RepoId::random(&mut OsRng);
+        let keys = key.derive(&repo_id);
+        let params = RepoParams::defaults(chrono::Utc::now().to_rfc3339());
+        let bytes = Config::encode(&repo_id, &params, &keys, &mut OsRng);
+        if !storage.write_new(layout::CONFIG, bytes)? {
+            return Err(RepoError::AlreadyExists {
+                location: storage.location().to_string(),
+            });
+        }
+        tracing::info!(location = storage.location(), repo = %repo_id.short(), "repository created");
+        Ok(Repository {
+            storage,
+            keys,
+            config: Config { repo_id, params },
+        })
+    }
+
+    /// Opens an existing repository with `key`.
+    pub fn open(storage: Storage, key: &BackupKey) -> Result<Repository> {
+        let location = storage.location().to_string();
+        let bytes = storage
+            .read(layout::CONFIG)?
+            .ok_or_else(|| RepoError::NotFound {
+                location: location.clone(),
+            })?;
+        let (config, keys) = Config::decode(&bytes, key).map_err(|e| match e {
+            ConfigError::WrongKey => RepoError::WrongKey { location },
+            ConfigError::UnsupportedVersion(_) => RepoError::UnsupportedVersion(e.to_string()),
+            other => RepoError::corrupted("config", other),
+        })?;
+        Ok(Repository {
+            storage,
+            keys,
+            config,
+        })
+    }
+
+    /// The storage of this repository.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The repository id.
+    pub fn id(&self) -> RepoId {
+        self.config.repo_id
+    }
+
+    /// The repository parameters.
+    pub fn params(&self) -> &RepoParams {
+        &self.config.params
+    }
+
+    /// The subkeys (crate-internal use by backup/restore/check).
+    pub(crate) fn keys(&self) -> &RepoKeys {
+        &self.keys
+    }
+
+    /// Lists ids in a folder whose names are 64-hex ids; other names are reported as warnings.
+    pub(crate) fn list_ids<T: std::str::FromStr>(&self, folder: &str) -> Result<Vec<(T, u64)>> {
+        let mut out = Vec::new();
+        for l in self.storage.list(folder, false)? {
+            match l.name.parse::<T>() {
+                Ok(id) => out.push((id, l.size)),
+                Err(_) => tracing::warn!(name = %l.name, folder, "ignoring unexpected object"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Loads one index object.
+    pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        let path = layout::index(id);
+        let bytes = self
+            .storage
+            .read(&path)?
+            .ok_or_else(|| RepoError::corrupted(format!("index {}", id.short()), "missing"))?;
+        objects::open_object(&self.keys, ObjectKind::Index, id.as_bytes(), &bytes)
+            .map_err(|e| RepoError::corrupted(format!("index {}", id.short()), e))
+    }
+
+    /// Loads and merges every index object. A damaged index object is an error here; `check`
+    /// loads them one by one to report all problems.
+    pub fn load_index(&self) -> Result<Index> {
+        let mut index = Index::default();
+        for (id, _) in self.list_ids::<IndexId>(layout::INDEX)? {
+            let f = self.load_index_file(&id)?;
+            index.add(&f);
+            index.files.push(id);
+        }
+        Ok(index)
+    }
+
+    /// Loads one snapshot.
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let bytes = self
+            .storage
+            .read(&layout::snapshot(id))?
+            .ok_or_else(|| RepoError::SnapshotNotFound(id.short()))?;
+        objects::open_object(&self.keys, ObjectKind::Snapshot, id.as_bytes(), &bytes)
+            .map_err(|e| RepoError::corrupted(format!("snapshot {}", id.short()), e))
+    }
+
+    /// All snapshot ids in storage.
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self
+            .list_ids::<SnapshotId>(layout::SNAPSHOTS)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Loads every snapshot, oldest first. Damaged snapshots are returned as errors in the list
+    /// so that one bad object does not hide the others.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
+        let mut v: Vec<_> = self
+            .snapshot_ids()?
+            .into_iter()
+            .map(|id| (id, self.load_snapshot(&id)))
+            .collect();
+        v.sort_by(|a, b| match (&a.1, &b.1) {
+            (Ok(x), Ok(y)) => x.time.cmp(&y.time).then(a.0.cmp(&b.0)),
+            (Ok(_), Err(_)) => std::cmp::Ordering::Greater,
+            (Err(_), Ok(_)) => std::cmp::Ordering::Less,
+            _ => a.0.cmp(&b.0),
+        });
+        Ok(v)
+    }
+
+    /// Resolves `latest`, a full id, or a unique id prefix (at least 4 hex digits).
+    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        if spec == "latest" {
+            let all = self.snapshots()?;
+            return all
+                .into_iter()
+                .rev()
+                .find_map(|(id, s)| s.ok().map(|s| (id, s)))
+                .ok_or_else(|| RepoError::SnapshotNotFound("latest (the repository has no readable snapshots)".into()));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        if spec_l.len() < 4 || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RepoError::Invalid(format!(
+                "invalid snapshot {spec:?}: give `latest` or at least 4 hex digits of an id"
+            )));
+        }
+        let matches: Vec<_> = self
+            .snapshot_ids()?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&spec_l))
+            .collect();
+        match matches.as_slice() {
+            [id] => Ok((*id, self.load_snapshot(id)?)),
+            [] => Err(RepoError::SnapshotNotFound(spec.to_string())),
+            _ => Err(RepoError::Invalid(format!(
+                "snapshot prefix {spec:?} is ambiguous: give more digits"
+            ))),
+        }
+    }
+
+    /// Reads, opens and verifies one blob.
+    pub fn read_blob(&self, id: &BlobId, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let path = layout::pack(&loc.pack);
+        let sealed = self
+            .storage
+            .read_range(&path, loc.offset, u64::from(loc.length))?
+            .ok_or_else(|| RepoError::corrupted(format!("pack {}", loc.pack.short()), "missing"))?;
+        if sealed.len() != loc.length as usize {
+            return Err(RepoError::corrupted(
+                format!("pack {}", loc.pack.short()),
+                "truncated",
+            ));
+        }
+        blob::open_blob(&self.keys, loc.ty, id, &sealed).map_err(|e| {
+            RepoError::corrupted(
+                format!("{} {} in pack {}", loc.ty.kind().name(), id.short(), loc.pack.short()),
+                e,
+            )
+        })
+    }
+
+    /// Loads a tree blob.
+    pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
+        let loc = index.blobs.get(id).ok_or_else(|| {
+            RepoError::corrupted(format!("tree {}", id.short()), "not in any index")
+        })?;
+        let bytes = self.read_blob(id, loc)?;
+        objects::parse_tree(&bytes).map_err(|e| RepoError::corrupted(format!("tree {}", id.short()), e))
+    }
+}
