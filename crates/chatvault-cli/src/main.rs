@@ -1,1 +1,85 @@
-fn main() {}
+//! The `chatvault` command-line tool: a thin layer over `chatvault-client` and
+//! `chatvault-repo`. It parses arguments, resolves the repository and the key, shows progress,
+//! and maps errors to the documented exit codes. No backup logic lives here.
+
+mod args;
+mod commands;
+mod ui;
+
+use std::process::ExitCode;
+
+use chatvault_client::ClientError;
+use chatvault_repo::RepoError;
+use clap::Parser;
+
+/// Exit codes (documented in `chatvault --help` and README).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const PARTIAL: u8 = 3;
+    pub const WRONG_KEY: u8 = 4;
+    pub const NO_REPO: u8 = 5;
+    pub const DAMAGED: u8 = 6;
+    pub const BUSY: u8 = 8;
+}
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info,chatvault=info",
+        _ => "debug",
+    };
+    let filter = std::env::var("CHATVAULT_LOG").unwrap_or_else(|_| filter.to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::from(exit::OK);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn repo_code(e: &RepoError) -> u8 {
+    match e {
+        RepoError::WrongKey { .. } => exit::WRONG_KEY,
+        RepoError::NotFound { .. } => exit::NO_REPO,
+        RepoError::Corrupted { .. } => exit::DAMAGED,
+        RepoError::Locked(_) => exit::BUSY,
+        _ => exit::ERROR,
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for c in e.chain() {
+        if let Some(r) = c.downcast_ref::<RepoError>() {
+            return repo_code(r);
+        }
+        if let Some(c) = c.downcast_ref::<ClientError>() {
+            return match c {
+                ClientError::Repo(r) => repo_code(r),
+                ClientError::NotConfigured(_) => exit::NO_REPO,
+                _ => exit::ERROR,
+            };
+        }
+        if c.downcast_ref::<commands::WrongKey>().is_some() {
+            return exit::WRONG_KEY;
+        }
+    }
+    exit::ERROR
+}

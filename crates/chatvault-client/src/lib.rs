@@ -1,1 +1,260 @@
-//! Client API: device home, key custody (64-digit key or vault password), high-level operations.
+//! # chatvault-client
+//!
+//! The client side of chatvault as an app would embed it: a device **home** (one per phone or
+//! user account) that remembers which repository the device backs up to and how the backup key
+//! is kept, and the operations that need that state — enabling end-to-end encrypted backup with
+//! a 64-digit key, opening the repository on this device, or on a new device from a key the user
+//! types back.
+//!
+//! This crate must not prompt, print or parse command lines (that is the CLI's job), and must
+//! not write the key anywhere but the device home's 0600 key file.
+//!
+//! ```no_run
+//! use chatvault_client::{Home, enable_with_key};
+//! let home = Home::at("/tmp/phone-a".into());
+//! let (repo, key) = enable_with_key(&home, "/tmp/repo")?;
+//! println!("write this down: {}", key.to_grouped_hex().as_str());
+//! # Ok::<(), chatvault_client::ClientError>(())
+//! ```
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use chatvault_format::key::{BackupKey, KeyParseError};
+use chatvault_repo::repository::Repository;
+use chatvault_repo::storage::Storage;
+use rand_core::OsRng;
+use serde::{Deserialize, Serialize};
+
+/// Errors of the client layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// An engine error (wrong key, corrupted repository, storage failure, …).
+    #[error(transparent)]
+    Repo(#[from] chatvault_repo::RepoError),
+    /// A key text or key file could not be read.
+    #[error("invalid backup key: {0}")]
+    Key(#[from] KeyParseError),
+    /// The device home has no configuration yet.
+    #[error(
+        "this device has no chatvault backup configured in {0} (run `chatvault init`, or pass --repo and a key)"
+    )]
+    NotConfigured(PathBuf),
+    /// The device home is already configured.
+    #[error(
+        "this device already has E2EE backup enabled in {0} (use another --home, or `chatvault disable` first)"
+    )]
+    AlreadyConfigured(PathBuf),
+    /// The device home could not be read or written.
+    #[error("device home {}: {source}", path.display())]
+    Home {
+        /// The file involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The device configuration is unreadable.
+    #[error("device config {} is damaged: {reason}", path.display())]
+    BadConfig {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// How the backup key is kept for a new device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Custody {
+    /// The user keeps the 64-digit key.
+    Key,
+    /// A Backup Key Vault keeps the key behind the user's password.
+    Password {
+        /// Vault base URL.
+        vault: String,
+        /// Account id at the vault.
+        account: String,
+        /// The vault's OPAQUE server public key pinned at registration (base64).
+        server_key: String,
+    },
+}
+
+/// The device configuration stored in the home (`config.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceConfig {
+    /// Format version of this file.
+    pub version: u32,
+    /// Repository location (URL or path).
+    pub repo: String,
+    /// How the key is kept.
+    pub custody: Custody,
+}
+
+/// A device home: `config.json` and the 0600 key file `backup.key`.
+#[derive(Debug, Clone)]
+pub struct Home {
+    dir: PathBuf,
+}
+
+const CONFIG_FILE: &str = "config.json";
+const KEY_FILE: &str = "backup.key";
+
+impl Home {
+    /// A home at `dir` (created on first write).
+    pub fn at(dir: PathBuf) -> Self {
+        Home { dir }
+    }
+
+    /// The home folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn ensure_dir(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| ClientError::Home {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
+        Ok(())
+    }
+
+    /// The device configuration, if any.
+    pub fn config(&self) -> Result<Option<DeviceConfig>> {
+        let path = self.path(CONFIG_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| ClientError::BadConfig {
+                    path,
+                    reason: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ClientError::Home { path, source }),
+        }
+    }
+
+    /// The device configuration, or [`ClientError::NotConfigured`].
+    pub fn require_config(&self) -> Result<DeviceConfig> {
+        self.config()?
+            .ok_or_else(|| ClientError::NotConfigured(self.dir.clone()))
+    }
+
+    /// Saves the device configuration (atomically).
+    pub fn save_config(&self, cfg: &DeviceConfig) -> Result<()> {
+        self.ensure_dir()?;
+        let json = serde_json::to_vec_pretty(cfg).expect("config serializes");
+        self.write_atomic(CONFIG_FILE, &json, 0o600)
+    }
+
+    fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        let path = self.path(name);
+        let tmp = self.path(&format!(".{name}.tmp"));
+        let err = |source| ClientError::Home {
+            path: path.clone(),
+            source,
+        };
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(err)?;
+        f.write_all(bytes).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)
+    }
+
+    /// Stores the backup key in the home's 0600 key file.
+    pub fn store_key(&self, key: &BackupKey) -> Result<()> {
+        self.ensure_dir()?;
+        let mut text = key.to_hex();
+        text.push('\n');
+        self.write_atomic(KEY_FILE, text.as_bytes(), 0o600)
+    }
+
+    /// The key stored on this device, if any.
+    pub fn load_key(&self) -> Result<Option<BackupKey>> {
+        let path = self.path(KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => {
+                let b = zeroize::Zeroizing::new(b);
+                Ok(Some(BackupKey::from_key_file(&b)?))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ClientError::Home { path, source }),
+        }
+    }
+
+    /// Removes the configuration and the key file from this device.
+    pub fn forget(&self) -> Result<()> {
+        for name in [KEY_FILE, CONFIG_FILE] {
+            let path = self.path(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(ClientError::Home { path, source }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Enables E2EE backup with a new 64-digit key: creates the repository at `location`, generates
+/// the key from the OS RNG, and stores the key and configuration in the home.
+pub fn enable_with_key(home: &Home, location: &str) -> Result<(Repository, BackupKey)> {
+    if home.config()?.is_some() {
+        return Err(ClientError::AlreadyConfigured(home.dir().to_path_buf()));
+    }
+    let key = BackupKey::generate(&mut OsRng);
+    let repo = Repository::init(Storage::open(location)?, &key)?;
+    home.store_key(&key)?;
+    home.save_config(&DeviceConfig {
+        version: 1,
+        repo: location.to_string(),
+        custody: Custody::Key,
+    })?;
+    Ok((repo, key))
+}
+
+/// Opens the repository at `location` with `key`.
+pub fn open(location: &str, key: &BackupKey) -> Result<Repository> {
+    Ok(Repository::open(Storage::open(location)?, key)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enable_stores_a_private_key_file_and_refuses_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("home"));
+        let repo = dir.path().join("repo");
+        let (_, key) = enable_with_key(&home, repo.to_str().unwrap()).unwrap();
+        let mode = std::fs::metadata(home.dir().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(home.load_key().unwrap().unwrap(), key);
+        assert!(matches!(
+            enable_with_key(&home, repo.to_str().unwrap()),
+            Err(ClientError::AlreadyConfigured(_))
+        ));
+        open(repo.to_str().unwrap(), &key).unwrap();
+    }
+}

@@ -120,7 +120,9 @@ pub fn backup(
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
     if paths.is_empty() {
-        return Err(RepoError::Invalid("nothing to back up: give at least one path".into()));
+        return Err(RepoError::Invalid(
+            "nothing to back up: give at least one path".into(),
+        ));
     }
     let started = chrono::Utc::now();
     let mut roots = Vec::new();
@@ -130,7 +132,9 @@ pub fn backup(
         let meta = std::fs::metadata(&abs).map_err(|e| RepoError::io("cannot back up", &abs, e))?;
         let name = abs
             .file_name()
-            .ok_or_else(|| RepoError::Invalid(format!("cannot back up {}: it has no name", abs.display())))?
+            .ok_or_else(|| {
+                RepoError::Invalid(format!("cannot back up {}: it has no name", abs.display()))
+            })?
             .as_bytes()
             .to_vec();
         if !seen.insert(name.clone()) {
@@ -141,7 +145,10 @@ pub fn backup(
         }
         roots.push((abs, name, meta));
     }
-    let display_paths: Vec<String> = roots.iter().map(|r| r.0.to_string_lossy().into_owned()).collect();
+    let display_paths: Vec<String> = roots
+        .iter()
+        .map(|r| r.0.to_string_lossy().into_owned())
+        .collect();
     let hostname = opts
         .hostname
         .clone()
@@ -149,6 +156,12 @@ pub fn backup(
 
     let mut guard = lock::lock(repo, "backup", false)?;
     let index = repo.load_index()?;
+    for (id, why) in &index.damaged {
+        progress.warn(&format!(
+            "index {} is damaged and ignored ({why}); data it listed is stored again",
+            id.short()
+        ));
+    }
     let parent = find_parent(repo, &hostname, &display_paths);
     let parent_tree = match &parent {
         Some((_, s)) if !opts.force_reread => repo.load_tree(&index, &s.tree).ok(),
@@ -161,7 +174,9 @@ pub fn backup(
         uploaded: AtomicU64::new(0),
         pending: Mutex::new(Vec::new()),
     };
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
     let pack_size = repo.params().pack_size as usize;
 
     let walk_result = std::thread::scope(|s| {
@@ -214,7 +229,8 @@ pub fn backup(
         program: format!("chatvault {}", env!("CARGO_PKG_VERSION")),
         summary,
     };
-    let (id, sealed) = objects::seal_object(repo.keys(), ObjectKind::Snapshot, &snapshot, &mut OsRng);
+    let (id, sealed) =
+        objects::seal_object(repo.keys(), ObjectKind::Snapshot, &snapshot, &mut OsRng);
     let id = SnapshotId::from_bytes(id);
     repo.storage.write_new(&layout::snapshot(&id), sealed)?;
     drop(guard);
@@ -223,7 +239,11 @@ pub fn backup(
 }
 
 /// The latest readable snapshot of the same host and paths.
-fn find_parent(repo: &Repository, hostname: &str, paths: &[String]) -> Option<(SnapshotId, Snapshot)> {
+fn find_parent(
+    repo: &Repository,
+    hostname: &str,
+    paths: &[String],
+) -> Option<(SnapshotId, Snapshot)> {
     let all = repo.snapshots().ok()?;
     all.into_iter()
         .rev()
@@ -283,7 +303,11 @@ fn pack_stage(repo: &Repository, rx: Receiver<Sealed>, tx: Sender<FinishedPack>,
     let mut data = PackBuilder::default();
     let mut trees = PackBuilder::default();
     for s in rx {
-        let b = if s.ty == BlobType::Tree { &mut trees } else { &mut data };
+        let b = if s.ty == BlobType::Tree {
+            &mut trees
+        } else {
+            &mut data
+        };
         if !b.entries.is_empty() && b.bytes.len() + s.bytes.len() > pack_size {
             if let Some(p) = b.finish(repo) {
                 if tx.send(p).is_err() {
@@ -342,7 +366,11 @@ fn upload_stage(repo: &Repository, rx: Receiver<FinishedPack>, shared: &Shared) 
     }
 }
 
-fn write_index(repo: &Repository, packs: Vec<IndexPack>, shared: &Shared) -> Result<Option<IndexId>> {
+fn write_index(
+    repo: &Repository,
+    packs: Vec<IndexPack>,
+    shared: &Shared,
+) -> Result<Option<IndexId>> {
     if packs.is_empty() {
         return Ok(None);
     }
@@ -352,7 +380,9 @@ fn write_index(repo: &Repository, packs: Vec<IndexPack>, shared: &Shared) -> Res
     };
     let (id, sealed) = objects::seal_object(repo.keys(), ObjectKind::Index, &file, &mut OsRng);
     let id = IndexId::from_bytes(id);
-    shared.uploaded.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+    shared
+        .uploaded
+        .fetch_add(sealed.len() as u64, Ordering::Relaxed);
     repo.storage.write_new(&layout::index(&id), sealed)?;
     Ok(Some(id))
 }
@@ -429,7 +459,11 @@ impl Walker<'_, '_> {
         self.summary.unreadable.push(p);
     }
 
-    fn root(&mut self, roots: &[(PathBuf, Vec<u8>, Metadata)], parent: Option<&Tree>) -> Result<BlobId> {
+    fn root(
+        &mut self,
+        roots: &[(PathBuf, Vec<u8>, Metadata)],
+        parent: Option<&Tree>,
+    ) -> Result<BlobId> {
         let mut nodes = Vec::new();
         for (path, name, meta) in roots {
             let pnode = parent.and_then(|t| t.nodes.iter().find(|n| n.name.0 == *name));
@@ -440,7 +474,13 @@ impl Walker<'_, '_> {
         self.store_tree(nodes)
     }
 
-    fn node(&mut self, path: &Path, name: Vec<u8>, meta: &Metadata, parent: Option<&Node>) -> Result<Option<Node>> {
+    fn node(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        meta: &Metadata,
+        parent: Option<&Node>,
+    ) -> Result<Option<Node>> {
         self.check_abort()?;
         self.guard.refresh_if_due()?;
         let ft = meta.file_type();
@@ -475,7 +515,10 @@ impl Walker<'_, '_> {
                 }
             }
         } else {
-            self.problem(path, "special file (socket, FIFO or device) is not backed up");
+            self.problem(
+                path,
+                "special file (socket, FIFO or device) is not backed up",
+            );
             return Ok(None);
         };
         Ok(Some(node_base(name, kind, meta)))
@@ -519,13 +562,23 @@ impl Walker<'_, '_> {
         self.store_tree(nodes).map(Some)
     }
 
-    fn file(&mut self, path: &Path, meta: &Metadata, parent: Option<&Node>) -> Result<NodeKind, FileError> {
+    fn file(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        parent: Option<&Node>,
+    ) -> Result<NodeKind, FileError> {
         self.summary.files += 1;
         self.summary.bytes += meta.len();
         // Unchanged since the parent snapshot (same size, mtime, ctime, inode) and all its blobs
         // are still indexed: reuse the content list without reading.
         if let Some(p) = parent
-            && let NodeKind::File { size, content, changed_while_reading: false, .. } = &p.kind
+            && let NodeKind::File {
+                size,
+                content,
+                changed_while_reading: false,
+                ..
+            } = &p.kind
             && *size == meta.len()
             && (p.mtime_s, p.mtime_ns) == mtime(meta)
             && (p.ctime_s, p.ctime_ns) == (meta.ctime(), meta.ctime_nsec() as u32)
@@ -543,7 +596,9 @@ impl Walker<'_, '_> {
         self.progress.file(path);
         self.summary.files_read += 1;
         let f = File::open(path).map_err(|e| FileError::Unreadable(e.to_string()))?;
-        let before = f.metadata().map_err(|e| FileError::Unreadable(e.to_string()))?;
+        let before = f
+            .metadata()
+            .map_err(|e| FileError::Unreadable(e.to_string()))?;
         let (content, read) = self.chunk_stream(f)?;
         let after = std::fs::symlink_metadata(path).ok();
         let changed = read != before.len()
@@ -555,7 +610,8 @@ impl Walker<'_, '_> {
             });
         if changed {
             let p = path.to_string_lossy().into_owned();
-            self.progress.warn(&format!("{p}: changed while it was being read"));
+            self.progress
+                .warn(&format!("{p}: changed while it was being read"));
             tracing::warn!(path = %p, "file changed while being read");
             self.summary.changed_while_reading.push(p);
         }
@@ -570,7 +626,10 @@ impl Walker<'_, '_> {
     }
 
     /// Chunks a stream with the repository's keyed chunker; returns the blob ids and the bytes read.
-    fn chunk_stream(&mut self, source: impl std::io::Read) -> Result<(Vec<BlobId>, u64), FileError> {
+    fn chunk_stream(
+        &mut self,
+        source: impl std::io::Read,
+    ) -> Result<(Vec<BlobId>, u64), FileError> {
         let p = self.repo.params();
         let chunker = fastcdc::v2020::StreamCDC::with_level_and_seed(
             source,
@@ -588,7 +647,8 @@ impl Walker<'_, '_> {
             read += chunk.data.len() as u64;
             self.progress.bytes(chunk.data.len() as u64);
             content.push(id);
-            self.send(BlobType::Data, id, chunk.data).map_err(FileError::Fatal)?;
+            self.send(BlobType::Data, id, chunk.data)
+                .map_err(FileError::Fatal)?;
         }
         Ok((content, read))
     }

@@ -51,7 +51,11 @@ impl CheckReport {
 }
 
 /// Checks the repository.
-pub fn check(repo: &Repository, opts: CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
+pub fn check(
+    repo: &Repository,
+    opts: CheckOptions,
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
     let _guard = lock::lock(repo, "check", false)?;
     let mut r = CheckReport::default();
     // Blobs that are unusable: not indexed, in a missing/damaged pack, or failing verification.
@@ -80,7 +84,8 @@ pub fn check(repo: &Repository, opts: CheckOptions, progress: &dyn Progress) -> 
     for (id, size) in &index.packs {
         match stored.get(id) {
             None => {
-                r.errors.push(format!("pack {} is missing from storage", id.short()));
+                r.errors
+                    .push(format!("pack {} is missing from storage", id.short()));
                 bad_packs.insert(*id);
             }
             Some(s) if s != size => {
@@ -93,7 +98,10 @@ pub fn check(repo: &Repository, opts: CheckOptions, progress: &dyn Progress) -> 
             Some(_) => {}
         }
     }
-    let unreferenced = stored.keys().filter(|id| !index.packs.contains_key(id)).count();
+    let unreferenced = stored
+        .keys()
+        .filter(|id| !index.packs.contains_key(id))
+        .count();
     if unreferenced > 0 {
         r.warnings.push(format!(
             "{unreferenced} pack(s) are not referenced by any index (left by an interrupted backup; harmless)"
@@ -105,13 +113,19 @@ pub fn check(repo: &Repository, opts: CheckOptions, progress: &dyn Progress) -> 
         for (id, loc) in &index.blobs {
             by_pack.entry(loc.pack).or_default().push((*id, *loc));
         }
-        let mut packs: Vec<_> = index.packs.keys().filter(|p| !bad_packs.contains(p)).copied().collect();
+        let mut packs: Vec<_> = index
+            .packs
+            .keys()
+            .filter(|p| !bad_packs.contains(p))
+            .copied()
+            .collect();
         packs.sort();
         for pid in packs {
             let bytes = match repo.storage.read(&layout::pack(&pid))? {
                 Some(b) => b,
                 None => {
-                    r.errors.push(format!("pack {} is missing from storage", pid.short()));
+                    r.errors
+                        .push(format!("pack {} is missing from storage", pid.short()));
                     bad_packs.insert(pid);
                     continue;
                 }
@@ -128,12 +142,20 @@ pub fn check(repo: &Repository, opts: CheckOptions, progress: &dyn Progress) -> 
             let in_header: HashMap<BlobId, _> = header.iter().map(|e| (e.id, e)).collect();
             for (bid, loc) in by_pack.get(&pid).map(Vec::as_slice).unwrap_or_default() {
                 let Some(e) = in_header.get(bid) else {
-                    r.errors.push(format!("blob {} is indexed in pack {} but not in its header", bid.short(), pid.short()));
+                    r.errors.push(format!(
+                        "blob {} is indexed in pack {} but not in its header",
+                        bid.short(),
+                        pid.short()
+                    ));
                     bad.insert(*bid);
                     continue;
                 };
                 if e.offset != loc.offset || e.length != loc.length || e.ty != loc.ty {
-                    r.errors.push(format!("blob {}: index and pack {} header disagree", bid.short(), pid.short()));
+                    r.errors.push(format!(
+                        "blob {}: index and pack {} header disagree",
+                        bid.short(),
+                        pid.short()
+                    ));
                     bad.insert(*bid);
                     continue;
                 }
@@ -141,7 +163,12 @@ pub fn check(repo: &Repository, opts: CheckOptions, progress: &dyn Progress) -> 
                 match blob::open_blob(repo.keys(), e.ty, bid, sealed) {
                     Ok(_) => r.blobs_verified += 1,
                     Err(err) => {
-                        r.errors.push(format!("{} {} in pack {}: {err}", e.ty.kind().name(), bid.short(), pid.short()));
+                        r.errors.push(format!(
+                            "{} {} in pack {}: {err}",
+                            e.ty.kind().name(),
+                            bid.short(),
+                            pid.short()
+                        ));
                         bad.insert(*bid);
                     }
                 }
@@ -160,13 +187,25 @@ pub fn check(repo: &Repository, opts: CheckOptions, progress: &dyn Progress) -> 
             Ok(s) => s,
             Err(e) => {
                 r.errors.push(e.to_string());
-                r.damaged.entry(sid.short()).or_default().push("(the whole snapshot)".into());
+                r.damaged
+                    .entry(sid.short())
+                    .or_default()
+                    .push("(the whole snapshot)".into());
                 continue;
             }
         };
         let mut damaged = Vec::new();
         let mut seen_trees = HashSet::new();
-        walk(repo, &index, &bad, &snap.tree, "", &mut seen_trees, &mut damaged, &mut r.errors);
+        walk(
+            repo,
+            &index,
+            &bad,
+            &snap.tree,
+            "",
+            &mut seen_trees,
+            &mut damaged,
+            &mut r.errors,
+        );
         if !damaged.is_empty() {
             r.errors.push(format!(
                 "snapshot {} ({}): {} item(s) cannot be restored intact",
@@ -193,7 +232,11 @@ fn walk(
     damaged: &mut Vec<String>,
     errors: &mut Vec<String>,
 ) {
-    let shown_dir = if prefix.is_empty() { "/".to_string() } else { prefix.to_string() };
+    let shown_dir = if prefix.is_empty() {
+        "/".to_string()
+    } else {
+        prefix.to_string()
+    };
     if bad.contains(tree_id) {
         damaged.push(format!("{shown_dir} (directory listing damaged)"));
         return;
@@ -211,18 +254,31 @@ fn walk(
         let path = format!("{prefix}{}", String::from_utf8_lossy(&n.name.0));
         match &n.kind {
             NodeKind::File { content, .. } => {
-                if content.iter().any(|b| bad.contains(b) || !index.blobs.contains_key(b)) {
+                if content
+                    .iter()
+                    .any(|b| bad.contains(b) || !index.blobs.contains_key(b))
+                {
                     if first_visit {
                         for b in content.iter().filter(|b| !index.blobs.contains_key(b)) {
-                            errors.push(format!("data blob {} of {path} is not in any index", b.short()));
+                            errors.push(format!(
+                                "data blob {} of {path} is not in any index",
+                                b.short()
+                            ));
                         }
                     }
                     damaged.push(path);
                 }
             }
-            NodeKind::Dir { subtree } => {
-                walk(repo, index, bad, subtree, &format!("{path}/"), seen, damaged, errors)
-            }
+            NodeKind::Dir { subtree } => walk(
+                repo,
+                index,
+                bad,
+                subtree,
+                &format!("{path}/"),
+                seen,
+                damaged,
+                errors,
+            ),
             NodeKind::Symlink { .. } => {}
         }
     }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum RepoError {
     /// There is no repository at the location.
-    #[error("no chatvault repository at {location} (check the --repo location, or run `chatvault init`)")]
+    #[error(
+        "no chatvault repository at {location} (check the --repo location, or run `chatvault init`)"
+    )]
     NotFound {
         /// The repository location.
         location: String,
@@ -78,7 +80,11 @@ impl RepoError {
         }
     }
 
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         RepoError::Io {
             action,
             path: path.into(),

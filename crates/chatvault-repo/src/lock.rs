@@ -57,7 +57,11 @@ pub fn live_locks(repo: &Repository) -> Result<Vec<(LockId, Lock)>> {
 fn describe(l: &Lock) -> String {
     format!(
         "{} lock held by {} (pid {}) for {} since {}; it expires at {} unless refreshed",
-        if l.exclusive { "an exclusive" } else { "a shared" },
+        if l.exclusive {
+            "an exclusive"
+        } else {
+            "a shared"
+        },
         l.hostname,
         l.pid,
         l.operation,

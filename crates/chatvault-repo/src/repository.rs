@@ -73,6 +73,9 @@ pub struct Index {
     pub packs: HashMap<PackId, u64>,
     /// Index objects that were loaded.
     pub files: Vec<IndexId>,
+    /// Index objects that could not be loaded, with the reason. Their blobs count as missing:
+    /// files that need them fail to restore (and are listed), a new backup stores them again.
+    pub damaged: Vec<(IndexId, String)>,
 }
 
 impl Index {
@@ -181,14 +184,23 @@ impl Repository {
             .map_err(|e| RepoError::corrupted(format!("index {}", id.short()), e))
     }
 
-    /// Loads and merges every index object. A damaged index object is an error here; `check`
-    /// loads them one by one to report all problems.
+    /// Loads and merges every index object. A damaged index object does not stop the load (so
+    /// one bad object cannot make the whole repository unrestorable); it is logged and listed
+    /// in [`Index::damaged`].
     pub fn load_index(&self) -> Result<Index> {
         let mut index = Index::default();
         for (id, _) in self.list_ids::<IndexId>(layout::INDEX)? {
-            let f = self.load_index_file(&id)?;
-            index.add(&f);
-            index.files.push(id);
+            match self.load_index_file(&id) {
+                Ok(f) => {
+                    index.add(&f);
+                    index.files.push(id);
+                }
+                Err(e @ RepoError::Corrupted { .. }) => {
+                    tracing::warn!(error = %e, "skipping damaged index object");
+                    index.damaged.push((id, e.to_string()));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(index)
     }
@@ -237,7 +249,11 @@ impl Repository {
                 .into_iter()
                 .rev()
                 .find_map(|(id, s)| s.ok().map(|s| (id, s)))
-                .ok_or_else(|| RepoError::SnapshotNotFound("latest (the repository has no readable snapshots)".into()));
+                .ok_or_else(|| {
+                    RepoError::SnapshotNotFound(
+                        "latest (the repository has no readable snapshots)".into(),
+                    )
+                });
         }
         let spec_l = spec.to_ascii_lowercase();
         if spec_l.len() < 4 || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -274,7 +290,12 @@ impl Repository {
         }
         blob::open_blob(&self.keys, loc.ty, id, &sealed).map_err(|e| {
             RepoError::corrupted(
-                format!("{} {} in pack {}", loc.ty.kind().name(), id.short(), loc.pack.short()),
+                format!(
+                    "{} {} in pack {}",
+                    loc.ty.kind().name(),
+                    id.short(),
+                    loc.pack.short()
+                ),
                 e,
             )
         })
@@ -286,6 +307,7 @@ impl Repository {
             RepoError::corrupted(format!("tree {}", id.short()), "not in any index")
         })?;
         let bytes = self.read_blob(id, loc)?;
-        objects::parse_tree(&bytes).map_err(|e| RepoError::corrupted(format!("tree {}", id.short()), e))
+        objects::parse_tree(&bytes)
+            .map_err(|e| RepoError::corrupted(format!("tree {}", id.short()), e))
     }
 }

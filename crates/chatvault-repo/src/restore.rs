@@ -61,6 +61,12 @@ pub fn restore(
 ) -> Result<RestoreOutcome> {
     let _guard = lock::lock(repo, "restore", false)?;
     let index = repo.load_index()?;
+    for (id, why) in &index.damaged {
+        progress.warn(&format!(
+            "index {} is damaged and ignored: {why}",
+            id.short()
+        ));
+    }
     let include: Option<Vec<Vec<u8>>> = match &opts.include {
         None => None,
         Some(p) => Some(
@@ -77,12 +83,24 @@ pub fn restore(
                 .collect::<Result<_>>()?,
         ),
     };
-    std::fs::create_dir_all(target).map_err(|e| RepoError::io("creating the restore target", target, e))?;
+    std::fs::create_dir_all(target)
+        .map_err(|e| RepoError::io("creating the restore target", target, e))?;
     let mut out = RestoreOutcome::default();
     let mut files = Vec::new();
     let mut dirs = Vec::new();
     let root = repo.load_tree(&index, &snapshot.tree)?;
-    plan(repo, &index, &root, target, "", include.as_deref(), opts, &mut files, &mut dirs, &mut out)?;
+    plan(
+        repo,
+        &index,
+        &root,
+        target,
+        "",
+        include.as_deref(),
+        opts,
+        &mut files,
+        &mut dirs,
+        &mut out,
+    )?;
     if let Some(inc) = &include
         && files.is_empty()
         && dirs.is_empty()
@@ -97,12 +115,16 @@ pub fn restore(
     // Files in parallel, two at a time per core.
     let jobs = Mutex::new(files.into_iter());
     let results = Mutex::new(&mut out);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 loop {
-                    let Some(job) = jobs.lock().expect("jobs").next() else { break };
+                    let Some(job) = jobs.lock().expect("jobs").next() else {
+                        break;
+                    };
                     let r = restore_file(repo, &index, &job, opts.overwrite, progress);
                     let mut o = results.lock().expect("results");
                     match r {
@@ -159,7 +181,8 @@ fn plan(
         let shown_child = format!("{shown}{}", String::from_utf8_lossy(name));
         match &node.kind {
             NodeKind::Dir { subtree } => {
-                std::fs::create_dir_all(&dest).map_err(|e| RepoError::io("creating directory", &dest, e))?;
+                std::fs::create_dir_all(&dest)
+                    .map_err(|e| RepoError::io("creating directory", &dest, e))?;
                 if rest.is_none_or(|r| r.is_empty()) {
                     dirs.push((dest.clone(), node.clone()));
                 }
@@ -176,9 +199,10 @@ fn plan(
                         dirs,
                         out,
                     )?,
-                    Err(e) => out
-                        .failed
-                        .push((format!("{shown_child}/"), format!("directory not restored: {e}"))),
+                    Err(e) => out.failed.push((
+                        format!("{shown_child}/"),
+                        format!("directory not restored: {e}"),
+                    )),
                 }
             }
             _ if rest.is_some_and(|r| !r.is_empty()) => {}
@@ -193,7 +217,9 @@ fn plan(
                 }
                 match std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target.0), &dest) {
                     Ok(()) => out.files += 1,
-                    Err(e) => out.failed.push((shown_child, format!("symlink not created: {e}"))),
+                    Err(e) => out
+                        .failed
+                        .push((shown_child, format!("symlink not created: {e}"))),
                 }
             }
         }
@@ -233,7 +259,8 @@ fn restore_file(
         let mut written = 0u64;
         for id in content {
             let data = read_data_blob(repo, index, id)?;
-            f.write_all(&data).map_err(|e| RepoError::io("writing", &tmp, e))?;
+            f.write_all(&data)
+                .map_err(|e| RepoError::io("writing", &tmp, e))?;
             written += data.len() as u64;
             progress.bytes(data.len() as u64);
         }
@@ -243,10 +270,12 @@ fn restore_file(
                 format!("file content is {written} bytes, the snapshot says {size}"),
             ));
         }
-        f.sync_all().map_err(|e| RepoError::io("syncing", &tmp, e))?;
+        f.sync_all()
+            .map_err(|e| RepoError::io("syncing", &tmp, e))?;
         drop(f);
         apply_metadata(&tmp, &job.node);
-        std::fs::rename(&tmp, &job.dest).map_err(|e| RepoError::io("renaming into place", &job.dest, e))?;
+        std::fs::rename(&tmp, &job.dest)
+            .map_err(|e| RepoError::io("renaming into place", &job.dest, e))?;
         Ok(written)
     })();
     if result.is_err() {
@@ -256,10 +285,9 @@ fn restore_file(
 }
 
 fn read_data_blob(repo: &Repository, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
-    let loc = index
-        .blobs
-        .get(id)
-        .ok_or_else(|| RepoError::corrupted(format!("data blob {}", id.short()), "not in any index"))?;
+    let loc = index.blobs.get(id).ok_or_else(|| {
+        RepoError::corrupted(format!("data blob {}", id.short()), "not in any index")
+    })?;
     repo.read_blob(id, loc)
 }
 

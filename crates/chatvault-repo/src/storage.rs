@@ -44,7 +44,10 @@ impl Storage {
             .map_err(|e| RepoError::io("starting the I/O runtime for", location, e))?;
         let (op, display) = if let Some(rest) = location.strip_prefix("memory://") {
             let b = opendal::services::Memory::default().root(&format!("/{rest}"));
-            (Operator::new(b).map_err(|e| bad_location(location, e))?, location.to_string())
+            (
+                Operator::new(b).map_err(|e| bad_location(location, e))?,
+                location.to_string(),
+            )
         } else {
             let path = location.strip_prefix("file://").unwrap_or(location);
             if path.contains("://") {
@@ -63,7 +66,10 @@ impl Storage {
             let b = opendal::services::Fs::default()
                 .root(&root)
                 .atomic_write_dir(&format!("{root}/tmp"));
-            (Operator::new(b).map_err(|e| bad_location(location, e))?, root)
+            (
+                Operator::new(b).map_err(|e| bad_location(location, e))?,
+                root,
+            )
         };
         Ok(Storage {
             inner: Arc::new(Inner {
@@ -107,7 +113,14 @@ impl Storage {
         let r = self.block_on(self.inner.op.write_with(path, bytes).if_not_exists(true));
         match r {
             Ok(_) => Ok(true),
-            Err(e) if matches!(e.kind(), ErrorKind::ConditionNotMatch | ErrorKind::AlreadyExists) => Ok(false),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConditionNotMatch | ErrorKind::AlreadyExists
+                ) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(storage_err(path, e)),
         }
     }

@@ -1,0 +1,176 @@
+//! Command-line surface (validated by clap; resolved into actions in `commands`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// chatvault: end-to-end encrypted backups of chat history to storage you do not trust.
+#[derive(Debug, Parser)]
+#[command(name = "chatvault", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Device home: this device's backup settings and key (one home = one phone).
+    #[arg(long, global = true, env = "CHATVAULT_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Repository location (path, file:// URL); default: the one configured in the home.
+    #[arg(long, global = true, env = "CHATVAULT_REPO", value_name = "URL|PATH")]
+    pub repo: Option<String>,
+    /// Read the backup key from this file (64 hex digits, or WhatsApp's encrypted_backup.key).
+    /// The key can also come from the CHATVAULT_KEY environment variable; it is never taken on
+    /// the command line.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// More log output (-v info, -vv debug); logs never contain keys.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress output.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+pub const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  error (see message)
+  2  invalid command line
+  3  partial: the backup or restore finished, but some files were skipped or changed
+  4  wrong backup key
+  5  no repository, or this device has no backup configured
+  6  repository damaged (check found errors, or an object failed verification)
+  8  repository busy (locked by another operation)";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enable end-to-end encrypted backup: create the repository and the backup key.
+    Init(InitArgs),
+    /// Back up folders or files into a new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(JsonArg),
+    /// Restore a snapshot into a folder.
+    Restore(RestoreArgs),
+    /// Verify the repository (structure; with --read-data, every byte).
+    Check(CheckArgs),
+    /// Manage the backup key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// WhatsApp crypt15 backups: decrypt or encrypt with the 64-digit key.
+    #[command(subcommand)]
+    Whatsapp(WhatsappCommand),
+    /// Generate a sample chat folder (WhatsApp-like database + media) for demos and benchmarks.
+    Sample(SampleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Machine-readable JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Keep the backup key yourself as a 64-digit key (printed once; stored in the home).
+    #[arg(long, required = true)]
+    pub key: bool,
+    /// Also write the key to this file (0600).
+    #[arg(long, value_name = "FILE")]
+    pub key_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Folders or files to back up.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Host name to record (default: this machine's).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Read every file again instead of trusting unchanged metadata.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id (or a unique prefix of at least 4 hex digits), or `latest`.
+    #[arg(value_name = "ID|latest")]
+    pub snapshot: String,
+    /// Folder to restore into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Restore only this path inside the snapshot, e.g. chats/Databases.
+    #[arg(long, value_name = "PATH")]
+    pub include: Option<PathBuf>,
+    /// Replace files that already exist in the target.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Download and verify every pack.
+    #[arg(long)]
+    pub read_data: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Show the 64-digit backup key stored on this device (asks for confirmation).
+    Show {
+        /// Do not ask for confirmation (for scripts; the key goes to standard output).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WhatsappCommand {
+    /// Decrypt a .crypt15 backup to the SQLite database it holds.
+    Decrypt(WaArgs),
+    /// Encrypt a SQLite database into a .crypt15 backup.
+    Encrypt(WaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WaArgs {
+    /// Key file: 64 hex digits, or WhatsApp's encrypted_backup.key (or set CHATVAULT_KEY).
+    #[arg(long = "key", value_name = "KEY_FILE")]
+    pub key: Option<PathBuf>,
+    /// Input file.
+    pub input: PathBuf,
+    /// Output file (must not exist).
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Preset {
+    /// A few MB: for tests and the demo.
+    Small,
+    /// ≈ 100 MB database + 300 MB media: for benchmarks.
+    Benchmark,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Folder to create (must be empty or missing), or to advance with --next-day.
+    pub dir: PathBuf,
+    /// Size preset.
+    #[arg(long, value_enum, default_value = "small")]
+    pub preset: Preset,
+    /// Seed of the deterministic generator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Simulate day N of chat activity on an existing sample (days go 1, 2, 3, …).
+    #[arg(long, value_name = "N")]
+    pub next_day: Option<u32>,
+}
