@@ -57,6 +57,12 @@ pub enum Command {
     /// WhatsApp crypt15 backups: decrypt or encrypt with the 64-digit key.
     #[command(subcommand)]
     Whatsapp(WhatsappCommand),
+    /// Run the whole backup → lost phone → restore story on embedded defaults, narrated.
+    Demo {
+        /// Keep the demo's files in this (new or empty) folder instead of a removed temp folder.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
     /// Generate a sample chat folder (WhatsApp-like database + media) for demos and benchmarks.
     Sample(SampleArgs),
 }

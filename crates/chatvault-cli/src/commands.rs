@@ -39,6 +39,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Key(KeyCommand::Show { yes }) => key_show(&ctx, *yes),
         Command::Whatsapp(c) => whatsapp(&ctx, c),
         Command::Sample(a) => sample(a),
+        Command::Demo { keep } => crate::demo::run(keep.as_deref(), ctx.quiet),
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod demo;
 mod ui;
 
 use std::process::ExitCode;

@@ -676,3 +676,22 @@ fn whatsapp_fixture_decrypts_byte_identical_through_the_cli() {
         std::fs::read(fx.join("msgstore.db")).unwrap()
     );
 }
+
+#[test]
+fn demo_runs_the_whole_story_and_leaves_nothing_behind() {
+    let w = World::new();
+    let out = w
+        .cv("unused")
+        .arg("demo")
+        .arg("--keep")
+        .arg(w.p("demo"))
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("files identical") && text.contains("Demo passed"),
+        "{text}"
+    );
+    assert!(text.contains("wrong backup key"), "{text}");
+}

@@ -20,7 +20,9 @@ const ZSTD_LEVEL: i32 = 3;
 const SAMPLE_LEN: usize = 64 << 10;
 
 /// What a blob holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BlobType {
     /// A chunk of file content.
@@ -119,13 +121,14 @@ pub fn compress(plaintext: &[u8]) -> Vec<u8> {
     } else {
         plaintext.len() > 64
     };
-    if worth_trying && let Ok(c) = zstd::bulk::compress(plaintext, ZSTD_LEVEL) {
-        if c.len() + c.len() / 32 < plaintext.len() {
-            let mut out = Vec::with_capacity(c.len() + 1);
-            out.push(ZSTD);
-            out.extend_from_slice(&c);
-            return out;
-        }
+    if worth_trying
+        && let Ok(c) = zstd::bulk::compress(plaintext, ZSTD_LEVEL)
+        && c.len() + c.len() / 32 < plaintext.len()
+    {
+        let mut out = Vec::with_capacity(c.len() + 1);
+        out.push(ZSTD);
+        out.extend_from_slice(&c);
+        return out;
     }
     let mut out = Vec::with_capacity(plaintext.len() + 1);
     out.push(STORED);

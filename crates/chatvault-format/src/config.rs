@@ -66,7 +66,9 @@ pub enum ConfigError {
     #[error("not a chatvault repository (bad magic)")]
     NotARepository,
     /// Written by a newer (or unknown) format version.
-    #[error("unsupported repository format version {0} (this program reads version {FORMAT_VERSION})")]
+    #[error(
+        "unsupported repository format version {0} (this program reads version {FORMAT_VERSION})"
+    )]
     UnsupportedVersion(u32),
     /// Damaged bytes (checksum, lengths, sealed parameters).
     #[error("repository config is corrupted: {0}")]
@@ -185,7 +187,10 @@ mod tests {
     fn wrong_key_is_distinct_from_corruption() {
         let (bytes, _) = sample();
         let other = BackupKey::generate(&mut OsRng);
-        assert_eq!(Config::decode(&bytes, &other).unwrap_err(), ConfigError::WrongKey);
+        assert_eq!(
+            Config::decode(&bytes, &other).unwrap_err(),
+            ConfigError::WrongKey
+        );
         for i in 16..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
@@ -194,7 +199,10 @@ mod tests {
         }
         for len in 0..bytes.len() {
             let e = Config::decode(&bytes[..len], &other).unwrap_err();
-            assert!(matches!(e, ConfigError::Corrupted(_) | ConfigError::NotARepository), "{len}");
+            assert!(
+                matches!(e, ConfigError::Corrupted(_) | ConfigError::NotARepository),
+                "{len}"
+            );
         }
     }
 

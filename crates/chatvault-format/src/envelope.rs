@@ -8,9 +8,9 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand_core::{CryptoRng, RngCore};
 
-use crate::labels;
-use crate::key::RepoKeys;
 use crate::FORMAT_VERSION;
+use crate::key::RepoKeys;
+use crate::labels;
 
 /// Length of the random nonce that starts every envelope.
 pub const NONCE_LEN: usize = 24;
@@ -164,7 +164,10 @@ mod tests {
     fn open_rejects_other_kind_id_and_key() {
         let k = keys();
         let env = seal(&k, ObjectKind::Snapshot, &[5; 32], b"hello", &mut OsRng);
-        assert_eq!(open(&k, ObjectKind::Snapshot, &[5; 32], &env).unwrap(), b"hello");
+        assert_eq!(
+            open(&k, ObjectKind::Snapshot, &[5; 32], &env).unwrap(),
+            b"hello"
+        );
         assert_eq!(
             open(&k, ObjectKind::Index, &[5; 32], &env),
             Err(EnvelopeError::Authentication)

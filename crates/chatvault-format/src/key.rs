@@ -28,7 +28,9 @@ const JAVA_FILE_LEN: usize = JAVA_PREFIX.len() + 8 + JAVA_SUFFIX.len() + KEY_LEN
 #[non_exhaustive]
 pub enum KeyParseError {
     /// A character that is neither a hex digit nor a separator.
-    #[error("the key contains a character that is not a hex digit (0-9, a-f) at position {position}")]
+    #[error(
+        "the key contains a character that is not a hex digit (0-9, a-f) at position {position}"
+    )]
     InvalidCharacter {
         /// 1-based position among the non-separator characters.
         position: usize,
@@ -40,7 +42,9 @@ pub enum KeyParseError {
         found: usize,
     },
     /// A binary key file that is not a Java-serialized 32-byte array.
-    #[error("unrecognised key file: expected 64 hex digits or a WhatsApp encrypted_backup.key file")]
+    #[error(
+        "unrecognised key file: expected 64 hex digits or a WhatsApp encrypted_backup.key file"
+    )]
     UnrecognisedFile,
 }
 
@@ -76,7 +80,7 @@ impl BackupKey {
                 .to_digit(16)
                 .ok_or(KeyParseError::InvalidCharacter { position: n + 1 })?;
             if n < 2 * KEY_LEN {
-                out[n / 2] |= (v as u8) << if n % 2 == 0 { 4 } else { 0 };
+                out[n / 2] |= (v as u8) << if n.is_multiple_of(2) { 4 } else { 0 };
             }
             n += 1;
         }

@@ -62,7 +62,10 @@ pub fn open_object<T: DeserializeOwned + Versioned>(
     let payload = envelope::open(keys, kind, id, bytes)?;
     let json = blob::decompress(&payload)?;
     let actual = keys.keyed_id(kind.label(), &json);
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(actual.as_slice(), id.as_slice())) {
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        actual.as_slice(),
+        id.as_slice(),
+    )) {
         return Err(ObjectError::IdMismatch);
     }
     parse_versioned(&json)
@@ -300,10 +303,7 @@ impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match BytesRepr::deserialize(d)? {
             BytesRepr::Utf8(t) => Ok(Bytes(t.into_bytes())),
-            BytesRepr::Raw { b64 } => B64
-                .decode(b64)
-                .map(Bytes)
-                .map_err(serde::de::Error::custom),
+            BytesRepr::Raw { b64 } => B64.decode(b64).map(Bytes).map_err(serde::de::Error::custom),
         }
     }
 }

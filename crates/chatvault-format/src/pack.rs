@@ -66,7 +66,13 @@ pub fn encode_header<R: RngCore + CryptoRng>(
         plain.extend_from_slice(&e.length.to_le_bytes());
         plain.extend_from_slice(&e.raw_length.to_le_bytes());
     }
-    let mut sealed = envelope::seal(keys, ObjectKind::PackHeader, pack_id.as_bytes(), &plain, rng);
+    let mut sealed = envelope::seal(
+        keys,
+        ObjectKind::PackHeader,
+        pack_id.as_bytes(),
+        &plain,
+        rng,
+    );
     let len = sealed.len() as u32;
     sealed.extend_from_slice(&len.to_le_bytes());
     sealed

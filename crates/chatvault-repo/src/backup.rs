@@ -308,12 +308,11 @@ fn pack_stage(repo: &Repository, rx: Receiver<Sealed>, tx: Sender<FinishedPack>,
         } else {
             &mut data
         };
-        if !b.entries.is_empty() && b.bytes.len() + s.bytes.len() > pack_size {
-            if let Some(p) = b.finish(repo) {
-                if tx.send(p).is_err() {
-                    return;
-                }
-            }
+        if b.bytes.len() + s.bytes.len() > pack_size
+            && let Some(p) = b.finish(repo)
+            && tx.send(p).is_err()
+        {
+            return;
         }
         b.add(s);
     }
