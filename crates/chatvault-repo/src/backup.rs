@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
+use std::io::{Read, Seek};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ use rand_core::OsRng;
 use crate::error::{RepoError, Result};
 use crate::lock::{self, LockGuard};
 use crate::repository::{Index, Repository, layout};
+use crate::sqlite;
 
 /// Packs written between two index objects.
 const PACKS_PER_INDEX: usize = 16;
@@ -542,10 +544,27 @@ impl Walker<'_, '_> {
         let by_name: HashMap<&[u8], &Node> = parent
             .map(|t| t.nodes.iter().map(|n| (n.name.0.as_slice(), n)).collect())
             .unwrap_or_default();
-        let mut nodes = Vec::with_capacity(entries.len());
+        let mut nodes: Vec<Node> = Vec::with_capacity(entries.len());
         for e in entries {
             let child = e.path();
             let name = e.file_name().as_bytes().to_vec();
+            // A database copied consistently already contains its WAL; a stale `-wal` restored
+            // next to it would be replayed over the copy, so journals are not backed up.
+            if let Some(db) = nodes
+                .iter()
+                .rev()
+                .find(|n| sqlite::is_journal_of(&name, &n.name.0))
+                && matches!(
+                    db.kind,
+                    NodeKind::File {
+                        sqlite_snapshot: true,
+                        ..
+                    }
+                )
+            {
+                tracing::debug!(path = %child.display(), "journal of a consistently copied database: skipped");
+                continue;
+            }
             let meta = match std::fs::symlink_metadata(&child) {
                 Ok(m) => m,
                 Err(err) => {
@@ -569,6 +588,24 @@ impl Walker<'_, '_> {
     ) -> Result<NodeKind, FileError> {
         self.summary.files += 1;
         self.summary.bytes += meta.len();
+        // Databases are always copied (their WAL may have changed while the main file did not).
+        if sqlite::is_sqlite(path) {
+            match self.sqlite_file(path) {
+                Ok(k) => {
+                    if let NodeKind::File { size, .. } = &k {
+                        self.summary.bytes = self.summary.bytes - meta.len() + size;
+                    }
+                    return Ok(k);
+                }
+                Err(FileError::Fatal(e)) => return Err(FileError::Fatal(e)),
+                Err(FileError::Unreadable(why)) => {
+                    self.progress.warn(&format!(
+                        "{}: {why}; backing up the raw file instead",
+                        path.display()
+                    ));
+                }
+            }
+        }
         // Unchanged since the parent snapshot (same size, mtime, ctime, inode) and all its blobs
         // are still indexed: reuse the content list without reading.
         if let Some(p) = parent
@@ -624,6 +661,51 @@ impl Walker<'_, '_> {
         })
     }
 
+    /// Backs up a consistent copy of a live SQLite database, one blob per page.
+    fn sqlite_file(&mut self, path: &Path) -> Result<NodeKind, FileError> {
+        self.progress.file(path);
+        let tmp = tempfile::Builder::new()
+            .prefix("chatvault-sqlite-")
+            .tempdir()
+            .map_err(|e| {
+                FileError::Unreadable(format!("no temporary folder for the database copy: {e}"))
+            })?;
+        let copy = tmp.path().join("copy.db");
+        sqlite::consistent_copy(path, &copy).map_err(|e| FileError::Unreadable(e.to_string()))?;
+        let mut f = File::open(&copy).map_err(|e| FileError::Unreadable(e.to_string()))?;
+        let mut header = [0u8; 100];
+        f.read_exact(&mut header)
+            .map_err(|e| FileError::Unreadable(e.to_string()))?;
+        let page = sqlite::page_size(&header)
+            .ok_or_else(|| FileError::Unreadable("invalid page size in database header".into()))?;
+        f.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| FileError::Unreadable(e.to_string()))?;
+        let mut content = Vec::new();
+        let mut read = 0u64;
+        self.summary.files_read += 1;
+        loop {
+            let mut buf = vec![0u8; page];
+            let n =
+                read_full(&mut f, &mut buf).map_err(|e| FileError::Unreadable(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            let id = blob::blob_id(self.repo.keys(), BlobType::Data, &buf);
+            read += n as u64;
+            self.progress.bytes(n as u64);
+            content.push(id);
+            self.send(BlobType::Data, id, buf)
+                .map_err(FileError::Fatal)?;
+        }
+        Ok(NodeKind::File {
+            size: read,
+            content,
+            changed_while_reading: false,
+            sqlite_snapshot: true,
+        })
+    }
+
     /// Chunks a stream with the repository's keyed chunker; returns the blob ids and the bytes read.
     fn chunk_stream(
         &mut self,
@@ -651,6 +733,19 @@ impl Walker<'_, '_> {
         }
         Ok((content, read))
     }
+}
+
+fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 enum FileError {

@@ -26,6 +26,7 @@ pub mod error;
 pub mod lock;
 pub mod repository;
 pub mod restore;
+pub mod sqlite;
 pub mod storage;
 
 pub use error::{RepoError, Result};
