@@ -19,6 +19,19 @@ pub struct Cli {
     /// the command line.
     #[arg(long, global = true, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// Backup Key Vault URL (password mode).
+    #[arg(long, global = true, env = "CHATVAULT_VAULT", value_name = "URL")]
+    pub vault: Option<String>,
+    /// Account id at the vault (password mode).
+    #[arg(long, global = true, env = "CHATVAULT_ACCOUNT", value_name = "ID")]
+    pub account: Option<String>,
+    /// File holding the account token for the vault (or set CHATVAULT_ACCOUNT_TOKEN).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub account_token_file: Option<PathBuf>,
+    /// The vault's server key (base64url) to pin on a device that has none yet. Without it, a new
+    /// device pins the key authenticated by its first successful recovery.
+    #[arg(long, global = true, env = "CHATVAULT_VAULT_IDENTITY", value_name = "KEY")]
+    pub vault_identity: Option<String>,
     /// More log output (-v info, -vv debug); logs never contain keys.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -34,9 +47,10 @@ pub const EXIT_CODES: &str = "Exit codes:
   1  error (see message)
   2  invalid command line
   3  partial: the backup or restore finished, but some files were skipped or changed
-  4  wrong backup key
+  4  wrong backup key or wrong password
   5  no repository, or this device has no backup configured
   6  repository damaged (check found errors, or an object failed verification)
+  7  the vault destroyed the backup key after too many wrong passwords
   8  repository busy (locked by another operation)";
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +77,12 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
     },
+    /// Turn end-to-end encrypted backup off: delete the vault record and the repository.
+    Disable {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Generate a sample chat folder (WhatsApp-like database + media) for demos and benchmarks.
     Sample(SampleArgs),
 }
@@ -75,10 +95,15 @@ pub struct JsonArg {
 }
 
 #[derive(Debug, Args)]
+#[group(id = "custody", required = true, multiple = false, args = ["key", "password"])]
 pub struct InitArgs {
     /// Keep the backup key yourself as a 64-digit key (printed once; stored in the home).
-    #[arg(long, required = true)]
+    #[arg(long)]
     pub key: bool,
+    /// Keep the backup key in a Backup Key Vault behind a password (needs --vault, --account and
+    /// an account token; the password comes from CHATVAULT_PASSWORD or a confirmed prompt).
+    #[arg(long)]
+    pub password: bool,
     /// Also write the key to this file (0600).
     #[arg(long, value_name = "FILE")]
     pub key_out: Option<PathBuf>,
@@ -137,6 +162,12 @@ pub enum KeyCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Change the vault password (the backup key stays the same).
+    ChangePassword,
+    /// Switch to the 64-digit key: prints it and deletes the vault record.
+    ToKey,
+    /// Switch from the 64-digit key to a password kept by the vault.
+    ToPassword,
 }
 
 #[derive(Debug, Subcommand)]

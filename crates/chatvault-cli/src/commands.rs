@@ -5,7 +5,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use chatvault_client::{ClientError, Home};
+use chatvault_client::vault::{self, VaultAccess};
+use chatvault_client::{ClientError, Custody, Home};
+use chatvault_vault_client::{SecretString, ServerIdentity};
 use chatvault_format::key::BackupKey;
 use chatvault_repo::backup::{self, BackupOptions};
 use chatvault_repo::check::{self, CheckOptions};
@@ -37,6 +39,10 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Restore(a) => restore_cmd(&ctx, a),
         Command::Check(a) => check_cmd(&ctx, a),
         Command::Key(KeyCommand::Show { yes }) => key_show(&ctx, *yes),
+        Command::Key(KeyCommand::ChangePassword) => change_password(&ctx),
+        Command::Key(KeyCommand::ToKey) => to_key(&ctx),
+        Command::Key(KeyCommand::ToPassword) => to_password(&ctx),
+        Command::Disable { yes } => disable(&ctx, *yes),
         Command::Whatsapp(c) => whatsapp(&ctx, c),
         Command::Sample(a) => sample(a),
         Command::Demo { keep } => crate::demo::run(keep.as_deref(), ctx.quiet),
@@ -49,6 +55,10 @@ struct Ctx {
     repo: Option<String>,
     key_file: Option<PathBuf>,
     quiet: bool,
+    vault: Option<String>,
+    account: Option<String>,
+    account_token_file: Option<PathBuf>,
+    vault_identity: Option<String>,
 }
 
 fn default_home() -> PathBuf {
@@ -65,6 +75,53 @@ impl Ctx {
             repo: cli.repo.clone(),
             key_file: cli.key_file.clone(),
             quiet: cli.quiet,
+            vault: cli.vault.clone(),
+            account: cli.account.clone(),
+            account_token_file: cli.account_token_file.clone(),
+            vault_identity: cli.vault_identity.clone(),
+        })
+    }
+
+    /// The account token: CHATVAULT_ACCOUNT_TOKEN, or --account-token-file.
+    fn account_token(&self) -> Result<SecretString> {
+        if let Some(t) = std::env::var_os("CHATVAULT_ACCOUNT_TOKEN") {
+            let t = t.into_string().map_err(|_| anyhow!("CHATVAULT_ACCOUNT_TOKEN is not valid text"))?;
+            return Ok(SecretString::from(t.trim().to_string()));
+        }
+        if let Some(p) = &self.account_token_file {
+            let t = std::fs::read_to_string(p).with_context(|| format!("reading account token file {}", p.display()))?;
+            return Ok(SecretString::from(t.trim().to_string()));
+        }
+        bail!("the vault needs an account token: set CHATVAULT_ACCOUNT_TOKEN or pass --account-token-file FILE")
+    }
+
+    /// Vault access from --vault/--account, else from the device's password custody.
+    /// Returns the access and the pinned server identity, if any.
+    fn vault_access(&self) -> Result<Option<(VaultAccess, Option<ServerIdentity>)>> {
+        let custody = self.home.config()?.map(|c| c.custody);
+        let (url, account, pinned) = match (&self.vault, &self.account, custody) {
+            (Some(u), Some(a), c) => {
+                let pinned = match c {
+                    Some(Custody::Password { vault, account, server_key }) if vault == *u && account == *a => Some(server_key),
+                    _ => None,
+                };
+                (u.clone(), a.clone(), pinned)
+            }
+            (Some(_), None, _) | (None, Some(_), _) => bail!("password mode needs both --vault URL and --account ID"),
+            (None, None, Some(Custody::Password { vault, account, server_key })) => (vault, account, Some(server_key)),
+            (None, None, _) => return Ok(None),
+        };
+        let pinned = match (&self.vault_identity, pinned) {
+            (Some(given), _) => Some(vault::parse_identity(given)?),
+            (None, Some(stored)) => Some(vault::parse_identity(&stored)?),
+            (None, None) => None,
+        };
+        Ok(Some((VaultAccess { url, account, token: self.account_token()? }, pinned)))
+    }
+
+    fn require_vault(&self) -> Result<(VaultAccess, Option<ServerIdentity>)> {
+        self.vault_access()?.ok_or_else(|| {
+            anyhow!("no vault configured: pass --vault URL and --account ID (or enable password mode with `chatvault init --password`)")
         })
     }
 
@@ -94,6 +151,19 @@ impl Ctx {
         if same_repo && let Some(k) = self.home.load_key()? {
             return Ok(k);
         }
+        if let Some((access, pinned)) = self.vault_access()? {
+            let password = read_password("Backup password: ", false)?;
+            let (key, identity) = vault::recover_key(&access, &password, pinned.as_ref())?;
+            if cfg.is_none() {
+                let location = self.location()?;
+                vault::adopt_device(&self.home, &location, &access, &identity, &key)?;
+                eprintln!(
+                    "This device is now set up to back up to {location} with the vault password (home {}).",
+                    self.home.dir().display()
+                );
+            }
+            return Ok(key);
+        }
         if let Some(text) = ui::prompt_secret("Enter the 64-digit backup key: ")? {
             return BackupKey::parse_hex(&text).context("reading the typed key");
         }
@@ -108,6 +178,32 @@ impl Ctx {
         let key = self.key()?;
         Ok(chatvault_client::open(&location, &key)?)
     }
+}
+
+/// A password from CHATVAULT_PASSWORD (or CHATVAULT_NEW_PASSWORD for a new one), else a prompt;
+/// new passwords are asked twice.
+fn read_password(prompt: &str, new: bool) -> Result<SecretString> {
+    let var = if new { "CHATVAULT_NEW_PASSWORD" } else { "CHATVAULT_PASSWORD" };
+    if let Some(v) = std::env::var_os(var) {
+        let v = v.into_string().map_err(|_| anyhow!("{var} is not valid text"))?;
+        if v.is_empty() {
+            bail!("{var} is empty");
+        }
+        return Ok(SecretString::from(v));
+    }
+    let Some(first) = ui::prompt_secret(prompt)? else {
+        bail!("a password is needed: run on a terminal, or set {var}");
+    };
+    if new {
+        if first.chars().count() < 6 {
+            bail!("the password must have at least 6 characters");
+        }
+        let again = ui::prompt_secret("Repeat the password: ")?.unwrap_or_default();
+        if *again != *first {
+            bail!("the passwords do not match");
+        }
+    }
+    Ok(SecretString::from(first.to_string()))
 }
 
 fn key_from_env_or_file(file: Option<&Path>) -> Result<Option<BackupKey>> {
@@ -145,11 +241,26 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn init(ctx: &Ctx, a: &InitArgs) -> Result<u8> {
-    debug_assert!(a.key);
     let location = ctx
         .repo
         .clone()
         .ok_or_else(|| anyhow!("give the repository location with --repo URL|PATH"))?;
+    if a.password {
+        if a.key_out.is_some() {
+            bail!("--key-out is for --key mode; in password mode the vault keeps the key");
+        }
+        let (access, _) = ctx.require_vault()?;
+        let password = read_password("Choose a backup password: ", true)?;
+        let (repo, identity) = vault::enable_with_password(&ctx.home, &location, &access, &password)?;
+        println!("End-to-end encrypted backup is on, protected by your password.");
+        println!("Repository: {} (id {})", repo.storage().location(), repo.id().short());
+        println!("Vault: {} account {} (server key {identity} pinned)", access.url, access.account);
+        println!(
+            "On a new device, restore with the password. After too many wrong passwords the vault \
+             destroys the key and the backup cannot be restored."
+        );
+        return Ok(exit::OK);
+    }
     if let Some(p) = &a.key_out
         && p.exists()
     {
@@ -389,6 +500,67 @@ fn key_show(ctx: &Ctx, yes: bool) -> Result<u8> {
         }
     }
     println!("{}", key.to_grouped_hex().as_str());
+    Ok(exit::OK)
+}
+
+fn pinned_or_fail(pinned: Option<ServerIdentity>) -> Result<ServerIdentity> {
+    pinned.ok_or_else(|| anyhow!("this device has no pinned vault key: pass --vault-identity KEY"))
+}
+
+fn change_password(ctx: &Ctx) -> Result<u8> {
+    let (access, pinned) = ctx.require_vault()?;
+    let pinned = pinned_or_fail(pinned)?;
+    let old = read_password("Current password: ", false)?;
+    let new = read_password("New password: ", true)?;
+    vault::change_password(&access, &old, &new, &pinned)?;
+    println!("Password changed. The backup key (and every backup) stays the same.");
+    Ok(exit::OK)
+}
+
+fn to_key(ctx: &Ctx) -> Result<u8> {
+    let (access, pinned) = ctx.require_vault()?;
+    let pinned = pinned_or_fail(pinned)?;
+    let password = read_password("Current password: ", false)?;
+    let key = vault::to_key(&ctx.home, &access, &password, &pinned)?;
+    println!("Switched to the 64-digit key; the vault no longer holds it.");
+    println!();
+    println!("    {}", key.to_grouped_hex().as_str());
+    println!();
+    println!("Write it down or keep it in a password manager: it is now the only way to restore on a new device.");
+    Ok(exit::OK)
+}
+
+fn to_password(ctx: &Ctx) -> Result<u8> {
+    let (access, _) = ctx.require_vault()?;
+    let password = read_password("Choose a backup password: ", true)?;
+    let identity = vault::to_password(&ctx.home, &access, &password)?;
+    println!("Switched to password mode: the vault {} keeps the key (server key {identity} pinned).", access.url);
+    println!("The old 64-digit key still opens the backups; destroy written copies if you no longer want that.");
+    Ok(exit::OK)
+}
+
+fn disable(ctx: &Ctx, yes: bool) -> Result<u8> {
+    let cfg = ctx.home.require_config()?;
+    if !yes {
+        match ui::prompt_line(&format!(
+            "This deletes every backup in {} and cannot be undone. Type `delete` to continue: ",
+            cfg.repo
+        ))? {
+            Some(s) if s == "delete" => {}
+            Some(_) => bail!("not confirmed; nothing was deleted"),
+            None => bail!("refusing to delete without confirmation: run on a terminal, or pass --yes"),
+        }
+    }
+    let removed = match &cfg.custody {
+        Custody::Password { .. } => {
+            let (access, pinned) = ctx.require_vault()?;
+            let pinned = pinned_or_fail(pinned)?;
+            let password = read_password("Current password: ", false)?;
+            vault::disable(&ctx.home, Some((&access, &password, &pinned)))?
+        }
+        _ => vault::disable(&ctx.home, None)?,
+    };
+    println!("End-to-end encrypted backup is off: {removed} object(s) deleted from {}.", cfg.repo);
     Ok(exit::OK)
 }
 

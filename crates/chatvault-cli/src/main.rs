@@ -21,6 +21,7 @@ pub mod exit {
     pub const WRONG_KEY: u8 = 4;
     pub const NO_REPO: u8 = 5;
     pub const DAMAGED: u8 = 6;
+    pub const LOCKED: u8 = 7;
     pub const BUSY: u8 = 8;
 }
 
@@ -66,6 +67,14 @@ fn repo_code(e: &RepoError) -> u8 {
     }
 }
 
+fn vault_code(e: &chatvault_vault_client::Error) -> u8 {
+    match e {
+        chatvault_vault_client::Error::WrongPassword { .. } => exit::WRONG_KEY,
+        chatvault_vault_client::Error::Locked => exit::LOCKED,
+        _ => exit::ERROR,
+    }
+}
+
 fn exit_code(e: &anyhow::Error) -> u8 {
     for c in e.chain() {
         if let Some(r) = c.downcast_ref::<RepoError>() {
@@ -75,8 +84,12 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return match c {
                 ClientError::Repo(r) => repo_code(r),
                 ClientError::NotConfigured(_) => exit::NO_REPO,
+                ClientError::Vault(v) => vault_code(v),
                 _ => exit::ERROR,
             };
+        }
+        if let Some(v) = c.downcast_ref::<chatvault_vault_client::Error>() {
+            return vault_code(v);
         }
         if c.downcast_ref::<commands::WrongKey>().is_some() {
             return exit::WRONG_KEY;

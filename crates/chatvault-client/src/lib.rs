@@ -27,6 +27,8 @@ use chatvault_repo::storage::Storage;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
+pub mod vault;
+
 /// Errors of the client layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -56,6 +58,9 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The Backup Key Vault refused or failed (wrong password, locked, unreachable, …).
+    #[error(transparent)]
+    Vault(#[from] chatvault_vault_client::Error),
     /// The device configuration is unreadable.
     #[error("device config {} is damaged: {reason}", path.display())]
     BadConfig {
@@ -213,6 +218,17 @@ impl Home {
     }
 }
 
+/// The form of a repository location to remember in a device config: local paths become
+/// absolute (so the device works from any directory); URLs are kept as given.
+pub fn remembered_location(location: &str) -> String {
+    if location.contains("://") {
+        return location.to_string();
+    }
+    std::path::absolute(location)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| location.to_string())
+}
+
 /// Enables E2EE backup with a new 64-digit key: creates the repository at `location`, generates
 /// the key from the OS RNG, and stores the key and configuration in the home.
 pub fn enable_with_key(home: &Home, location: &str) -> Result<(Repository, BackupKey)> {
@@ -224,7 +240,7 @@ pub fn enable_with_key(home: &Home, location: &str) -> Result<(Repository, Backu
     home.store_key(&key)?;
     home.save_config(&DeviceConfig {
         version: 1,
-        repo: location.to_string(),
+        repo: remembered_location(location),
         custody: Custody::Key,
     })?;
     Ok((repo, key))

@@ -140,11 +140,23 @@ pub fn compress(plaintext: &[u8]) -> Vec<u8> {
 pub fn decompress(payload: &[u8]) -> Result<Vec<u8>, BlobError> {
     match payload.split_first() {
         Some((&STORED, body)) => Ok(body.to_vec()),
-        Some((&ZSTD, body)) => zstd::bulk::decompress(body, MAX_BLOB_LEN)
-            .map_err(|_| BlobError::Payload("broken zstd frame")),
+        Some((&ZSTD, body)) => decompress_zstd(body),
         Some(_) => Err(BlobError::Payload("unknown compression")),
         None => Err(BlobError::Payload("empty payload")),
     }
+}
+
+/// `zstd::bulk::decompress(body, MAX_BLOB_LEN)`, without allocating the whole 64 MiB cap up
+/// front for every blob: first into a buffer of the size the frame declares (or 1 MiB), and
+/// only if that fails with the full cap, so results and errors are those of the one-shot call.
+fn decompress_zstd(body: &[u8]) -> Result<Vec<u8>, BlobError> {
+    let guess = match zstd::zstd_safe::get_frame_content_size(body) {
+        Ok(Some(n)) if n <= MAX_BLOB_LEN as u64 => n as usize,
+        _ => 1 << 20,
+    };
+    zstd::bulk::decompress(body, guess)
+        .or_else(|_| zstd::bulk::decompress(body, MAX_BLOB_LEN))
+        .map_err(|_| BlobError::Payload("broken zstd frame"))
 }
 
 #[cfg(test)]

@@ -137,7 +137,9 @@ impl Config {
         let repo_id = RepoId::from_bytes(bytes[20..52].try_into().expect("32 bytes"));
         let key_check: [u8; 32] = bytes[52..84].try_into().expect("32 bytes");
         let len = u32::from_le_bytes(bytes[84..88].try_into().expect("4 bytes")) as usize;
-        if HEADER_LEN + len + 32 != bytes.len() {
+        // `bytes.len() >= HEADER_LEN + 32` here; no `HEADER_LEN + len + 32`, which overflows
+        // on 32-bit targets.
+        if len != bytes.len() - HEADER_LEN - 32 {
             return Err(ConfigError::Corrupted("length mismatch"));
         }
         Ok((repo_id, key_check, &bytes[HEADER_LEN..HEADER_LEN + len]))

@@ -94,7 +94,8 @@ pub fn decode_header(
         return Err(PackError::Truncated);
     }
     let hlen = header_len_from_tail(&pack[pack.len() - 4..])?;
-    if hlen + 4 > pack.len() {
+    // `pack.len() >= 4` here; no `hlen + 4`, which overflows on 32-bit targets.
+    if hlen > pack.len() - 4 {
         return Err(PackError::Truncated);
     }
     let blob_area = pack.len() - 4 - hlen;

@@ -1,1 +1,545 @@
-//! Blocking HTTP client for the Backup Key Vault.
+//! Blocking HTTP client of the chatvault **Backup Key Vault** (docs/PROTOCOL.md), used by the
+//! `chatvault` CLI to register, recover, change and delete the 32-byte backup key behind a password.
+//!
+//! [`VaultClient`] runs the client side of OPAQUE (RFC 9807) from `chatvault-vault-core` over
+//! HTTP/JSON with `ureq`. It pins the vault's OPAQUE server key ([`ServerIdentity`]): the first
+//! [`VaultClient::register`] returns it, the caller stores it, and every later call refuses a vault
+//! that proves a different key ([`Error::ServerKeyMismatch`]).
+//!
+//! It must never log, print or send the password, the export key or the backup key; passwords
+//! are `secrecy::SecretString`, the recovered key is zeroized on drop, and [`Error`] messages
+//! contain no secrets. Only `https://` URLs are accepted (with the `tls` feature), except plain
+//! `http://` to a loopback host for local development and tests.
+//!
+//! ```no_run
+//! use chatvault_vault_client::{VaultClient, SecretString};
+//! let client = VaultClient::new("https://vault.example", "alice", SecretString::from("token"))?;
+//! let pinned = client.register(&SecretString::from("pw"), &[7u8; 32])?;
+//! let recovered = client.recover(&SecretString::from("pw"), &pinned)?;
+//! assert_eq!(*recovered.backup_key, [7u8; 32]);
+//! # Ok::<(), chatvault_vault_client::Error>(())
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use chatvault_vault_core::api::{self, b64_decode, b64_encode};
+use chatvault_vault_core::{
+    AccountId, BackupKey, Error as CoreError, Ke2Params, RecoveryClient, RegistrationClient,
+    WrappedKey,
+};
+pub use chatvault_vault_core::{KsfParams, ServerIdentity};
+use secrecy::ExposeSecret as _;
+pub use secrecy::SecretString;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+/// Errors a caller can act on. Messages are meant for end users and never contain secrets.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The password is wrong (or no backup key is registered for this account: the vault does not
+    /// reveal which). The guess was counted.
+    #[error(
+        "wrong password (or no backup key is registered for this account); {attempts_left} attempt(s) left before the backup key is destroyed"
+    )]
+    WrongPassword {
+        /// Wrong guesses left before the backup key is destroyed.
+        attempts_left: u32,
+    },
+    /// Too many wrong guesses: the vault destroyed the backup key for good.
+    #[error(
+        "locked: backup key destroyed after too many wrong passwords; the old backup cannot be restored (you can register a new backup key)"
+    )]
+    Locked,
+    /// Registration refused: a backup key is already registered (use `change_password`, or `reset`).
+    #[error(
+        "a backup key is already registered for this account; change the password with the current one, or reset (the old backup is then lost)"
+    )]
+    AlreadyRegistered,
+    /// The vault proved a different OPAQUE server key than the pinned one.
+    #[error(
+        "the vault's server key differs from the pinned one; refusing to continue (possible impersonation, or the vault's keys were replaced)"
+    )]
+    ServerKeyMismatch,
+    /// The account token was missing, invalid or expired (HTTP 401).
+    #[error("the vault rejected the account token (invalid or expired); sign in again")]
+    Unauthorized,
+    /// The account token is for another account (HTTP 403).
+    #[error("the account token is for a different account")]
+    Forbidden,
+    /// Rate limited (HTTP 429).
+    #[error("too many requests to the vault; wait a minute and try again")]
+    RateLimited,
+    /// The recovery took too long, was superseded, or the record changed meanwhile; retrying is safe.
+    #[error("the vault operation was interrupted ({0}); try again")]
+    Retry(String),
+    /// The vault could not be reached (DNS, connection, TLS, timeout).
+    #[error("cannot reach the vault: {0}")]
+    Unreachable(#[source] Box<ureq::Error>),
+    /// The vault answered with an error this client cannot map to anything more specific.
+    #[error("the vault refused the request (HTTP {status}, {code}): {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// Error code from the body.
+        code: String,
+        /// Message from the body.
+        message: String,
+    },
+    /// The vault uses a protocol version this client does not implement; update the app.
+    #[error("the vault uses an unsupported protocol version ({0}); update the app")]
+    UnsupportedVersion(String),
+    /// The vault's answer was malformed or did not verify.
+    #[error("protocol error talking to the vault: {0}")]
+    Protocol(String),
+    /// Invalid argument (account id, URL, KSF parameters).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<CoreError> for Error {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::ServerKeyMismatch => Error::ServerKeyMismatch,
+            CoreError::UnsupportedVersion { .. } => Error::UnsupportedVersion(e.to_string()),
+            CoreError::InvalidAccountId | CoreError::InvalidKsfParams(_) => {
+                Error::InvalidInput(e.to_string())
+            }
+            other => Error::Protocol(other.to_string()),
+        }
+    }
+}
+
+/// A recovery proof: authorises one change of the current record for a few minutes.
+/// Redacted `Debug`; zeroized on drop.
+pub struct RecoveryProof {
+    proof: SecretString,
+    /// Expiry (unix seconds).
+    pub expires_at: u64,
+}
+
+impl fmt::Debug for RecoveryProof {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecoveryProof(redacted, expires_at={})", self.expires_at)
+    }
+}
+
+/// The result of a successful recovery.
+pub struct Recovered {
+    /// The backup key (zeroized on drop).
+    pub backup_key: Zeroizing<[u8; 32]>,
+    /// Proof of the current password, for [`VaultClient::register_with_proof`] / delete.
+    pub proof: RecoveryProof,
+}
+
+impl fmt::Debug for Recovered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recovered")
+            .field("backup_key", &"(redacted)")
+            .field("proof", &self.proof)
+            .finish()
+    }
+}
+
+/// Blocking client for one account on one vault.
+pub struct VaultClient {
+    base: String,
+    account: AccountId,
+    token: SecretString,
+    agent: ureq::Agent,
+    ksf: KsfParams,
+}
+
+impl fmt::Debug for VaultClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultClient")
+            .field("base", &self.base)
+            .field("account", &self.account)
+            .field("token", &"(redacted)")
+            .field("ksf", &self.ksf)
+            .finish()
+    }
+}
+
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = if let Some(h) = host.strip_prefix('[') {
+        h.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl VaultClient {
+    /// A client for `account_id` at `base_url` (e.g. `https://vault.example`), authenticating
+    /// with the account `token`. Registrations use [`KsfParams::PRODUCTION`].
+    pub fn new(base_url: &str, account_id: &str, token: SecretString) -> Result<Self> {
+        let base = base_url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("https://") || is_loopback_http(&base)) {
+            return Err(Error::InvalidInput(
+                "vault URL must be https:// (plain http:// only to localhost)".into(),
+            ));
+        }
+        let account = AccountId::new(account_id)?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .user_agent("chatvault-vault-client/1")
+            .build()
+            .into();
+        Ok(Self {
+            base,
+            account,
+            token,
+            agent,
+            ksf: KsfParams::PRODUCTION,
+        })
+    }
+
+    /// Uses `ksf` for new registrations (default [`KsfParams::PRODUCTION`]). Cheaper parameters
+    /// weaken the protection against a stolen vault database: tests only.
+    pub fn with_registration_ksf(mut self, ksf: KsfParams) -> Result<Self> {
+        ksf.validate()?;
+        self.ksf = ksf;
+        Ok(self)
+    }
+
+    /// The account this client acts for.
+    pub fn account(&self) -> &str {
+        self.account.as_str()
+    }
+
+    fn url(&self, tail: &str) -> String {
+        format!("{}/v1/accounts/{}{}", self.base, self.account, tail)
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token.expose_secret())
+    }
+
+    fn post<B: Serialize, R: DeserializeOwned>(&self, tail: &str, body: &B) -> Result<R> {
+        let resp = self
+            .agent
+            .post(&self.url(tail))
+            .header("Authorization", &self.auth())
+            .send_json(body)
+            .map_err(|e| Error::Unreachable(Box::new(e)))?;
+        Self::parse(resp)
+    }
+
+    fn post_empty<B: Serialize>(&self, tail: &str, body: &B) -> Result<()> {
+        let resp = self
+            .agent
+            .post(&self.url(tail))
+            .header("Authorization", &self.auth())
+            .send_json(body)
+            .map_err(|e| Error::Unreachable(Box::new(e)))?;
+        Self::check(resp).map(|_| ())
+    }
+
+    fn check(
+        mut resp: ureq::http::Response<ureq::Body>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(resp);
+        }
+        let body: Option<api::ErrorBody> = resp
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_json()
+            .ok();
+        let (code, message) = body
+            .map(|b| (b.error, b.message))
+            .unwrap_or_else(|| (String::new(), String::new()));
+        Err(match (status, code.as_str()) {
+            (401, _) => Error::Unauthorized,
+            (403, "forbidden") => Error::Forbidden,
+            (423, _) | (_, "locked") => Error::Locked,
+            (409, "already_registered") => Error::AlreadyRegistered,
+            (429, _) => Error::RateLimited,
+            (409, "stale_state" | "stale_proof" | "conflict") | (410, _) | (408, _) | (503, _) => {
+                Error::Retry(if message.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    message
+                })
+            }
+            (_, "unsupported_version") => Error::UnsupportedVersion(message),
+            _ => Error::Server {
+                status,
+                code,
+                message,
+            },
+        })
+    }
+
+    fn parse<R: DeserializeOwned>(resp: ureq::http::Response<ureq::Body>) -> Result<R> {
+        let mut resp = Self::check(resp)?;
+        resp.body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_json()
+            .map_err(|e| Error::Protocol(format!("malformed answer: {e}")))
+    }
+
+    fn decode(s: &str, what: &'static str) -> Result<Vec<u8>> {
+        b64_decode(s, what).map_err(|e| Error::Protocol(e.to_string()))
+    }
+
+    /// Registers `backup_key` behind `password` on a vault that has no record for this account
+    /// (first registration, trust on first use). Returns the vault's server identity: store it
+    /// and pass it to every later call.
+    pub fn register(
+        &self,
+        password: &SecretString,
+        backup_key: &[u8; 32],
+    ) -> Result<ServerIdentity> {
+        self.register_inner(password, backup_key, None, None)
+    }
+
+    /// Like [`register`](Self::register), but refuses a vault whose key is not `pinned`.
+    pub fn register_pinned(
+        &self,
+        password: &SecretString,
+        backup_key: &[u8; 32],
+        pinned: &ServerIdentity,
+    ) -> Result<ServerIdentity> {
+        self.register_inner(password, backup_key, Some(pinned), None)
+    }
+
+    /// Replaces the current record (new password and/or key) using a fresh [`RecoveryProof`].
+    /// The proof is consumed: it cannot be used twice.
+    pub fn register_with_proof(
+        &self,
+        password: &SecretString,
+        backup_key: &[u8; 32],
+        pinned: &ServerIdentity,
+        proof: RecoveryProof,
+    ) -> Result<ServerIdentity> {
+        self.register_inner(password, backup_key, Some(pinned), Some(proof))
+    }
+
+    fn register_inner(
+        &self,
+        password: &SecretString,
+        backup_key: &[u8; 32],
+        pinned: Option<&ServerIdentity>,
+        proof: Option<RecoveryProof>,
+    ) -> Result<ServerIdentity> {
+        let mut rng = rand_core::OsRng;
+        let pw = password.expose_secret().as_bytes();
+        let (client, request) = RegistrationClient::start(&mut rng, &self.account, pw)?;
+        let started: api::RegisterStartResponse = self.post(
+            "/register/start",
+            &api::RegisterStartRequest {
+                request: b64_encode(&request),
+            },
+        )?;
+        check_versions(started.suite, started.record_version)?;
+        let response = Self::decode(&started.response, "registration response")?;
+        let key = BackupKey::from_bytes(*backup_key);
+        let out = client.finish(&mut rng, pw, &response, &key, self.ksf, pinned)?;
+        let finished: api::RegisterFinishResponse = self.post(
+            "/register/finish",
+            &api::RegisterFinishRequest {
+                ticket: started.ticket,
+                upload: b64_encode(&out.upload),
+                wrapped_key: b64_encode(out.wrapped_key.as_bytes()),
+                ksf: self.ksf,
+                proof: proof.map(|p| p.proof.expose_secret().to_owned()),
+            },
+        )?;
+        let announced = ServerIdentity::from_b64(&finished.server_public_key)?;
+        if !announced.ct_matches(&out.server_identity) {
+            return Err(Error::ServerKeyMismatch);
+        }
+        Ok(out.server_identity)
+    }
+
+    /// Recovers the backup key with `password` from the vault pinned as `pinned`.
+    ///
+    /// A wrong password costs one of the account's attempts: [`Error::WrongPassword`] says how
+    /// many are left; when none are left the vault destroys the key ([`Error::Locked`]).
+    pub fn recover(&self, password: &SecretString, pinned: &ServerIdentity) -> Result<Recovered> {
+        self.recover_inner(password, Some(pinned)).map(|(r, _)| r)
+    }
+
+    /// Recovers on a device that has no pinned server key yet (a new phone) and returns the key
+    /// to pin from now on. The OPAQUE envelope authenticates the server key used at
+    /// registration, so an impostor vault fails like a wrong password (PROTOCOL.md §6.1).
+    pub fn recover_unpinned(&self, password: &SecretString) -> Result<(Recovered, ServerIdentity)> {
+        self.recover_inner(password, None)
+    }
+
+    fn recover_inner(
+        &self,
+        password: &SecretString,
+        pinned: Option<&ServerIdentity>,
+    ) -> Result<(Recovered, ServerIdentity)> {
+        let mut rng = rand_core::OsRng;
+        let pw = password.expose_secret().as_bytes();
+        let (client, ke1) = RecoveryClient::start(&mut rng, &self.account, pw)?;
+        let started: api::RecoverStartResponse = self.post(
+            "/recover/start",
+            &api::RecoverStartRequest {
+                ke1: b64_encode(&ke1),
+            },
+        )?;
+        let ke2 = Self::decode(&started.ke2, "KE2")?;
+        let params = Ke2Params {
+            ksf: started.ksf,
+            suite: started.suite,
+            record_version: started.record_version,
+        };
+        let finished = match pinned {
+            Some(p) => client
+                .finish(&mut rng, pw, &ke2, params, p)
+                .map(|(ke3, u)| (ke3, u, *p)),
+            None => client.finish_unpinned(&mut rng, pw, &ke2, params),
+        };
+        let (ke3, unwrapper, seen) = match finished {
+            Ok(v) => v,
+            Err(CoreError::WrongPassword) => {
+                return Err(Error::WrongPassword {
+                    attempts_left: started.attempts_left,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let finished: api::RecoverFinishResponse = self.post(
+            "/recover/finish",
+            &api::RecoverFinishRequest {
+                state: started.state,
+                ke3: b64_encode(&ke3),
+            },
+        )?;
+        let wrapped = WrappedKey::from_slice(&Self::decode(&finished.wrapped_key, "wrapped key")?)?;
+        let key = unwrapper.unwrap(&wrapped)?;
+        Ok((
+            Recovered {
+                backup_key: key.into_zeroizing(),
+                proof: RecoveryProof {
+                    proof: SecretString::from(finished.proof),
+                    expires_at: finished.proof_expires_at,
+                },
+            },
+            seen,
+        ))
+    }
+
+    /// Changes the password: recovers with `old` (one attempt if wrong), then re-registers the
+    /// same backup key behind `new`. The backup key does not change.
+    pub fn change_password(
+        &self,
+        old: &SecretString,
+        new: &SecretString,
+        pinned: &ServerIdentity,
+    ) -> Result<()> {
+        let recovered = self.recover(old, pinned)?;
+        self.register_with_proof(new, &recovered.backup_key, pinned, recovered.proof)?;
+        Ok(())
+    }
+
+    /// Deletes the record after proving `password` (e.g. when turning encrypted backups off).
+    pub fn delete(&self, password: &SecretString, pinned: &ServerIdentity) -> Result<()> {
+        let recovered = self.recover(password, pinned)?;
+        self.delete_with_proof(recovered.proof)
+    }
+
+    /// Deletes the record with a proof from a recent [`recover`](Self::recover).
+    pub fn delete_with_proof(&self, proof: RecoveryProof) -> Result<()> {
+        self.post_empty(
+            "/delete",
+            &api::DeleteRequest {
+                proof: proof.proof.expose_secret().to_owned(),
+            },
+        )
+    }
+
+    /// Forgot password: erases the record without a password. **The old backup key, and with it
+    /// every backup encrypted under it, is lost for good.** Afterwards a new key can be registered.
+    pub fn reset(&self) -> Result<()> {
+        let resp = self
+            .agent
+            .delete(&self.url(""))
+            .header("Authorization", &self.auth())
+            .call()
+            .map_err(|e| Error::Unreachable(Box::new(e)))?;
+        Self::check(resp).map(|_| ())
+    }
+}
+
+fn check_versions(suite: u16, record_version: u16) -> Result<()> {
+    if suite != chatvault_vault_core::SUITE_ID
+        || record_version != chatvault_vault_core::RECORD_VERSION
+    {
+        return Err(Error::UnsupportedVersion(format!(
+            "suite {suite}, record version {record_version}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_rejects_plain_http_to_remote_host() {
+        let t = || SecretString::from("t");
+        assert!(VaultClient::new("http://vault.example", "alice", t()).is_err());
+        assert!(VaultClient::new("http://127.0.0.1:8080", "alice", t()).is_ok());
+        assert!(VaultClient::new("http://localhost:1/", "alice", t()).is_ok());
+        assert!(VaultClient::new("http://[::1]:1", "alice", t()).is_ok());
+        assert!(VaultClient::new("http://127.0.0.1.evil.example", "alice", t()).is_err());
+        assert!(VaultClient::new("https://vault.example", "alice", t()).is_ok());
+        assert!(VaultClient::new("https://vault.example", "bad id", t()).is_err());
+    }
+
+    #[test]
+    fn debug_redacts_token_and_key() {
+        let c = VaultClient::new(
+            "https://v.example",
+            "alice",
+            SecretString::from("tok-SECRET"),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("SECRET"));
+        let r = Recovered {
+            backup_key: Zeroizing::new([0xAB; 32]),
+            proof: RecoveryProof {
+                proof: SecretString::from("PROOF-SECRET"),
+                expires_at: 5,
+            },
+        };
+        let s = format!("{r:?}");
+        assert!(!s.contains("SECRET") && !s.contains("171"), "{s}");
+    }
+
+    #[test]
+    fn error_messages_are_actionable() {
+        assert_eq!(
+            Error::WrongPassword { attempts_left: 3 }.to_string(),
+            "wrong password (or no backup key is registered for this account); 3 attempt(s) left before the backup key is destroyed"
+        );
+        assert!(
+            Error::Locked
+                .to_string()
+                .starts_with("locked: backup key destroyed")
+        );
+    }
+}

@@ -1,1 +1,58 @@
-//! Backup Key Vault protocol core (OPAQUE, guess limit, sealed records). Pure: no I/O; RNG and clock injected.
+//! Protocol core of the chatvault **Backup Key Vault** (docs/PROTOCOL.md): OPAQUE (RFC 9807)
+//! registration and recovery of a 32-byte backup key, the guess counter, sealed records, sealed
+//! login states, registration tickets and recovery proofs.
+//!
+//! This crate is pure: it does **no I/O** (no network, no filesystem, no clock, no OS randomness).
+//! Every step takes the RNG (`rand_core::CryptoRngCore`) and the time (`now`, unix seconds) as
+//! parameters, so it could run inside an HSM. It must never log, store or return passwords,
+//! export keys, wrap keys or backup keys except to the caller that owns them.
+//!
+//! Main types:
+//! - server side: [`VaultKeys`] (long-term secrets), [`Vault`] (the steps of PROTOCOL.md §4, §6),
+//!   [`AccountState`] and [`GuessCounter`] (the per-account state machine the stores implement
+//!   atomically), [`Record`] (sealed at rest);
+//! - client side: [`RegistrationClient`], [`RecoveryClient`], [`Unwrapper`];
+//! - wire: [`api`] (JSON messages), [`labels`] (every domain-separation label).
+//!
+//! One suite is pinned: [`Suite`] = ristretto255 OPRF, 3DH with SHA-512, Argon2id KSF.
+//!
+//! ```
+//! use chatvault_vault_core::*;
+//! # let mut rng = rand::rngs::OsRng;
+//! let vault = Vault::new(VaultKeys::generate(&mut rng), VaultConfig::default());
+//! let pinned = vault.server_identity();
+//! let account = AccountId::new("alice")?;
+//! let (reg, request) = RegistrationClient::start(&mut rng, &account, b"pw")?;
+//! let started = vault.register_start(&mut rng, 0, &account, &request)?;
+//! let key = BackupKey::from_bytes([7; 32]);
+//! let out = reg.finish(&mut rng, b"pw", &started.response, &key,
+//!                      KsfParams::INSECURE_FOR_TESTS, Some(&pinned))?;
+//! assert!(out.server_identity.ct_matches(&pinned));
+//! # Ok::<(), Error>(())
+//! ```
+
+pub mod api;
+mod client;
+mod counter;
+mod error;
+pub mod labels;
+mod record;
+mod seal;
+mod types;
+mod vault;
+
+pub use client::{Ke2Params, RecoveryClient, RegistrationClient, RegistrationOutput, Unwrapper};
+pub use counter::{AccountState, Exhausted, GuessCounter, Stale};
+pub use error::{Error, Result};
+pub use record::{PASSWORD_FILE_LEN, RECORD_PLAINTEXT_LEN, Record, SEALED_RECORD_LEN};
+pub use types::{
+    AccountId, BLOB_VERSION, BackupKey, Key32, KsfParams, MAX_ACCOUNT_LEN, RECORD_VERSION,
+    SUITE_ID, ServerIdentity, Suite, WRAPPED_KEY_LEN, WrappedKey,
+};
+pub use vault::{
+    LoginState, NewRecord, RecoverStarted, RegistrationFinish, RegistrationStarted,
+    SERVER_LOGIN_LEN, SERVER_SETUP_LEN, Vault, VaultConfig, VaultKeys,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+//! Password mode through the `chatvault` CLI and a real `chatvault-vault` server process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as StdCommand, Output, Stdio};
+
+use assert_cmd::Command;
+
+/// A running `chatvault-vault serve` on 127.0.0.1 with SQLite in a temp data dir.
+struct Vault {
+    child: Child,
+    /// Kept open: the server must be able to keep writing to its stdout.
+    _stdout: BufReader<std::process::ChildStdout>,
+    url: String,
+    data: PathBuf,
+}
+
+impl Vault {
+    fn start(data: &Path) -> Vault {
+        let bin = assert_cmd::cargo::cargo_bin("chatvault-vault");
+        assert!(
+            bin.exists(),
+            "{} is missing: build the workspace (cargo nextest run --workspace builds it)",
+            bin.display()
+        );
+        let mut child = StdCommand::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--rate-limit-ip", "0", "--rate-limit-account", "0", "--data-dir"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("listening on ").expect("listening line").to_string();
+        let mut identity = String::new();
+        stdout.read_line(&mut identity).unwrap();
+        assert!(identity.starts_with("server identity "), "{identity}");
+        Vault { child, _stdout: stdout, url, data: data.to_path_buf() }
+    }
+
+    fn token(&self, account: &str) -> String {
+        let out = StdCommand::new(assert_cmd::cargo::cargo_bin("chatvault-vault"))
+            .args(["token", "--account", account, "--data-dir"])
+            .arg(&self.data)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for Vault {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    vault: Vault,
+    token: String,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::start(&dir.path().join("vault-data"));
+        let token = vault.token("alice");
+        World { dir, vault, token }
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn repo(&self) -> String {
+        self.p("repo").to_string_lossy().into_owned()
+    }
+    /// `chatvault --home H` with the vault, account and token of alice, and a password.
+    fn cv(&self, home: &str, password: Option<&str>) -> Command {
+        let mut c = Command::cargo_bin("chatvault").unwrap();
+        for v in ["CHATVAULT_KEY", "CHATVAULT_REPO", "CHATVAULT_HOME", "CHATVAULT_PASSWORD", "CHATVAULT_NEW_PASSWORD", "CHATVAULT_VAULT", "CHATVAULT_ACCOUNT", "CHATVAULT_VAULT_IDENTITY"] {
+            c.env_remove(v);
+        }
+        c.env("CHATVAULT_ACCOUNT_TOKEN", &self.token)
+            .env("CHATVAULT_INSECURE_TEST_KSF", "1")
+            .arg("--home")
+            .arg(self.p(home));
+        if let Some(p) = password {
+            c.env("CHATVAULT_PASSWORD", p);
+        }
+        c
+    }
+    /// A new device: only the repository, the vault, the account and the password.
+    fn new_device(&self, home: &str, password: &str) -> Command {
+        let mut c = self.cv(home, Some(password));
+        c.args(["--repo", &self.repo(), "--vault", &self.vault.url, "--account", "alice"]);
+        c
+    }
+    fn init(&self, home: &str, password: &str) {
+        let out = self
+            .cv(home, None)
+            .env("CHATVAULT_NEW_PASSWORD", password)
+            .args(["init", "--password", "--repo", &self.repo(), "--vault", &self.vault.url, "--account", "alice"])
+            .output()
+            .unwrap();
+        assert_ok(&out);
+    }
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn assert_code(out: &Output, code: i32, stderr_has: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stdout:\n{}\nstderr:\n{err}", String::from_utf8_lossy(&out.stdout));
+    assert!(err.contains(stderr_has), "stderr lacks {stderr_has:?}:\n{err}");
+    assert!(!err.contains("panicked"));
+}
+
+fn make_source(root: &Path) {
+    std::fs::create_dir_all(root.join("Media")).unwrap();
+    std::fs::write(root.join("chat.txt"), "see you tomorrow\n".repeat(5000)).unwrap();
+    let media: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(root.join("Media/video.mp4"), media).unwrap();
+}
+
+fn same_files(a: &Path, b: &Path) {
+    for rel in ["chat.txt", "Media/video.mp4"] {
+        assert_eq!(std::fs::read(a.join(rel)).unwrap(), std::fs::read(b.join(rel)).unwrap(), "{rel}");
+    }
+}
+
+#[test]
+fn password_restore_on_a_new_device_then_ten_wrong_guesses_destroy_the_key() {
+    let w = World::new();
+    let src = w.p("chats");
+    make_source(&src);
+    w.init("phone-a", "correct horse");
+    assert_ok(&w.cv("phone-a", None).arg("backup").arg(&src).output().unwrap());
+    std::fs::remove_dir_all(w.p("phone-a")).unwrap();
+
+    // New phone, right password: byte-identical restore, and the device is set up.
+    let out = w.new_device("phone-b", "correct horse").args(["restore", "latest", "--target"]).arg(w.p("r1")).output().unwrap();
+    assert_ok(&out);
+    same_files(&src, &w.p("r1/chats"));
+    assert!(w.p("phone-b/config.json").exists());
+
+    // Ten wrong passwords count down, then the key is gone for good.
+    for left in (0..10).rev() {
+        let out = w.new_device(&format!("thief-{left}"), "wrong guess").args(["snapshots"]).output().unwrap();
+        assert_code(&out, 4, &format!("{left} attempt(s) left"));
+    }
+    let out = w.new_device("phone-c", "correct horse").args(["restore", "latest", "--target"]).arg(w.p("r2")).output().unwrap();
+    assert_code(&out, 7, "destroyed");
+    assert!(!w.p("r2").exists());
+    // The device that already has the key keeps working (the key never depended on the vault).
+    assert_ok(&w.cv("phone-b", None).arg("snapshots").output().unwrap());
+    // Secrets are not echoed anywhere.
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!all.contains("correct horse") && !all.contains(&w.token));
+}
+
+#[test]
+fn change_password_and_switching_between_key_and_password() {
+    let w = World::new();
+    let src = w.p("chats");
+    make_source(&src);
+    w.init("a", "first password");
+    assert_ok(&w.cv("a", None).arg("backup").arg(&src).output().unwrap());
+
+    let out = w.cv("a", Some("first password")).env("CHATVAULT_NEW_PASSWORD", "second password").args(["key", "change-password"]).output().unwrap();
+    assert_ok(&out);
+    let out = w.new_device("b", "first password").arg("snapshots").output().unwrap();
+    assert_code(&out, 4, "attempt(s) left");
+    assert_ok(&w.new_device("c", "second password").arg("snapshots").output().unwrap());
+
+    // to-key: prints the key, deletes the vault record.
+    let out = w.cv("a", Some("second password")).args(["key", "to-key"]).output().unwrap();
+    assert_ok(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let key = text.lines().map(str::trim).find(|l| l.len() == 79).expect("grouped key").to_string();
+    let out = w.new_device("d", "second password").arg("snapshots").output().unwrap();
+    assert_code(&out, 4, "no backup key is registered");
+    let out = w.cv("e", None).env("CHATVAULT_KEY", &key).args(["--repo", &w.repo(), "restore", "latest", "--target"]).arg(w.p("r")).output().unwrap();
+    assert_ok(&out);
+    same_files(&src, &w.p("r/chats"));
+
+    // to-password: the vault keeps it again.
+    let out = w.cv("a", None).env("CHATVAULT_NEW_PASSWORD", "third password").args(["key", "to-password", "--vault", &w.vault.url, "--account", "alice"]).output().unwrap();
+    assert_ok(&out);
+    assert_ok(&w.new_device("f", "third password").arg("snapshots").output().unwrap());
+
+    // disable: vault record and repository gone.
+    let out = w.cv("a", Some("third password")).args(["disable", "--yes"]).output().unwrap();
+    assert_ok(&out);
+    assert!(!w.p("repo/config").exists());
+    assert!(!w.p("a/config.json").exists());
+    let out = w.new_device("g", "third password").arg("snapshots").output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+}
+
+#[test]
+fn init_refuses_without_token_and_with_a_different_pinned_vault() {
+    let w = World::new();
+    let mut c = w.cv("a", None);
+    c.env_remove("CHATVAULT_ACCOUNT_TOKEN")
+        .env("CHATVAULT_NEW_PASSWORD", "pw123456")
+        .args(["init", "--password", "--repo", &w.repo(), "--vault", &w.vault.url, "--account", "alice"]);
+    assert_code(&c.output().unwrap(), 1, "account token");
+    assert!(!w.p("repo/config").exists());
+    w.init("a", "pw123456");
+    // A device that pins another server key refuses this vault.
+    let other = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let out = w.new_device("b", "pw123456").args(["--vault-identity", other, "snapshots"]).output().unwrap();
+    assert_code(&out, 1, "");
+    assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+    // Token for another account is refused.
+    let bob = w.vault.token("bob");
+    let out = w.new_device("c", "pw123456").env("CHATVAULT_ACCOUNT_TOKEN", bob).arg("snapshots").output().unwrap();
+    assert_code(&out, 1, "different account");
+}

@@ -1,0 +1,147 @@
+//! JSON messages of the HTTP API (PROTOCOL.md §4, §6, §9). Binary fields are base64url without
+//! padding; use [`b64_encode`] / [`b64_decode`].
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::types::KsfParams;
+
+/// base64url without padding.
+pub fn b64_encode(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Strict base64url-without-padding decoding; `what` names the field in the error.
+pub fn b64_decode(s: &str, what: &'static str) -> Result<Vec<u8>> {
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| Error::Malformed { what })
+}
+
+/// `POST /v1/accounts/{account}/register/start` request.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterStartRequest {
+    /// `RegistrationRequest`, 32 bytes.
+    pub request: String,
+}
+
+/// `register/start` response.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct RegisterStartResponse {
+    /// `RegistrationResponse`, 64 bytes.
+    pub response: String,
+    /// Sealed registration ticket.
+    pub ticket: String,
+    /// Suite id (1).
+    pub suite: u16,
+    /// Record version (1).
+    pub record_version: u16,
+}
+
+/// `POST /v1/accounts/{account}/register/finish` request.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterFinishRequest {
+    /// Ticket from `register/start`.
+    pub ticket: String,
+    /// `RegistrationUpload`, 192 bytes.
+    pub upload: String,
+    /// Wrapped backup key, 72 bytes.
+    pub wrapped_key: String,
+    /// KSF parameters the client used.
+    pub ksf: KsfParams,
+    /// Recovery proof (required to replace a live record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+}
+
+/// `register/finish` response.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct RegisterFinishResponse {
+    /// OPAQUE server public key, 32 bytes.
+    pub server_public_key: String,
+    /// Guess limit of the new record.
+    pub max_attempts: u32,
+    /// Generation of the new record.
+    pub generation: u64,
+}
+
+/// `POST /v1/accounts/{account}/recover/start` request.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverStartRequest {
+    /// KE1, 96 bytes.
+    pub ke1: String,
+}
+
+/// `recover/start` response.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct RecoverStartResponse {
+    /// KE2, 320 bytes.
+    pub ke2: String,
+    /// Sealed login state to echo in `recover/finish`.
+    pub state: String,
+    /// Guesses left if this one is wrong.
+    pub attempts_left: u32,
+    /// KSF parameters.
+    pub ksf: KsfParams,
+    /// Suite id.
+    pub suite: u16,
+    /// Record version.
+    pub record_version: u16,
+}
+
+/// `POST /v1/accounts/{account}/recover/finish` request.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverFinishRequest {
+    /// Login state from `recover/start`.
+    pub state: String,
+    /// KE3, 64 bytes.
+    pub ke3: String,
+}
+
+/// `recover/finish` response.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct RecoverFinishResponse {
+    /// Wrapped backup key, 72 bytes.
+    pub wrapped_key: String,
+    /// Recovery proof for change-password / delete.
+    pub proof: String,
+    /// Proof expiry (unix seconds).
+    pub proof_expires_at: u64,
+}
+
+/// `POST /v1/accounts/{account}/delete` request.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    /// Recovery proof.
+    pub proof: String,
+}
+
+/// Error body of every non-2xx answer.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct ErrorBody {
+    /// Machine-readable code (PROTOCOL.md §9).
+    pub error: String,
+    /// Human-readable message (never contains secrets).
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn b64_decode_rejects_padding_and_std_alphabet() {
+        assert_eq!(b64_decode("AQID", "x").unwrap(), vec![1, 2, 3]);
+        assert!(b64_decode("AQ==", "x").is_err());
+        assert!(b64_decode("+/8", "x").is_err());
+        assert!(b64_decode("A Q", "x").is_err());
+        assert_eq!(b64_encode(&[0xfb, 0xff]), "-_8");
+    }
+}

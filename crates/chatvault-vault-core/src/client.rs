@@ -1,0 +1,315 @@
+//! Client side of the protocol (PROTOCOL.md §3, §4, §6): pure steps that consume their state.
+
+use core::fmt;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use opaque_ke::{
+    ClientLogin, ClientLoginFinishParameters, ClientRegistration,
+    ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
+};
+
+use crate::error::{Error, Result};
+use crate::labels;
+use crate::seal;
+use crate::types::{
+    AccountId, BackupKey, Key32, KsfParams, RECORD_VERSION, SUITE_ID, ServerIdentity, Suite,
+    WrappedKey,
+};
+
+fn identifiers(account: &AccountId) -> Identifiers<'_> {
+    Identifiers {
+        client: Some(account.as_bytes()),
+        server: None,
+    }
+}
+
+/// `wrap_key = HKDF-SHA256[none, "chatvault/v1/vault/wrap-key"](export_key, 32)` (PROTOCOL.md §3).
+fn wrap_key(export_key: &[u8]) -> Key32 {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, export_key);
+    let mut k = [0u8; 32];
+    hk.expand(labels::WRAP_KEY_INFO, &mut k)
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    Key32::from_bytes(k)
+}
+
+/// `wrap_ad = label || u16(record_version) || u16(suite) || lp(account)` (PROTOCOL.md §3).
+fn wrap_ad(account: &AccountId, record_version: u16, suite: u16) -> Vec<u8> {
+    let mut ad = labels::WRAP_AD.to_vec();
+    ad.extend_from_slice(&record_version.to_be_bytes());
+    ad.extend_from_slice(&suite.to_be_bytes());
+    seal::lp(&mut ad, account.as_bytes());
+    ad
+}
+
+fn check_versions(suite: u16, record_version: u16) -> Result<()> {
+    if suite != SUITE_ID {
+        return Err(Error::UnsupportedVersion {
+            what: "OPAQUE suite",
+            found: suite,
+            supported: SUITE_ID,
+        });
+    }
+    if record_version != RECORD_VERSION {
+        return Err(Error::UnsupportedVersion {
+            what: "vault record",
+            found: record_version,
+            supported: RECORD_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Client registration in progress (after `register/start` was sent).
+pub struct RegistrationClient {
+    account: AccountId,
+    state: ClientRegistration<Suite>,
+}
+
+impl fmt::Debug for RegistrationClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RegistrationClient({}, state redacted)", self.account)
+    }
+}
+
+/// What the client uploads in `register/finish`.
+pub struct RegistrationOutput {
+    /// Serialized `RegistrationUpload` (192 bytes).
+    pub upload: Vec<u8>,
+    /// The wrapped backup key (72 bytes).
+    pub wrapped_key: WrappedKey,
+    /// The server public key seen during registration (pin it).
+    pub server_identity: ServerIdentity,
+}
+
+impl RegistrationClient {
+    /// Blinds the password; returns the state and the `RegistrationRequest` (32 bytes).
+    pub fn start(
+        rng: &mut impl rand_core::CryptoRngCore,
+        account: &AccountId,
+        password: &[u8],
+    ) -> Result<(Self, Vec<u8>)> {
+        let started = ClientRegistration::<Suite>::start(rng, password)
+            .map_err(|_| Error::Protocol("registration start"))?;
+        Ok((
+            Self {
+                account: account.clone(),
+                state: started.state,
+            },
+            started.message.serialize().to_vec(),
+        ))
+    }
+
+    /// Finishes OPAQUE registration with KSF `ksf` and wraps `backup_key` under the export key.
+    /// If `pinned` is given, a different server key is refused with [`Error::ServerKeyMismatch`].
+    pub fn finish(
+        self,
+        rng: &mut impl rand_core::CryptoRngCore,
+        password: &[u8],
+        response: &[u8],
+        backup_key: &BackupKey,
+        ksf: KsfParams,
+        pinned: Option<&ServerIdentity>,
+    ) -> Result<RegistrationOutput> {
+        let argon = ksf.argon2()?;
+        let response =
+            RegistrationResponse::<Suite>::deserialize(response).map_err(|_| Error::Malformed {
+                what: "registration response",
+            })?;
+        let finished = self
+            .state
+            .finish(
+                rng,
+                password,
+                response,
+                ClientRegistrationFinishParameters::new(identifiers(&self.account), Some(&argon)),
+            )
+            .map_err(|_| Error::Protocol("registration finish"))?;
+        let server_identity = ServerIdentity::from_bytes(
+            finished
+                .server_s_pk
+                .serialize()
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Malformed {
+                    what: "server public key",
+                })?,
+        );
+        if pinned.is_some_and(|pinned| !pinned.ct_matches(&server_identity)) {
+            return Err(Error::ServerKeyMismatch);
+        }
+        let key = wrap_key(&finished.export_key);
+        let wrapped = seal::xseal(
+            rng,
+            key.expose_secret(),
+            &wrap_ad(&self.account, RECORD_VERSION, SUITE_ID),
+            backup_key.expose_secret(),
+        );
+        Ok(RegistrationOutput {
+            upload: finished.message.serialize().to_vec(),
+            wrapped_key: WrappedKey::from_slice(&wrapped)?,
+            server_identity,
+        })
+    }
+}
+
+/// Client recovery in progress (after KE1 was sent).
+pub struct RecoveryClient {
+    account: AccountId,
+    state: ClientLogin<Suite>,
+}
+
+impl fmt::Debug for RecoveryClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecoveryClient({}, state redacted)", self.account)
+    }
+}
+
+/// Parameters of a KE2 answer besides the KE2 itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Ke2Params {
+    /// KSF parameters of the record.
+    pub ksf: KsfParams,
+    /// Suite id announced by the server.
+    pub suite: u16,
+    /// Record version announced by the server.
+    pub record_version: u16,
+}
+
+/// Holds the wrap key between KE3 and the server's `wrapped_key` answer. Zeroized on drop.
+pub struct Unwrapper {
+    account: AccountId,
+    key: Key32,
+}
+
+impl fmt::Debug for Unwrapper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Unwrapper({}, key redacted)", self.account)
+    }
+}
+
+impl Unwrapper {
+    /// Unwraps the backup key released after a valid KE3.
+    pub fn unwrap(self, wrapped: &WrappedKey) -> Result<BackupKey> {
+        let bytes = wrapped.as_bytes();
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new(self.key.expose_secret().into());
+        let pt = zeroize::Zeroizing::new(
+            cipher
+                .decrypt(
+                    chacha20poly1305::XNonce::from_slice(&bytes[..seal::NONCE_LEN]),
+                    Payload {
+                        msg: &bytes[seal::NONCE_LEN..],
+                        aad: &wrap_ad(&self.account, RECORD_VERSION, SUITE_ID),
+                    },
+                )
+                .map_err(|_| Error::Corrupted {
+                    what: "wrapped backup key",
+                })?,
+        );
+        let key: [u8; 32] = pt
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Malformed { what: "backup key" })?;
+        Ok(BackupKey::from_bytes(key))
+    }
+}
+
+impl RecoveryClient {
+    /// Blinds the password; returns the state and KE1 (96 bytes).
+    pub fn start(
+        rng: &mut impl rand_core::CryptoRngCore,
+        account: &AccountId,
+        password: &[u8],
+    ) -> Result<(Self, Vec<u8>)> {
+        let started = ClientLogin::<Suite>::start(rng, password)
+            .map_err(|_| Error::Protocol("login start"))?;
+        Ok((
+            Self {
+                account: account.clone(),
+                state: started.state,
+            },
+            started.message.serialize().to_vec(),
+        ))
+    }
+
+    /// Processes KE2 (PROTOCOL.md §6.1 step 3). Returns KE3 and the [`Unwrapper`].
+    ///
+    /// Fails with [`Error::WrongPassword`] if the password is wrong or no record exists (the guess
+    /// is already counted), and [`Error::ServerKeyMismatch`] if the server is not the pinned one.
+    pub fn finish(
+        self,
+        rng: &mut impl rand_core::CryptoRngCore,
+        password: &[u8],
+        ke2: &[u8],
+        params: Ke2Params,
+        pinned: &ServerIdentity,
+    ) -> Result<(Vec<u8>, Unwrapper)> {
+        let (ke3, unwrapper, _) = self.finish_inner(rng, password, ke2, params, Some(pinned))?;
+        Ok((ke3, unwrapper))
+    }
+
+    /// Like [`RecoveryClient::finish`] for a device that has no pinned server key yet (a new
+    /// phone): returns the server key to pin from now on. This is safe because the OPAQUE
+    /// envelope, opened with the password, authenticates the server public key used at
+    /// registration (RFC 9807 §4.1.2, `CleartextCredentials`): a server that does not hold the
+    /// user's record fails here exactly like a wrong password (PROTOCOL.md §6.1).
+    pub fn finish_unpinned(
+        self,
+        rng: &mut impl rand_core::CryptoRngCore,
+        password: &[u8],
+        ke2: &[u8],
+        params: Ke2Params,
+    ) -> Result<(Vec<u8>, Unwrapper, ServerIdentity)> {
+        self.finish_inner(rng, password, ke2, params, None)
+    }
+
+    fn finish_inner(
+        self,
+        rng: &mut impl rand_core::CryptoRngCore,
+        password: &[u8],
+        ke2: &[u8],
+        params: Ke2Params,
+        pinned: Option<&ServerIdentity>,
+    ) -> Result<(Vec<u8>, Unwrapper, ServerIdentity)> {
+        check_versions(params.suite, params.record_version)?;
+        let argon = params.ksf.argon2()?;
+        let ke2 = CredentialResponse::<Suite>::deserialize(ke2)
+            .map_err(|_| Error::Malformed { what: "KE2" })?;
+        let finished = self
+            .state
+            .finish(
+                rng,
+                password,
+                ke2,
+                ClientLoginFinishParameters::new(
+                    Some(labels::OPAQUE_CONTEXT),
+                    identifiers(&self.account),
+                    Some(&argon),
+                ),
+            )
+            .map_err(|e| match e {
+                opaque_ke::errors::ProtocolError::InvalidLoginError => Error::WrongPassword,
+                _ => Error::Protocol("login finish"),
+            })?;
+        let seen = ServerIdentity::from_bytes(
+            finished
+                .server_s_pk
+                .serialize()
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Malformed {
+                    what: "server public key",
+                })?,
+        );
+        if pinned.is_some_and(|p| !p.ct_matches(&seen)) {
+            return Err(Error::ServerKeyMismatch);
+        }
+        Ok((
+            finished.message.serialize().to_vec(),
+            Unwrapper {
+                account: self.account,
+                key: wrap_key(&finished.export_key),
+            },
+            seen,
+        ))
+    }
+}

@@ -1,0 +1,540 @@
+//! Server side of the protocol (PROTOCOL.md §4, §6, §7): pure steps, no storage.
+//!
+//! The caller (the `chatvault-vault` server) loads an [`AccountState`], calls these steps, and
+//! applies the counter transitions of [`crate::counter`] atomically in its store.
+
+use core::fmt;
+
+use opaque_ke::{
+    CredentialFinalization, CredentialRequest, Identifiers, RegistrationRequest,
+    RegistrationUpload, ServerLogin, ServerLoginParameters, ServerRegistration, ServerSetup,
+};
+use zeroize::Zeroizing;
+
+use crate::counter::{AccountState, GuessCounter};
+use crate::error::{Error, Result};
+use crate::labels;
+use crate::record::{PASSWORD_FILE_LEN, Record};
+use crate::seal::{self, Reader};
+use crate::types::{AccountId, BLOB_VERSION, Key32, KsfParams, ServerIdentity, Suite, WrappedKey};
+
+/// Size of the serialized OPAQUE `ServerSetup`.
+pub const SERVER_SETUP_LEN: usize = 128;
+/// Size of a serialized server login state.
+pub const SERVER_LOGIN_LEN: usize = 128;
+const LOGIN_STATE_PT_LEN: usize = 1 + 8 + 8 + 8 + SERVER_LOGIN_LEN;
+const TICKET_PT_LEN: usize = 32 + 8;
+const PROOF_PT_LEN: usize = 8 + 8;
+
+/// The vault's long-term secrets (PROTOCOL.md §3). Zeroized on drop; `Debug` is redacted.
+pub struct VaultKeys {
+    setup: ServerSetup<Suite>,
+    record_key: Key32,
+    state_key: Key32,
+}
+
+impl fmt::Debug for VaultKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "VaultKeys(server_identity={}, secrets redacted)",
+            self.server_identity()
+        )
+    }
+}
+
+impl VaultKeys {
+    /// Serialized size: `server_setup[128] || record_key[32] || state_key[32]`.
+    pub const SERIALIZED_LEN: usize = SERVER_SETUP_LEN + 64;
+
+    /// Fresh random keys.
+    pub fn generate(rng: &mut impl rand_core::CryptoRngCore) -> Self {
+        Self {
+            setup: ServerSetup::<Suite>::new(rng),
+            record_key: Key32::generate(rng),
+            state_key: Key32::generate(rng),
+        }
+    }
+
+    /// Serializes the keys (secret!).
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(Self::SERIALIZED_LEN));
+        out.extend_from_slice(&self.setup.serialize());
+        out.extend_from_slice(self.record_key.expose_secret());
+        out.extend_from_slice(self.state_key.expose_secret());
+        out
+    }
+
+    /// Parses [`Self::to_bytes`] output.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        const WHAT: &str = "vault keys";
+        if bytes.len() != Self::SERIALIZED_LEN {
+            return Err(Error::Malformed { what: WHAT });
+        }
+        let mut r = Reader::new(bytes, WHAT);
+        let setup = ServerSetup::<Suite>::deserialize(r.take(SERVER_SETUP_LEN)?)
+            .map_err(|_| Error::Malformed { what: WHAT })?;
+        Ok(Self {
+            setup,
+            record_key: Key32::from_bytes(r.array()?),
+            state_key: Key32::from_bytes(r.array()?),
+        })
+    }
+
+    /// The OPAQUE server public key clients pin.
+    pub fn server_identity(&self) -> ServerIdentity {
+        let pk = self.setup.keypair().public().serialize();
+        ServerIdentity::from_bytes(
+            pk.as_slice()
+                .try_into()
+                .expect("ristretto255 key is 32 bytes"),
+        )
+    }
+}
+
+/// Lifetimes of sealed blobs (seconds).
+#[derive(Clone, Copy, Debug)]
+pub struct VaultConfig {
+    /// Login state lifetime between KE2 and KE3 (PROTOCOL.md §6.3). Default 120.
+    pub state_ttl: u64,
+    /// Recovery proof lifetime (PROTOCOL.md §6.3). Default 300.
+    pub proof_ttl: u64,
+    /// Registration ticket lifetime (PROTOCOL.md §4). Default 600.
+    pub ticket_ttl: u64,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        Self {
+            state_ttl: 120,
+            proof_ttl: 300,
+            ticket_ttl: 600,
+        }
+    }
+}
+
+/// Answer to `register/start`.
+pub struct RegistrationStarted {
+    /// Serialized `RegistrationResponse` (64 bytes).
+    pub response: Vec<u8>,
+    /// Sealed registration ticket to echo in `register/finish`.
+    pub ticket: Vec<u8>,
+}
+
+/// Contents of `register/finish`.
+pub struct RegistrationFinish<'a> {
+    /// The ticket from `register/start`.
+    pub ticket: &'a [u8],
+    /// Serialized `RegistrationUpload` (192 bytes).
+    pub upload: &'a [u8],
+    /// The wrapped backup key (72 bytes).
+    pub wrapped_key: &'a [u8],
+    /// KSF parameters the client used.
+    pub ksf: KsfParams,
+    /// Recovery proof, required if a live record exists.
+    pub proof: Option<&'a [u8]>,
+}
+
+/// A record ready to be written with a compare-and-swap on `expected_generation`.
+pub struct NewRecord {
+    /// Generation the row must still have when written.
+    pub expected_generation: u64,
+    /// The new generation.
+    pub generation: u64,
+    /// The sealed record.
+    pub sealed: Vec<u8>,
+    /// The fresh counter.
+    pub counter: GuessCounter,
+}
+
+/// Answer to `recover/start`.
+pub struct RecoverStarted {
+    /// Serialized `CredentialResponse` (KE2, 320 bytes).
+    pub ke2: Vec<u8>,
+    /// Sealed login state.
+    pub state: Vec<u8>,
+    /// Guesses left if this one is wrong.
+    pub attempts_left: u32,
+    /// KSF parameters for the client.
+    pub ksf: KsfParams,
+}
+
+/// An opened login state (PROTOCOL.md §7).
+pub struct LoginState {
+    dummy: bool,
+    /// Record generation the KE2 was computed for.
+    pub generation: u64,
+    /// Guess sequence number counted for this KE2.
+    pub guess_seq: u64,
+    /// Expiry (unix seconds).
+    pub expires_at: u64,
+    server_login: Zeroizing<[u8; SERVER_LOGIN_LEN]>,
+}
+
+impl fmt::Debug for LoginState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginState")
+            .field("dummy", &self.dummy)
+            .field("generation", &self.generation)
+            .field("guess_seq", &self.guess_seq)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoginState {
+    /// Verifies the client's KE3 against this state (PROTOCOL.md §6.3 step 3). Consumes the state.
+    /// A dummy state never verifies.
+    pub fn finish(self, account: &AccountId, ke3: &[u8]) -> Result<()> {
+        let server_login =
+            ServerLogin::<Suite>::deserialize(&self.server_login[..]).map_err(|_| {
+                Error::Malformed {
+                    what: "login state",
+                }
+            })?;
+        let ke3 = CredentialFinalization::<Suite>::deserialize(ke3)
+            .map_err(|_| Error::Malformed { what: "KE3" })?;
+        let result = server_login.finish(ke3, login_params(account));
+        if self.dummy || result.is_err() {
+            return Err(Error::AuthenticationFailed);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn login_params(account: &AccountId) -> ServerLoginParameters<'_, '_> {
+    ServerLoginParameters {
+        context: Some(labels::OPAQUE_CONTEXT),
+        identifiers: Identifiers {
+            client: Some(account.as_bytes()),
+            server: None,
+        },
+    }
+}
+
+/// `label || lp(account) || nonce` (PROTOCOL.md §3.1).
+pub(crate) fn credential_id(account: &AccountId, nonce: &[u8; 32]) -> Vec<u8> {
+    let mut out = labels::CREDENTIAL_ID.to_vec();
+    seal::lp(&mut out, account.as_bytes());
+    out.extend_from_slice(nonce);
+    out
+}
+
+/// The pure server-side protocol engine.
+pub struct Vault {
+    keys: VaultKeys,
+    config: VaultConfig,
+}
+
+impl fmt::Debug for Vault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vault")
+            .field("keys", &self.keys)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Vault {
+    /// An engine over `keys`.
+    pub fn new(keys: VaultKeys, config: VaultConfig) -> Self {
+        Self { keys, config }
+    }
+
+    /// The configured lifetimes.
+    pub fn config(&self) -> &VaultConfig {
+        &self.config
+    }
+
+    /// The OPAQUE server public key clients pin.
+    pub fn server_identity(&self) -> ServerIdentity {
+        self.keys.server_identity()
+    }
+
+    /// `register/start` (PROTOCOL.md §4 step 2): evaluates the OPRF under a fresh per-registration
+    /// key. Never looks at the account's record.
+    pub fn register_start(
+        &self,
+        rng: &mut impl rand_core::CryptoRngCore,
+        now: u64,
+        account: &AccountId,
+        request: &[u8],
+    ) -> Result<RegistrationStarted> {
+        let request =
+            RegistrationRequest::<Suite>::deserialize(request).map_err(|_| Error::Malformed {
+                what: "registration request",
+            })?;
+        let mut nonce = [0u8; 32];
+        rng.fill_bytes(&mut nonce);
+        let response = ServerRegistration::<Suite>::start(
+            &self.keys.setup,
+            request,
+            &credential_id(account, &nonce),
+        )
+        .map_err(|_| Error::Protocol("registration start"))?;
+        let mut pt = Zeroizing::new(Vec::with_capacity(TICKET_PT_LEN));
+        pt.extend_from_slice(&nonce);
+        pt.extend_from_slice(&now.saturating_add(self.config.ticket_ttl).to_be_bytes());
+        let ticket = seal::seal_versioned(
+            rng,
+            &self.keys.state_key,
+            BLOB_VERSION,
+            &seal::ad(labels::TICKET_AD, BLOB_VERSION, account, &[]),
+            &pt,
+        );
+        Ok(RegistrationStarted {
+            response: response.message.serialize().to_vec(),
+            ticket,
+        })
+    }
+
+    /// `register/finish` (PROTOCOL.md §4 step 4): checks the ticket, the authorisation against the
+    /// current `state` (a live record requires a valid proof), and builds the sealed new record.
+    pub fn register_finish(
+        &self,
+        rng: &mut impl rand_core::CryptoRngCore,
+        now: u64,
+        account: &AccountId,
+        state: &AccountState,
+        input: RegistrationFinish<'_>,
+        max_attempts: u32,
+    ) -> Result<NewRecord> {
+        const TICKET: &str = "registration ticket";
+        let pt = seal::open_versioned(
+            &self.keys.state_key,
+            BLOB_VERSION,
+            &seal::ad(labels::TICKET_AD, BLOB_VERSION, account, &[]),
+            input.ticket,
+            TICKET_PT_LEN,
+            TICKET,
+        )?;
+        let mut r = Reader::new(&pt, TICKET);
+        let credential_nonce = r.array::<32>()?;
+        if now >= r.u64()? {
+            return Err(Error::Expired { what: TICKET });
+        }
+        input.ksf.validate()?;
+        let wrapped_key = WrappedKey::from_slice(input.wrapped_key)?;
+        let upload = RegistrationUpload::<Suite>::deserialize(input.upload).map_err(|_| {
+            Error::Malformed {
+                what: "registration upload",
+            }
+        })?;
+        if let AccountState::Registered { generation, .. } = state {
+            match input.proof {
+                None => return Err(Error::AlreadyRegistered),
+                Some(proof) => self.check_proof(now, account, proof, *generation)?,
+            }
+        }
+        let password_file = ServerRegistration::<Suite>::finish(upload).serialize();
+        let expected_generation = state.generation();
+        let generation = expected_generation + 1;
+        let record = Record {
+            generation,
+            created_at: now,
+            max_attempts,
+            ksf: input.ksf,
+            credential_nonce,
+            password_file: Zeroizing::new(
+                <[u8; PASSWORD_FILE_LEN]>::try_from(password_file.as_slice())
+                    .expect("password file is 192 bytes"),
+            ),
+            wrapped_key,
+        };
+        Ok(NewRecord {
+            expected_generation,
+            generation,
+            sealed: record.seal(rng, &self.keys.record_key, account),
+            counter: GuessCounter::new(max_attempts),
+        })
+    }
+
+    /// Opens the sealed record of a registered account and checks it against the counter columns.
+    pub fn open_record(
+        &self,
+        account: &AccountId,
+        generation: u64,
+        sealed: &[u8],
+        counter: &GuessCounter,
+    ) -> Result<Record> {
+        let record = Record::open(sealed, &self.keys.record_key, account, generation)?;
+        if record.max_attempts != counter.max_attempts {
+            return Err(Error::Corrupted {
+                what: "max_attempts column",
+            });
+        }
+        Ok(record)
+    }
+
+    /// `recover/start` after the guess was counted (PROTOCOL.md §6.1 steps 4–5).
+    ///
+    /// `counted` is the opened record and the counter **after** the durable increment, or `None`
+    /// for an account without a record (dummy KE2, indistinguishable from a real one).
+    /// `default_max_attempts` is the current policy, shown for unknown accounts.
+    pub fn recover_start(
+        &self,
+        rng: &mut impl rand_core::CryptoRngCore,
+        now: u64,
+        account: &AccountId,
+        counted: Option<(&Record, &GuessCounter)>,
+        ke1: &[u8],
+        default_max_attempts: u32,
+    ) -> Result<RecoverStarted> {
+        let request = CredentialRequest::<Suite>::deserialize(ke1)
+            .map_err(|_| Error::Malformed { what: "KE1" })?;
+        let (password_file, nonce, generation, guess_seq, attempts_left, ksf) = match counted {
+            Some((record, counter)) => (
+                Some(
+                    ServerRegistration::<Suite>::deserialize(&record.password_file[..]).map_err(
+                        |_| Error::Corrupted {
+                            what: "password file",
+                        },
+                    )?,
+                ),
+                record.credential_nonce,
+                record.generation,
+                counter.guess_seq,
+                counter.attempts_left(),
+                record.ksf,
+            ),
+            None => (
+                None,
+                self.dummy_nonce(account),
+                0,
+                0,
+                default_max_attempts.saturating_sub(1),
+                KsfParams::PRODUCTION,
+            ),
+        };
+        let dummy = password_file.is_none();
+        let started = ServerLogin::start(
+            rng,
+            &self.keys.setup,
+            password_file,
+            request,
+            &credential_id(account, &nonce),
+            login_params(account),
+        )
+        .map_err(|_| Error::Protocol("login start"))?;
+        let mut pt = Zeroizing::new(Vec::with_capacity(LOGIN_STATE_PT_LEN));
+        pt.push(u8::from(!dummy));
+        pt.extend_from_slice(&generation.to_be_bytes());
+        pt.extend_from_slice(&guess_seq.to_be_bytes());
+        pt.extend_from_slice(&now.saturating_add(self.config.state_ttl).to_be_bytes());
+        pt.extend_from_slice(&started.state.serialize());
+        let state = seal::seal_versioned(
+            rng,
+            &self.keys.state_key,
+            BLOB_VERSION,
+            &seal::ad(labels::LOGIN_STATE_AD, BLOB_VERSION, account, &[]),
+            &pt,
+        );
+        Ok(RecoverStarted {
+            ke2: started.message.serialize().to_vec(),
+            state,
+            attempts_left,
+            ksf,
+        })
+    }
+
+    /// Checks that `ke1` parses as a KE1, so a malformed request is rejected **before** a guess is
+    /// counted (PROTOCOL.md §6.2).
+    pub fn validate_ke1(ke1: &[u8]) -> Result<()> {
+        CredentialRequest::<Suite>::deserialize(ke1)
+            .map(|_| ())
+            .map_err(|_| Error::Malformed { what: "KE1" })
+    }
+
+    /// Opens a login state for `account` and checks its expiry (PROTOCOL.md §6.3 step 1).
+    pub fn open_login_state(
+        &self,
+        now: u64,
+        account: &AccountId,
+        blob: &[u8],
+    ) -> Result<LoginState> {
+        const WHAT: &str = "login state";
+        let pt = seal::open_versioned(
+            &self.keys.state_key,
+            BLOB_VERSION,
+            &seal::ad(labels::LOGIN_STATE_AD, BLOB_VERSION, account, &[]),
+            blob,
+            LOGIN_STATE_PT_LEN,
+            WHAT,
+        )?;
+        let mut r = Reader::new(&pt, WHAT);
+        let kind = r.u8()?;
+        let state = LoginState {
+            dummy: kind != 1,
+            generation: r.u64()?,
+            guess_seq: r.u64()?,
+            expires_at: r.u64()?,
+            server_login: Zeroizing::new(r.array()?),
+        };
+        if now >= state.expires_at {
+            return Err(Error::Expired { what: WHAT });
+        }
+        Ok(state)
+    }
+
+    /// Issues a recovery proof for `generation` (PROTOCOL.md §6.3 step 5). Returns the proof and
+    /// its expiry.
+    pub fn issue_proof(
+        &self,
+        rng: &mut impl rand_core::CryptoRngCore,
+        now: u64,
+        account: &AccountId,
+        generation: u64,
+    ) -> (Vec<u8>, u64) {
+        let expires_at = now.saturating_add(self.config.proof_ttl);
+        let mut pt = Vec::with_capacity(PROOF_PT_LEN);
+        pt.extend_from_slice(&generation.to_be_bytes());
+        pt.extend_from_slice(&expires_at.to_be_bytes());
+        let proof = seal::seal_versioned(
+            rng,
+            &self.keys.state_key,
+            BLOB_VERSION,
+            &seal::ad(labels::PROOF_AD, BLOB_VERSION, account, &[]),
+            &pt,
+        );
+        (proof, expires_at)
+    }
+
+    /// Checks a recovery proof for the record's `current_generation`.
+    pub fn check_proof(
+        &self,
+        now: u64,
+        account: &AccountId,
+        proof: &[u8],
+        current_generation: u64,
+    ) -> Result<()> {
+        const WHAT: &str = "recovery proof";
+        let pt = seal::open_versioned(
+            &self.keys.state_key,
+            BLOB_VERSION,
+            &seal::ad(labels::PROOF_AD, BLOB_VERSION, account, &[]),
+            proof,
+            PROOF_PT_LEN,
+            WHAT,
+        )?;
+        let mut r = Reader::new(&pt, WHAT);
+        let generation = r.u64()?;
+        let expires_at = r.u64()?;
+        if now >= expires_at {
+            return Err(Error::Expired { what: WHAT });
+        }
+        if generation != current_generation {
+            return Err(Error::StaleProof);
+        }
+        Ok(())
+    }
+
+    fn dummy_nonce(&self, account: &AccountId) -> [u8; 32] {
+        let mut info = labels::DUMMY_NONCE.to_vec();
+        seal::lp(&mut info, account.as_bytes());
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, self.keys.state_key.expose_secret());
+        let mut out = [0u8; 32];
+        hk.expand(&info, &mut out)
+            .expect("32 bytes is a valid HKDF-SHA256 length");
+        out
+    }
+}

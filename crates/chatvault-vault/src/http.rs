@@ -1,0 +1,628 @@
+//! The HTTP/JSON API (PROTOCOL.md §4, §6, §9) on axum.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, MatchedPath, Path, Request, State,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chatvault_vault_core::api::{self, b64_decode, b64_encode};
+use chatvault_vault_core::{
+    AccountId, AccountState, Error as CoreError, RECORD_VERSION, RegistrationFinish, SUITE_ID,
+    Vault,
+};
+use serde::de::DeserializeOwned;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::store::Store;
+use crate::token::Verifier;
+use crate::{Settings, unix_now};
+
+/// The OpenAPI document, served at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Every route: (method, path template). The OpenAPI document must list exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/accounts/{account}/register/start"),
+    ("post", "/v1/accounts/{account}/register/finish"),
+    ("post", "/v1/accounts/{account}/recover/start"),
+    ("post", "/v1/accounts/{account}/recover/finish"),
+    ("post", "/v1/accounts/{account}/delete"),
+    ("delete", "/v1/accounts/{account}"),
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+];
+
+/// Shared state of all handlers.
+pub struct AppState<S> {
+    /// The protocol engine (holds the vault keys).
+    pub vault: Vault,
+    /// The record store.
+    pub store: S,
+    /// Account token verifier.
+    pub verifier: Verifier,
+    /// Settings.
+    pub settings: Settings,
+    /// Metrics.
+    pub metrics: Metrics,
+    ip_limit: RateLimiter<IpAddr>,
+    account_limit: RateLimiter<String>,
+}
+
+impl<S> AppState<S> {
+    /// Builds the state.
+    pub fn new(vault: Vault, store: S, verifier: Verifier, settings: Settings) -> Self {
+        Self {
+            ip_limit: RateLimiter::new(settings.rate_limit_per_ip),
+            account_limit: RateLimiter::new(settings.rate_limit_per_account),
+            vault,
+            store,
+            verifier,
+            settings,
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+/// A JSON error answer `{"error", "message"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn store(e: crate::Error) -> Self {
+        tracing::error!(error = %e, "store failure");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the vault's database is unavailable; try again later",
+        )
+    }
+
+    /// A failure opening a stored record: the server's fault, never the client's.
+    fn record(e: CoreError) -> Self {
+        tracing::error!(error = %e, "cannot open a stored record");
+        match e {
+            CoreError::UnsupportedVersion { .. } => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unsupported_version",
+                e.to_string(),
+            ),
+            _ => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "stored record is corrupted",
+            ),
+        }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        let msg = e.to_string();
+        let (status, code) = match &e {
+            CoreError::UnsupportedVersion { .. } => {
+                (StatusCode::BAD_REQUEST, "unsupported_version")
+            }
+            CoreError::Corrupted { what } if *what == "recovery proof" => {
+                (StatusCode::BAD_REQUEST, "invalid_proof")
+            }
+            CoreError::Corrupted { .. } => (StatusCode::BAD_REQUEST, "invalid_state"),
+            CoreError::Malformed { .. }
+            | CoreError::InvalidAccountId
+            | CoreError::InvalidKsfParams(_)
+            | CoreError::Protocol(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            CoreError::Expired { .. } => (StatusCode::GONE, "expired"),
+            CoreError::AuthenticationFailed => (StatusCode::FORBIDDEN, "authentication_failed"),
+            CoreError::AlreadyRegistered => (StatusCode::CONFLICT, "already_registered"),
+            CoreError::StaleProof => (StatusCode::CONFLICT, "stale_proof"),
+            CoreError::StaleState => (StatusCode::CONFLICT, "stale_state"),
+            CoreError::Locked => (StatusCode::LOCKED, "locked"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        Self::new(status, code, msg)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            Json(api::ErrorBody {
+                error: self.code.to_owned(),
+                message: self.message,
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+/// `Json<T>` whose rejections are [`ApiError`]s (413 for oversized bodies, 400 otherwise).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(status, "payload_too_large", "request body too large")
+    } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        ApiError::new(
+            status,
+            "bad_request",
+            "expected Content-Type: application/json",
+        )
+    } else {
+        ApiError::bad_request(format!("invalid JSON request: {}", rejection.body_text()))
+    }
+}
+
+fn decode(field: &str, what: &'static str, len: Option<usize>) -> Result<Vec<u8>, ApiError> {
+    let bytes = b64_decode(field, what)
+        .map_err(|_| ApiError::bad_request(format!("{what}: invalid base64url (no padding)")))?;
+    if let Some(len) = len.filter(|len| bytes.len() != *len) {
+        return Err(ApiError::bad_request(format!(
+            "{what}: must be {len} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Verifies the bearer token and that it is for `account` (PROTOCOL.md §8); applies the
+/// per-account rate limit.
+fn authorize<S>(
+    st: &AppState<S>,
+    headers: &HeaderMap,
+    account: &str,
+) -> Result<AccountId, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing Authorization: Bearer token"))?
+        .to_str()
+        .map_err(|_| unauthorized("malformed Authorization header"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| unauthorized("Authorization must be a Bearer token"))?;
+    let subject = st.verifier.verify(token.trim(), unix_now()).map_err(|e| {
+        tracing::info!(reason = %e, "token rejected");
+        unauthorized("account token invalid or expired")
+    })?;
+    if subject != account {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the account token is for another account",
+        ));
+    }
+    let account = AccountId::new(account)?;
+    if !st
+        .account_limit
+        .check(&account.as_str().to_owned(), unix_now())
+    {
+        st.metrics.rate_limited.inc();
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests for this account; wait a minute",
+        ));
+    }
+    Ok(account)
+}
+
+async fn register_start<S: Store>(
+    State(st): State<Arc<AppState<S>>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<api::RegisterStartRequest>,
+) -> Result<Json<api::RegisterStartResponse>, ApiError> {
+    let account = authorize(&st, &headers, &account)?;
+    let request = decode(&req.request, "request", Some(32))?;
+    let started = st
+        .vault
+        .register_start(&mut rand_core::OsRng, unix_now(), &account, &request)?;
+    Ok(Json(api::RegisterStartResponse {
+        response: b64_encode(&started.response),
+        ticket: b64_encode(&started.ticket),
+        suite: SUITE_ID,
+        record_version: RECORD_VERSION,
+    }))
+}
+
+async fn register_finish<S: Store>(
+    State(st): State<Arc<AppState<S>>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<api::RegisterFinishRequest>,
+) -> Result<Json<api::RegisterFinishResponse>, ApiError> {
+    let account = authorize(&st, &headers, &account)?;
+    let ticket = decode(&req.ticket, "ticket", None)?;
+    let upload = decode(&req.upload, "upload", Some(192))?;
+    let wrapped = decode(&req.wrapped_key, "wrapped_key", Some(72))?;
+    let proof = req
+        .proof
+        .as_deref()
+        .map(|p| decode(p, "proof", None))
+        .transpose()?;
+    let now = unix_now();
+    let state = st.store.load(&account).await.map_err(ApiError::store)?;
+    let new = st.vault.register_finish(
+        &mut rand_core::OsRng,
+        now,
+        &account,
+        &state,
+        RegistrationFinish {
+            ticket: &ticket,
+            upload: &upload,
+            wrapped_key: &wrapped,
+            ksf: req.ksf,
+            proof: proof.as_deref(),
+        },
+        st.settings.max_attempts,
+    )?;
+    if !st
+        .store
+        .write_record(&account, &new, now)
+        .await
+        .map_err(ApiError::store)?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the record changed concurrently; start again",
+        ));
+    }
+    st.metrics.records_registered.inc();
+    tracing::info!(account = %account, generation = new.generation, "record registered");
+    Ok(Json(api::RegisterFinishResponse {
+        server_public_key: b64_encode(st.vault.server_identity().as_bytes()),
+        max_attempts: new.counter.max_attempts,
+        generation: new.generation,
+    }))
+}
+
+fn locked() -> ApiError {
+    CoreError::Locked.into()
+}
+
+async fn recover_start<S: Store>(
+    State(st): State<Arc<AppState<S>>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<api::RecoverStartRequest>,
+) -> Result<Json<api::RecoverStartResponse>, ApiError> {
+    let account = authorize(&st, &headers, &account)?;
+    let ke1 = decode(&req.ke1, "ke1", Some(96))?;
+    Vault::validate_ke1(&ke1)?;
+    let max_default = st.settings.max_attempts;
+    // A few rounds: the row may change between the load and the conditional update.
+    for _ in 0..5 {
+        let now = unix_now();
+        let state = st.store.load(&account).await.map_err(ApiError::store)?;
+        let started = match state {
+            AccountState::Destroyed { .. } => return Err(locked()),
+            AccountState::NoRecord { .. } => {
+                st.metrics.dummy_ke2.inc();
+                st.vault.recover_start(
+                    &mut rand_core::OsRng,
+                    now,
+                    &account,
+                    None,
+                    &ke1,
+                    max_default,
+                )?
+            }
+            AccountState::Registered {
+                generation,
+                sealed,
+                counter,
+            } => {
+                let record = st
+                    .vault
+                    .open_record(&account, generation, &sealed, &counter)
+                    .map_err(ApiError::record)?;
+                // PROTOCOL.md §6.1: count durably first; only then compute and return KE2.
+                match st
+                    .store
+                    .count_guess(&account, generation, now)
+                    .await
+                    .map_err(ApiError::store)?
+                {
+                    Some(counted) => {
+                        st.metrics.guesses_counted.inc();
+                        tracing::info!(account = %account, attempts = counted.attempts,
+                            max = counted.max_attempts, "guess counted");
+                        st.vault.recover_start(
+                            &mut rand_core::OsRng,
+                            now,
+                            &account,
+                            Some((&record, &counted)),
+                            &ke1,
+                            max_default,
+                        )?
+                    }
+                    None => {
+                        // Not counted: exhausted (destroy it now, PROTOCOL.md §6.4), or the row
+                        // changed meanwhile (reload and decide again).
+                        if st
+                            .store
+                            .destroy_exhausted(&account, generation, now)
+                            .await
+                            .map_err(ApiError::store)?
+                        {
+                            st.metrics.records_destroyed.inc();
+                            tracing::warn!(account = %account, "guess limit reached: record destroyed");
+                            return Err(locked());
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        return Ok(Json(api::RecoverStartResponse {
+            ke2: b64_encode(&started.ke2),
+            state: b64_encode(&started.state),
+            attempts_left: started.attempts_left,
+            ksf: started.ksf,
+            suite: SUITE_ID,
+            record_version: RECORD_VERSION,
+        }));
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        "the record changed concurrently; start again",
+    ))
+}
+
+async fn recover_finish<S: Store>(
+    State(st): State<Arc<AppState<S>>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<api::RecoverFinishRequest>,
+) -> Result<Json<api::RecoverFinishResponse>, ApiError> {
+    let account = authorize(&st, &headers, &account)?;
+    let blob = decode(&req.state, "state", None)?;
+    let ke3 = decode(&req.ke3, "ke3", Some(64))?;
+    let now = unix_now();
+    let login = st.vault.open_login_state(now, &account, &blob)?;
+    let (generation, sealed, counter) =
+        match st.store.load(&account).await.map_err(ApiError::store)? {
+            AccountState::Destroyed { .. } => return Err(locked()),
+            AccountState::NoRecord { .. } => {
+                // A dummy state can only fail; a real one lost its record (deleted/reset).
+                login.finish(&account, &ke3)?;
+                return Err(CoreError::StaleState.into());
+            }
+            AccountState::Registered {
+                generation,
+                sealed,
+                counter,
+            } => (generation, sealed, counter),
+        };
+    if login.generation != generation {
+        return Err(CoreError::StaleState.into());
+    }
+    let seq = login.guess_seq;
+    if let Err(e) = login.finish(&account, &ke3) {
+        st.metrics.ke3_failed.inc();
+        return Err(e.into());
+    }
+    if !st
+        .store
+        .record_success(&account, generation, seq, now)
+        .await
+        .map_err(ApiError::store)?
+    {
+        return Err(CoreError::StaleState.into());
+    }
+    let record = st
+        .vault
+        .open_record(&account, generation, &sealed, &counter)
+        .map_err(ApiError::record)?;
+    let (proof, proof_expires_at) =
+        st.vault
+            .issue_proof(&mut rand_core::OsRng, now, &account, generation);
+    st.metrics.recoveries_succeeded.inc();
+    tracing::info!(account = %account, "recovery succeeded");
+    Ok(Json(api::RecoverFinishResponse {
+        wrapped_key: b64_encode(record.wrapped_key.as_bytes()),
+        proof: b64_encode(&proof),
+        proof_expires_at,
+    }))
+}
+
+async fn delete_record<S: Store>(
+    State(st): State<Arc<AppState<S>>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<api::DeleteRequest>,
+) -> Result<StatusCode, ApiError> {
+    let account = authorize(&st, &headers, &account)?;
+    let proof = decode(&req.proof, "proof", None)?;
+    let now = unix_now();
+    let generation = match st.store.load(&account).await.map_err(ApiError::store)? {
+        AccountState::Registered { generation, .. } => generation,
+        AccountState::Destroyed { .. } => return Err(locked()),
+        AccountState::NoRecord { .. } => return Err(CoreError::StaleProof.into()),
+    };
+    st.vault.check_proof(now, &account, &proof, generation)?;
+    if !st
+        .store
+        .remove(&account, Some(generation), now)
+        .await
+        .map_err(ApiError::store)?
+    {
+        return Err(CoreError::StaleProof.into());
+    }
+    tracing::info!(account = %account, "record deleted by its owner");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn reset<S: Store>(
+    State(st): State<Arc<AppState<S>>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let account = authorize(&st, &headers, &account)?;
+    st.store
+        .remove(&account, None, unix_now())
+        .await
+        .map_err(ApiError::store)?;
+    tracing::warn!(account = %account, "record reset (forgot password): old backup key erased");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn healthz<S: Store>(State(st): State<Arc<AppState<S>>>) -> Response {
+    match st.store.ping().await {
+        Ok(()) => "ok\n".into_response(),
+        Err(e) => ApiError::store(e).into_response(),
+    }
+}
+
+async fn metrics<S: Store>(State(st): State<Arc<AppState<S>>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// Counts requests by route and status; applies the per-IP limit to `/v1`.
+async fn track<S: Store>(State(st): State<Arc<AppState<S>>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let response =
+        if route.starts_with("/v1/") && ip.is_some_and(|ip| !st.ip_limit.check(&ip, unix_now())) {
+            st.metrics.rate_limited.inc();
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this address; wait a minute",
+            )
+            .into_response()
+        } else {
+            next.run(req).await
+        };
+    st.metrics.observe(&route, response.status().as_u16());
+    response
+}
+
+/// The complete router with body limits, timeouts, tracing and metrics.
+pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
+    let timeout = state.settings.request_timeout;
+    let max_body = state.settings.max_body_bytes;
+    Router::new()
+        .route(
+            "/v1/accounts/{account}/register/start",
+            post(register_start::<S>),
+        )
+        .route(
+            "/v1/accounts/{account}/register/finish",
+            post(register_finish::<S>),
+        )
+        .route(
+            "/v1/accounts/{account}/recover/start",
+            post(recover_start::<S>),
+        )
+        .route(
+            "/v1/accounts/{account}/recover/finish",
+            post(recover_finish::<S>),
+        )
+        .route("/v1/accounts/{account}/delete", post(delete_record::<S>))
+        .route("/v1/accounts/{account}", axum::routing::delete(reset::<S>))
+        .route("/healthz", get(healthz::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), track::<S>))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_lists_exactly_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        assert_eq!(doc["openapi"].as_str().unwrap().chars().next(), Some('3'));
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented = Vec::new();
+        for (path, ops) in paths {
+            for method in ops.as_object().unwrap().keys() {
+                if method != "parameters" {
+                    documented.push((method.clone(), path.clone()));
+                }
+            }
+        }
+        documented.sort();
+        let mut routes: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        routes.sort();
+        assert_eq!(documented, routes);
+    }
+}

@@ -1,0 +1,192 @@
+//! `chatvault-vault`: the Backup Key Vault server (see docs/PROTOCOL.md).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use chatvault_vault::http::AppState;
+use chatvault_vault::keyfile::{self, KeyFile};
+use chatvault_vault::store::{PgStore, SqliteStore, Store};
+use chatvault_vault::token::{self, Verifier};
+use chatvault_vault::{Settings, serve, unix_now};
+use chatvault_vault_core::{AccountId, Vault, VaultConfig};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "chatvault-vault",
+    version,
+    about = "chatvault Backup Key Vault server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+    /// Print an account token signed with the development issuer key of DATA_DIR.
+    Token {
+        /// Account id the token is for.
+        #[arg(long)]
+        account: String,
+        /// Data directory holding vault.key.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8443 or 127.0.0.1:0 (any free port).
+    #[arg(long)]
+    listen: String,
+    /// Directory for vault.key (created 0600 on first start) and, by default, vault.sqlite3.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// PostgreSQL/CockroachDB URL (postgres://user:password@host:port/db). Default: SQLite in DATA_DIR.
+    #[arg(long, env = "CHATVAULT_VAULT_DB")]
+    db: Option<String>,
+    /// Wrong guesses allowed before a record is destroyed (applies to new registrations).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_attempts: u32,
+    /// File with the account-token issuer's Ed25519 public key (32 bytes, base64url).
+    /// Default: the development issuer key in DATA_DIR (DATA_DIR/issuer.pub).
+    #[arg(long)]
+    issuer_public_key: Option<PathBuf>,
+    /// Requests per minute per client IP on /v1 (0 = unlimited).
+    #[arg(long, default_value_t = 120)]
+    rate_limit_ip: u32,
+    /// Requests per minute per account on /v1 (0 = unlimited).
+    #[arg(long, default_value_t = 30)]
+    rate_limit_account: u32,
+    /// Seconds a login state stays valid between KE2 and KE3.
+    #[arg(long, default_value_t = 120)]
+    state_ttl: u64,
+    /// Whole-request timeout in seconds.
+    #[arg(long, default_value_t = 15)]
+    request_timeout: u64,
+    /// PostgreSQL connections per process.
+    #[arg(long, default_value_t = 16)]
+    pg_pool_size: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match cli.command {
+        Command::Token {
+            account,
+            data_dir,
+            ttl,
+        } => {
+            AccountId::new(&account).context("invalid --account")?;
+            let kf = KeyFile::load_or_create(&data_dir)?;
+            println!("{}", token::issue(&kf.issuer, &account, unix_now(), ttl));
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            runtime.block_on(run_serve(args))
+        }
+    }
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let kf = KeyFile::load_or_create(&args.data_dir)?;
+    let issuer_path = args
+        .issuer_public_key
+        .clone()
+        .unwrap_or_else(|| keyfile::issuer_pub_path(&args.data_dir));
+    let text = std::fs::read_to_string(&issuer_path)
+        .with_context(|| format!("reading issuer public key {}", issuer_path.display()))?;
+    let issuer = token::parse_public_key(&text, &issuer_path.display().to_string())?;
+    if args.issuer_public_key.is_none() {
+        tracing::warn!("accepting account tokens from the local development issuer key");
+    }
+    if args.state_ttl == 0 || args.state_ttl > 3600 {
+        bail!("--state-ttl must be 1..=3600 seconds");
+    }
+    let settings = Settings {
+        max_attempts: args.max_attempts,
+        rate_limit_per_ip: args.rate_limit_ip,
+        rate_limit_per_account: args.rate_limit_account,
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        vault: VaultConfig {
+            state_ttl: args.state_ttl,
+            ..VaultConfig::default()
+        },
+        ..Settings::default()
+    };
+    let vault = Vault::new(kf.vault, settings.vault);
+    let identity = vault.server_identity();
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    match args.db.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = PgStore::connect(url, args.pg_pool_size.max(1))
+                .await
+                .context("connecting to PostgreSQL")?;
+            tracing::info!("store: PostgreSQL");
+            start(listener, addr, identity, vault, store, issuer, settings).await
+        }
+        Some(_) => bail!("--db must be a postgres:// URL (SQLite is the default without --db)"),
+        None => {
+            let path = args.data_dir.join("vault.sqlite3");
+            let store =
+                SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            tracing::info!(path = %path.display(), "store: SQLite");
+            start(listener, addr, identity, vault, store, issuer, settings).await
+        }
+    }
+}
+
+async fn start<S: Store>(
+    listener: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+    identity: chatvault_vault_core::ServerIdentity,
+    vault: Vault,
+    store: S,
+    issuer: ed25519_dalek::VerifyingKey,
+    settings: Settings,
+) -> anyhow::Result<()> {
+    let state = Arc::new(AppState::new(vault, store, Verifier::new(issuer), settings));
+    tracing::info!(server_identity = %identity, "vault OPAQUE server public key");
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on http://{addr}");
+        let _ = writeln!(out, "server identity {identity}");
+        let _ = out.flush();
+    }
+    serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,135 @@
+//! Hand-written Prometheus counters, rendered as text at `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing counter.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// All metrics of one vault process.
+#[derive(Default, Debug)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Guesses durably counted before a KE2 (registered accounts).
+    pub guesses_counted: Counter,
+    /// Dummy KE2s for accounts without a record.
+    pub dummy_ke2: Counter,
+    /// Successful recoveries (valid KE3).
+    pub recoveries_succeeded: Counter,
+    /// Failed KE3s.
+    pub ke3_failed: Counter,
+    /// Records destroyed after too many guesses.
+    pub records_destroyed: Counter,
+    /// Records registered (including password changes).
+    pub records_registered: Counter,
+    /// Requests refused by the in-memory rate limits.
+    pub rate_limited: Counter,
+}
+
+impl Metrics {
+    /// Counts one answered request by route template and status.
+    pub fn observe(&self, route: &str, status: u16) {
+        if let Ok(mut map) = self.requests.lock() {
+            *map.entry((route.to_owned(), status)).or_insert(0) += 1;
+        }
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP chatvault_vault_http_requests_total HTTP requests by route and status.\n",
+        );
+        out.push_str("# TYPE chatvault_vault_http_requests_total counter\n");
+        if let Ok(map) = self.requests.lock() {
+            for ((route, status), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "chatvault_vault_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        for (name, help, c) in [
+            (
+                "guesses_counted",
+                "Password guesses durably counted before KE2.",
+                &self.guesses_counted,
+            ),
+            (
+                "dummy_ke2",
+                "Dummy KE2 answers for accounts without a record.",
+                &self.dummy_ke2,
+            ),
+            (
+                "recoveries_succeeded",
+                "Successful recoveries (valid KE3).",
+                &self.recoveries_succeeded,
+            ),
+            (
+                "ke3_failed",
+                "KE3 messages that failed verification.",
+                &self.ke3_failed,
+            ),
+            (
+                "records_destroyed",
+                "Records destroyed after too many wrong guesses.",
+                &self.records_destroyed,
+            ),
+            (
+                "records_registered",
+                "Records registered or replaced.",
+                &self.records_registered,
+            ),
+            (
+                "rate_limited",
+                "Requests refused by in-memory rate limits.",
+                &self.rate_limited,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP chatvault_vault_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE chatvault_vault_{name}_total counter");
+            let _ = writeln!(out, "chatvault_vault_{name}_total {}", c.get());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_lists_routes_and_counters() {
+        let m = Metrics::default();
+        m.observe("/healthz", 200);
+        m.observe("/healthz", 200);
+        m.guesses_counted.add(3);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "chatvault_vault_http_requests_total{route=\"/healthz\",status=\"200\"} 2"
+            )
+        );
+        assert!(text.contains("chatvault_vault_guesses_counted_total 3"));
+    }
+}

@@ -1,0 +1,130 @@
+//! Record stores (PROTOCOL.md §5). Every method is **one atomic conditional statement** (or one
+//! transaction) mirroring a pure transition of `chatvault_vault_core::GuessCounter` /
+//! `AccountState`, so that any number of vault processes may share one database.
+
+mod postgres;
+mod sqlite;
+
+use std::future::Future;
+
+use chatvault_vault_core::{AccountId, AccountState, GuessCounter, NewRecord};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use crate::error::Result;
+
+/// Row status values (PROTOCOL.md §5).
+pub(crate) const STATUS_NONE: i64 = 0;
+pub(crate) const STATUS_REGISTERED: i64 = 1;
+pub(crate) const STATUS_DESTROYED: i64 = 2;
+/// Schema version written by this build.
+pub(crate) const SCHEMA_VERSION: &str = "1";
+
+/// Storage of per-account rows.
+pub trait Store: Send + Sync + 'static {
+    /// The account's state; `NoRecord { generation: 0 }` if there is no row.
+    fn load(&self, account: &AccountId) -> impl Future<Output = Result<AccountState>> + Send;
+
+    /// Counts one guess (PROTOCOL.md §6.1): `attempts += 1, guess_seq += 1` if the row is a live
+    /// record of `generation` with `attempts < max_attempts`. Returns the counter after the
+    /// increment, or `None` if nothing matched (exhausted, destroyed or re-registered).
+    fn count_guess(
+        &self,
+        account: &AccountId,
+        generation: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<Option<GuessCounter>>> + Send;
+
+    /// Destroys the live record of `generation` if it is exhausted (PROTOCOL.md §6.4): erases the
+    /// sealed record and keeps a tombstone. Returns whether this call destroyed it.
+    fn destroy_exhausted(
+        &self,
+        account: &AccountId,
+        generation: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Applies a verified KE3 (PROTOCOL.md §6.3): `attempts = 0, success_floor = guess_seq` if the
+    /// row is a live record of `generation` with `success_floor < state_guess_seq`. Returns whether
+    /// it applied (false: replayed or superseded state).
+    fn record_success(
+        &self,
+        account: &AccountId,
+        generation: u64,
+        state_guess_seq: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Writes a new record if the row still has `record.expected_generation` (0: no row yet).
+    /// Returns false on a lost race.
+    fn write_record(
+        &self,
+        account: &AccountId,
+        record: &NewRecord,
+        now: u64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Erases the record (delete with proof, or reset): `status = 0, sealed = NULL,
+    /// generation + 1`. With `expected_generation`, only if the row still has it. Returns whether a
+    /// row changed.
+    fn remove(
+        &self,
+        account: &AccountId,
+        expected_generation: Option<u64>,
+        now: u64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Destroys every exhausted record whose last guess is older than `state_ttl` (its KE3 can no
+    /// longer arrive). Returns how many were destroyed.
+    fn sweep(&self, now: u64, state_ttl: u64) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Checks the database is reachable.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Raw column values, shared by both stores.
+pub(crate) struct Row {
+    pub status: i64,
+    pub generation: i64,
+    pub sealed: Option<Vec<u8>>,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub guess_seq: i64,
+    pub success_floor: i64,
+    pub updated_at: i64,
+}
+
+pub(crate) fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(crate) fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Row {
+    pub(crate) fn into_state(self) -> Result<AccountState> {
+        use crate::error::Error::CorruptRow;
+        let generation = u(self.generation);
+        Ok(match self.status {
+            STATUS_NONE => AccountState::NoRecord { generation },
+            STATUS_REGISTERED => AccountState::Registered {
+                generation,
+                sealed: self.sealed.ok_or(CorruptRow("registered without record"))?,
+                counter: GuessCounter {
+                    attempts: u32::try_from(self.attempts).map_err(|_| CorruptRow("attempts"))?,
+                    max_attempts: u32::try_from(self.max_attempts)
+                        .map_err(|_| CorruptRow("max_attempts"))?,
+                    guess_seq: u(self.guess_seq),
+                    success_floor: u(self.success_floor),
+                },
+            },
+            STATUS_DESTROYED => AccountState::Destroyed {
+                generation,
+                destroyed_at: u(self.updated_at),
+            },
+            _ => return Err(CorruptRow("unknown status")),
+        })
+    }
+}
