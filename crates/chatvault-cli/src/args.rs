@@ -30,7 +30,12 @@ pub struct Cli {
     pub account_token_file: Option<PathBuf>,
     /// The vault's server key (base64url) to pin on a device that has none yet. Without it, a new
     /// device pins the key authenticated by its first successful recovery.
-    #[arg(long, global = true, env = "CHATVAULT_VAULT_IDENTITY", value_name = "KEY")]
+    #[arg(
+        long,
+        global = true,
+        env = "CHATVAULT_VAULT_IDENTITY",
+        value_name = "KEY"
+    )]
     pub vault_identity: Option<String>,
     /// More log output (-v info, -vv debug); logs never contain keys.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -95,10 +100,13 @@ pub struct JsonArg {
 }
 
 #[derive(Debug, Args)]
-#[group(id = "custody", required = true, multiple = false, args = ["key", "password"])]
 pub struct InitArgs {
     /// Keep the backup key yourself as a 64-digit key (printed once; stored in the home).
-    #[arg(long)]
+    #[arg(
+        long,
+        conflicts_with = "password",
+        required_unless_present = "password"
+    )]
     pub key: bool,
     /// Keep the backup key in a Backup Key Vault behind a password (needs --vault, --account and
     /// an account token; the password comes from CHATVAULT_PASSWORD or a confirmed prompt).

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use chatvault_client::vault::{self, VaultAccess};
 use chatvault_client::{ClientError, Custody, Home};
-use chatvault_vault_client::{SecretString, ServerIdentity};
 use chatvault_format::key::BackupKey;
 use chatvault_repo::backup::{self, BackupOptions};
 use chatvault_repo::check::{self, CheckOptions};
 use chatvault_repo::repository::Repository;
 use chatvault_repo::restore::{self, RestoreOptions};
+use chatvault_vault_client::{SecretString, ServerIdentity};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -85,14 +85,19 @@ impl Ctx {
     /// The account token: CHATVAULT_ACCOUNT_TOKEN, or --account-token-file.
     fn account_token(&self) -> Result<SecretString> {
         if let Some(t) = std::env::var_os("CHATVAULT_ACCOUNT_TOKEN") {
-            let t = t.into_string().map_err(|_| anyhow!("CHATVAULT_ACCOUNT_TOKEN is not valid text"))?;
+            let t = t
+                .into_string()
+                .map_err(|_| anyhow!("CHATVAULT_ACCOUNT_TOKEN is not valid text"))?;
             return Ok(SecretString::from(t.trim().to_string()));
         }
         if let Some(p) = &self.account_token_file {
-            let t = std::fs::read_to_string(p).with_context(|| format!("reading account token file {}", p.display()))?;
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("reading account token file {}", p.display()))?;
             return Ok(SecretString::from(t.trim().to_string()));
         }
-        bail!("the vault needs an account token: set CHATVAULT_ACCOUNT_TOKEN or pass --account-token-file FILE")
+        bail!(
+            "the vault needs an account token: set CHATVAULT_ACCOUNT_TOKEN or pass --account-token-file FILE"
+        )
     }
 
     /// Vault access from --vault/--account, else from the device's password custody.
@@ -102,13 +107,27 @@ impl Ctx {
         let (url, account, pinned) = match (&self.vault, &self.account, custody) {
             (Some(u), Some(a), c) => {
                 let pinned = match c {
-                    Some(Custody::Password { vault, account, server_key }) if vault == *u && account == *a => Some(server_key),
+                    Some(Custody::Password {
+                        vault,
+                        account,
+                        server_key,
+                    }) if vault == *u && account == *a => Some(server_key),
                     _ => None,
                 };
                 (u.clone(), a.clone(), pinned)
             }
-            (Some(_), None, _) | (None, Some(_), _) => bail!("password mode needs both --vault URL and --account ID"),
-            (None, None, Some(Custody::Password { vault, account, server_key })) => (vault, account, Some(server_key)),
+            (Some(_), None, _) | (None, Some(_), _) => {
+                bail!("password mode needs both --vault URL and --account ID")
+            }
+            (
+                None,
+                None,
+                Some(Custody::Password {
+                    vault,
+                    account,
+                    server_key,
+                }),
+            ) => (vault, account, Some(server_key)),
             (None, None, _) => return Ok(None),
         };
         let pinned = match (&self.vault_identity, pinned) {
@@ -116,7 +135,14 @@ impl Ctx {
             (None, Some(stored)) => Some(vault::parse_identity(&stored)?),
             (None, None) => None,
         };
-        Ok(Some((VaultAccess { url, account, token: self.account_token()? }, pinned)))
+        Ok(Some((
+            VaultAccess {
+                url,
+                account,
+                token: self.account_token()?,
+            },
+            pinned,
+        )))
     }
 
     fn require_vault(&self) -> Result<(VaultAccess, Option<ServerIdentity>)> {
@@ -183,9 +209,15 @@ impl Ctx {
 /// A password from CHATVAULT_PASSWORD (or CHATVAULT_NEW_PASSWORD for a new one), else a prompt;
 /// new passwords are asked twice.
 fn read_password(prompt: &str, new: bool) -> Result<SecretString> {
-    let var = if new { "CHATVAULT_NEW_PASSWORD" } else { "CHATVAULT_PASSWORD" };
+    let var = if new {
+        "CHATVAULT_NEW_PASSWORD"
+    } else {
+        "CHATVAULT_PASSWORD"
+    };
     if let Some(v) = std::env::var_os(var) {
-        let v = v.into_string().map_err(|_| anyhow!("{var} is not valid text"))?;
+        let v = v
+            .into_string()
+            .map_err(|_| anyhow!("{var} is not valid text"))?;
         if v.is_empty() {
             bail!("{var} is empty");
         }
@@ -251,10 +283,18 @@ fn init(ctx: &Ctx, a: &InitArgs) -> Result<u8> {
         }
         let (access, _) = ctx.require_vault()?;
         let password = read_password("Choose a backup password: ", true)?;
-        let (repo, identity) = vault::enable_with_password(&ctx.home, &location, &access, &password)?;
+        let (repo, identity) =
+            vault::enable_with_password(&ctx.home, &location, &access, &password)?;
         println!("End-to-end encrypted backup is on, protected by your password.");
-        println!("Repository: {} (id {})", repo.storage().location(), repo.id().short());
-        println!("Vault: {} account {} (server key {identity} pinned)", access.url, access.account);
+        println!(
+            "Repository: {} (id {})",
+            repo.storage().location(),
+            repo.id().short()
+        );
+        println!(
+            "Vault: {} account {} (server key {identity} pinned)",
+            access.url, access.account
+        );
         println!(
             "On a new device, restore with the password. After too many wrong passwords the vault \
              destroys the key and the backup cannot be restored."
@@ -526,7 +566,9 @@ fn to_key(ctx: &Ctx) -> Result<u8> {
     println!();
     println!("    {}", key.to_grouped_hex().as_str());
     println!();
-    println!("Write it down or keep it in a password manager: it is now the only way to restore on a new device.");
+    println!(
+        "Write it down or keep it in a password manager: it is now the only way to restore on a new device."
+    );
     Ok(exit::OK)
 }
 
@@ -534,8 +576,13 @@ fn to_password(ctx: &Ctx) -> Result<u8> {
     let (access, _) = ctx.require_vault()?;
     let password = read_password("Choose a backup password: ", true)?;
     let identity = vault::to_password(&ctx.home, &access, &password)?;
-    println!("Switched to password mode: the vault {} keeps the key (server key {identity} pinned).", access.url);
-    println!("The old 64-digit key still opens the backups; destroy written copies if you no longer want that.");
+    println!(
+        "Switched to password mode: the vault {} keeps the key (server key {identity} pinned).",
+        access.url
+    );
+    println!(
+        "The old 64-digit key still opens the backups; destroy written copies if you no longer want that."
+    );
     Ok(exit::OK)
 }
 
@@ -548,7 +595,9 @@ fn disable(ctx: &Ctx, yes: bool) -> Result<u8> {
         ))? {
             Some(s) if s == "delete" => {}
             Some(_) => bail!("not confirmed; nothing was deleted"),
-            None => bail!("refusing to delete without confirmation: run on a terminal, or pass --yes"),
+            None => {
+                bail!("refusing to delete without confirmation: run on a terminal, or pass --yes")
+            }
         }
     }
     let removed = match &cfg.custody {
@@ -560,7 +609,10 @@ fn disable(ctx: &Ctx, yes: bool) -> Result<u8> {
         }
         _ => vault::disable(&ctx.home, None)?,
     };
-    println!("End-to-end encrypted backup is off: {removed} object(s) deleted from {}.", cfg.repo);
+    println!(
+        "End-to-end encrypted backup is off: {removed} object(s) deleted from {}.",
+        cfg.repo
+    );
     Ok(exit::OK)
 }
 

@@ -1,8 +1,10 @@
-//! `chatvault demo`: the whole 64-digit-key story on embedded defaults, narrated.
+//! `chatvault demo`: the whole story on embedded defaults, narrated: password mode with a real
+//! (in-process) Backup Key Vault, then the 64-digit-key path.
 //!
-//! Generates a chat folder, enables E2EE backup (local folder as the cloud), backs up, adds a
-//! day of chats and backs up again, "loses the phone", restores on a new device home with only
-//! the repository and the 64-digit key, and verifies the restore byte for byte. Everything lives
+//! Generates a chat folder, starts a vault on 127.0.0.1, enables E2EE backup with a password
+//! (local folder as the cloud), backs up, adds a day of chats and backs up again, "loses the
+//! phone", shows wrong passwords counting down, restores on a new device with the password and
+//! verifies it, switches to the 64-digit key and restores once more with only the key. Everything lives
 //! in a temporary folder that is removed at the end (unless --keep).
 
 use std::collections::BTreeMap;
@@ -12,11 +14,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use chatvault_client::Home;
+use chatvault_client::vault::{self, VaultAccess};
 use chatvault_format::key::BackupKey;
 use chatvault_repo::backup::{self, BackupOptions};
 use chatvault_repo::restore::{self, RestoreOptions};
 use chatvault_repo::sqlite;
 use chatvault_sample::SampleSpec;
+use chatvault_vault_client::SecretString;
 
 use crate::ui::Bar;
 
@@ -26,6 +30,7 @@ pub fn run(keep: Option<&Path>, quiet: bool) -> Result<u8> {
     let t0 = Instant::now();
     let chats = root.join("phone-a/WhatsApp");
     let cloud = root.join("cloud");
+    let location = cloud.to_string_lossy().into_owned();
     let step = |n: u32, s: &str| println!("\n[{n}] {s}");
 
     step(
@@ -41,18 +46,33 @@ pub fn run(keep: Option<&Path>, quiet: bool) -> Result<u8> {
 
     step(
         2,
-        "Enabling end-to-end encrypted backup with a 64-digit key (the cloud is a local folder)",
+        "Starting a Backup Key Vault on 127.0.0.1 (SQLite, OPAQUE, 10-guess limit)",
+    );
+    let vault = DemoVault::start(&root.join("vault"))?;
+    println!("    vault at {} (server key {})", vault.url, vault.identity);
+    let access = || VaultAccess {
+        url: vault.url.clone(),
+        account: "demo-user".into(),
+        token: SecretString::from(vault.token("demo-user")),
+    };
+    // The demo's password is never printed.
+    let password = SecretString::from(format!(
+        "demo-{:08x}",
+        rand_core::RngCore::next_u32(&mut rand_core::OsRng)
+    ));
+
+    step(
+        3,
+        "Enabling end-to-end encrypted backup with a password (the cloud is a local folder)",
     );
     let home_a = Home::at(root.join("phone-a/home"));
-    let (repo, key) = chatvault_client::enable_with_key(&home_a, &cloud.to_string_lossy())?;
-    // Only a digest is shown: the demo's key is printed nowhere.
+    let (repo, _) = vault::enable_with_password(&home_a, &location, &access(), &password)?;
     println!(
-        "    repository {} created; key generated from the OS RNG and stored in the phone's home (0600)",
+        "    repository {} created; random 256-bit key stored at the vault behind the password",
         repo.id().short()
     );
-    let typed_back = key.to_grouped_hex();
 
-    step(3, "First backup");
+    step(4, "First backup");
     let s1 = timed_backup(&repo, &chats, quiet)?;
     println!(
         "    snapshot {}: {} files, {} bytes uploaded",
@@ -60,7 +80,7 @@ pub fn run(keep: Option<&Path>, quiet: bool) -> Result<u8> {
     );
 
     step(
-        4,
+        5,
         "A day of chatting (new messages, media, edits), then an incremental backup",
     );
     let d = chatvault_sample::next_day(&chats, &spec, 1)?;
@@ -73,25 +93,87 @@ pub fn run(keep: Option<&Path>, quiet: bool) -> Result<u8> {
         d.messages_deleted
     );
     let s2 = timed_backup(&repo, &chats, quiet)?;
-    println!("    snapshot {}: {} bytes uploaded", s2.0, s2.2);
+    println!(
+        "    snapshot {}: {} bytes uploaded (only new media and changed database pages)",
+        s2.0, s2.2
+    );
     drop(repo);
 
     step(
-        5,
+        6,
         "The phone is lost: its home (settings and key) is deleted",
     );
     std::fs::remove_dir_all(root.join("phone-a/home"))?;
 
     step(
-        6,
-        "New phone: restore with only the cloud copy and the 64-digit key typed back",
+        7,
+        "New phone: a mistyped password costs one of the 10 guesses",
     );
-    let key_b = BackupKey::parse_hex(&typed_back)?;
-    let repo_b = chatvault_client::open(&cloud.to_string_lossy(), &key_b)?;
-    let (id, snap) = repo_b.find_snapshot("latest")?;
+    for attempt in 1..=2 {
+        let wrong = SecretString::from(format!("not-the-password-{attempt}"));
+        match vault::recover_key(&access(), &wrong, None) {
+            Err(e) => println!("    attempt {attempt}: {e}"),
+            Ok(_) => bail!("a wrong password released the key"),
+        }
+    }
+
+    step(
+        8,
+        "New phone: the right password releases the key; restore from the cloud copy",
+    );
+    let home_b = Home::at(root.join("phone-b/home"));
+    let (key_b, identity) = vault::recover_key(&access(), &password, None)?;
+    ensure!(
+        identity.to_string() == vault.identity,
+        "the vault's key changed"
+    );
+    vault::adopt_device(&home_b, &location, &access(), &identity, &key_b)?;
+    let repo_b = chatvault_client::open(&location, &key_b)?;
     let target = root.join("phone-b");
+    restore_latest(&repo_b, &target, quiet)?;
+    verify(&chats, &target.join("WhatsApp"))?;
+
+    step(
+        9,
+        "Switching the new phone to a 64-digit key (the vault record is deleted)",
+    );
+    let key_hex = vault::to_key(&home_b, &access(), &password, &identity)?.to_grouped_hex();
+    println!(
+        "    the key is shown to the user once as 16 groups of 4 hex digits (not printed in this demo)"
+    );
+    match vault::recover_key(&access(), &password, None) {
+        Err(e) => println!("    the vault no longer has it: {e}"),
+        Ok(_) => bail!("the vault still released the key after to-key"),
+    }
+
+    step(
+        10,
+        "Another new phone restores with only the cloud copy and the 64-digit key",
+    );
+    let key_c = BackupKey::parse_hex(&key_hex)?;
+    let repo_c = chatvault_client::open(&location, &key_c)?;
+    let target_c = root.join("phone-c");
+    restore_latest(&repo_c, &target_c, quiet)?;
+    verify(&chats, &target_c.join("WhatsApp"))?;
+    let wrong = BackupKey::generate(&mut rand_core::OsRng);
+    match chatvault_client::open(&location, &wrong) {
+        Err(e) => println!("    and a wrong key is refused: {e}"),
+        Ok(_) => bail!("a wrong key opened the repository"),
+    }
+
+    drop(vault);
+    println!("\nDemo passed in {:.1} s.", t0.elapsed().as_secs_f64());
+    Ok(crate::exit::OK)
+}
+
+fn restore_latest(
+    repo: &chatvault_repo::repository::Repository,
+    target: &Path,
+    quiet: bool,
+) -> Result<()> {
+    let (id, snap) = repo.find_snapshot("latest")?;
     let bar = Bar::new(quiet, "restoring");
-    let out = restore::restore(&repo_b, &snap, &target, &RestoreOptions::default(), &bar);
+    let out = restore::restore(repo, &snap, target, &RestoreOptions::default(), &bar);
     bar.finish();
     let out = out?;
     ensure!(
@@ -105,30 +187,87 @@ pub fn run(keep: Option<&Path>, quiet: bool) -> Result<u8> {
         out.files,
         out.bytes
     );
+    Ok(())
+}
 
-    step(
-        7,
-        "Verifying: media byte-identical, databases intact with identical content",
-    );
-    let a = digest_tree(&chats)?;
-    let b = digest_tree(&target.join("WhatsApp"))?;
+fn verify(original: &Path, restored: &Path) -> Result<()> {
+    let a = digest_tree(original)?;
+    let b = digest_tree(restored)?;
     if a != b {
         bail!("restored tree differs from the original");
     }
     println!(
-        "    {} files identical ({} SQLite databases checked with integrity_check + content digest)",
+        "    verified: {} files identical ({} SQLite databases: integrity_check ok, same content)",
         a.len(),
         a.values().filter(|d| d.starts_with("sqlite:")).count()
     );
+    Ok(())
+}
 
-    step(8, "A wrong key is refused");
-    let wrong = BackupKey::generate(&mut rand_core::OsRng);
-    match chatvault_client::open(&cloud.to_string_lossy(), &wrong) {
-        Err(e) => println!("    {e}"),
-        Ok(_) => bail!("a wrong key opened the repository"),
+/// A Backup Key Vault served in-process on 127.0.0.1:0, the same server code as
+/// `chatvault-vault serve`, with SQLite and the key file in a temporary data dir.
+struct DemoVault {
+    url: String,
+    identity: String,
+    issuer: ed25519_dalek::SigningKey,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DemoVault {
+    fn start(data_dir: &Path) -> Result<DemoVault> {
+        use chatvault_vault::{
+            Settings, http::AppState, keyfile::KeyFile, store::SqliteStore, token::Verifier,
+        };
+        std::fs::create_dir_all(data_dir)?;
+        let kf = KeyFile::load_or_create(data_dir)?;
+        let issuer = kf.issuer.clone();
+        let settings = Settings::default();
+        let vault = chatvault_vault_core::Vault::new(kf.vault, settings.vault);
+        let identity = vault.server_identity().to_string();
+        let store = SqliteStore::open(&data_dir.join("vault.sqlite3"))?;
+        let state = std::sync::Arc::new(AppState::new(
+            vault,
+            store,
+            Verifier::new(kf.issuer.verifying_key()),
+            settings,
+        ));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let _ = rt.block_on(chatvault_vault::serve(listener, state, async {
+                let _ = rx.await;
+            }));
+        });
+        Ok(DemoVault {
+            url,
+            identity,
+            issuer,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
     }
-    println!("\nDemo passed in {:.1} s.", t0.elapsed().as_secs_f64());
-    Ok(crate::exit::OK)
+
+    /// An account token from the vault's development issuer (what an app's account service does).
+    fn token(&self, account: &str) -> String {
+        chatvault_vault::token::issue(&self.issuer, account, chatvault_vault::unix_now(), 600)
+    }
+}
+
+impl Drop for DemoVault {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn timed_backup(
