@@ -17,6 +17,11 @@ struct Vault {
 
 impl Vault {
     fn start(data: &Path) -> Vault {
+        Self::start_logging(data, None)
+    }
+
+    /// Starts the vault; with `log`, at the most verbose level into that file.
+    fn start_logging(data: &Path, log: Option<&Path>) -> Vault {
         let bin = assert_cmd::cargo::cargo_bin("chatvault-vault");
         assert!(
             bin.exists(),
@@ -24,20 +29,42 @@ impl Vault {
             bin.display()
         );
         let mut child = StdCommand::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--rate-limit-ip", "0", "--rate-limit-account", "0", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--rate-limit-ip",
+                "0",
+                "--rate-limit-account",
+                "0",
+                "--data-dir",
+            ])
             .arg(data)
+            .env("RUST_LOG", "trace")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(match log {
+                Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("listening on ").expect("listening line").to_string();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .to_string();
         let mut identity = String::new();
         stdout.read_line(&mut identity).unwrap();
         assert!(identity.starts_with("server identity "), "{identity}");
-        Vault { child, _stdout: stdout, url, data: data.to_path_buf() }
+        Vault {
+            child,
+            _stdout: stdout,
+            url,
+            data: data.to_path_buf(),
+        }
     }
 
     fn token(&self, account: &str) -> String {
@@ -80,7 +107,16 @@ impl World {
     /// `chatvault --home H` with the vault, account and token of alice, and a password.
     fn cv(&self, home: &str, password: Option<&str>) -> Command {
         let mut c = Command::cargo_bin("chatvault").unwrap();
-        for v in ["CHATVAULT_KEY", "CHATVAULT_REPO", "CHATVAULT_HOME", "CHATVAULT_PASSWORD", "CHATVAULT_NEW_PASSWORD", "CHATVAULT_VAULT", "CHATVAULT_ACCOUNT", "CHATVAULT_VAULT_IDENTITY"] {
+        for v in [
+            "CHATVAULT_KEY",
+            "CHATVAULT_REPO",
+            "CHATVAULT_HOME",
+            "CHATVAULT_PASSWORD",
+            "CHATVAULT_NEW_PASSWORD",
+            "CHATVAULT_VAULT",
+            "CHATVAULT_ACCOUNT",
+            "CHATVAULT_VAULT_IDENTITY",
+        ] {
             c.env_remove(v);
         }
         c.env("CHATVAULT_ACCOUNT_TOKEN", &self.token)
@@ -95,14 +131,30 @@ impl World {
     /// A new device: only the repository, the vault, the account and the password.
     fn new_device(&self, home: &str, password: &str) -> Command {
         let mut c = self.cv(home, Some(password));
-        c.args(["--repo", &self.repo(), "--vault", &self.vault.url, "--account", "alice"]);
+        c.args([
+            "--repo",
+            &self.repo(),
+            "--vault",
+            &self.vault.url,
+            "--account",
+            "alice",
+        ]);
         c
     }
     fn init(&self, home: &str, password: &str) {
         let out = self
             .cv(home, None)
             .env("CHATVAULT_NEW_PASSWORD", password)
-            .args(["init", "--password", "--repo", &self.repo(), "--vault", &self.vault.url, "--account", "alice"])
+            .args([
+                "init",
+                "--password",
+                "--repo",
+                &self.repo(),
+                "--vault",
+                &self.vault.url,
+                "--account",
+                "alice",
+            ])
             .output()
             .unwrap();
         assert_ok(&out);
@@ -121,21 +173,35 @@ fn assert_ok(out: &Output) {
 
 fn assert_code(out: &Output, code: i32, stderr_has: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stdout:\n{}\nstderr:\n{err}", String::from_utf8_lossy(&out.stdout));
-    assert!(err.contains(stderr_has), "stderr lacks {stderr_has:?}:\n{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        err.contains(stderr_has),
+        "stderr lacks {stderr_has:?}:\n{err}"
+    );
     assert!(!err.contains("panicked"));
 }
 
 fn make_source(root: &Path) {
     std::fs::create_dir_all(root.join("Media")).unwrap();
     std::fs::write(root.join("chat.txt"), "see you tomorrow\n".repeat(5000)).unwrap();
-    let media: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let media: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(root.join("Media/video.mp4"), media).unwrap();
 }
 
 fn same_files(a: &Path, b: &Path) {
     for rel in ["chat.txt", "Media/video.mp4"] {
-        assert_eq!(std::fs::read(a.join(rel)).unwrap(), std::fs::read(b.join(rel)).unwrap(), "{rel}");
+        assert_eq!(
+            std::fs::read(a.join(rel)).unwrap(),
+            std::fs::read(b.join(rel)).unwrap(),
+            "{rel}"
+        );
     }
 }
 
@@ -145,27 +211,51 @@ fn password_restore_on_a_new_device_then_ten_wrong_guesses_destroy_the_key() {
     let src = w.p("chats");
     make_source(&src);
     w.init("phone-a", "correct horse");
-    assert_ok(&w.cv("phone-a", None).arg("backup").arg(&src).output().unwrap());
+    assert_ok(
+        &w.cv("phone-a", None)
+            .arg("backup")
+            .arg(&src)
+            .output()
+            .unwrap(),
+    );
     std::fs::remove_dir_all(w.p("phone-a")).unwrap();
 
     // New phone, right password: byte-identical restore, and the device is set up.
-    let out = w.new_device("phone-b", "correct horse").args(["restore", "latest", "--target"]).arg(w.p("r1")).output().unwrap();
+    let out = w
+        .new_device("phone-b", "correct horse")
+        .args(["restore", "latest", "--target"])
+        .arg(w.p("r1"))
+        .output()
+        .unwrap();
     assert_ok(&out);
     same_files(&src, &w.p("r1/chats"));
     assert!(w.p("phone-b/config.json").exists());
 
     // Ten wrong passwords count down, then the key is gone for good.
     for left in (0..10).rev() {
-        let out = w.new_device(&format!("thief-{left}"), "wrong guess").args(["snapshots"]).output().unwrap();
+        let out = w
+            .new_device(&format!("thief-{left}"), "wrong guess")
+            .args(["snapshots"])
+            .output()
+            .unwrap();
         assert_code(&out, 4, &format!("{left} attempt(s) left"));
     }
-    let out = w.new_device("phone-c", "correct horse").args(["restore", "latest", "--target"]).arg(w.p("r2")).output().unwrap();
+    let out = w
+        .new_device("phone-c", "correct horse")
+        .args(["restore", "latest", "--target"])
+        .arg(w.p("r2"))
+        .output()
+        .unwrap();
     assert_code(&out, 7, "destroyed");
     assert!(!w.p("r2").exists());
     // The device that already has the key keeps working (the key never depended on the vault).
     assert_ok(&w.cv("phone-b", None).arg("snapshots").output().unwrap());
     // Secrets are not echoed anywhere.
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!all.contains("correct horse") && !all.contains(&w.token));
 }
 
@@ -177,34 +267,92 @@ fn change_password_and_switching_between_key_and_password() {
     w.init("a", "first password");
     assert_ok(&w.cv("a", None).arg("backup").arg(&src).output().unwrap());
 
-    let out = w.cv("a", Some("first password")).env("CHATVAULT_NEW_PASSWORD", "second password").args(["key", "change-password"]).output().unwrap();
+    let out = w
+        .cv("a", Some("first password"))
+        .env("CHATVAULT_NEW_PASSWORD", "second password")
+        .args(["key", "change-password"])
+        .output()
+        .unwrap();
     assert_ok(&out);
-    let out = w.new_device("b", "first password").arg("snapshots").output().unwrap();
+    let out = w
+        .new_device("b", "first password")
+        .arg("snapshots")
+        .output()
+        .unwrap();
     assert_code(&out, 4, "attempt(s) left");
-    assert_ok(&w.new_device("c", "second password").arg("snapshots").output().unwrap());
+    assert_ok(
+        &w.new_device("c", "second password")
+            .arg("snapshots")
+            .output()
+            .unwrap(),
+    );
 
     // to-key: prints the key, deletes the vault record.
-    let out = w.cv("a", Some("second password")).args(["key", "to-key"]).output().unwrap();
+    let out = w
+        .cv("a", Some("second password"))
+        .args(["key", "to-key"])
+        .output()
+        .unwrap();
     assert_ok(&out);
     let text = String::from_utf8(out.stdout).unwrap();
-    let key = text.lines().map(str::trim).find(|l| l.len() == 79).expect("grouped key").to_string();
-    let out = w.new_device("d", "second password").arg("snapshots").output().unwrap();
+    let key = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 79)
+        .expect("grouped key")
+        .to_string();
+    let out = w
+        .new_device("d", "second password")
+        .arg("snapshots")
+        .output()
+        .unwrap();
     assert_code(&out, 4, "no backup key is registered");
-    let out = w.cv("e", None).env("CHATVAULT_KEY", &key).args(["--repo", &w.repo(), "restore", "latest", "--target"]).arg(w.p("r")).output().unwrap();
+    let out = w
+        .cv("e", None)
+        .env("CHATVAULT_KEY", &key)
+        .args(["--repo", &w.repo(), "restore", "latest", "--target"])
+        .arg(w.p("r"))
+        .output()
+        .unwrap();
     assert_ok(&out);
     same_files(&src, &w.p("r/chats"));
 
     // to-password: the vault keeps it again.
-    let out = w.cv("a", None).env("CHATVAULT_NEW_PASSWORD", "third password").args(["key", "to-password", "--vault", &w.vault.url, "--account", "alice"]).output().unwrap();
+    let out = w
+        .cv("a", None)
+        .env("CHATVAULT_NEW_PASSWORD", "third password")
+        .args([
+            "key",
+            "to-password",
+            "--vault",
+            &w.vault.url,
+            "--account",
+            "alice",
+        ])
+        .output()
+        .unwrap();
     assert_ok(&out);
-    assert_ok(&w.new_device("f", "third password").arg("snapshots").output().unwrap());
+    assert_ok(
+        &w.new_device("f", "third password")
+            .arg("snapshots")
+            .output()
+            .unwrap(),
+    );
 
     // disable: vault record and repository gone.
-    let out = w.cv("a", Some("third password")).args(["disable", "--yes"]).output().unwrap();
+    let out = w
+        .cv("a", Some("third password"))
+        .args(["disable", "--yes"])
+        .output()
+        .unwrap();
     assert_ok(&out);
     assert!(!w.p("repo/config").exists());
     assert!(!w.p("a/config.json").exists());
-    let out = w.new_device("g", "third password").arg("snapshots").output().unwrap();
+    let out = w
+        .new_device("g", "third password")
+        .arg("snapshots")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(4));
 }
 
@@ -214,17 +362,136 @@ fn init_refuses_without_token_and_with_a_different_pinned_vault() {
     let mut c = w.cv("a", None);
     c.env_remove("CHATVAULT_ACCOUNT_TOKEN")
         .env("CHATVAULT_NEW_PASSWORD", "pw123456")
-        .args(["init", "--password", "--repo", &w.repo(), "--vault", &w.vault.url, "--account", "alice"]);
+        .args([
+            "init",
+            "--password",
+            "--repo",
+            &w.repo(),
+            "--vault",
+            &w.vault.url,
+            "--account",
+            "alice",
+        ]);
     assert_code(&c.output().unwrap(), 1, "account token");
     assert!(!w.p("repo/config").exists());
     w.init("a", "pw123456");
     // A device that pins another server key refuses this vault.
     let other = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-    let out = w.new_device("b", "pw123456").args(["--vault-identity", other, "snapshots"]).output().unwrap();
+    let out = w
+        .new_device("b", "pw123456")
+        .args(["--vault-identity", other, "snapshots"])
+        .output()
+        .unwrap();
     assert_code(&out, 1, "");
     assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
     // Token for another account is refused.
     let bob = w.vault.token("bob");
-    let out = w.new_device("c", "pw123456").env("CHATVAULT_ACCOUNT_TOKEN", bob).arg("snapshots").output().unwrap();
+    let out = w
+        .new_device("c", "pw123456")
+        .env("CHATVAULT_ACCOUNT_TOKEN", bob)
+        .arg("snapshots")
+        .output()
+        .unwrap();
     assert_code(&out, 1, "different account");
+}
+
+/// Secret hygiene: with every log at the most verbose level, the password, the account token and
+/// the backup key (hex and base64) appear in no output or log of the client or the vault.
+#[test]
+fn secrets_never_appear_in_output_logs_or_argv() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("vault.log");
+    let vault = Vault::start_logging(&dir.path().join("vault-data"), Some(&log));
+    let token = vault.token("alice");
+    let w = World { dir, vault, token };
+    let src = w.p("chats");
+    make_source(&src);
+    let password = "Tr0ub4dor&3-secret";
+    let mut outputs = Vec::new();
+    let mut run = |mut c: Command| {
+        // Secrets go in through the environment only: the CLI has no flag that takes one, so
+        // argv (visible to every user in /proc) never holds them.
+        c.env("CHATVAULT_LOG", "trace").arg("-vv");
+        let out = c.output().unwrap();
+        outputs.push(format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        out
+    };
+    let mut init = w.cv("a", None);
+    init.env("CHATVAULT_NEW_PASSWORD", password).args([
+        "init",
+        "--password",
+        "--repo",
+        &w.repo(),
+        "--vault",
+        &w.vault.url,
+        "--account",
+        "alice",
+    ]);
+    assert_ok(&run(init));
+    let mut b = w.cv("a", None);
+    b.arg("backup").arg(&src);
+    assert_ok(&run(b));
+    let mut wrong = w.new_device("b", "not it");
+    wrong.arg("snapshots");
+    assert_eq!(run(wrong).status.code(), Some(4));
+    let mut r = w.new_device("c", password);
+    r.args(["restore", "latest", "--target"]).arg(w.p("r"));
+    assert_ok(&run(r));
+    let mut cp = w.cv("c", Some(password));
+    cp.env("CHATVAULT_NEW_PASSWORD", "another-secret-pw")
+        .args(["key", "change-password"]);
+    assert_ok(&run(cp));
+
+    let key_hex = std::fs::read_to_string(w.p("a/backup.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(key_hex.len(), 64);
+    let key_bytes: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&key_hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let b64 = |alphabet: &[u8; 64]| -> String {
+        key_bytes
+            .chunks(3)
+            .flat_map(|c| {
+                let n = (u32::from(c[0]) << 16)
+                    | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                    | u32::from(*c.get(2).unwrap_or(&0));
+                (0..=c.len()).map(move |i| alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char)
+            })
+            .collect()
+    };
+    let std_b64 = b64(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+    let url_b64 = b64(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
+    let grouped: String = key_hex
+        .as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(" ");
+    drop(w.vault);
+    outputs.push(std::fs::read_to_string(&log).unwrap());
+    let everything = outputs.join("\n");
+    assert!(
+        everything.contains("recover"),
+        "the logs are really verbose: {}",
+        &everything[..everything.len().min(500)]
+    );
+    for (what, secret) in [
+        ("password", password.to_string()),
+        ("new password", "another-secret-pw".to_string()),
+        ("account token", w.token.clone()),
+        ("backup key (hex)", key_hex.clone()),
+        ("backup key (grouped)", grouped),
+        ("backup key (base64)", std_b64[..40].to_string()),
+        ("backup key (base64url)", url_b64[..40].to_string()),
+    ] {
+        assert!(!everything.contains(&secret), "{what} leaked");
+    }
+    // Tokens of any account: no JWT in any output.
+    assert!(!everything.contains("eyJ"), "a JWT leaked");
 }

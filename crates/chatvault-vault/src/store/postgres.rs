@@ -3,7 +3,7 @@
 //! processes may share one database: the guess counter is a single conditional `UPDATE`.
 //!
 //! Connections are made without TLS: run the database on the same host or a private network
-//! (see SECURITY-VAULT.md).
+//! (see SECURITY.md, "Backup Key Vault").
 
 use std::time::Duration;
 
