@@ -95,7 +95,13 @@ pub fn recover_key(
 
 /// Saves a device configuration for password custody after a successful recovery on a new
 /// device, so that it can back up from now on.
-pub fn adopt_device(home: &Home, location: &str, vault: &VaultAccess, identity: &ServerIdentity, key: &BackupKey) -> Result<()> {
+pub fn adopt_device(
+    home: &Home,
+    location: &str,
+    vault: &VaultAccess,
+    identity: &ServerIdentity,
+    key: &BackupKey,
+) -> Result<()> {
     home.store_key(key)?;
     home.save_config(&DeviceConfig {
         version: 1,
@@ -109,13 +115,23 @@ pub fn adopt_device(home: &Home, location: &str, vault: &VaultAccess, identity: 
 }
 
 /// Changes the vault password (the backup key stays the same).
-pub fn change_password(vault: &VaultAccess, old: &SecretString, new: &SecretString, pinned: &ServerIdentity) -> Result<()> {
+pub fn change_password(
+    vault: &VaultAccess,
+    old: &SecretString,
+    new: &SecretString,
+    pinned: &ServerIdentity,
+) -> Result<()> {
     Ok(vault.client()?.change_password(old, new, pinned)?)
 }
 
 /// Switches this device to the 64-digit key: proves the password, deletes the vault record, and
 /// records key custody in the home. Returns the key for showing to the user.
-pub fn to_key(home: &Home, vault: &VaultAccess, password: &SecretString, pinned: &ServerIdentity) -> Result<BackupKey> {
+pub fn to_key(
+    home: &Home,
+    vault: &VaultAccess,
+    password: &SecretString,
+    pinned: &ServerIdentity,
+) -> Result<BackupKey> {
     let mut cfg = home.require_config()?;
     let key = home
         .load_key()?
@@ -127,7 +143,11 @@ pub fn to_key(home: &Home, vault: &VaultAccess, password: &SecretString, pinned:
 }
 
 /// Switches this device from the 64-digit key to a password kept by the vault.
-pub fn to_password(home: &Home, vault: &VaultAccess, password: &SecretString) -> Result<ServerIdentity> {
+pub fn to_password(
+    home: &Home,
+    vault: &VaultAccess,
+    password: &SecretString,
+) -> Result<ServerIdentity> {
     let mut cfg = home.require_config()?;
     let key = home
         .load_key()?
@@ -144,7 +164,10 @@ pub fn to_password(home: &Home, vault: &VaultAccess, password: &SecretString) ->
 
 /// Turns E2EE backup off: deletes the vault record (password mode, proving the password), then
 /// every object of the repository, then this device's configuration and key.
-pub fn disable(home: &Home, vault: Option<(&VaultAccess, &SecretString, &ServerIdentity)>) -> Result<u64> {
+pub fn disable(
+    home: &Home,
+    vault: Option<(&VaultAccess, &SecretString, &ServerIdentity)>,
+) -> Result<u64> {
     let cfg = home.require_config()?;
     if let Some((v, password, pinned)) = vault {
         v.client()?.delete(password, pinned)?;
