@@ -791,3 +791,69 @@ fn backup_during_concurrent_writes_always_restores_an_intact_database() {
         assert_eq!(count, max, "snapshot {i} has gaps: a torn copy");
     }
 }
+
+/// Swapping two objects of the same kind, duplicating objects under other names, and damaged
+/// locks: every case is either detected (non-zero exit, object named) or provably harmless.
+#[test]
+fn swapped_duplicated_and_lock_faults_are_detected_or_harmless() {
+    let w = World::new();
+    let (_src, packs1, packs2) = two_snapshots(&w);
+    let ids = snapshot_ids(&w, "a");
+    // A garbage lock and a lock copied under another name: ignored, backup and check still run.
+    std::fs::create_dir_all(w.p("repo/locks")).unwrap();
+    std::fs::write(w.p(&format!("repo/locks/{}", "ab".repeat(32))), b"garbage").unwrap();
+    assert_ok(&w.cv("a").arg("backup").arg(w.p("chats")).output().unwrap());
+    assert_ok(&w.cv("a").arg("check").output().unwrap());
+    // A pack duplicated under another name: unreferenced (a warning), never trusted.
+    let dup = packs1[0].with_file_name("cd".repeat(32));
+    std::fs::copy(&packs1[0], &dup).unwrap();
+    let out = w.cv("a").args(["check", "--read-data"]).output().unwrap();
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not referenced"));
+    std::fs::remove_file(&dup).unwrap();
+    // Two packs swapped (each under the other's name): authentication fails for both.
+    let (a, b) = (&packs1[0], &packs2[0]);
+    let (ba, bb) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    std::fs::write(a, &bb).unwrap();
+    std::fs::write(b, &ba).unwrap();
+    let out = w.cv("a").args(["check", "--read-data"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    std::fs::write(a, &ba).unwrap();
+    std::fs::write(b, &bb).unwrap();
+    assert_ok(&w.cv("a").args(["check", "--read-data"]).output().unwrap());
+    // Two snapshots swapped: both are reported damaged, nothing restores from them.
+    let (s0, s1) = (
+        w.p(&format!("repo/snapshots/{}", ids[0])),
+        w.p(&format!("repo/snapshots/{}", ids[1])),
+    );
+    let (b0, b1) = (std::fs::read(&s0).unwrap(), std::fs::read(&s1).unwrap());
+    std::fs::write(&s0, &b1).unwrap();
+    std::fs::write(&s1, &b0).unwrap();
+    let out = w.cv("a").arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    let out = w
+        .cv("a")
+        .args(["restore", &ids[0], "--target"])
+        .arg(w.p("x"))
+        .output()
+        .unwrap();
+    assert_code(&out, 6, "snapshot");
+    assert!(!w.p("x/chats").exists());
+    // A snapshot duplicated under a new name: detected as damaged, the real one still restores.
+    std::fs::write(&s0, &b0).unwrap();
+    std::fs::write(&s1, &b1).unwrap();
+    std::fs::write(w.p(&format!("repo/snapshots/{}", "ef".repeat(32))), &b0).unwrap();
+    let out = w.cv("a").arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert_ok(
+        &w.cv("a")
+            .args(["restore", &ids[0], "--target"])
+            .arg(w.p("y"))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        std::fs::read(w.p("y/chats/old.bin")).unwrap(),
+        noise(10, 3 << 20)
+    );
+}
