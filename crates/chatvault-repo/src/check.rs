@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chatvault_format::id::{BlobId, IndexId, PackId, SnapshotId};
+use chatvault_format::id::{BlobId, IndexId, PackId};
 use chatvault_format::objects::{NodeKind, Tree};
 use chatvault_format::{blob, pack};
 
@@ -216,7 +216,6 @@ pub fn check(
             r.damaged.insert(sid.short(), damaged);
         }
     }
-    let _: Option<SnapshotId> = None;
     r.errors.dedup();
     Ok(r)
 }
