@@ -79,8 +79,11 @@ fn split_mode(data: &[u8]) -> Option<(u8, &[u8])> {
     data.split_first().map(|(m, rest)| (*m, rest))
 }
 
+/// A fuzz target: its name and the function the fuzzer calls.
+pub type Harness = (&'static str, fn(&[u8]));
+
 /// All targets by name, for the regression runner and the fuzz crate.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Harness] = &[
     ("key_text", key_text),
     ("key_file", key_file),
     ("config", config),

@@ -62,7 +62,10 @@ impl RngCore for FixedRng {
 }
 impl CryptoRng for FixedRng {}
 
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[("crypt15", crypt15)];
+/// A fuzz target: its name and the function the fuzzer calls.
+pub type Harness = (&'static str, fn(&[u8]));
+
+pub const TARGETS: &[Harness] = &[("crypt15", crypt15)];
 
 /// The cleartext header `encrypt` writes (with or without the feature table) and its IV.
 fn header(feature_table: bool) -> &'static (Vec<u8>, [u8; 16]) {
