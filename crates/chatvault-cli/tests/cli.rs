@@ -5,9 +5,11 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use assert_cmd::Command;
+
+mod common;
+use common::{assert_code, assert_ok};
 
 /// A user's world: a temp folder with homes, a repository and source data.
 struct World {
@@ -53,31 +55,6 @@ impl World {
             .unwrap_or_else(|| panic!("no grouped key in output:\n{text}"));
         line.to_string()
     }
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn assert_code(out: &Output, code: i32, stderr_has: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{err}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(
-        err.contains(stderr_has),
-        "stderr lacks {stderr_has:?}:\n{err}"
-    );
-    assert!(!err.contains("panicked"), "panic:\n{err}");
 }
 
 /// Deterministic pseudo-random bytes.

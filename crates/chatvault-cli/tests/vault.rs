@@ -2,9 +2,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as StdCommand, Output, Stdio};
+use std::process::{Child, Command as StdCommand, Stdio};
 
 use assert_cmd::Command;
+
+mod common;
+use common::{assert_code, assert_ok};
 
 /// A running `chatvault-vault serve` on 127.0.0.1 with SQLite in a temp data dir.
 struct Vault {
@@ -159,31 +162,6 @@ impl World {
             .unwrap();
         assert_ok(&out);
     }
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn assert_code(out: &Output, code: i32, stderr_has: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{err}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(
-        err.contains(stderr_has),
-        "stderr lacks {stderr_has:?}:\n{err}"
-    );
-    assert!(!err.contains("panicked"));
 }
 
 fn make_source(root: &Path) {
