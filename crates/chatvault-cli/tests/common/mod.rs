@@ -1,4 +1,5 @@
 //! Assertions shared by the CLI integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
 
 use std::process::Output;
 
@@ -11,6 +12,8 @@ pub fn assert_ok(out: &Output) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "panic:\n{err}");
 }
 
 /// The command exited with `code`, said `stderr_has` on stderr, and did not panic.
