@@ -28,6 +28,12 @@ log() { echo "ci-s3: $*" >&2; }
 mkdir -p "${DIR}"
 
 if [ ! -x "${VENV}/bin/moto_server" ]; then
+    if ! "${PYTHON}" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        log "installing python3-venv with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >&2
+        apt-get install -y -qq python3-venv >&2
+    fi
     log "installing moto[server]==${MOTO_VERSION} into ${VENV}"
     rm -rf "${VENV}"
     "${PYTHON}" -m venv "${VENV}" >&2

@@ -43,6 +43,10 @@ pub struct Cli {
     /// No progress output.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Go on although the repository looks rolled back (its newest snapshot is older than one
+    /// this device or the vault saw before; exit code 9 otherwise).
+    #[arg(long, global = true)]
+    pub accept_rollback: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -56,7 +60,8 @@ pub const EXIT_CODES: &str = "Exit codes:
   5  no repository, or this device has no backup configured
   6  repository damaged (check found errors, or an object failed verification)
   7  the vault destroyed the backup key after too many wrong passwords
-  8  repository busy (locked by another operation)";
+  8  repository busy (locked by another operation)
+  9  repository rolled back: newer snapshots seen before are missing (see --accept-rollback)";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -70,6 +75,10 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Verify the repository (structure; with --read-data, every byte).
     Check(CheckArgs),
+    /// Remove snapshots by a retention policy (data is freed by `prune`).
+    Forget(ForgetArgs),
+    /// Free the space of data no snapshot needs (two-phase, safe with running backups).
+    Prune(PruneArgs),
     /// Manage the backup key.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -160,6 +169,73 @@ pub struct CheckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Keep the newest N snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days (UTC) that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Show what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run `prune` afterwards (with its defaults).
+    #[arg(long)]
+    pub prune: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Show what would be condemned and deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete condemned data only once its plan is this old (e.g. 0, 30m, 1h, 2d). With 0 the
+    /// data is deleted in the same run if no other operation is running.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub grace: std::time::Duration,
+    /// Repack a pack when at least this percentage of it is unused.
+    #[arg(long, value_name = "PERCENT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub repack_threshold: u8,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `0`, `45s`, `30m`, `1h`, `2d` (a bare number is seconds).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 0, 45s, 30m, 1h, 2d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("invalid duration unit in {s:?}: use s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 #[derive(Debug, Subcommand)]

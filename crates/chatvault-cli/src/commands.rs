@@ -5,11 +5,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
+use chatvault_client::rollback;
 use chatvault_client::vault::{self, VaultAccess};
 use chatvault_client::{ClientError, Custody, Home};
 use chatvault_format::key::BackupKey;
 use chatvault_repo::backup::{self, BackupOptions};
 use chatvault_repo::check::{self, CheckOptions};
+use chatvault_repo::prune::{self, KeepPolicy, PruneOptions, PruneReport};
 use chatvault_repo::repository::Repository;
 use chatvault_repo::restore::{self, RestoreOptions};
 use chatvault_vault_client::{SecretString, ServerIdentity};
@@ -30,6 +32,16 @@ impl std::fmt::Display for WrongKey {
 }
 impl std::error::Error for WrongKey {}
 
+/// The repository looks rolled back and `--accept-rollback` was not given (exit code 9).
+#[derive(Debug)]
+pub struct RolledBack(pub String);
+impl std::fmt::Display for RolledBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for RolledBack {}
+
 pub fn run(cli: Cli) -> Result<u8> {
     let ctx = Ctx::new(&cli)?;
     match &cli.command {
@@ -38,6 +50,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Snapshots(a) => snapshots(&ctx, a.json),
         Command::Restore(a) => restore_cmd(&ctx, a),
         Command::Check(a) => check_cmd(&ctx, a),
+        Command::Forget(a) => forget_cmd(&ctx, a),
+        Command::Prune(a) => prune_cmd(&ctx, a),
         Command::Key(KeyCommand::Show { yes }) => key_show(&ctx, *yes),
         Command::Key(KeyCommand::ChangePassword) => change_password(&ctx),
         Command::Key(KeyCommand::ToKey) => to_key(&ctx),
@@ -59,6 +73,7 @@ struct Ctx {
     account: Option<String>,
     account_token_file: Option<PathBuf>,
     vault_identity: Option<String>,
+    accept_rollback: bool,
 }
 
 fn default_home() -> PathBuf {
@@ -79,6 +94,7 @@ impl Ctx {
             account: cli.account.clone(),
             account_token_file: cli.account_token_file.clone(),
             vault_identity: cli.vault_identity.clone(),
+            accept_rollback: cli.accept_rollback,
         })
     }
 
@@ -203,6 +219,36 @@ impl Ctx {
         let location = self.location()?;
         let key = self.key()?;
         Ok(chatvault_client::open(&location, &key)?)
+    }
+
+    /// Opens the repository and checks it was not rolled back (docs/FORMAT.md §9.1): its newest
+    /// snapshot must not be older than what this device, or in password mode the vault,
+    /// remembers. Returns the vault access (password mode) for recording new snapshots.
+    fn open_checked(&self) -> Result<(Repository, Option<VaultAccess>)> {
+        let repo = self.open()?;
+        let access = match self.vault_access() {
+            Ok(a) => a.map(|(a, _)| a),
+            Err(e) => {
+                eprintln!("warning: the vault's rollback commitment was not checked: {e:#}");
+                None
+            }
+        };
+        let status = rollback::check_rollback(&self.home, &repo, access.as_ref())?;
+        for w in &status.warnings {
+            eprintln!("warning: {w}");
+        }
+        if let Some(r) = status.rollback {
+            if !self.accept_rollback {
+                return Err(RolledBack(format!(
+                    "{r}. If you know why (for example you restored the storage from an old \
+                     copy), pass --accept-rollback"
+                ))
+                .into());
+            }
+            eprintln!("WARNING: {r}.");
+            eprintln!("WARNING: going on because of --accept-rollback.");
+        }
+        Ok((repo, access))
     }
 }
 
@@ -334,15 +380,21 @@ fn init(ctx: &Ctx, a: &InitArgs) -> Result<u8> {
 }
 
 fn backup_cmd(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
-    let repo = ctx.open()?;
+    let (repo, access) = ctx.open_checked()?;
     let bar = Bar::new(ctx.quiet || a.json, "backing up");
     let opts = BackupOptions {
         hostname: a.host.clone(),
         force_reread: a.force,
+        min_seq: ctx.home.seen(&repo)?.map_or(0, |s| s.seq),
     };
     let r = backup::backup(&repo, &a.paths, &opts, &bar);
     bar.finish();
     let out = r?;
+    if let Some(w) =
+        rollback::record_snapshot(&ctx.home, &repo, access.as_ref(), &out.id, &out.snapshot)?
+    {
+        eprintln!("warning: {w}");
+    }
     let s = &out.snapshot.summary;
     if a.json {
         println!(
@@ -381,7 +433,7 @@ fn backup_cmd(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
 }
 
 fn snapshots(ctx: &Ctx, json_out: bool) -> Result<u8> {
-    let repo = ctx.open()?;
+    let (repo, _) = ctx.open_checked()?;
     let all = repo.snapshots()?;
     let mut damaged = 0;
     if json_out {
@@ -433,8 +485,19 @@ fn snapshots(ctx: &Ctx, json_out: bool) -> Result<u8> {
 }
 
 fn restore_cmd(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
-    let repo = ctx.open()?;
+    let (repo, _) = ctx.open_checked()?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    if a.snapshot == "latest" {
+        let damaged = repo.snapshots()?.iter().filter(|(_, s)| s.is_err()).count();
+        if damaged > 0 {
+            eprintln!(
+                "warning: {damaged} snapshot(s) are damaged and were skipped; `latest` is the \
+                 newest readable one, {} ({}). Run `chatvault check`.",
+                id.short(),
+                snap.time
+            );
+        }
+    }
     let bar = Bar::new(ctx.quiet || a.json, "restoring");
     let opts = RestoreOptions {
         include: a.include.clone(),
@@ -477,7 +540,7 @@ fn restore_cmd(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
 }
 
 fn check_cmd(ctx: &Ctx, a: &CheckArgs) -> Result<u8> {
-    let repo = ctx.open()?;
+    let (repo, _) = ctx.open_checked()?;
     let bar = Bar::new(ctx.quiet || a.json, "checking");
     let r = check::check(
         &repo,
@@ -521,6 +584,143 @@ fn check_cmd(ctx: &Ctx, a: &CheckArgs) -> Result<u8> {
         );
     }
     Ok(if report.ok() { exit::OK } else { exit::DAMAGED })
+}
+
+fn forget_cmd(ctx: &Ctx, a: &ForgetArgs) -> Result<u8> {
+    let (repo, _) = ctx.open_checked()?;
+    let policy = KeepPolicy {
+        last: a.keep_last,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+    };
+    let report = prune::forget(&repo, &policy, a.dry_run)?;
+    let entry = |e: &prune::ForgetEntry| {
+        json!({"id": e.id, "short_id": e.id.short(),
+               "time": e.snapshot.as_ref().map(|s| s.time.clone()),
+               "hostname": e.snapshot.as_ref().map(|s| s.hostname.clone()),
+               "reasons": e.reasons})
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "dry_run": a.dry_run,
+                "keep": report.keep.iter().map(entry).collect::<Vec<_>>(),
+                "remove": report.remove.iter().map(entry).collect::<Vec<_>>(),
+            }))?
+        );
+    } else {
+        for e in &report.keep {
+            println!(
+                "keep    {} {:<32} {}",
+                e.id.short(),
+                e.snapshot.as_ref().map_or("?", |s| s.time.as_str()),
+                e.reasons.join(", ")
+            );
+        }
+        for e in &report.remove {
+            println!(
+                "{} {} {}",
+                if a.dry_run {
+                    "would remove"
+                } else {
+                    "remove  "
+                },
+                e.id.short(),
+                e.snapshot.as_ref().map_or("?", |s| s.time.as_str()),
+            );
+        }
+        println!(
+            "{} snapshot(s) kept, {} {}; data is freed by `chatvault prune`",
+            report.keep.len(),
+            report.remove.len(),
+            if a.dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            }
+        );
+    }
+    if a.prune && !a.dry_run {
+        let r = prune::prune(&repo, &PruneOptions::default())?;
+        if !a.json {
+            print_prune(&r, false);
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn prune_cmd(ctx: &Ctx, a: &PruneArgs) -> Result<u8> {
+    let (repo, _) = ctx.open_checked()?;
+    let opts = PruneOptions {
+        dry_run: a.dry_run,
+        grace: a.grace,
+        repack_threshold_percent: a.repack_threshold,
+    };
+    let r = prune::prune(&repo, &opts)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "dry_run": a.dry_run,
+                "snapshots": r.snapshots, "used_blobs": r.used_blobs,
+                "packs_before": r.packs_before, "bytes_before": r.bytes_before,
+                "unused_packs": r.unused_packs, "unused_bytes": r.unused_bytes,
+                "repacked_packs": r.repacked_packs, "repacked_bytes": r.repacked_bytes,
+                "new_packs": r.new_packs, "new_bytes": r.new_bytes,
+                "unindexed_packs": r.unindexed_packs, "unindexed_bytes": r.unindexed_bytes,
+                "plan": r.plan, "swept_plans": r.swept_plans,
+                "deleted_packs": r.deleted_packs, "deleted_bytes": r.deleted_bytes,
+                "deleted_index": r.deleted_index, "rescued_packs": r.rescued_packs,
+                "postponed": r.postponed.iter().map(|(id, why)| json!({"plan": id, "reason": why})).collect::<Vec<_>>(),
+            }))?
+        );
+    } else {
+        print_prune(&r, a.dry_run);
+    }
+    Ok(exit::OK)
+}
+
+fn print_prune(r: &PruneReport, dry_run: bool) {
+    let would = if dry_run { "would be " } else { "" };
+    let condemn = if dry_run {
+        "would condemn"
+    } else {
+        "condemned"
+    };
+    println!(
+        "{} snapshot(s) need {} blob(s) in {} pack(s) ({} bytes)",
+        r.snapshots, r.used_blobs, r.packs_before, r.bytes_before
+    );
+    println!(
+        "{condemn}: {} unused pack(s) ({} bytes), {} mostly-unused pack(s) repacked ({} bytes, into {} new pack(s) of {} bytes), {} unindexed pack(s) ({} bytes)",
+        r.unused_packs,
+        r.unused_bytes,
+        r.repacked_packs,
+        r.repacked_bytes,
+        r.new_packs,
+        r.new_bytes,
+        r.unindexed_packs,
+        r.unindexed_bytes
+    );
+    if let Some(p) = &r.plan {
+        println!("prune plan {} written", p.short());
+    }
+    if !r.swept_plans.is_empty() {
+        println!(
+            "{} plan(s) swept: {} pack(s) ({} bytes) and {} index object(s) {would}deleted, {} pack(s) rescued",
+            r.swept_plans.len(),
+            r.deleted_packs,
+            r.deleted_bytes,
+            r.deleted_index,
+            r.rescued_packs
+        );
+    }
+    for (id, why) in &r.postponed {
+        println!("plan {} not swept yet: {why}", id.short());
+    }
 }
 
 fn key_show(ctx: &Ctx, yes: bool) -> Result<u8> {

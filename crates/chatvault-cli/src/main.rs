@@ -23,6 +23,7 @@ pub mod exit {
     pub const DAMAGED: u8 = 6;
     pub const LOCKED: u8 = 7;
     pub const BUSY: u8 = 8;
+    pub const ROLLED_BACK: u8 = 9;
 }
 
 fn main() -> ExitCode {
@@ -93,6 +94,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if c.downcast_ref::<commands::WrongKey>().is_some() {
             return exit::WRONG_KEY;
+        }
+        if c.downcast_ref::<commands::RolledBack>().is_some() {
+            return exit::ROLLED_BACK;
         }
     }
     exit::ERROR

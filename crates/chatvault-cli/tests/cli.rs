@@ -782,7 +782,8 @@ fn swapped_duplicated_and_lock_faults_are_detected_or_harmless() {
     assert_ok(&w.cv("a").arg("backup").arg(w.p("chats")).output().unwrap());
     assert_ok(&w.cv("a").arg("check").output().unwrap());
     // A pack duplicated under another name: unreferenced (a warning), never trusted.
-    let dup = packs1[0].with_file_name("cd".repeat(32));
+    let dup = w.p(&format!("repo/data/cd/{}", "cd".repeat(32)));
+    std::fs::create_dir_all(dup.parent().unwrap()).unwrap();
     std::fs::copy(&packs1[0], &dup).unwrap();
     let out = w.cv("a").args(["check", "--read-data"]).output().unwrap();
     assert_ok(&out);

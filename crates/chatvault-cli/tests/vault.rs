@@ -473,3 +473,100 @@ fn secrets_never_appear_in_output_logs_or_argv() {
     // Tokens of any account: no JWT in any output.
     assert!(!everything.contains("eyJ"), "a JWT leaked");
 }
+
+/// The storage provider hides the newest snapshot. A new device, which remembers nothing, learns
+/// from the vault's sealed commitment that a newer snapshot existed: exit 9 unless
+/// --accept-rollback. A forged commitment at the vault is ignored with a warning.
+#[test]
+fn new_device_detects_a_rolled_back_repository_through_the_vault_commitment() {
+    let w = World::new();
+    let src = w.p("chats");
+    make_source(&src);
+    w.init("phone-a", "correct horse");
+    for _ in 0..2 {
+        std::fs::write(
+            src.join("chat.txt"),
+            format!("{:?}", std::time::SystemTime::now()),
+        )
+        .unwrap();
+        assert_ok(
+            &w.cv("phone-a", None)
+                .arg("backup")
+                .arg(&src)
+                .output()
+                .unwrap(),
+        );
+    }
+    let snaps: Vec<PathBuf> = std::fs::read_dir(w.p("repo/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(snaps.len(), 2);
+    // Newest = the one the phone's device memory names.
+    let seen = std::fs::read_to_string(w.p("phone-a/seen.json")).unwrap();
+    let newest = snaps
+        .iter()
+        .find(|p| seen.contains(p.file_name().unwrap().to_str().unwrap()))
+        .expect("device remembers the newest snapshot")
+        .clone();
+    let hidden = std::fs::read(&newest).unwrap();
+    std::fs::remove_file(&newest).unwrap();
+
+    // The phone itself notices (device memory).
+    let out = w.cv("phone-a", None).arg("snapshots").output().unwrap();
+    assert_code(&out, 9, "rolled back");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this device"));
+
+    // A new device notices through the vault, and restores nothing.
+    let out = w
+        .new_device("phone-b", "correct horse")
+        .args(["restore", "latest", "--target"])
+        .arg(w.p("r1"))
+        .output()
+        .unwrap();
+    assert_code(&out, 9, "rolled back");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the vault"));
+    assert!(!w.p("r1").exists());
+    // With --accept-rollback it restores the older snapshot, loudly.
+    let out = w
+        .new_device("phone-b", "correct horse")
+        .args(["--accept-rollback", "restore", "latest", "--target"])
+        .arg(w.p("r1"))
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING"));
+
+    // The provider gives the snapshot back: everyone is happy again.
+    std::fs::write(&newest, hidden).unwrap();
+    assert_ok(&w.cv("phone-a", None).arg("snapshots").output().unwrap());
+
+    // A forged commitment (the vault cannot seal one) is ignored with a warning.
+    let client = chatvault_vault_client::VaultClient::new(
+        &w.vault.url,
+        "alice",
+        chatvault_vault_client::SecretString::from(w.token.clone()),
+    )
+    .unwrap();
+    client.put_commitment(1000, &[0u8; 64]).unwrap();
+    let out = w.cv("phone-a", None).arg("snapshots").output().unwrap();
+    assert_ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not open"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A backup cannot commit over the jammed commitment and says so (the backup itself stands).
+    let out = w
+        .cv("phone-a", None)
+        .arg("backup")
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be committed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -27,6 +27,7 @@ use chatvault_repo::storage::Storage;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
+pub mod rollback;
 pub mod vault;
 
 /// Errors of the client layer.
@@ -127,7 +128,7 @@ impl Home {
         self.dir.join(name)
     }
 
-    fn ensure_dir(&self) -> Result<()> {
+    pub(crate) fn ensure_dir(&self) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|source| ClientError::Home {
             path: self.dir.clone(),
             source,
@@ -164,7 +165,7 @@ impl Home {
         self.write_atomic(CONFIG_FILE, &json, 0o600)
     }
 
-    fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+    pub(crate) fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
         let path = self.path(name);
         let tmp = self.path(&format!(".{name}.tmp"));
         let err = |source| ClientError::Home {

@@ -21,7 +21,7 @@ pub struct VaultAccess {
 }
 
 impl VaultAccess {
-    fn client(&self) -> Result<VaultClient> {
+    pub(crate) fn client(&self) -> Result<VaultClient> {
         let c = VaultClient::new(&self.url, &self.account, self.token.clone())?;
         Ok(match test_ksf() {
             Some(k) => c.with_registration_ksf(k)?,

@@ -37,6 +37,10 @@ pub enum ObjectKind {
     Snapshot,
     /// A lock object.
     Lock,
+    /// A prune plan: packs and index objects condemned by `prune`, deleted by a later sweep.
+    PrunePlan,
+    /// A rollback commitment to the newest snapshot, kept by the Backup Key Vault.
+    Commitment,
 }
 
 impl ObjectKind {
@@ -50,6 +54,8 @@ impl ObjectKind {
             ObjectKind::Index => labels::AD_INDEX,
             ObjectKind::Snapshot => labels::AD_SNAPSHOT,
             ObjectKind::Lock => labels::AD_LOCK,
+            ObjectKind::PrunePlan => labels::AD_PRUNE_PLAN,
+            ObjectKind::Commitment => labels::AD_COMMITMENT,
         }
     }
 
@@ -63,15 +69,20 @@ impl ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Lock => "lock",
+            ObjectKind::PrunePlan => "prune plan",
+            ObjectKind::Commitment => "rollback commitment",
         }
     }
 
     fn key(self, keys: &RepoKeys) -> &[u8; 32] {
         match self {
             ObjectKind::PackHeader | ObjectKind::DataBlob | ObjectKind::TreeBlob => &keys.data,
-            ObjectKind::Config | ObjectKind::Index | ObjectKind::Snapshot | ObjectKind::Lock => {
-                &keys.meta
-            }
+            ObjectKind::Config
+            | ObjectKind::Index
+            | ObjectKind::Snapshot
+            | ObjectKind::Lock
+            | ObjectKind::PrunePlan
+            | ObjectKind::Commitment => &keys.meta,
         }
     }
 

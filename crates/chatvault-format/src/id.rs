@@ -107,6 +107,10 @@ define_id!(
     /// Random id of a lock object.
     LockId, "lock"
 );
+define_id!(
+    /// Keyed hash of a prune plan object's plaintext.
+    PlanId, "prune plan"
+);
 
 #[cfg(test)]
 mod tests {

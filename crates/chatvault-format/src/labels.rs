@@ -35,6 +35,10 @@ pub const AD_INDEX: &str = "chatvault/v1/index";
 pub const AD_SNAPSHOT: &str = "chatvault/v1/snapshot";
 /// Associated-data label of a lock object.
 pub const AD_LOCK: &str = "chatvault/v1/lock";
+/// Associated-data label of a prune plan object (and its keyed-id domain).
+pub const AD_PRUNE_PLAN: &str = "chatvault/v1/prune-plan";
+/// Associated-data label of a rollback commitment (kept by the Backup Key Vault; docs/PROTOCOL.md).
+pub const AD_COMMITMENT: &str = "chatvault/v1/commitment";
 
 #[cfg(test)]
 mod tests {
@@ -65,7 +69,17 @@ mod tests {
             "a format label changed: {joined}"
         );
         assert_eq!(CONFIG_MAGIC, b"chatvault-repo\0\0");
+        // Added later (prune plans, rollback commitments): frozen separately so the original
+        // set above keeps its golden value.
+        let added = [AD_PRUNE_PLAN, AD_COMMITMENT].join("|");
+        assert_eq!(
+            blake3::hash(added.as_bytes()).to_hex().as_str(),
+            GOLDEN_ADDED,
+            "a format label changed: {added}"
+        );
     }
+
+    const GOLDEN_ADDED: &str = "0226ecb8249995cc6b75604c8b33cb13006dff62ccda7c68ac16cbe4cfd5a8ed";
 
     const GOLDEN: &str = "29a886b601ead44c477de37434703e1cc742580dd9ce66cdaa14692ae16f9369";
 }

@@ -110,7 +110,7 @@ pub trait Versioned {
 macro_rules! versioned {
     ($($t:ty),*) => { $(impl Versioned for $t { fn version(&self) -> u32 { self.version } })* };
 }
-versioned!(IndexFile, Snapshot, Tree, Lock);
+versioned!(IndexFile, Snapshot, Tree, Lock, PrunePlan);
 
 /// An index object: where blobs live (§8).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +169,11 @@ pub struct Snapshot {
     pub program: String,
     /// Statistics and problems of the run.
     pub summary: Summary,
+    /// Sequence number: one more than the highest `seq` the writer knew of (in the repository
+    /// and remembered by the device), so that a rolled-back repository is detectable (§9.1).
+    /// 0 in snapshots written before sequence numbers existed.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// Statistics of a backup run.
@@ -327,6 +332,23 @@ pub struct Lock {
     pub expires: String,
 }
 
+/// A prune plan (§15): what one `prune` run condemned. The packs and index objects it lists are
+/// deleted by a later sweep once no backup that could still need them is running; until then
+/// backups do not deduplicate against the condemned packs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrunePlan {
+    /// Always [`OBJECT_VERSION`].
+    pub version: u32,
+    /// When the plan was made (RFC 3339, UTC).
+    pub time: String,
+    /// Host name of the device that made it.
+    pub hostname: String,
+    /// Packs to delete.
+    pub packs: Vec<PackId>,
+    /// Index objects to delete (superseded by the index objects the prune wrote).
+    pub index: Vec<IndexId>,
+}
+
 /// Convenience: ids of content-addressed objects.
 pub fn index_id(id: [u8; 32]) -> IndexId {
     IndexId::from_bytes(id)
@@ -402,6 +424,7 @@ mod tests {
             parent: None,
             program: "test".into(),
             summary: Summary::default(),
+            seq: 7,
         };
         let (id, bytes) = seal_object(&keys, ObjectKind::Snapshot, &s, &mut OsRng);
         let back: Snapshot = open_object(&keys, ObjectKind::Snapshot, &id, &bytes).unwrap();

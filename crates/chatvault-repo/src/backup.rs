@@ -49,6 +49,9 @@ pub struct BackupOptions {
     pub hostname: Option<String>,
     /// Re-read every file instead of reusing unchanged files from the parent snapshot.
     pub force_reread: bool,
+    /// The highest snapshot sequence number this device has seen (its rollback memory); the
+    /// new snapshot's `seq` is above it and above every snapshot in the repository.
+    pub min_seq: u64,
 }
 
 /// Receives progress events. Implementations must be cheap; they are called per chunk.
@@ -164,7 +167,15 @@ pub fn backup(
             id.short()
         ));
     }
-    let parent = find_parent(repo, &hostname, &display_paths);
+    let snapshots = repo.snapshots()?;
+    let seq = snapshots
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().ok().map(|s| s.seq))
+        .max()
+        .unwrap_or(0)
+        .max(opts.min_seq)
+        + 1;
+    let parent = find_parent(snapshots, &hostname, &display_paths);
     let parent_tree = match &parent {
         Some((_, s)) if !opts.force_reread => repo.load_tree(&index, &s.tree).ok(),
         _ => None,
@@ -200,7 +211,12 @@ pub fn backup(
         let mut walker = Walker {
             repo,
             index: &index,
-            known: index.blobs.keys().copied().collect(),
+            known: index
+                .blobs
+                .keys()
+                .filter(|id| index.reusable(id))
+                .copied()
+                .collect(),
             work_tx,
             shared: &shared,
             progress,
@@ -230,7 +246,12 @@ pub fn backup(
         parent: parent.map(|(id, _)| id),
         program: format!("chatvault {}", env!("CARGO_PKG_VERSION")),
         summary,
+        seq,
     };
+    // A prune sweep only deletes condemned packs while no backup that started before the plan
+    // holds a live lock (§15). If this run's lock lapsed (the device slept past its expiry), a
+    // sweep may have deleted data this snapshot references: do not publish it.
+    guard.ensure_live()?;
     let (id, sealed) =
         objects::seal_object(repo.keys(), ObjectKind::Snapshot, &snapshot, &mut OsRng);
     let id = SnapshotId::from_bytes(id);
@@ -242,11 +263,10 @@ pub fn backup(
 
 /// The latest readable snapshot of the same host and paths.
 fn find_parent(
-    repo: &Repository,
+    all: Vec<(SnapshotId, Result<Snapshot>)>,
     hostname: &str,
     paths: &[String],
 ) -> Option<(SnapshotId, Snapshot)> {
-    let all = repo.snapshots().ok()?;
     all.into_iter()
         .rev()
         .filter_map(|(id, s)| s.ok().map(|s| (id, s)))
@@ -619,7 +639,7 @@ impl Walker<'_, '_> {
             && (p.mtime_s, p.mtime_ns) == mtime(meta)
             && (p.ctime_s, p.ctime_ns) == (meta.ctime(), meta.ctime_nsec() as u32)
             && p.inode == meta.ino()
-            && content.iter().all(|id| self.index.blobs.contains_key(id))
+            && content.iter().all(|id| self.index.reusable(id))
         {
             self.progress.bytes(*size);
             return Ok(NodeKind::File {

@@ -24,8 +24,10 @@ pub mod backup;
 pub mod check;
 pub mod error;
 pub mod lock;
+pub mod prune;
 pub mod repository;
 pub mod restore;
+pub mod rollback;
 pub mod sqlite;
 pub mod storage;
 

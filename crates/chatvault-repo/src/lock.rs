@@ -1,7 +1,7 @@
 //! Repository locks (docs/FORMAT.md §11).
 //!
-//! Backup, restore and check take a *shared* lock; prune (a later feature) takes an
-//! *exclusive* one. A lock is an object under `locks/` that expires [`LOCK_TTL`] after it was
+//! Every operation takes a *shared* lock; nothing needs an exclusive one today (prune is
+//! two-phase, §15, and only excludes other prunes). A lock is an object under `locks/` that expires [`LOCK_TTL`] after it was
 //! last refreshed, so a killed process never leaves a lock that blocks others for long: stale
 //! locks are ignored, never trusted.
 
@@ -120,13 +120,44 @@ impl LockGuard<'_> {
             return Ok(());
         }
         let id = LockId::random(&mut OsRng);
-        let lock = new_lock(&self.lock.operation, self.lock.exclusive);
+        let mut lock = new_lock(&self.lock.operation, self.lock.exclusive);
+        // `time` stays the start of the operation: a prune sweep compares it with its plan.
+        lock.time = self.lock.time.clone();
         let sealed = objects::seal_lock(self.repo.keys(), id.as_bytes(), &lock, &mut OsRng);
         self.repo.storage.write_new(&lock_path(&id), sealed)?;
         let old = std::mem::replace(&mut self.id, id);
         self.lock = lock;
         self.refreshed = Instant::now();
         self.repo.storage.delete(&lock_path(&old))
+    }
+}
+
+impl LockGuard<'_> {
+    /// Fails if this lock has expired by the wall clock (for example because the machine slept
+    /// past [`LOCK_TTL`] without a refresh): others may have treated it as stale.
+    pub fn ensure_live(&self) -> Result<()> {
+        let live = chrono::DateTime::parse_from_rfc3339(&self.lock.expires)
+            .map(|t| t > chrono::Utc::now())
+            .unwrap_or(false);
+        if live {
+            Ok(())
+        } else {
+            Err(RepoError::Locked(format!(
+                "this {}'s own lock expired at {} (was the machine asleep?); nothing was \
+                 published, run it again",
+                self.lock.operation, self.lock.expires
+            )))
+        }
+    }
+
+    /// When the operation holding this lock started (RFC 3339).
+    pub fn started(&self) -> &str {
+        &self.lock.time
+    }
+
+    /// The id of this lock object.
+    pub fn id(&self) -> &LockId {
+        &self.id
     }
 }
 

@@ -1,13 +1,14 @@
 //! Opening, creating and reading a repository (docs/FORMAT.md §2, §6, §8, §9).
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use chatvault_format::blob::{self, BlobType};
 use chatvault_format::config::{Config, ConfigError, RepoParams};
 use chatvault_format::envelope::ObjectKind;
-use chatvault_format::id::{BlobId, IndexId, PackId, RepoId, SnapshotId};
+use chatvault_format::id::{BlobId, IndexId, PackId, PlanId, RepoId, SnapshotId};
 use chatvault_format::key::{BackupKey, RepoKeys};
-use chatvault_format::objects::{self, IndexFile, Snapshot, Tree};
+use chatvault_format::objects::{self, IndexFile, PrunePlan, Snapshot, Tree};
 use rand_core::OsRng;
 
 use crate::error::{RepoError, Result};
@@ -26,6 +27,8 @@ pub mod layout {
     pub const SNAPSHOTS: &str = "snapshots/";
     /// Folder of lock objects.
     pub const LOCKS: &str = "locks/";
+    /// Folder of prune plans (§15).
+    pub const PLANS: &str = "plans/";
 
     /// Path of a pack.
     pub fn pack(id: &PackId) -> String {
@@ -39,6 +42,10 @@ pub mod layout {
     /// Path of a snapshot object.
     pub fn snapshot(id: &SnapshotId) -> String {
         format!("snapshots/{id}")
+    }
+    /// Path of a prune plan.
+    pub fn plan(id: &PlanId) -> String {
+        format!("plans/{id}")
     }
 }
 
@@ -76,23 +83,46 @@ pub struct Index {
     /// Index objects that could not be loaded, with the reason. Their blobs count as missing:
     /// files that need them fail to restore (and are listed), a new backup stores them again.
     pub damaged: Vec<(IndexId, String)>,
+    /// Packs condemned by a prune plan (§15): still readable until a sweep deletes them, but a
+    /// backup must not deduplicate against them. Fill it before calling [`Index::add`].
+    pub condemned: HashSet<PackId>,
 }
 
 impl Index {
-    /// Adds one index object's entries.
+    /// Adds one index object's entries. A blob found in several packs keeps a location in a
+    /// pack that is not condemned, if there is one.
     pub fn add(&mut self, file: &IndexFile) {
         for p in &file.packs {
             self.packs.insert(p.id, p.size);
+            let condemned = self.condemned.contains(&p.id);
             for b in &p.blobs {
-                self.blobs.entry(b.id).or_insert(BlobLocation {
+                let loc = BlobLocation {
                     pack: p.id,
                     ty: b.ty,
                     offset: b.offset,
                     length: b.length,
                     raw_length: b.raw_length,
-                });
+                };
+                match self.blobs.entry(b.id) {
+                    Entry::Vacant(v) => {
+                        v.insert(loc);
+                    }
+                    Entry::Occupied(mut o) => {
+                        if !condemned && self.condemned.contains(&o.get().pack) {
+                            o.insert(loc);
+                        }
+                    }
+                }
             }
         }
+    }
+
+    /// Whether a backup may reference `id` without storing it again: it is indexed in a pack
+    /// that no prune plan condemned.
+    pub fn reusable(&self, id: &BlobId) -> bool {
+        self.blobs
+            .get(id)
+            .is_some_and(|l| !self.condemned.contains(&l.pack))
     }
 }
 
@@ -189,6 +219,9 @@ impl Repository {
     /// in [`Index::damaged`].
     pub fn load_index(&self) -> Result<Index> {
         let mut index = Index::default();
+        for (_, plan) in self.load_plans()? {
+            index.condemned.extend(plan.packs);
+        }
         for (id, _) in self.list_ids::<IndexId>(layout::INDEX)? {
             match self.load_index_file(&id) {
                 Ok(f) => {
@@ -203,6 +236,34 @@ impl Repository {
             }
         }
         Ok(index)
+    }
+
+    /// Loads every prune plan (§15). An unreadable plan is logged and skipped: its packs then
+    /// look alive, which is safe (nothing is deleted on its behalf).
+    pub fn load_plans(&self) -> Result<Vec<(PlanId, PrunePlan)>> {
+        let mut out = Vec::new();
+        for (id, _) in self.list_ids::<PlanId>(layout::PLANS)? {
+            let Some(bytes) = self.storage.read(&layout::plan(&id))? else {
+                continue;
+            };
+            match objects::open_object(&self.keys, ObjectKind::PrunePlan, id.as_bytes(), &bytes) {
+                Ok(p) => out.push((id, p)),
+                Err(e) => {
+                    tracing::warn!(plan = %id.short(), error = %e, "ignoring damaged prune plan")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The highest snapshot sequence number among the readable snapshots (0 if none).
+    pub fn max_seq(&self) -> Result<u64> {
+        Ok(self
+            .snapshots()?
+            .iter()
+            .filter_map(|(_, s)| s.as_ref().ok().map(|s| s.seq))
+            .max()
+            .unwrap_or(0))
     }
 
     /// Loads one snapshot.

@@ -88,7 +88,16 @@ pub fn restore(
     let mut out = RestoreOutcome::default();
     let mut files = Vec::new();
     let mut dirs = Vec::new();
-    let root = repo.load_tree(&index, &snapshot.tree)?;
+    let root = match repo.load_tree(&index, &snapshot.tree) {
+        Ok(t) => t,
+        // Listed like a damaged subdirectory, so the caller reports it with the snapshot id.
+        Err(e @ RepoError::Corrupted { .. }) => {
+            out.failed
+                .push(("/".into(), format!("snapshot not restored: {e}")));
+            return Ok(out);
+        }
+        Err(e) => return Err(e),
+    };
     plan(
         repo,
         &index,

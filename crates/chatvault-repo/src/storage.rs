@@ -94,6 +94,8 @@ impl fmt::Display for Storage {
 pub struct Listed {
     /// Object name within the folder (the last path component).
     pub name: String,
+    /// Full path from the repository root (e.g. `data/ab/ab…`).
+    pub path: String,
     /// Size in bytes.
     pub size: u64,
 }
@@ -349,7 +351,8 @@ impl Storage {
                 // Some services list without sizes; ask.
                 self.size(e.path())?.unwrap_or(0)
             };
-            out.push(Listed { name, size });
+            let path = e.path().trim_start_matches('/').to_string();
+            out.push(Listed { name, path, size });
         }
         Ok(out)
     }

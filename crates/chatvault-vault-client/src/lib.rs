@@ -94,6 +94,10 @@ pub enum Error {
     /// The vault's answer was malformed or did not verify.
     #[error("protocol error talking to the vault: {0}")]
     Protocol(String),
+    /// The account has no registered (live) backup key at the vault: never registered, deleted,
+    /// reset or destroyed (HTTP 404 `not_registered`).
+    #[error("no backup key is registered for this account at the vault")]
+    NotRegistered,
     /// Invalid argument (account id, URL, KSF parameters).
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -144,6 +148,18 @@ impl fmt::Debug for Recovered {
             .field("proof", &self.proof)
             .finish()
     }
+}
+
+/// Outcome of [`VaultClient::put_commitment`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitmentPut {
+    /// The vault stored the commitment (none was stored, or the new sequence number is higher).
+    Stored,
+    /// The vault refused it: a commitment with an equal or higher sequence number is stored.
+    Stale {
+        /// The sequence number the vault holds.
+        current_seq: u64,
+    },
 }
 
 /// Blocking client for one account on one vault.
@@ -270,6 +286,7 @@ impl VaultClient {
             (403, "forbidden") => Error::Forbidden,
             (423, _) | (_, "locked") => Error::Locked,
             (409, "already_registered") => Error::AlreadyRegistered,
+            (404, "not_registered") => Error::NotRegistered,
             (429, _) => Error::RateLimited,
             (409, "stale_state" | "stale_proof" | "conflict") | (410, _) | (408, _) | (503, _) => {
                 Error::Retry(if message.is_empty() {
@@ -480,6 +497,95 @@ impl VaultClient {
             .call()
             .map_err(|e| Error::Unreachable(Box::new(e)))?;
         Self::check(resp).map(|_| ())
+    }
+
+    /// The rollback commitment stored with this account's record (PROTOCOL.md §9.1): its
+    /// sequence number and the opaque sealed bytes, or `None` if none is stored (or no backup key
+    /// is registered). The vault cannot forge it but can withhold it or serve an older one: the
+    /// caller must open it with its backup-key-derived key and compare with what it remembers.
+    pub fn get_commitment(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        let mut resp = self
+            .agent
+            .get(&self.url("/commitment"))
+            .header("Authorization", &self.auth())
+            .call()
+            .map_err(|e| Error::Unreachable(Box::new(e)))?;
+        if resp.status().as_u16() == 404 {
+            let body: Option<api::ErrorBody> = resp
+                .body_mut()
+                .with_config()
+                .limit(64 * 1024)
+                .read_json()
+                .ok();
+            return match body {
+                Some(b) if b.error == "no_commitment" => Ok(None),
+                Some(b) => Err(Error::Server {
+                    status: 404,
+                    code: b.error,
+                    message: b.message,
+                }),
+                None => Err(Error::Server {
+                    status: 404,
+                    code: String::new(),
+                    message: "the vault does not support rollback commitments".into(),
+                }),
+            };
+        }
+        let got: api::CommitmentResponse = Self::parse(resp)?;
+        let blob = api::b64std_decode(&got.commitment, "commitment")
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        chatvault_vault_core::validate_commitment(got.seq, &blob)
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok(Some((got.seq, blob)))
+    }
+
+    /// Stores `commitment` (1 to 512 opaque bytes, sealed by the caller under a key derived from
+    /// the backup key) with sequence number `seq` (≥ 1). The vault keeps it only if `seq` is
+    /// higher than the stored one; otherwise it answers [`CommitmentPut::Stale`] with the stored
+    /// sequence number (not an error). [`Error::NotRegistered`] if the account has no live record.
+    pub fn put_commitment(&self, seq: u64, commitment: &[u8]) -> Result<CommitmentPut> {
+        chatvault_vault_core::validate_commitment(seq, commitment)
+            .map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let mut resp = self
+            .agent
+            .put(&self.url("/commitment"))
+            .header("Authorization", &self.auth())
+            .send_json(&api::PutCommitmentRequest {
+                seq,
+                commitment: api::b64std_encode(commitment),
+            })
+            .map_err(|e| Error::Unreachable(Box::new(e)))?;
+        if resp.status().as_u16() == 409 {
+            /// Any 409 body: `stale_commitment` carries `current_seq`.
+            #[derive(serde::Deserialize)]
+            struct Conflict {
+                #[serde(default)]
+                error: String,
+                #[serde(default)]
+                message: String,
+                current_seq: Option<u64>,
+            }
+            let body: Option<Conflict> = resp
+                .body_mut()
+                .with_config()
+                .limit(64 * 1024)
+                .read_json()
+                .ok();
+            return match body {
+                Some(Conflict {
+                    current_seq: Some(current_seq),
+                    ..
+                }) => Ok(CommitmentPut::Stale { current_seq }),
+                Some(c) if c.error == "conflict" => Err(Error::Retry(c.message)),
+                Some(c) => Err(Error::Server {
+                    status: 409,
+                    code: c.error,
+                    message: c.message,
+                }),
+                None => Err(Error::Protocol("malformed 409 answer".into())),
+            };
+        }
+        Self::check(resp).map(|_| CommitmentPut::Stored)
     }
 }
 

@@ -2,7 +2,7 @@
 //! padding; use [`b64_encode`] / [`b64_decode`].
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -18,6 +18,16 @@ pub fn b64_decode(s: &str, what: &'static str) -> Result<Vec<u8>> {
     URL_SAFE_NO_PAD
         .decode(s)
         .map_err(|_| Error::Malformed { what })
+}
+
+/// Standard base64 with padding (RFC 4648 §4), used by the rollback commitment fields.
+pub fn b64std_encode(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// Strict standard-base64 (with canonical padding) decoding; `what` names the field in the error.
+pub fn b64std_decode(s: &str, what: &'static str) -> Result<Vec<u8>> {
+    STANDARD.decode(s).map_err(|_| Error::Malformed { what })
 }
 
 /// `POST /v1/accounts/{account}/register/start` request.
@@ -123,6 +133,37 @@ pub struct DeleteRequest {
     pub proof: String,
 }
 
+/// `PUT /v1/accounts/{account}/commitment` request (PROTOCOL.md §9.1).
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct PutCommitmentRequest {
+    /// Sequence number of the commitment (1 to 2^63-1); must exceed the stored one.
+    pub seq: u64,
+    /// Sealed commitment, standard base64 with padding, 1 to 512 bytes decoded.
+    pub commitment: String,
+}
+
+/// `GET /v1/accounts/{account}/commitment` response (PROTOCOL.md §9.1).
+#[derive(Serialize, Deserialize, Debug)]
+pub struct CommitmentResponse {
+    /// Sequence number of the stored commitment.
+    pub seq: u64,
+    /// Sealed commitment, standard base64 with padding.
+    pub commitment: String,
+}
+
+/// 409 answer of `PUT /v1/accounts/{account}/commitment`: the stored sequence number is equal
+/// or higher.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct CommitmentConflict {
+    /// `stale_commitment`.
+    pub error: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Sequence number currently stored.
+    pub current_seq: u64,
+}
+
 /// Error body of every non-2xx answer.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct ErrorBody {
@@ -143,5 +184,14 @@ mod tests {
         assert!(b64_decode("+/8", "x").is_err());
         assert!(b64_decode("A Q", "x").is_err());
         assert_eq!(b64_encode(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn b64std_is_strict_standard_with_padding() {
+        assert_eq!(b64std_encode(&[0xfb, 0xff]), "+/8=");
+        assert_eq!(b64std_decode("+/8=", "x").unwrap(), vec![0xfb, 0xff]);
+        assert!(b64std_decode("+/8", "x").is_err());
+        assert!(b64std_decode("-_8=", "x").is_err());
+        assert!(b64std_decode("+/9=", "x").is_err()); // non-canonical trailing bits
     }
 }

@@ -12,6 +12,7 @@
 //!   [`AccountState`] and [`GuessCounter`] (the per-account state machine the stores implement
 //!   atomically), [`Record`] (sealed at rest);
 //! - client side: [`RegistrationClient`], [`RecoveryClient`], [`Unwrapper`];
+//! - rollback commitment rules: [`validate_commitment`], [`decide_commitment`];
 //! - wire: [`api`] (JSON messages), [`labels`] (every domain-separation label).
 //!
 //! One suite is pinned: [`Suite`] = ristretto255 OPRF, 3DH with SHA-512, Argon2id KSF.
@@ -33,6 +34,7 @@
 
 pub mod api;
 mod client;
+mod commitment;
 mod counter;
 mod error;
 pub mod labels;
@@ -42,6 +44,10 @@ mod types;
 mod vault;
 
 pub use client::{Ke2Params, RecoveryClient, RegistrationClient, RegistrationOutput, Unwrapper};
+pub use commitment::{
+    CommitmentDecision, MAX_COMMITMENT_LEN, MAX_COMMITMENT_SEQ, MIN_COMMITMENT_SEQ,
+    decide_commitment, validate_commitment,
+};
 pub use counter::{AccountState, Exhausted, GuessCounter, Stale};
 pub use error::{Error, Result};
 pub use record::{PASSWORD_FILE_LEN, RECORD_PLAINTEXT_LEN, Record, SEALED_RECORD_LEN};

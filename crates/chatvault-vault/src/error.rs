@@ -47,6 +47,9 @@ pub enum Error {
     /// A stored row is inconsistent (e.g. status 1 without a sealed record).
     #[error("corrupted database row for an account: {0}")]
     CorruptRow(&'static str),
+    /// A row kept changing under a compare-and-set; the caller may try again.
+    #[error("the row changed concurrently; try again")]
+    Conflict,
     /// A blocking task panicked or was cancelled.
     #[error("internal task failure")]
     Task,

@@ -12,7 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chatvault_vault_core::api::{self, b64_decode, b64_encode};
+use chatvault_vault_core::api::{self, b64_decode, b64_encode, b64std_decode, b64std_encode};
 use chatvault_vault_core::{
     AccountId, AccountState, Error as CoreError, RECORD_VERSION, RegistrationFinish, SUITE_ID,
     Vault,
@@ -23,7 +23,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::store::Store;
+use crate::store::{CommitmentWrite, Store};
 use crate::token::Verifier;
 use crate::{Settings, unix_now};
 
@@ -38,6 +38,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/accounts/{account}/recover/finish"),
     ("post", "/v1/accounts/{account}/delete"),
     ("delete", "/v1/accounts/{account}"),
+    ("get", "/v1/accounts/{account}/commitment"),
+    ("put", "/v1/accounts/{account}/commitment"),
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
@@ -188,7 +190,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         ApiError::new(
             status,
-            "bad_request",
+            "unsupported_media_type",
             "expected Content-Type: application/json",
         )
     } else {
@@ -512,6 +514,96 @@ async fn reset<S: Store>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Upper bound of the base64 text of a [`chatvault_vault_core::MAX_COMMITMENT_LEN`]-byte
+/// commitment: longer strings are refused before decoding.
+const MAX_COMMITMENT_B64_LEN: usize = chatvault_vault_core::MAX_COMMITMENT_LEN.div_ceil(3) * 4;
+
+fn not_registered() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_registered",
+        "no backup key is registered for this account",
+    )
+}
+
+/// `PUT /v1/accounts/{account}/commitment` (PROTOCOL.md §9.1): compare-and-set of the rollback
+/// commitment. Never logs the commitment bytes.
+async fn put_commitment<S: Store>(
+    State(st): State<Arc<AppState<S>>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<api::PutCommitmentRequest>,
+) -> Result<Response, ApiError> {
+    let account = authorize(&st, &headers, &account)?;
+    if req.commitment.len() > MAX_COMMITMENT_B64_LEN {
+        return Err(ApiError::bad_request("commitment: must be 1 to 512 bytes"));
+    }
+    let blob = b64std_decode(&req.commitment, "commitment").map_err(|_| {
+        ApiError::bad_request("commitment: invalid base64 (standard alphabet, with padding)")
+    })?;
+    chatvault_vault_core::validate_commitment(req.seq, &blob)?;
+    let outcome = match st.store.put_commitment(&account, req.seq, &blob).await {
+        Ok(outcome) => outcome,
+        Err(crate::Error::Conflict) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the record changed concurrently; start again",
+            ));
+        }
+        Err(e) => return Err(ApiError::store(e)),
+    };
+    match outcome {
+        CommitmentWrite::Stored => {
+            st.metrics.commitments_stored.inc();
+            tracing::info!(account = %account, seq = req.seq, len = blob.len(), "commitment stored");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        CommitmentWrite::Stale { current_seq } => {
+            st.metrics.commitments_stale.inc();
+            tracing::info!(account = %account, seq = req.seq, current_seq,
+                "commitment refused: sequence number not higher");
+            Ok((
+                StatusCode::CONFLICT,
+                Json(api::CommitmentConflict {
+                    error: "stale_commitment".to_owned(),
+                    message: format!(
+                        "a commitment with sequence number {current_seq} is stored; the new one must be higher"
+                    ),
+                    current_seq,
+                }),
+            )
+                .into_response())
+        }
+        CommitmentWrite::NoRecord => Err(not_registered()),
+    }
+}
+
+/// `GET /v1/accounts/{account}/commitment` (PROTOCOL.md §9.1).
+async fn get_commitment<S: Store>(
+    State(st): State<Arc<AppState<S>>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<api::CommitmentResponse>, ApiError> {
+    let account = authorize(&st, &headers, &account)?;
+    match st
+        .store
+        .get_commitment(&account)
+        .await
+        .map_err(ApiError::store)?
+    {
+        Some((seq, blob)) => Ok(Json(api::CommitmentResponse {
+            seq,
+            commitment: b64std_encode(&blob),
+        })),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_commitment",
+            "no rollback commitment is stored for this account (or no backup key is registered)",
+        )),
+    }
+}
+
 async fn healthz<S: Store>(State(st): State<Arc<AppState<S>>>) -> Response {
     match st.store.ping().await {
         Ok(()) => "ok\n".into_response(),
@@ -562,6 +654,41 @@ async fn track<S: Store>(State(st): State<Arc<AppState<S>>>, req: Request, next:
     response
 }
 
+/// Gives every error answer produced outside the handlers (the body-size limit's 413, the
+/// timeout's 408, the router's 405) the JSON error shape of PROTOCOL.md §9, keeping its status
+/// and headers such as `Allow`.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return resp;
+    }
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body too large"),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not support the method",
+        ),
+        s if s.is_server_error() => ("internal", "internal error"),
+        _ => ("bad_request", "bad request"),
+    };
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut fixed = ApiError::new(status, code, message).into_response();
+    for (name, value) in parts.headers.iter() {
+        fixed.headers_mut().insert(name.clone(), value.clone());
+    }
+    fixed
+}
+
 /// The complete router with body limits, timeouts, tracing and metrics.
 pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
     let timeout = state.settings.request_timeout;
@@ -585,6 +712,10 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
         )
         .route("/v1/accounts/{account}/delete", post(delete_record::<S>))
         .route("/v1/accounts/{account}", axum::routing::delete(reset::<S>))
+        .route(
+            "/v1/accounts/{account}/commitment",
+            get(get_commitment::<S>).put(put_commitment::<S>),
+        )
         .route("/healthz", get(healthz::<S>))
         .route("/metrics", get(metrics::<S>))
         .route("/openapi.json", get(openapi))
@@ -596,6 +727,7 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(middleware::map_response(json_errors))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

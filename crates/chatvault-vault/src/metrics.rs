@@ -44,6 +44,10 @@ pub struct Metrics {
     pub records_registered: Counter,
     /// Requests refused by the in-memory rate limits.
     pub rate_limited: Counter,
+    /// Rollback commitments stored (PROTOCOL.md §9.1).
+    pub commitments_stored: Counter,
+    /// Rollback commitment updates refused because the stored sequence number was not lower.
+    pub commitments_stale: Counter,
 }
 
 impl Metrics {
@@ -104,6 +108,16 @@ impl Metrics {
                 "rate_limited",
                 "Requests refused by in-memory rate limits.",
                 &self.rate_limited,
+            ),
+            (
+                "commitments_stored",
+                "Rollback commitments stored.",
+                &self.commitments_stored,
+            ),
+            (
+                "commitments_stale",
+                "Rollback commitment updates refused (sequence number not higher).",
+                &self.commitments_stale,
             ),
         ] {
             let _ = writeln!(out, "# HELP chatvault_vault_{name}_total {help}");

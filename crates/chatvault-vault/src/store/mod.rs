@@ -18,7 +18,8 @@ use crate::error::Result;
 pub(crate) const STATUS_NONE: i64 = 0;
 pub(crate) const STATUS_REGISTERED: i64 = 1;
 pub(crate) const STATUS_DESTROYED: i64 = 2;
-/// Schema version written by this build.
+/// Schema version written by this build. The rollback-commitment columns (`commitment_seq`,
+/// `commitment`) are an additive migration within version 1: older builds ignore them.
 pub(crate) const SCHEMA_VERSION: &str = "1";
 
 /// Storage of per-account rows.
@@ -79,8 +80,60 @@ pub trait Store: Send + Sync + 'static {
     /// longer arrive). Returns how many were destroyed.
     fn sweep(&self, now: u64, state_ttl: u64) -> impl Future<Output = Result<u64>> + Send;
 
+    /// The rollback commitment of the account's live record (PROTOCOL.md §9.1): `(seq, blob)`,
+    /// or `None` if there is no live record or it has no commitment.
+    fn get_commitment(
+        &self,
+        account: &AccountId,
+    ) -> impl Future<Output = Result<Option<(u64, Vec<u8>)>>> + Send;
+
+    /// Stores a rollback commitment iff the account has a live record and `seq` is higher than
+    /// the stored sequence number (or none is stored): one atomic compare-and-set
+    /// (`chatvault_vault_core::decide_commitment`). `seq` and `commitment` are already validated.
+    fn put_commitment(
+        &self,
+        account: &AccountId,
+        seq: u64,
+        commitment: &[u8],
+    ) -> impl Future<Output = Result<CommitmentWrite>> + Send;
+
     /// Checks the database is reachable.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Outcome of [`Store::put_commitment`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitmentWrite {
+    /// Stored: there was none, or the new sequence number is higher.
+    Stored,
+    /// Refused: the stored sequence number is equal or higher.
+    Stale {
+        /// The sequence number currently stored.
+        current_seq: u64,
+    },
+    /// Refused: the account has no live record (none, deleted, reset or destroyed).
+    NoRecord,
+}
+
+/// How often `put_commitment` re-runs its compare-and-set when the row changed between the
+/// conditional update and the read that explains a miss (reset and re-registration meanwhile).
+pub(crate) const COMMITMENT_ROUNDS: usize = 5;
+
+/// Explains a compare-and-set miss from the row read afterwards: `None` means "the row changed
+/// meanwhile; try again".
+pub(crate) fn explain_commitment_miss(
+    status: Option<i64>,
+    stored_seq: Option<i64>,
+    seq: u64,
+) -> Option<CommitmentWrite> {
+    use chatvault_vault_core::{CommitmentDecision, decide_commitment};
+    if status != Some(STATUS_REGISTERED) {
+        return Some(CommitmentWrite::NoRecord);
+    }
+    match decide_commitment(stored_seq.map(u), seq) {
+        CommitmentDecision::Stale { current_seq } => Some(CommitmentWrite::Stale { current_seq }),
+        CommitmentDecision::Store => None,
+    }
 }
 
 /// Raw column values, shared by both stores.

@@ -12,7 +12,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::{Row, SCHEMA_VERSION, STATUS_DESTROYED, STATUS_NONE, STATUS_REGISTERED, Store, i, u};
+use super::{
+    COMMITMENT_ROUNDS, CommitmentWrite, Row, SCHEMA_VERSION, STATUS_DESTROYED, STATUS_NONE,
+    STATUS_REGISTERED, Store, explain_commitment_miss, i, u,
+};
 use crate::error::{Error, Result};
 
 /// PostgreSQL-backed [`Store`].
@@ -42,6 +45,9 @@ const MIGRATION_V1: &[&str] = &[
         updated_at    BIGINT NOT NULL
     )",
     "INSERT INTO vault_meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING",
+    // Additive: rollback commitment (PROTOCOL.md §9.1); older builds ignore these columns.
+    "ALTER TABLE vault_records ADD COLUMN IF NOT EXISTS commitment_seq BIGINT",
+    "ALTER TABLE vault_records ADD COLUMN IF NOT EXISTS commitment BYTEA",
 ];
 
 const MAX_RETRIES: u32 = 10;
@@ -212,7 +218,8 @@ impl Store for PgStore {
     ) -> Result<bool> {
         let n = self
             .execute(
-                "UPDATE vault_records SET status = $4, sealed = NULL, updated_at = $3
+                "UPDATE vault_records SET status = $4, sealed = NULL, updated_at = $3,
+                     commitment_seq = NULL, commitment = NULL
                  WHERE account = $1 AND generation = $2 AND status = 1
                    AND attempts >= max_attempts",
                 &[
@@ -305,7 +312,8 @@ impl Store for PgStore {
             Some(g) => {
                 self.execute(
                     "UPDATE vault_records SET status = $2, sealed = NULL, generation = generation + 1,
-                         attempts = 0, guess_seq = 0, success_floor = 0, updated_at = $3
+                         attempts = 0, guess_seq = 0, success_floor = 0, updated_at = $3,
+                         commitment_seq = NULL, commitment = NULL
                      WHERE account = $1 AND generation = $4",
                     &[&account.as_str(), &status, &i(now), &i(g)],
                 )
@@ -314,7 +322,8 @@ impl Store for PgStore {
             None => {
                 self.execute(
                     "UPDATE vault_records SET status = $2, sealed = NULL, generation = generation + 1,
-                         attempts = 0, guess_seq = 0, success_floor = 0, updated_at = $3
+                         attempts = 0, guess_seq = 0, success_floor = 0, updated_at = $3,
+                         commitment_seq = NULL, commitment = NULL
                      WHERE account = $1",
                     &[&account.as_str(), &status, &i(now)],
                 )
@@ -326,7 +335,8 @@ impl Store for PgStore {
 
     async fn sweep(&self, now: u64, state_ttl: u64) -> Result<u64> {
         self.execute(
-            "UPDATE vault_records SET status = $1, sealed = NULL, updated_at = $2
+            "UPDATE vault_records SET status = $1, sealed = NULL, updated_at = $2,
+                 commitment_seq = NULL, commitment = NULL
              WHERE status = 1 AND attempts >= max_attempts AND last_guess_at < $3",
             &[
                 &(STATUS_DESTROYED as i16),
@@ -335,6 +345,59 @@ impl Store for PgStore {
             ],
         )
         .await
+    }
+
+    async fn get_commitment(&self, account: &AccountId) -> Result<Option<(u64, Vec<u8>)>> {
+        let rows = self
+            .query(
+                "SELECT commitment_seq, commitment FROM vault_records
+                 WHERE account = $1 AND status = 1
+                   AND commitment_seq IS NOT NULL AND commitment IS NOT NULL",
+                &[&account.as_str()],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .map(|r| (u(r.get::<_, i64>(0)), r.get::<_, Vec<u8>>(1))))
+    }
+
+    async fn put_commitment(
+        &self,
+        account: &AccountId,
+        seq: u64,
+        commitment: &[u8],
+    ) -> Result<CommitmentWrite> {
+        // The conditional UPDATE is the compare-and-set: under READ COMMITTED a concurrent writer
+        // of the same row waits for the row lock and then re-checks the WHERE clause against the
+        // committed row, so a lower seq can never overwrite a higher one.
+        for _ in 0..COMMITMENT_ROUNDS {
+            let n = self
+                .execute(
+                    "UPDATE vault_records SET commitment_seq = $2, commitment = $3
+                     WHERE account = $1 AND status = 1
+                       AND (commitment_seq IS NULL OR commitment_seq < $2)",
+                    &[&account.as_str(), &i(seq), &commitment],
+                )
+                .await?;
+            if n == 1 {
+                return Ok(CommitmentWrite::Stored);
+            }
+            let rows = self
+                .query(
+                    "SELECT status, commitment_seq FROM vault_records WHERE account = $1",
+                    &[&account.as_str()],
+                )
+                .await?;
+            let row = rows
+                .first()
+                .map(|r| (i64::from(r.get::<_, i16>(0)), r.get::<_, Option<i64>>(1)));
+            if let Some(outcome) =
+                explain_commitment_miss(row.map(|r| r.0), row.and_then(|r| r.1), seq)
+            {
+                return Ok(outcome);
+            }
+        }
+        Err(Error::Conflict)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -10,7 +10,10 @@ use std::time::Duration;
 use chatvault_vault_core::{AccountId, AccountState, GuessCounter, NewRecord};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Row, SCHEMA_VERSION, STATUS_DESTROYED, STATUS_NONE, STATUS_REGISTERED, Store, i, u};
+use super::{
+    CommitmentWrite, Row, SCHEMA_VERSION, STATUS_DESTROYED, STATUS_NONE, STATUS_REGISTERED, Store,
+    explain_commitment_miss, i, u,
+};
 use crate::error::{Error, Result};
 
 /// SQLite-backed [`Store`].
@@ -44,6 +47,25 @@ CREATE INDEX IF NOT EXISTS vault_records_exhausted ON vault_records (status, las
 INSERT INTO vault_meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING;
 ";
 
+/// Additive migration: rollback-commitment columns (PROTOCOL.md §9.1). SQLite has no
+/// `ADD COLUMN IF NOT EXISTS`, so [`add_commitment_columns`] checks first.
+const COMMITMENT_COLUMNS: &[(&str, &str)] =
+    &[("commitment_seq", "INTEGER"), ("commitment", "BLOB")];
+
+fn add_commitment_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (name, ty) in COMMITMENT_COLUMNS {
+        let present: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('vault_records') WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )?;
+        if present == 0 {
+            conn.execute_batch(&format!("ALTER TABLE vault_records ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and runs migrations.
     pub fn open(path: &Path) -> Result<Self> {
@@ -53,7 +75,12 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         // Overwrite freed content (destroyed records) with zeros in the database file.
         conn.pragma_update(None, "secure_delete", "ON")?;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {MIGRATION_V1} COMMIT;"))?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {MIGRATION_V1}"))?;
+        if let Err(e) = add_commitment_columns(&conn) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+        conn.execute_batch("COMMIT")?;
         let version: String = conn.query_row(
             "SELECT value FROM vault_meta WHERE key = 'schema_version'",
             [],
@@ -163,7 +190,8 @@ impl Store for SqliteStore {
         let n = self
             .with(move |c| {
                 c.execute(
-                    "UPDATE vault_records SET status = ?4, sealed = NULL, updated_at = ?3
+                    "UPDATE vault_records SET status = ?4, sealed = NULL, updated_at = ?3,
+                         commitment_seq = NULL, commitment = NULL
                      WHERE account = ?1 AND generation = ?2 AND status = 1
                        AND attempts >= max_attempts",
                     params![account, i(generation), i(now), STATUS_DESTROYED],
@@ -249,7 +277,8 @@ impl Store for SqliteStore {
             .with(move |c| {
                 c.execute(
                     "UPDATE vault_records SET status = ?2, sealed = NULL, generation = generation + 1,
-                         attempts = 0, guess_seq = 0, success_floor = 0, updated_at = ?3
+                         attempts = 0, guess_seq = 0, success_floor = 0, updated_at = ?3,
+                         commitment_seq = NULL, commitment = NULL
                      WHERE account = ?1 AND (?4 IS NULL OR generation = ?4)",
                     params![account, STATUS_NONE, i(now), expected],
                 )
@@ -263,13 +292,83 @@ impl Store for SqliteStore {
         let n = self
             .with(move |c| {
                 c.execute(
-                    "UPDATE vault_records SET status = ?1, sealed = NULL, updated_at = ?2
+                    "UPDATE vault_records SET status = ?1, sealed = NULL, updated_at = ?2,
+                         commitment_seq = NULL, commitment = NULL
                      WHERE status = 1 AND attempts >= max_attempts AND last_guess_at < ?3",
                     params![STATUS_DESTROYED, i(now), cutoff],
                 )
             })
             .await?;
         Ok(n as u64)
+    }
+
+    async fn get_commitment(&self, account: &AccountId) -> Result<Option<(u64, Vec<u8>)>> {
+        let account = account.as_str().to_owned();
+        let row = self
+            .with(move |c| {
+                c.query_row(
+                    "SELECT commitment_seq, commitment FROM vault_records
+                     WHERE account = ?1 AND status = 1
+                       AND commitment_seq IS NOT NULL AND commitment IS NOT NULL",
+                    params![account],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+                )
+                .optional()
+            })
+            .await?;
+        Ok(row.map(|(seq, blob)| (u(seq), blob)))
+    }
+
+    async fn put_commitment(
+        &self,
+        account: &AccountId,
+        seq: u64,
+        commitment: &[u8],
+    ) -> Result<CommitmentWrite> {
+        let account = account.as_str().to_owned();
+        let blob = commitment.to_vec();
+        // One connection per process and the immediate transaction make the update and the read
+        // that explains a miss atomic; across processes SQLite serializes the writers.
+        let outcome = self
+            .with(move |c| {
+                c.execute_batch("BEGIN IMMEDIATE")?;
+                let result = (|| {
+                    let n = c.execute(
+                        "UPDATE vault_records SET commitment_seq = ?2, commitment = ?3
+                         WHERE account = ?1 AND status = 1
+                           AND (commitment_seq IS NULL OR commitment_seq < ?2)",
+                        params![account, i(seq), blob],
+                    )?;
+                    if n == 1 {
+                        return Ok(Some(CommitmentWrite::Stored));
+                    }
+                    let row: Option<(i64, Option<i64>)> = c
+                        .query_row(
+                            "SELECT status, commitment_seq FROM vault_records WHERE account = ?1",
+                            params![account],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    Ok(explain_commitment_miss(
+                        row.map(|r| r.0),
+                        row.and_then(|r| r.1),
+                        seq,
+                    ))
+                })();
+                match result {
+                    Ok(outcome) => {
+                        c.execute_batch("COMMIT")?;
+                        Ok(outcome)
+                    }
+                    Err(e) => {
+                        let _ = c.execute_batch("ROLLBACK");
+                        Err(e)
+                    }
+                }
+            })
+            .await?;
+        // Inside one transaction a miss is always explained; `None` cannot happen.
+        outcome.ok_or(Error::Conflict)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -1,0 +1,230 @@
+//! Rollback detection on the client (docs/FORMAT.md §9.1): what this device remembers, what
+//! the vault remembers, and the comparison with the repository's newest snapshot.
+
+use std::collections::BTreeMap;
+
+use chatvault_format::id::SnapshotId;
+use chatvault_format::objects::Snapshot;
+use chatvault_repo::repository::Repository;
+use chatvault_repo::rollback::Commitment;
+use chatvault_vault_client::CommitmentPut;
+use serde::{Deserialize, Serialize};
+
+use crate::vault::VaultAccess;
+use crate::{ClientError, Home, Result};
+
+const SEEN_FILE: &str = "seen.json";
+
+/// The newest snapshot a device (or the vault) has seen in one repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its id (hex).
+    pub snapshot: String,
+    /// Its time (RFC 3339).
+    pub time: String,
+}
+
+/// A detected rollback: the repository's newest snapshot is older than one seen before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollback {
+    /// Who remembers the newer snapshot: "this device" or "the vault".
+    pub witness: &'static str,
+    /// The newer snapshot seen before.
+    pub seen: Seen,
+    /// The repository's newest readable snapshot now (None: it has none).
+    pub newest: Option<Seen>,
+}
+
+impl std::fmt::Display for Rollback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = |s: &str| s.chars().take(8).collect::<String>();
+        write!(
+            f,
+            "the repository was rolled back: {} saw snapshot {} (#{}, {}), which is missing \
+             from storage; the newest readable snapshot there is {}. The storage provider may \
+             have deleted or hidden newer snapshots. Nothing was changed",
+            self.witness,
+            short(&self.seen.snapshot),
+            self.seen.seq,
+            self.seen.time,
+            match &self.newest {
+                Some(n) => format!("{} (#{}, {})", short(&n.snapshot), n.seq, n.time),
+                None => "none".into(),
+            }
+        )
+    }
+}
+
+fn seen_of(id: &SnapshotId, s: &Snapshot) -> Seen {
+    Seen {
+        seq: s.seq,
+        snapshot: id.to_hex(),
+        time: s.time.clone(),
+    }
+}
+
+impl Home {
+    fn seen_all(&self) -> Result<BTreeMap<String, Seen>> {
+        let path = self.dir().join(SEEN_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| ClientError::BadConfig {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(source) => Err(ClientError::Home { path, source }),
+        }
+    }
+
+    /// The newest snapshot this device has seen in `repo` (by repository id).
+    pub fn seen(&self, repo: &Repository) -> Result<Option<Seen>> {
+        Ok(self.seen_all()?.remove(&repo.id().to_hex()))
+    }
+
+    /// Remembers `seen` for `repo` if it is newer than what the device remembers.
+    pub fn remember(&self, repo: &Repository, seen: Seen) -> Result<()> {
+        let mut all = self.seen_all()?;
+        let key = repo.id().to_hex();
+        if all.get(&key).is_some_and(|old| old.seq >= seen.seq) {
+            return Ok(());
+        }
+        all.insert(key, seen);
+        self.ensure_dir()?;
+        let json = serde_json::to_vec_pretty(&all).expect("seen serializes");
+        self.write_atomic(SEEN_FILE, &json, 0o600)
+    }
+}
+
+/// What the rollback check found.
+#[derive(Debug, Default)]
+pub struct RollbackStatus {
+    /// The rollback, if any.
+    pub rollback: Option<Rollback>,
+    /// Problems that did not prevent the check (vault unreachable, bad commitment), for a
+    /// warning.
+    pub warnings: Vec<String>,
+}
+
+/// Compares the repository's newest snapshot with what this device and (in password mode) the
+/// vault remember. Updates the device memory when the repository is newer.
+pub fn check_rollback(
+    home: &Home,
+    repo: &Repository,
+    vault: Option<&VaultAccess>,
+) -> Result<RollbackStatus> {
+    let mut status = RollbackStatus::default();
+    let newest = repo.newest_snapshot()?;
+    let newest_seen = newest.as_ref().map(|(id, s)| seen_of(id, s));
+    let newest_seq = newest_seen.as_ref().map_or(0, |n| n.seq);
+
+    let mut witnesses: Vec<(&'static str, Seen)> = Vec::new();
+    if let Some(s) = home.seen(repo)? {
+        witnesses.push(("this device", s));
+    }
+    if let Some(v) = vault {
+        match v.client().and_then(|c| Ok(c.get_commitment()?)) {
+            Ok(Some((seq, bytes))) => match repo.open_commitment(&v.account, &bytes) {
+                Ok(c) if c.seq == seq => witnesses.push((
+                    "the vault",
+                    Seen {
+                        seq: c.seq,
+                        snapshot: c.snapshot.to_hex(),
+                        time: c.time,
+                    },
+                )),
+                Ok(c) => status.warnings.push(format!(
+                    "the vault's rollback commitment says #{seq} outside and #{} inside; ignored",
+                    c.seq
+                )),
+                Err(e) => status.warnings.push(format!(
+                    "the vault's rollback commitment does not open with this repository's key \
+                     ({e}); ignored"
+                )),
+            },
+            Ok(None) => {}
+            Err(e) => status.warnings.push(format!(
+                "could not read the rollback commitment from the vault ({e}); only this \
+                 device's memory was checked"
+            )),
+        }
+    }
+    let listed: Vec<String> = if witnesses.iter().any(|(_, s)| s.seq > newest_seq) {
+        repo.snapshot_ids()?.iter().map(|id| id.to_hex()).collect()
+    } else {
+        Vec::new()
+    };
+    for (witness, seen) in witnesses {
+        if seen.seq <= newest_seq {
+            continue;
+        }
+        // Still listed but unreadable: that is damage (reported by the command itself as
+        // such), not a rollback.
+        if listed.contains(&seen.snapshot) {
+            status.warnings.push(format!(
+                "snapshot {} (#{}, {}), the newest {witness} saw, is damaged; older snapshots \
+                 are what can be restored (run `chatvault check`)",
+                &seen.snapshot[..8.min(seen.snapshot.len())],
+                seen.seq,
+                seen.time
+            ));
+            continue;
+        }
+        if status
+            .rollback
+            .as_ref()
+            .is_none_or(|r| r.seen.seq < seen.seq)
+        {
+            status.rollback = Some(Rollback {
+                witness,
+                seen,
+                newest: newest_seen.clone(),
+            });
+        }
+    }
+    if status.rollback.is_none()
+        && let Some(n) = newest_seen
+    {
+        home.remember(repo, n)?;
+    }
+    Ok(status)
+}
+
+/// After a backup: remember the new snapshot on this device and, in password mode, store a
+/// sealed commitment to it at the vault. Returns a warning if the vault could not be updated
+/// (the backup itself stands).
+pub fn record_snapshot(
+    home: &Home,
+    repo: &Repository,
+    vault: Option<&VaultAccess>,
+    id: &SnapshotId,
+    snapshot: &Snapshot,
+) -> Result<Option<String>> {
+    home.remember(repo, seen_of(id, snapshot))?;
+    let Some(v) = vault else { return Ok(None) };
+    let sealed = repo.seal_commitment(&v.account, &Commitment::to(*id, snapshot));
+    let client = match v.client() {
+        Ok(c) => c,
+        Err(e) => return Ok(Some(format!("could not reach the vault ({e})"))),
+    };
+    match client.put_commitment(snapshot.seq, &sealed) {
+        Ok(CommitmentPut::Stored) => Ok(None),
+        // Another device already committed to a newer (or equally new) snapshot: fine, if that
+        // commitment is genuine. One that does not open means someone with the account token
+        // jammed it with a huge sequence number.
+        Ok(CommitmentPut::Stale { current_seq }) => match client.get_commitment() {
+            Ok(Some((_, bytes))) if repo.open_commitment(&v.account, &bytes).is_ok() => Ok(None),
+            Ok(_) | Err(_) => Ok(Some(format!(
+                "the vault keeps a rollback commitment (#{current_seq}) that this repository's key \
+                 does not open, so new snapshots cannot be committed; new devices cannot detect a \
+                 rollback until the vault record is registered again (`chatvault key to-key`, then \
+                 `key to-password`)"
+            ))),
+        },
+        Err(e) => Ok(Some(format!(
+            "could not store the rollback commitment at the vault ({e}); a new device will not \
+             be able to detect a rollback of this snapshot"
+        ))),
+    }
+}

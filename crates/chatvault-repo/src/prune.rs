@@ -1,0 +1,901 @@
+//! Retention (`forget`) and garbage collection (`prune`) (docs/FORMAT.md §15).
+//!
+//! `forget` deletes snapshot objects chosen by a keep policy; it never deletes data. `prune`
+//! frees the packs no snapshot needs, in two phases, so that it never deletes something a
+//! backup running at the same time still relies on, and never takes an exclusive lock:
+//!
+//! 1. **Mark**: with a shared lock, compute the blobs every snapshot needs, copy the still-needed
+//!    blobs out of mostly-unused packs into new packs, write an index object covering every pack
+//!    that stays, then write a *prune plan* naming the packs and index objects to delete. From
+//!    then on backups do not deduplicate against condemned packs (they store such data again).
+//! 2. **Sweep** (a later `prune`, once the plan is older than the grace period, or the same run
+//!    with `grace = 0`): only when no other operation that started before the plan still holds
+//!    a live lock. It re-reads every snapshot, rescues any condemned pack a snapshot written in
+//!    the meantime needs (by indexing it again), deletes the condemned index objects, then the
+//!    packs, then the plan. A crash at any step leaves a repository `check` passes.
+//!
+//! This module must not decide anything about keys or devices; it works on an open
+//! [`Repository`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chatvault_format::blob;
+use chatvault_format::envelope::ObjectKind;
+use chatvault_format::id::{BlobId, IndexId, PackId, PlanId, SnapshotId};
+use chatvault_format::objects::{
+    self, IndexBlob, IndexFile, IndexPack, NodeKind, OBJECT_VERSION, PrunePlan, Snapshot,
+};
+use chatvault_format::pack::{self, PackEntry};
+use chrono::{DateTime, Datelike, Utc};
+use rand_core::OsRng;
+
+use crate::error::{RepoError, Result};
+use crate::lock::{self, LockGuard};
+use crate::repository::{Index, Repository, layout};
+
+/// How far another device's clock may run ahead of ours without endangering a sweep: a lock
+/// that started up to this long after a plan still postpones the plan's sweep.
+pub const CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// Default grace period between marking and sweeping.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(60 * 60);
+
+// ---------------------------------------------------------------------------------------------
+// forget
+
+/// Which snapshots to keep. Snapshots are grouped by host and paths; in each group the newest
+/// snapshot is always kept, and a snapshot is kept if any rule keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeepPolicy {
+    /// Keep the newest N.
+    pub last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days (UTC) that have snapshots.
+    pub daily: Option<u32>,
+    /// The same per ISO week.
+    pub weekly: Option<u32>,
+    /// The same per calendar month.
+    pub monthly: Option<u32>,
+    /// The same per year.
+    pub yearly: Option<u32>,
+}
+
+impl KeepPolicy {
+    /// Whether no rule is set (forget refuses: it would keep only the newest snapshots).
+    pub fn is_empty(&self) -> bool {
+        [
+            self.last,
+            self.daily,
+            self.weekly,
+            self.monthly,
+            self.yearly,
+        ]
+        .iter()
+        .all(Option::is_none)
+    }
+}
+
+/// One snapshot's fate under a policy.
+#[derive(Debug, Clone)]
+pub struct ForgetEntry {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// Its time, host and paths (None if unreadable).
+    pub snapshot: Option<Snapshot>,
+    /// Why it is kept (empty: it goes).
+    pub reasons: Vec<String>,
+}
+
+/// The outcome of [`forget`].
+#[derive(Debug, Clone, Default)]
+pub struct ForgetReport {
+    /// Snapshots kept, newest first within each group.
+    pub keep: Vec<ForgetEntry>,
+    /// Snapshots removed (or that would be, in a dry run).
+    pub remove: Vec<ForgetEntry>,
+}
+
+fn bucket(rule: &str, t: &DateTime<Utc>) -> String {
+    match rule {
+        "daily" => t.format("%Y-%m-%d").to_string(),
+        "weekly" => {
+            let w = t.iso_week();
+            format!("{}-W{:02}", w.year(), w.week())
+        }
+        "monthly" => t.format("%Y-%m").to_string(),
+        _ => t.format("%Y").to_string(),
+    }
+}
+
+/// Applies `policy` to the repository's snapshots (pure decision; nothing is written).
+pub fn forget_plan(repo: &Repository, policy: &KeepPolicy) -> Result<ForgetReport> {
+    if policy.is_empty() {
+        return Err(RepoError::Invalid(
+            "forget needs a policy: --keep-last, --keep-daily, --keep-weekly, --keep-monthly or --keep-yearly".into(),
+        ));
+    }
+    let mut report = ForgetReport::default();
+    type Group = Vec<(SnapshotId, Snapshot, DateTime<Utc>)>;
+    let mut groups: BTreeMap<(String, Vec<String>), Group> = BTreeMap::new();
+    for (id, s) in repo.snapshots()? {
+        match s {
+            Ok(s) => {
+                let Ok(t) = DateTime::parse_from_rfc3339(&s.time) else {
+                    report.keep.push(ForgetEntry {
+                        id,
+                        snapshot: Some(s),
+                        reasons: vec!["unparsable time: never removed automatically".into()],
+                    });
+                    continue;
+                };
+                groups
+                    .entry((s.hostname.clone(), s.paths.clone()))
+                    .or_default()
+                    .push((id, s, t.with_timezone(&Utc)));
+            }
+            Err(e) => report.keep.push(ForgetEntry {
+                id,
+                snapshot: None,
+                reasons: vec![format!("unreadable ({e}): never removed automatically")],
+            }),
+        }
+    }
+    for (_, mut snaps) in groups {
+        // Newest first (by sequence number, then time: a device with a wrong clock cannot
+        // make its newest snapshot look old).
+        snaps.sort_by(|a, b| b.1.seq.cmp(&a.1.seq).then(b.2.cmp(&a.2)));
+        let rules: [(&str, Option<u32>); 4] = [
+            ("daily", policy.daily),
+            ("weekly", policy.weekly),
+            ("monthly", policy.monthly),
+            ("yearly", policy.yearly),
+        ];
+        let mut last_bucket: [Option<String>; 4] = Default::default();
+        let mut used: [u32; 4] = [0; 4];
+        for (i, (id, s, t)) in snaps.into_iter().enumerate() {
+            let mut reasons = Vec::new();
+            if i == 0 {
+                reasons.push("newest".to_string());
+            }
+            if policy.last.is_some_and(|n| (i as u32) < n) {
+                reasons.push(format!("last {}", policy.last.unwrap_or(0)));
+            }
+            for (r, (name, n)) in rules.iter().enumerate() {
+                let Some(n) = n else { continue };
+                let b = bucket(name, &t);
+                if used[r] < *n && last_bucket[r].as_deref() != Some(&b) {
+                    used[r] += 1;
+                    reasons.push(format!("{name} {b}"));
+                    last_bucket[r] = Some(b);
+                }
+            }
+            let e = ForgetEntry {
+                id,
+                snapshot: Some(s),
+                reasons,
+            };
+            if e.reasons.is_empty() {
+                report.remove.push(e);
+            } else {
+                report.keep.push(e);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Removes the snapshots `policy` does not keep (unless `dry_run`). Data stays until `prune`.
+pub fn forget(repo: &Repository, policy: &KeepPolicy, dry_run: bool) -> Result<ForgetReport> {
+    let _guard = if dry_run {
+        None
+    } else {
+        Some(lock::lock(repo, "forget", false)?)
+    };
+    let report = forget_plan(repo, policy)?;
+    if !dry_run {
+        for e in &report.remove {
+            repo.storage.delete(&layout::snapshot(&e.id))?;
+            tracing::info!(snapshot = %e.id.short(), "snapshot forgotten");
+        }
+    }
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------
+// prune
+
+/// Options of [`prune`].
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Compute and report, write and delete nothing.
+    pub dry_run: bool,
+    /// How old a plan must be before it is swept. Zero: sweep the new plan in the same run if
+    /// no other operation is running.
+    pub grace: Duration,
+    /// Repack a pack when at least this percentage of its bytes is unused.
+    pub repack_threshold_percent: u8,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            dry_run: false,
+            grace: DEFAULT_GRACE,
+            repack_threshold_percent: 10,
+        }
+    }
+}
+
+/// What [`prune`] did (or would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Snapshots whose data is kept.
+    pub snapshots: usize,
+    /// Blobs the snapshots need.
+    pub used_blobs: usize,
+    /// Packs in the index before this run (not counting already condemned ones).
+    pub packs_before: usize,
+    /// Their bytes.
+    pub bytes_before: u64,
+    /// Packs no snapshot needs, condemned by the new plan.
+    pub unused_packs: usize,
+    /// Their bytes.
+    pub unused_bytes: u64,
+    /// Mostly-unused packs whose live blobs were copied into new packs, then condemned.
+    pub repacked_packs: usize,
+    /// Their bytes.
+    pub repacked_bytes: u64,
+    /// Packs written by the repack.
+    pub new_packs: usize,
+    /// Their bytes.
+    pub new_bytes: u64,
+    /// Packs in storage that no index lists (left by interrupted backups), condemned.
+    pub unindexed_packs: usize,
+    /// Their bytes.
+    pub unindexed_bytes: u64,
+    /// The plan written by this run, if there was anything to condemn.
+    pub plan: Option<PlanId>,
+    /// Plans swept by this run.
+    pub swept_plans: Vec<PlanId>,
+    /// Packs deleted by the sweeps.
+    pub deleted_packs: usize,
+    /// Their bytes.
+    pub deleted_bytes: u64,
+    /// Index objects deleted by the sweeps.
+    pub deleted_index: usize,
+    /// Condemned packs a newer snapshot turned out to need; indexed again, not deleted.
+    pub rescued_packs: usize,
+    /// Plans left for a later run, with the reason.
+    pub postponed: Vec<(PlanId, String)>,
+}
+
+/// Runs prune: sweeps due plans, then marks what is unused now (docs/FORMAT.md §15).
+pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    let guard = lock::lock(repo, "prune", false)?;
+    // Prunes exclude each other (both would rewrite the index); everything else runs on.
+    if let Some((_, l)) = lock::live_locks(repo)?
+        .into_iter()
+        .find(|(id, l)| id != guard.id() && l.operation == "prune")
+    {
+        return Err(RepoError::Locked(format!(
+            "another prune is running on {} (pid {}) since {}",
+            l.hostname, l.pid, l.time
+        )));
+    }
+    let mut report = PruneReport::default();
+    let now = Utc::now();
+
+    for (id, plan) in repo.load_plans()? {
+        let age = plan_age(&plan, now);
+        if age < opts.grace {
+            report.postponed.push((
+                id,
+                format!(
+                    "made {} ago; swept once older than the grace period ({})",
+                    human(age),
+                    human(opts.grace)
+                ),
+            ));
+            continue;
+        }
+        sweep(repo, &guard, id, &plan, opts.dry_run, &mut report)?;
+    }
+
+    if let Some((id, plan)) = mark(repo, opts, &mut report)?
+        && opts.grace.is_zero()
+    {
+        sweep(repo, &guard, id, &plan, opts.dry_run, &mut report)?;
+    }
+    Ok(report)
+}
+
+fn plan_age(plan: &PrunePlan, now: DateTime<Utc>) -> Duration {
+    DateTime::parse_from_rfc3339(&plan.time)
+        .ok()
+        .and_then(|t| (now - t.with_timezone(&Utc)).to_std().ok())
+        .unwrap_or(Duration::ZERO)
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Every blob (data and tree) the readable snapshots need. Fails if a snapshot or tree cannot
+/// be read: pruning without knowing what is needed could delete needed data.
+fn used_blobs(repo: &Repository, index: &Index) -> Result<(usize, HashSet<BlobId>)> {
+    let mut used = HashSet::new();
+    let mut trees: Vec<BlobId> = Vec::new();
+    let snapshots = repo.snapshots()?;
+    for (id, s) in &snapshots {
+        match s {
+            Ok(s) => trees.push(s.tree),
+            Err(e) => {
+                return Err(RepoError::Invalid(format!(
+                    "snapshot {} is unreadable ({e}); prune cannot tell which data it needs. \
+                     Run `chatvault check`; if it is damaged beyond repair, remove it with \
+                     `chatvault forget --snapshot {}`",
+                    id.short(),
+                    id.short()
+                )));
+            }
+        }
+    }
+    while let Some(t) = trees.pop() {
+        if !used.insert(t) {
+            continue;
+        }
+        let tree = repo.load_tree(index, &t).map_err(|e| {
+            RepoError::Invalid(format!(
+                "{e}; prune cannot tell which data the snapshots need (run `chatvault check`)"
+            ))
+        })?;
+        for n in tree.nodes {
+            match n.kind {
+                NodeKind::File { content, .. } => used.extend(content),
+                NodeKind::Dir { subtree } => trees.push(subtree),
+                NodeKind::Symlink { .. } => {}
+            }
+        }
+    }
+    Ok((snapshots.len(), used))
+}
+
+/// Loads every index object as stored. Fails on a damaged one (its packs would look unused).
+fn index_files(repo: &Repository) -> Result<Vec<(IndexId, IndexFile)>> {
+    let mut out = Vec::new();
+    for (id, _) in repo.list_ids::<IndexId>(layout::INDEX)? {
+        match repo.load_index_file(&id) {
+            Ok(f) => out.push((id, f)),
+            Err(e) => {
+                return Err(RepoError::Invalid(format!(
+                    "{e}; prune stops (the packs it lists would look unused). Run `chatvault check`"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn stored_packs(repo: &Repository) -> Result<HashMap<PackId, u64>> {
+    Ok(repo
+        .storage
+        .list(layout::DATA, true)?
+        .into_iter()
+        .filter_map(|l| l.name.parse::<PackId>().ok().map(|id| (id, l)))
+        // A pack stored under the wrong folder is not where readers look: not counted.
+        .filter(|(id, l)| l.path == layout::pack(id))
+        .map(|(id, l)| (id, l.size))
+        .collect())
+}
+
+/// Phase 1. Returns the new plan, if anything was condemned.
+fn mark(
+    repo: &Repository,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<Option<(PlanId, PrunePlan)>> {
+    let plans = repo.load_plans()?;
+    let already: HashSet<PackId> = plans.iter().flat_map(|(_, p)| p.packs.clone()).collect();
+    let already_index: HashSet<IndexId> = plans.iter().flat_map(|(_, p)| p.index.clone()).collect();
+    let files = index_files(repo)?;
+    let index = repo.load_index()?;
+    let (snapshots, used) = used_blobs(repo, &index)?;
+    report.snapshots = snapshots;
+    report.used_blobs = used.len();
+
+    // Every pack once (a pack listed by two index objects has the same entries in both).
+    let mut packs: BTreeMap<PackId, IndexPack> = BTreeMap::new();
+    for (_, f) in &files {
+        for p in &f.packs {
+            if !already.contains(&p.id) {
+                packs.entry(p.id).or_insert_with(|| p.clone());
+            }
+        }
+    }
+    report.packs_before = packs.len();
+    report.bytes_before = packs.values().map(|p| p.size).sum();
+
+    // Which pack keeps each needed blob: the first pack (in id order) holding it, preferring
+    // packs that will not be repacked is not worth the complexity — a blob's extra copies are
+    // simply unused bytes of their packs.
+    let mut claimed: HashSet<BlobId> = HashSet::new();
+    let mut keep: Vec<IndexPack> = Vec::new();
+    let mut repack: Vec<(IndexPack, Vec<IndexBlob>)> = Vec::new();
+    let mut condemned: Vec<PackId> = Vec::new();
+    for p in packs.values() {
+        let live: Vec<IndexBlob> = p
+            .blobs
+            .iter()
+            .filter(|b| used.contains(&b.id) && !claimed.contains(&b.id))
+            .cloned()
+            .collect();
+        let live_bytes: u64 = live.iter().map(|b| u64::from(b.length)).sum();
+        let blob_bytes: u64 = p.blobs.iter().map(|b| u64::from(b.length)).sum();
+        let unused = blob_bytes - live_bytes;
+        if live.is_empty() {
+            report.unused_packs += 1;
+            report.unused_bytes += p.size;
+            condemned.push(p.id);
+        } else if unused * 100 >= blob_bytes * u64::from(opts.repack_threshold_percent) {
+            claimed.extend(live.iter().map(|b| b.id));
+            report.repacked_packs += 1;
+            report.repacked_bytes += p.size;
+            repack.push((p.clone(), live));
+        } else {
+            claimed.extend(live.iter().map(|b| b.id));
+            keep.push(p.clone());
+        }
+    }
+    // Needed blobs not in any pack here are either in already-condemned packs (a sweep will
+    // rescue them) or missing (check reports them); prune neither helps nor harms them.
+
+    let indexed: HashSet<PackId> = files
+        .iter()
+        .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
+        .collect();
+    for (id, size) in stored_packs(repo)? {
+        if !indexed.contains(&id) && !already.contains(&id) {
+            report.unindexed_packs += 1;
+            report.unindexed_bytes += size;
+            condemned.push(id);
+        }
+    }
+
+    if repack.is_empty() && condemned.is_empty() {
+        return Ok(None);
+    }
+    if opts.dry_run {
+        report.new_packs = usize::from(!repack.is_empty());
+        return Ok(None);
+    }
+
+    // Copy the live blobs of the repacked packs (verified on the way) into new packs.
+    let pack_size = u64::from(repo.params().pack_size);
+    let mut writer = PackWriter::default();
+    for (p, live) in &repack {
+        for b in live {
+            let sealed = repo
+                .storage
+                .read_range(&layout::pack(&p.id), b.offset, u64::from(b.length))?
+                .filter(|s| s.len() == b.length as usize)
+                .ok_or_else(|| {
+                    RepoError::corrupted(format!("pack {}", p.id.short()), "missing or truncated")
+                })?;
+            blob::open_blob(repo.keys(), b.ty, &b.id, &sealed).map_err(|e| {
+                RepoError::corrupted(
+                    format!(
+                        "{} {} in pack {}",
+                        b.ty.kind().name(),
+                        b.id.short(),
+                        p.id.short()
+                    ),
+                    e,
+                )
+            })?;
+            writer.add(b, sealed);
+            if writer.bytes.len() as u64 >= pack_size {
+                keep.push(writer.flush(repo, report)?);
+            }
+        }
+        condemned.push(p.id);
+    }
+    if !writer.entries.is_empty() {
+        keep.push(writer.flush(repo, report)?);
+    }
+
+    // One index object for everything that stays, written before the plan: a crash here only
+    // leaves duplicate index entries, which the next prune cleans up. Index ids are content
+    // hashes, so it may coincide with an existing object (same packs): that one is not condemned.
+    let mut kept_index = None;
+    if !keep.is_empty() {
+        let file = IndexFile {
+            version: OBJECT_VERSION,
+            packs: keep,
+        };
+        let (id, sealed) = objects::seal_object(repo.keys(), ObjectKind::Index, &file, &mut OsRng);
+        let id = IndexId::from_bytes(id);
+        repo.storage.write_new(&layout::index(&id), sealed)?;
+        kept_index = Some(id);
+    }
+    let plan = PrunePlan {
+        version: OBJECT_VERSION,
+        time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+        packs: condemned,
+        index: files
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !already_index.contains(id) && Some(*id) != kept_index)
+            .collect(),
+    };
+    let (id, sealed) = objects::seal_object(repo.keys(), ObjectKind::PrunePlan, &plan, &mut OsRng);
+    let id = PlanId::from_bytes(id);
+    repo.storage.write_new(&layout::plan(&id), sealed)?;
+    tracing::info!(plan = %id.short(), packs = plan.packs.len(), "prune plan written");
+    report.plan = Some(id);
+    Ok(Some((id, plan)))
+}
+
+#[derive(Default)]
+struct PackWriter {
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    fn add(&mut self, b: &IndexBlob, sealed: Vec<u8>) {
+        self.entries.push(PackEntry {
+            ty: b.ty,
+            id: b.id,
+            offset: self.bytes.len() as u64,
+            length: b.length,
+            raw_length: b.raw_length,
+        });
+        self.bytes.extend_from_slice(&sealed);
+    }
+
+    fn flush(&mut self, repo: &Repository, report: &mut PruneReport) -> Result<IndexPack> {
+        let id = PackId::random(&mut OsRng);
+        let mut bytes = std::mem::take(&mut self.bytes);
+        let entries = std::mem::take(&mut self.entries);
+        bytes.extend_from_slice(&pack::encode_header(repo.keys(), &id, &entries, &mut OsRng));
+        let size = bytes.len() as u64;
+        repo.storage.write_new(&layout::pack(&id), bytes)?;
+        report.new_packs += 1;
+        report.new_bytes += size;
+        Ok(IndexPack {
+            id,
+            size,
+            blobs: entries
+                .into_iter()
+                .map(|e| IndexBlob {
+                    id: e.id,
+                    ty: e.ty,
+                    offset: e.offset,
+                    length: e.length,
+                    raw_length: e.raw_length,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Phase 2 for one plan.
+fn sweep(
+    repo: &Repository,
+    guard: &LockGuard<'_>,
+    id: PlanId,
+    plan: &PrunePlan,
+    dry_run: bool,
+    report: &mut PruneReport,
+) -> Result<()> {
+    // Anything that started before the plan (allowing for clock skew) may have deduplicated
+    // against the packs it condemns and not published its snapshot yet.
+    let plan_time = DateTime::parse_from_rfc3339(&plan.time)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| RepoError::corrupted(format!("prune plan {}", id.short()), "bad time"))?;
+    let margin = chrono::Duration::from_std(CLOCK_SKEW_MARGIN).expect("small");
+    for (lid, l) in lock::live_locks(repo)? {
+        if lid == *guard.id() {
+            continue;
+        }
+        let started = DateTime::parse_from_rfc3339(&l.time).map(|t| t.with_timezone(&Utc));
+        if started.is_err() || started.is_ok_and(|t| t < plan_time + margin) {
+            report.postponed.push((
+                id,
+                format!(
+                    "{} on {} (pid {}) started {} and is still running",
+                    l.operation, l.hostname, l.pid, l.time
+                ),
+            ));
+            return Ok(());
+        }
+    }
+
+    let condemned_packs: HashSet<PackId> = plan.packs.iter().copied().collect();
+    let condemned_index: HashSet<IndexId> = plan.index.iter().copied().collect();
+    let files = index_files(repo)?;
+    let index = repo.load_index()?;
+    let (_, used) = match used_blobs(repo, &index) {
+        Ok(u) => u,
+        Err(e) => {
+            report.postponed.push((id, e.to_string()));
+            return Ok(());
+        }
+    };
+
+    // Blobs available after the sweep: in surviving index objects, outside condemned packs.
+    let mut available: HashSet<BlobId> = HashSet::new();
+    let mut surviving_packs: HashSet<PackId> = HashSet::new();
+    for (fid, f) in &files {
+        if condemned_index.contains(fid) {
+            continue;
+        }
+        for p in &f.packs {
+            surviving_packs.insert(p.id);
+            if !condemned_packs.contains(&p.id) {
+                available.extend(p.blobs.iter().map(|b| b.id));
+            }
+        }
+    }
+    // A condemned pack that a snapshot written after the plan needs is rescued: indexed again
+    // (its entries come from the condemned index objects) and kept.
+    let mut rescue: BTreeMap<PackId, IndexPack> = BTreeMap::new();
+    for (_, f) in &files {
+        for p in &f.packs {
+            if condemned_packs.contains(&p.id)
+                && !surviving_packs.contains(&p.id)
+                && p.blobs
+                    .iter()
+                    .any(|b| used.contains(&b.id) && !available.contains(&b.id))
+            {
+                rescue.entry(p.id).or_insert_with(|| p.clone());
+            }
+        }
+    }
+    // Packs a surviving index lists (an interrupted backup's pack indexed since) also stay.
+    let stored = stored_packs(repo)?;
+    let delete: Vec<PackId> = plan
+        .packs
+        .iter()
+        .filter(|p| !rescue.contains_key(p) && !surviving_packs.contains(p))
+        .copied()
+        .collect();
+    report.rescued_packs += rescue.len();
+    report.deleted_index += plan.index.len();
+    report.deleted_packs += delete.iter().filter(|p| stored.contains_key(p)).count();
+    report.deleted_bytes += delete.iter().filter_map(|p| stored.get(p)).sum::<u64>();
+    report.swept_plans.push(id);
+    if dry_run {
+        return Ok(());
+    }
+    guard.ensure_live()?;
+    let mut rescue_index = None;
+    if !rescue.is_empty() {
+        let file = IndexFile {
+            version: OBJECT_VERSION,
+            packs: rescue.into_values().collect(),
+        };
+        let (rid, sealed) = objects::seal_object(repo.keys(), ObjectKind::Index, &file, &mut OsRng);
+        let rid = IndexId::from_bytes(rid);
+        repo.storage.write_new(&layout::index(&rid), sealed)?;
+        rescue_index = Some(rid);
+    }
+    // Index objects first: a crash after this leaves only unreferenced packs (harmless). The
+    // rescue index may coincide with a condemned one (same content): that one stays.
+    for i in plan.index.iter().filter(|i| Some(**i) != rescue_index) {
+        repo.storage.delete(&layout::index(i))?;
+    }
+    for p in &delete {
+        repo.storage.delete(&layout::pack(p))?;
+    }
+    repo.storage.delete(&layout::plan(&id))?;
+    tracing::info!(plan = %id.short(), packs = delete.len(), "prune plan swept");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{self, BackupOptions, NoProgress};
+    use crate::restore::{self, RestoreOptions};
+    use crate::storage::Storage;
+    use chatvault_format::key::BackupKey;
+
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    fn repo(name: &str) -> Repository {
+        let key = BackupKey::from_bytes([7; 32]);
+        Repository::init(Storage::open(&format!("memory://{name}")).unwrap(), &key).unwrap()
+    }
+
+    fn backup_of(repo: &Repository, dir: &std::path::Path, host: &str) -> SnapshotId {
+        let opts = BackupOptions {
+            hostname: Some(host.into()),
+            ..Default::default()
+        };
+        backup::backup(repo, &[dir.to_path_buf()], &opts, &NoProgress)
+            .unwrap()
+            .id
+    }
+
+    fn pack_count(repo: &Repository) -> usize {
+        stored_packs(repo).unwrap().len()
+    }
+
+    fn restores(repo: &Repository, id: &SnapshotId, name: &str, want: &[u8]) {
+        let s = repo.load_snapshot(id).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let out =
+            restore::restore(repo, &s, t.path(), &RestoreOptions::default(), &NoProgress).unwrap();
+        assert!(out.failed.is_empty(), "{:?}", out.failed);
+        let root = std::fs::read_dir(t.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(std::fs::read(root.path().join(name)).unwrap(), want);
+    }
+
+    fn grace0() -> PruneOptions {
+        PruneOptions {
+            grace: Duration::ZERO,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn prune_frees_forgotten_data_and_keeps_what_snapshots_need() {
+        let r = repo("prune-basic");
+        let src = tempfile::tempdir().unwrap();
+        let keep = noise(1, 3 << 20);
+        std::fs::write(src.path().join("keep.bin"), &keep).unwrap();
+        std::fs::write(src.path().join("gone.bin"), noise(2, 3 << 20)).unwrap();
+        let s1 = backup_of(&r, src.path(), "a");
+        std::fs::remove_file(src.path().join("gone.bin")).unwrap();
+        let s2 = backup_of(&r, src.path(), "a");
+        let before = pack_count(&r);
+
+        let policy = KeepPolicy {
+            last: Some(1),
+            ..Default::default()
+        };
+        let f = forget(&r, &policy, false).unwrap();
+        assert_eq!(f.remove.len(), 1);
+        assert_eq!(f.remove[0].id, s1);
+
+        // Default grace: only a plan; nothing deleted yet, and backups avoid condemned packs.
+        let rep = prune(&r, &PruneOptions::default()).unwrap();
+        assert!(rep.plan.is_some());
+        assert!(rep.swept_plans.is_empty());
+        assert_eq!(pack_count(&r) - rep.new_packs, before);
+        let index = r.load_index().unwrap();
+        assert!(!index.condemned.is_empty());
+
+        // The next prune with grace 0 sweeps the plan.
+        let rep = prune(&r, &grace0()).unwrap();
+        assert_eq!(rep.swept_plans.len(), 1, "{rep:?}");
+        assert!(rep.deleted_packs > 0);
+        assert!(pack_count(&r) < before + 1);
+        assert!(r.load_plans().unwrap().is_empty());
+        restores(&r, &s2, "keep.bin", &keep);
+        let report = crate::check::check(
+            &r,
+            crate::check::CheckOptions { read_data: true },
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(report.ok(), "{report:?}");
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    }
+
+    /// The race prune is designed for: a backup that loaded the index before the plan existed
+    /// references data in packs the plan condemns. Its live lock postpones the sweep; once it
+    /// has published its snapshot, the sweep rescues those packs instead of deleting them.
+    #[test]
+    fn sweep_waits_for_older_backups_and_rescues_what_they_referenced() {
+        let r = repo("prune-race");
+        let src = tempfile::tempdir().unwrap();
+        let old = noise(3, 2 << 20);
+        std::fs::write(src.path().join("old.bin"), &old).unwrap();
+        let s1 = backup_of(&r, src.path(), "a");
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("x.bin"), noise(4, 1 << 20)).unwrap();
+        backup_of(&r, other.path(), "b");
+
+        // A backup starts (its lock) and would reuse s1's data...
+        let running = lock::lock(&r, "backup", false).unwrap();
+        // ...meanwhile s1 is forgotten and prune condemns its packs.
+        let s1_loaded = r.load_snapshot(&s1).unwrap();
+        r.storage.delete(&layout::snapshot(&s1)).unwrap();
+        let rep = prune(&r, &grace0()).unwrap();
+        assert!(rep.plan.is_some());
+        assert!(rep.swept_plans.is_empty());
+        assert_eq!(rep.postponed.len(), 1, "{rep:?}");
+        assert!(rep.postponed[0].1.contains("backup"), "{rep:?}");
+
+        // The running backup publishes a snapshot referencing s1's (condemned) tree and data.
+        let s1_snap = Snapshot {
+            time: Utc::now().to_rfc3339(),
+            seq: 99,
+            ..s1_loaded
+        };
+        let (id, sealed) =
+            objects::seal_object(r.keys(), ObjectKind::Snapshot, &s1_snap, &mut OsRng);
+        let late = SnapshotId::from_bytes(id);
+        r.storage
+            .write_new(&layout::snapshot(&late), sealed)
+            .unwrap();
+        drop(running);
+
+        let rep = prune(&r, &grace0()).unwrap();
+        assert_eq!(rep.swept_plans.len(), 1, "{rep:?}");
+        assert!(rep.rescued_packs > 0, "{rep:?}");
+        restores(&r, &late, "old.bin", &old);
+        let report = crate::check::check(
+            &r,
+            crate::check::CheckOptions { read_data: true },
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(report.ok(), "{report:?}");
+    }
+
+    #[test]
+    fn backups_do_not_deduplicate_against_condemned_packs() {
+        let r = repo("prune-dedup");
+        let src = tempfile::tempdir().unwrap();
+        let data = noise(5, 2 << 20);
+        std::fs::write(src.path().join("a.bin"), &data).unwrap();
+        let s1 = backup_of(&r, src.path(), "a");
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("x.bin"), noise(6, 1 << 20)).unwrap();
+        backup_of(&r, other.path(), "b");
+        r.storage.delete(&layout::snapshot(&s1)).unwrap();
+        let rep = prune(&r, &PruneOptions::default()).unwrap();
+        assert!(rep.plan.is_some() && rep.swept_plans.is_empty());
+        // Same content again: stored anew (not deduplicated against the condemned pack).
+        let s3 = backup::backup(
+            &r,
+            &[src.path().to_path_buf()],
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(s3.snapshot.summary.new_bytes >= data.len() as u64);
+        // Sweeping now deletes the condemned packs and the new snapshot still restores.
+        let rep = prune(&r, &grace0()).unwrap();
+        assert_eq!(rep.rescued_packs, 0, "{rep:?}");
+        assert!(rep.deleted_packs > 0);
+        restores(&r, &s3.id, "a.bin", &data);
+    }
+
+    #[test]
+    fn keep_policy_buckets() {
+        // Pure policy logic on a synthetic list is covered through forget_plan in the CLI
+        // tests; here: an empty policy is refused.
+        let r = repo("prune-policy");
+        assert!(matches!(
+            forget_plan(&r, &KeepPolicy::default()),
+            Err(RepoError::Invalid(_))
+        ));
+    }
+}
