@@ -317,7 +317,7 @@ fn kill9_trials(label: &str, repo: String, env: Vec<(String, String)>, default_t
     }
 
     // A normal backup completes despite the stale locks of killed processes, and reuses what
-    // killed runs stored and indexed (the engine indexes every 16 packs, and at the end).
+    // killed runs stored and indexed (the engine indexes every 4 packs or 60 s, and at the end).
     let full = size as u64 + 4096;
     let out = w
         .cv("phone")

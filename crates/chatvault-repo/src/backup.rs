@@ -5,7 +5,7 @@
 //!   └─► workers (one per core): compress → seal
 //!         └─► packer: append to a data or tree pack; close at the target size
 //!               └─► uploaders (2): write pack (write-once) → record in pending index
-//!                     └─► every 16 packs: write an index object
+//!                     └─► every 4 packs or 60 s: write an index object
 //! after all packs and index objects are stored: write the snapshot
 //! ```
 //! Every channel is bounded, so memory stays bounded whatever the data size (at most a few
@@ -39,8 +39,11 @@ use crate::lock::{self, LockGuard};
 use crate::repository::{Index, Repository, layout};
 use crate::sqlite;
 
-/// Packs written between two index objects.
-const PACKS_PER_INDEX: usize = 16;
+/// Packs written between two index objects (at most; see [`INDEX_EVERY`]). Small enough that a
+/// killed run loses little: the next run reuses every indexed pack.
+const PACKS_PER_INDEX: usize = 4;
+/// An index object is also written once this long has passed since the last one (slow uplinks).
+const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Options of a backup run.
 #[derive(Debug, Default, Clone)]
@@ -101,7 +104,8 @@ struct Shared {
     abort: AtomicBool,
     error: Mutex<Option<RepoError>>,
     uploaded: AtomicU64,
-    pending: Mutex<Vec<IndexPack>>,
+    /// Stored packs not yet in an index object, and when the last index object was written.
+    pending: Mutex<(Vec<IndexPack>, std::time::Instant)>,
 }
 
 impl Shared {
@@ -185,7 +189,7 @@ pub fn backup(
         abort: AtomicBool::new(false),
         error: Mutex::new(None),
         uploaded: AtomicU64::new(0),
-        pending: Mutex::new(Vec::new()),
+        pending: Mutex::new((Vec::new(), std::time::Instant::now())),
     };
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -234,7 +238,7 @@ pub fn backup(
     }
     let (tree, mut summary) = walk_result?;
     // All packs are stored; index what is left, then (and only then) the snapshot.
-    let rest = std::mem::take(&mut *shared.pending.lock().expect("pending"));
+    let rest = std::mem::take(&mut shared.pending.lock().expect("pending").0);
     write_index(repo, rest, &shared)?;
     summary.uploaded_bytes = shared.uploaded.load(Ordering::SeqCst);
     let snapshot = Snapshot {
@@ -371,9 +375,10 @@ fn upload_stage(repo: &Repository, rx: Receiver<FinishedPack>, shared: &Shared) 
                 };
                 let full = {
                     let mut pending = shared.pending.lock().expect("pending");
-                    pending.push(entry);
-                    if pending.len() >= PACKS_PER_INDEX {
-                        std::mem::take(&mut *pending)
+                    pending.0.push(entry);
+                    if pending.0.len() >= PACKS_PER_INDEX || pending.1.elapsed() >= INDEX_EVERY {
+                        pending.1 = std::time::Instant::now();
+                        std::mem::take(&mut pending.0)
                     } else {
                         Vec::new()
                     }
