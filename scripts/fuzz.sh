@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Bounded fuzzing run of every decoder of untrusted bytes (see fuzz/README.md).
+# Bounded fuzzing run of every decoder of untrusted bytes (see fuzz/README.md). This is the
+# documented long/local run (ASan, cargo-fuzz); CI uses the cheaper scripts/ci-fuzz.sh.
 #
 #   scripts/fuzz.sh [SECONDS_TOTAL]      # default 60: SECONDS_TOTAL / n_targets per target
 #
 # Builds all fuzz targets once (cargo-fuzz, ASan), seeds fuzz/corpus/<target>/ from real
-# encoder output (fuzz/examples/seed_corpus.rs; plus the WhatsApp fixture when present), runs
-# each target in turn and prints executions per target. Exits non-zero if any target crashes
-# (panic, failed assertion, sanitizer report, OOM > 2 GiB, or an input taking > 10 s); the
-# crashing input is in fuzz/artifacts/<target>/.
+# encoder output (fuzz/src/seeds.rs, via the `all` binary; plus the WhatsApp fixture when
+# present), runs each target in turn and prints executions per target. Exits non-zero if any
+# target crashes (panic, failed assertion, sanitizer report, OOM > 2 GiB, or an input taking
+# > 10 s); the crashing input is in fuzz/artifacts/<target>/.
 #
 # Needs stable Rust + crates.io only: nightly flags are enabled with RUSTC_BOOTSTRAP=1, and
 # cargo-fuzz is installed (`cargo install cargo-fuzz --locked`, ~2 min) when missing.
@@ -16,7 +17,8 @@
 #   FUZZ_TARGET_DIR    cargo target dir of the fuzz build (default: <repo>/target-fuzz)
 #   FUZZ_SANITIZER     address (default) or none (faster build and runs; Rust panics and
 #                      assertions are still caught, memory errors in C/unsafe code are not)
-#   FUZZ_TARGETS       space-separated subset of targets (default: all, from `cargo fuzz list`)
+#   FUZZ_TARGETS       space-separated subset of targets (default: all, from `cargo fuzz list`,
+#                      without the multiplexing binary `all`)
 #   WHATSAPP_FIXTURES  directory with msgstore.db.crypt15 / encrypted_backup.key to seed from
 #                      (default: <repo>/../shared/fixtures/whatsapp, skipped if absent)
 set -euo pipefail
@@ -46,13 +48,16 @@ start=$SECONDS
 cargo fuzz build --sanitizer "$sanitizer"
 echo "== built in $((SECONDS - start)) s"
 
-echo "== seeding fuzz/corpus"
-cargo run --quiet --manifest-path fuzz/Cargo.toml --no-default-features --example seed_corpus -- \
-    fuzz/corpus "$fixtures"
-
 triple=$(rustc -vV | sed -n 's/^host: //p')
 bindir=$CARGO_TARGET_DIR/$triple/release
-targets=${FUZZ_TARGETS:-$(cargo fuzz list)}
+
+echo "== seeding fuzz/corpus"
+# The `all` binary writes the seeds of fuzz/src/seeds.rs (same as examples/seed_corpus.rs,
+# without a second, uninstrumented build of the whole dependency graph).
+if [[ -d $fixtures ]]; then export WHATSAPP_FIXTURES=$fixtures; else unset WHATSAPP_FIXTURES; fi
+CHATVAULT_FUZZ_SEEDS=fuzz/corpus "$bindir/all"
+# `all` is the multiplexing binary of scripts/ci-fuzz.sh (every target in one), not a target.
+targets=${FUZZ_TARGETS:-$(cargo fuzz list | grep -vx all)}
 n=$(wc -w <<<"$targets")
 per=$((total / n))
 ((per >= 1)) || per=1

@@ -255,6 +255,7 @@ pub fn backup(
     // A prune sweep only deletes condemned packs while no backup that started before the plan
     // holds a live lock (§15). If this run's lock lapsed (the device slept past its expiry), a
     // sweep may have deleted data this snapshot references: do not publish it.
+    guard.refresh_if_due()?;
     guard.ensure_live()?;
     let (id, sealed) =
         objects::seal_object(repo.keys(), ObjectKind::Snapshot, &snapshot, &mut OsRng);
@@ -755,6 +756,8 @@ impl Walker<'_, '_> {
             content.push(id);
             self.send(BlobType::Data, id, chunk.data)
                 .map_err(FileError::Fatal)?;
+            // Big files on slow links: keep the lock fresh within a file too.
+            self.guard.refresh_if_due().map_err(FileError::Fatal)?;
         }
         Ok((content, read))
     }

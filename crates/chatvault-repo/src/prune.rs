@@ -271,7 +271,7 @@ pub struct PruneReport {
 
 /// Runs prune: sweeps due plans, then marks what is unused now (docs/FORMAT.md §15).
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
-    let guard = lock::lock(repo, "prune", false)?;
+    let mut guard = lock::lock(repo, "prune", false)?;
     // Prunes exclude each other (both would rewrite the index); everything else runs on.
     if let Some((_, l)) = lock::live_locks(repo)?
         .into_iter()
@@ -298,10 +298,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             ));
             continue;
         }
+        guard.refresh_if_due()?;
         sweep(repo, &guard, id, &plan, opts.dry_run, &mut report)?;
     }
 
-    if let Some((id, plan)) = mark(repo, opts, &mut report)?
+    if let Some((id, plan)) = mark(repo, &mut guard, opts, &mut report)?
         && opts.grace.is_zero()
     {
         sweep(repo, &guard, id, &plan, opts.dry_run, &mut report)?;
@@ -398,6 +399,7 @@ fn stored_packs(repo: &Repository) -> Result<HashMap<PackId, u64>> {
 /// Phase 1. Returns the new plan, if anything was condemned.
 fn mark(
     repo: &Repository,
+    guard: &mut LockGuard<'_>,
     opts: &PruneOptions,
     report: &mut PruneReport,
 ) -> Result<Option<(PlanId, PrunePlan)>> {
@@ -500,6 +502,7 @@ fn mark(
                 )
             })?;
             writer.add(b, sealed);
+            guard.refresh_if_due()?;
             if writer.bytes.len() as u64 >= pack_size {
                 keep.push(writer.flush(repo, report)?);
             }
@@ -524,6 +527,7 @@ fn mark(
         repo.storage.write_new(&layout::index(&id), sealed)?;
         kept_index = Some(id);
     }
+    guard.refresh_if_due()?;
     let plan = PrunePlan {
         version: OBJECT_VERSION,
         time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),

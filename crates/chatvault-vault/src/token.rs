@@ -74,7 +74,10 @@ impl Verifier {
         let header: Header = URL_SAFE_NO_PAD
             .decode(h)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            // Whole-text UTF-8 check first: serde skips unread fields without validating them,
+            // and RFC 7515 §5.2 requires rejecting invalid UTF-8 anywhere.
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| serde_json::from_str(&t).ok())
             .ok_or(Error::Token("bad header"))?;
         if header.alg != "EdDSA" {
             return Err(Error::Token("algorithm must be EdDSA"));
@@ -91,7 +94,8 @@ impl Verifier {
         let claims: Claims = URL_SAFE_NO_PAD
             .decode(c)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| serde_json::from_str(&t).ok())
             .ok_or(Error::Token("bad claims"))?;
         if claims.aud != TOKEN_AUDIENCE {
             return Err(Error::Token("wrong audience"));
