@@ -7,7 +7,7 @@ use std::process::Stdio;
 use assert_cmd::Command;
 
 mod common;
-use common::{assert_code, assert_ok};
+use common::{assert_code, assert_ok, noise};
 
 struct World {
     dir: tempfile::TempDir,
@@ -98,19 +98,6 @@ fn rand_suffix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
-}
-
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn dir_size(p: &Path) -> u64 {

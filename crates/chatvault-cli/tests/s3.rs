@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 
 mod common;
-use common::assert_ok;
+use common::{assert_ok, noise};
 
 // ---------------------------------------------------------------------------------------------
 // Environment and helpers
@@ -122,20 +122,6 @@ impl World {
             .map(|s| s["id"].as_str().unwrap().to_string())
             .collect()
     }
-}
-
-/// Deterministic pseudo-random bytes (incompressible).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Relative path → (size, mode, FNV hash) of every file under `root`.

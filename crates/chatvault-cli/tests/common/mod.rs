@@ -31,3 +31,17 @@ pub fn assert_code(out: &Output, code: i32, stderr_has: &str) {
     );
     assert!(!err.contains("panicked"), "panic:\n{err}");
 }
+
+/// Deterministic pseudo-random bytes (incompressible), xorshift64 seeded by `seed`.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
