@@ -362,6 +362,51 @@ impl Repository {
         })
     }
 
+    /// Reads blobs that lie back to back in one pack (`locs[i+1].offset == locs[i].offset +
+    /// locs[i].length`) with one ranged read, then opens and verifies each as
+    /// [`Repository::read_blob`] does. Fails at the first blob that does not verify.
+    pub fn read_adjacent_blobs(&self, blobs: &[(BlobId, BlobLocation)]) -> Result<Vec<Vec<u8>>> {
+        let [(first_id, first), ..] = blobs else {
+            return Ok(Vec::new());
+        };
+        if blobs.len() == 1 {
+            return Ok(vec![self.read_blob(first_id, first)?]);
+        }
+        let (_, last) = blobs[blobs.len() - 1];
+        debug_assert!(blobs.windows(2).all(|w| w[0].1.pack == w[1].1.pack
+            && w[1].1.offset == w[0].1.offset + u64::from(w[0].1.length)));
+        let total = last.offset + u64::from(last.length) - first.offset;
+        let path = layout::pack(&first.pack);
+        let range = self
+            .storage
+            .read_range(&path, first.offset, total)?
+            .ok_or_else(|| {
+                RepoError::corrupted(format!("pack {}", first.pack.short()), "missing")
+            })?;
+        let mut out = Vec::with_capacity(blobs.len());
+        for (id, loc) in blobs {
+            let start = (loc.offset - first.offset) as usize;
+            let end = start + loc.length as usize;
+            let sealed = range.get(start..end).ok_or_else(|| {
+                RepoError::corrupted(format!("pack {}", loc.pack.short()), "truncated")
+            })?;
+            out.push(
+                blob::open_blob(&self.keys, loc.ty, id, sealed).map_err(|e| {
+                    RepoError::corrupted(
+                        format!(
+                            "{} {} in pack {}",
+                            loc.ty.kind().name(),
+                            id.short(),
+                            loc.pack.short()
+                        ),
+                        e,
+                    )
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Loads a tree blob.
     pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
         let loc = index.blobs.get(id).ok_or_else(|| {
