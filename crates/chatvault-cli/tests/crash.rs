@@ -8,8 +8,6 @@
 //! `CHATVAULT_CRASH_TRIALS`, `CHATVAULT_CRASH_SEED` and `CHATVAULT_CRASH_CHANGE_MIB` (default
 //! 20) change the trial count, the seed of the kill points and the data changed per trial.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -17,7 +15,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 
 mod common;
-use common::{assert_ok, noise};
+use common::{Tree, assert_ok, noise, tree};
 
 struct World {
     dir: tempfile::TempDir,
@@ -92,32 +90,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
     }
-}
-
-/// Relative path → (size, mode, FNV hash) of every file under `root`.
-type Tree = BTreeMap<PathBuf, (u64, u32, u64)>;
-fn tree(root: &Path) -> Tree {
-    fn walk(root: &Path, dir: &Path, out: &mut Tree) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            if m.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let d = std::fs::read(&p).unwrap();
-                let h = d.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-                });
-                out.insert(
-                    p.strip_prefix(root).unwrap().to_path_buf(),
-                    (m.len(), m.mode() & 0o7777, h),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
 }
 
 fn base_source(root: &Path) {

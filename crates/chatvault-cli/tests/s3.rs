@@ -8,10 +8,8 @@
 //! for the local test server only.
 #![cfg(feature = "s3")]
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -20,7 +18,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 
 mod common;
-use common::{assert_ok, noise};
+use common::{assert_ok, noise, tree};
 
 // ---------------------------------------------------------------------------------------------
 // Environment and helpers
@@ -122,31 +120,6 @@ impl World {
             .map(|s| s["id"].as_str().unwrap().to_string())
             .collect()
     }
-}
-
-/// Relative path → (size, mode, FNV hash) of every file under `root`.
-fn tree(root: &Path) -> BTreeMap<PathBuf, (u64, u32, u64)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, (u64, u32, u64)>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            if m.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let d = std::fs::read(&p).unwrap();
-                let h = d.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-                });
-                out.insert(
-                    p.strip_prefix(root).unwrap().to_path_buf(),
-                    (m.len(), m.mode() & 0o7777, h),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
 }
 
 fn small_source(root: &Path) {

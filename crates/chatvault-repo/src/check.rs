@@ -75,18 +75,11 @@ pub fn check(
     r.packs = index.packs.len();
     r.blobs = index.blobs.len();
 
-    let mut stored: HashMap<PackId, u64> = HashMap::new();
-    for l in repo.storage.list(layout::DATA, true)? {
-        match l.name.parse::<PackId>() {
-            // Readers look for a pack only at its layout path (§2).
-            Ok(id) if l.path == layout::pack(&id) => {
-                stored.insert(id, l.size);
-            }
-            _ => r.warnings.push(format!(
-                "unexpected object {} (not a pack at its place; ignored)",
-                l.path
-            )),
-        }
+    let (stored, unexpected) = repo.stored_packs()?;
+    for path in unexpected {
+        r.warnings.push(format!(
+            "unexpected object {path} (not a pack at its place; ignored)"
+        ));
     }
     let mut bad_packs: HashSet<PackId> = HashSet::new();
     for (id, size) in &index.packs {

@@ -17,7 +17,7 @@
 //! This module must not decide anything about keys or devices; it works on an open
 //! [`Repository`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chatvault_format::blob;
@@ -368,6 +368,20 @@ fn used_blobs(repo: &Repository, index: &Index) -> Result<(usize, HashSet<BlobId
     Ok((snapshots.len(), used))
 }
 
+/// The merged index of `files` (as [`Repository::load_index`] builds it), without reading the
+/// index objects a second time.
+fn merged_index(plans: &[(PlanId, PrunePlan)], files: &[(IndexId, IndexFile)]) -> Index {
+    let mut index = Index {
+        condemned: plans.iter().flat_map(|(_, p)| p.packs.clone()).collect(),
+        ..Index::default()
+    };
+    for (id, f) in files {
+        index.add(f);
+        index.files.push(*id);
+    }
+    index
+}
+
 /// Loads every index object as stored. Fails on a damaged one (its packs would look unused).
 fn index_files(repo: &Repository) -> Result<Vec<(IndexId, IndexFile)>> {
     let mut out = Vec::new();
@@ -384,18 +398,6 @@ fn index_files(repo: &Repository) -> Result<Vec<(IndexId, IndexFile)>> {
     Ok(out)
 }
 
-fn stored_packs(repo: &Repository) -> Result<HashMap<PackId, u64>> {
-    Ok(repo
-        .storage
-        .list(layout::DATA, true)?
-        .into_iter()
-        .filter_map(|l| l.name.parse::<PackId>().ok().map(|id| (id, l)))
-        // A pack stored under the wrong folder is not where readers look: not counted.
-        .filter(|(id, l)| l.path == layout::pack(id))
-        .map(|(id, l)| (id, l.size))
-        .collect())
-}
-
 /// Phase 1. Returns the new plan, if anything was condemned.
 fn mark(
     repo: &Repository,
@@ -407,7 +409,7 @@ fn mark(
     let already: HashSet<PackId> = plans.iter().flat_map(|(_, p)| p.packs.clone()).collect();
     let already_index: HashSet<IndexId> = plans.iter().flat_map(|(_, p)| p.index.clone()).collect();
     let files = index_files(repo)?;
-    let index = repo.load_index()?;
+    let index = merged_index(&plans, &files);
     let (snapshots, used) = used_blobs(repo, &index)?;
     report.snapshots = snapshots;
     report.used_blobs = used.len();
@@ -462,7 +464,7 @@ fn mark(
         .iter()
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
         .collect();
-    for (id, size) in stored_packs(repo)? {
+    for (id, size) in repo.stored_packs()?.0 {
         if !indexed.contains(&id) && !already.contains(&id) {
             report.unindexed_packs += 1;
             report.unindexed_bytes += size;
@@ -626,7 +628,7 @@ fn sweep(
     let condemned_packs: HashSet<PackId> = plan.packs.iter().copied().collect();
     let condemned_index: HashSet<IndexId> = plan.index.iter().copied().collect();
     let files = index_files(repo)?;
-    let index = repo.load_index()?;
+    let index = merged_index(&repo.load_plans()?, &files);
     let (_, used) = match used_blobs(repo, &index) {
         Ok(u) => u,
         Err(e) => {
@@ -665,7 +667,7 @@ fn sweep(
         }
     }
     // Packs a surviving index lists (an interrupted backup's pack indexed since) also stay.
-    let stored = stored_packs(repo)?;
+    let stored = repo.stored_packs()?.0;
     let delete: Vec<PackId> = plan
         .packs
         .iter()
@@ -742,7 +744,7 @@ mod tests {
     }
 
     fn pack_count(repo: &Repository) -> usize {
-        stored_packs(repo).unwrap().len()
+        repo.stored_packs().unwrap().0.len()
     }
 
     fn restores(repo: &Repository, id: &SnapshotId, name: &str, want: &[u8]) {

@@ -336,42 +336,36 @@ impl Repository {
         }
     }
 
+    /// The packs in storage (id → size), and the paths of other objects under `data/`. Readers
+    /// look for a pack only at its layout path (§2), so a pack stored anywhere else counts as
+    /// an unexpected object, not as the pack.
+    pub fn stored_packs(&self) -> Result<(HashMap<PackId, u64>, Vec<String>)> {
+        let mut packs = HashMap::new();
+        let mut unexpected = Vec::new();
+        for l in self.storage.list(layout::DATA, true)? {
+            match l.name.parse::<PackId>() {
+                Ok(id) if l.path == layout::pack(&id) => {
+                    packs.insert(id, l.size);
+                }
+                _ => unexpected.push(l.path),
+            }
+        }
+        Ok((packs, unexpected))
+    }
+
     /// Reads, opens and verifies one blob.
     pub fn read_blob(&self, id: &BlobId, loc: &BlobLocation) -> Result<Vec<u8>> {
-        let path = layout::pack(&loc.pack);
-        let sealed = self
-            .storage
-            .read_range(&path, loc.offset, u64::from(loc.length))?
-            .ok_or_else(|| RepoError::corrupted(format!("pack {}", loc.pack.short()), "missing"))?;
-        if sealed.len() != loc.length as usize {
-            return Err(RepoError::corrupted(
-                format!("pack {}", loc.pack.short()),
-                "truncated",
-            ));
-        }
-        blob::open_blob(&self.keys, loc.ty, id, &sealed).map_err(|e| {
-            RepoError::corrupted(
-                format!(
-                    "{} {} in pack {}",
-                    loc.ty.kind().name(),
-                    id.short(),
-                    loc.pack.short()
-                ),
-                e,
-            )
-        })
+        let mut one = self.read_adjacent_blobs(&[(*id, *loc)])?;
+        Ok(one.pop().expect("one blob read"))
     }
 
     /// Reads blobs that lie back to back in one pack (`locs[i+1].offset == locs[i].offset +
     /// locs[i].length`) with one ranged read, then opens and verifies each as
     /// [`Repository::read_blob`] does. Fails at the first blob that does not verify.
     pub fn read_adjacent_blobs(&self, blobs: &[(BlobId, BlobLocation)]) -> Result<Vec<Vec<u8>>> {
-        let [(first_id, first), ..] = blobs else {
+        let [(_, first), ..] = blobs else {
             return Ok(Vec::new());
         };
-        if blobs.len() == 1 {
-            return Ok(vec![self.read_blob(first_id, first)?]);
-        }
         let (_, last) = blobs[blobs.len() - 1];
         debug_assert!(blobs.windows(2).all(|w| w[0].1.pack == w[1].1.pack
             && w[1].1.offset == w[0].1.offset + u64::from(w[0].1.length)));

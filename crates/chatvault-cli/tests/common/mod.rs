@@ -1,6 +1,9 @@
 //! Assertions shared by the CLI integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 /// The command succeeded; otherwise show its exit code and output.
@@ -43,5 +46,31 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
         out.extend_from_slice(&x.to_le_bytes());
     }
     out.truncate(len);
+    out
+}
+
+/// Relative path → (size, mode, FNV hash) of every file under `root`.
+pub type Tree = BTreeMap<PathBuf, (u64, u32, u64)>;
+pub fn tree(root: &Path) -> Tree {
+    fn walk(root: &Path, dir: &Path, out: &mut Tree) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let d = std::fs::read(&p).unwrap();
+                let h = d.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+                });
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    (m.len(), m.mode() & 0o7777, h),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
     out
 }
