@@ -89,6 +89,8 @@ fn sample_tree() -> Tree {
                     content: vec![BlobId::from_bytes([1; 32]), BlobId::from_bytes([2; 32])],
                     changed_while_reading: true,
                     sqlite_snapshot: true,
+                    lists: vec![],
+                    sqlite_source: None,
                 },
                 mode: 0o600,
                 mtime_s: 1,
@@ -286,7 +288,7 @@ fn format_seeds(o: &mut Out) {
     fn objs<T: serde::Serialize>(o: &mut Out, target: &str, kind: ObjectKind, v: &T) {
         let k = h::keys();
         let json = serde_json::to_vec(v).unwrap();
-        let (_, sealed) = objects::seal_object(k, kind, v, &mut FixedRng(5));
+        let (_, sealed) = objects::seal_object(k, kind, v, &mut FixedRng(5)).unwrap();
         o.put(target, "raw", Some(0), &sealed);
         o.put(target, "payload-stored", Some(1), &stored_payload(&json));
         o.put(target, "payload-zstd", Some(1), &zstd_payload(&json));
@@ -329,7 +331,7 @@ fn format_seeds(o: &mut Out) {
     );
 
     // tree blobs
-    let tree = objects::tree_plaintext(&sample_tree());
+    let tree = objects::tree_plaintext(&sample_tree()).unwrap();
     o.put("tree_blob", "json", Some(0), &tree);
     o.put(
         "tree_blob",
@@ -351,6 +353,24 @@ fn format_seeds(o: &mut Out) {
         &stored_payload(&tree),
     );
     o.put("tree_blob", "payload-zstd", Some(2), &zstd_payload(&tree));
+
+    // content lists
+    let ids: Vec<BlobId> = (0u8..20).map(|i| BlobId::from_bytes([i; 32])).collect();
+    let l0 = chatvault_format::list::encode(0, &ids);
+    o.put("list_blob", "level0", Some(0), &l0);
+    o.put(
+        "list_blob",
+        "level2",
+        Some(0),
+        &chatvault_format::list::encode(2, &ids[..3]),
+    );
+    let lid = blob::blob_id(k, BlobType::List, &l0);
+    o.put(
+        "list_blob",
+        "sealed",
+        Some(1),
+        &blob::seal_blob(k, BlobType::List, &lid, &l0, &mut rng),
+    );
 
     // blob payloads
     let text = b"hello, are we still on for dinner tonight? ".repeat(20);

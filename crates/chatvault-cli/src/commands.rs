@@ -386,6 +386,7 @@ fn backup_cmd(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
         hostname: a.host.clone(),
         force_reread: a.force,
         min_seq: ctx.home.seen(&repo)?.map_or(0, |s| s.seq),
+        scratch_dir: Some(ctx.home.dir().join("scratch")),
     };
     let r = backup::backup(&repo, &a.paths, &opts, &bar);
     bar.finish();

@@ -27,8 +27,10 @@ const SAMPLE_LEN: usize = 64 << 10;
 pub enum BlobType {
     /// A chunk of file content.
     Data,
-    /// A serialized [`crate::tree::Tree`].
+    /// A serialized [`crate::objects::Tree`].
     Tree,
+    /// A piece of a large file's content list ([`crate::list`], FORMAT §10.1).
+    List,
 }
 
 impl BlobType {
@@ -37,13 +39,20 @@ impl BlobType {
         match self {
             BlobType::Data => ObjectKind::DataBlob,
             BlobType::Tree => ObjectKind::TreeBlob,
+            BlobType::List => ObjectKind::ListBlob,
         }
+    }
+    /// Whether blobs of this type are metadata (trees, lists): they go to metadata packs, apart
+    /// from file data (FORMAT §7).
+    pub fn is_metadata(self) -> bool {
+        self != BlobType::Data
     }
     /// Code in pack headers.
     pub fn code(self) -> u8 {
         match self {
             BlobType::Data => 0,
             BlobType::Tree => 1,
+            BlobType::List => 2,
         }
     }
     /// Inverse of [`BlobType::code`].
@@ -51,6 +60,7 @@ impl BlobType {
         match c {
             0 => Some(BlobType::Data),
             1 => Some(BlobType::Tree),
+            2 => Some(BlobType::List),
             _ => None,
         }
     }

@@ -31,6 +31,8 @@ pub enum ObjectKind {
     DataBlob,
     /// A directory listing.
     TreeBlob,
+    /// A piece of a large file's content list (FORMAT §10.1).
+    ListBlob,
     /// An index object.
     Index,
     /// A snapshot object.
@@ -51,6 +53,7 @@ impl ObjectKind {
             ObjectKind::PackHeader => labels::AD_PACK_HEADER,
             ObjectKind::DataBlob => labels::AD_BLOB_DATA,
             ObjectKind::TreeBlob => labels::AD_BLOB_TREE,
+            ObjectKind::ListBlob => labels::AD_BLOB_LIST,
             ObjectKind::Index => labels::AD_INDEX,
             ObjectKind::Snapshot => labels::AD_SNAPSHOT,
             ObjectKind::Lock => labels::AD_LOCK,
@@ -66,6 +69,7 @@ impl ObjectKind {
             ObjectKind::PackHeader => "pack header",
             ObjectKind::DataBlob => "data blob",
             ObjectKind::TreeBlob => "tree blob",
+            ObjectKind::ListBlob => "list blob",
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Lock => "lock",
@@ -76,7 +80,10 @@ impl ObjectKind {
 
     fn key(self, keys: &RepoKeys) -> &[u8; 32] {
         match self {
-            ObjectKind::PackHeader | ObjectKind::DataBlob | ObjectKind::TreeBlob => &keys.data,
+            ObjectKind::PackHeader
+            | ObjectKind::DataBlob
+            | ObjectKind::TreeBlob
+            | ObjectKind::ListBlob => &keys.data,
             ObjectKind::Config
             | ObjectKind::Index
             | ObjectKind::Snapshot

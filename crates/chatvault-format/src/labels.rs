@@ -39,6 +39,9 @@ pub const AD_LOCK: &str = "chatvault/v1/lock";
 pub const AD_PRUNE_PLAN: &str = "chatvault/v1/prune-plan";
 /// Associated-data label of a rollback commitment (kept by the Backup Key Vault; docs/PROTOCOL.md).
 pub const AD_COMMITMENT: &str = "chatvault/v1/commitment";
+/// Associated-data label of a content-list blob (and its keyed-id domain): a piece of a large
+/// file's list of data blob ids (docs/FORMAT.md §10.1).
+pub const AD_BLOB_LIST: &str = "chatvault/v1/blob/list";
 
 #[cfg(test)]
 mod tests {
@@ -77,6 +80,7 @@ mod tests {
             GOLDEN_ADDED,
             "a format label changed: {added}"
         );
+        assert_eq!(AD_BLOB_LIST, "chatvault/v1/blob/list");
     }
 
     const GOLDEN_ADDED: &str = "0226ecb8249995cc6b75604c8b33cb13006dff62ccda7c68ac16cbe4cfd5a8ed";

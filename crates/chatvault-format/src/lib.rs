@@ -25,6 +25,7 @@ pub mod envelope;
 pub mod id;
 pub mod key;
 pub mod labels;
+pub mod list;
 pub mod objects;
 pub mod pack;
 

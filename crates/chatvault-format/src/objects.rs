@@ -37,19 +37,78 @@ pub enum ObjectError {
     /// An object version this program does not understand.
     #[error("unsupported object version {0}")]
     UnsupportedVersion(u32),
+    /// Valid JSON that breaks a rule of the format.
+    #[error("invalid content: {0}")]
+    Invalid(&'static str),
+    /// A writer refused to produce an object larger than readers accept.
+    #[error("{kind} would be {len} bytes, over the {max}-byte limit readers accept")]
+    TooLarge {
+        /// What was being written.
+        kind: &'static str,
+        /// Its plaintext length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
-/// Seals a content-addressed metadata object; returns its id and the bytes to store.
+/// The largest plaintext (JSON, before compression) of a metadata object or tree: what readers
+/// accept after decompression ([`blob::MAX_BLOB_LEN`]). Writers refuse to go over it, so no
+/// object is ever stored that a reader would refuse (FORMAT §4.3).
+pub const MAX_OBJECT_LEN: usize = blob::MAX_BLOB_LEN;
+
+/// At most this many blobs are listed by one index object (FORMAT §8): about 10 MiB of JSON,
+/// far below [`MAX_OBJECT_LEN`] whatever the field values.
+pub const MAX_INDEX_BLOBS: usize = 65_536;
+
+/// Seals a content-addressed metadata object; returns its id and the bytes to store. Fails
+/// (writes nothing) if its JSON would exceed [`MAX_OBJECT_LEN`].
 pub fn seal_object<T: Serialize, R: RngCore + CryptoRng>(
     keys: &RepoKeys,
     kind: ObjectKind,
     value: &T,
     rng: &mut R,
-) -> ([u8; 32], Vec<u8>) {
+) -> Result<([u8; 32], Vec<u8>), ObjectError> {
     let json = serde_json::to_vec(value).expect("metadata serializes");
+    check_len(kind.name(), json.len())?;
     let id = keys.keyed_id(kind.label(), &json);
     let sealed = envelope::seal(keys, kind, &id, &blob::compress(&json), rng);
-    (id, sealed)
+    Ok((id, sealed))
+}
+
+fn check_len(kind: &'static str, len: usize) -> Result<(), ObjectError> {
+    if len > MAX_OBJECT_LEN {
+        return Err(ObjectError::TooLarge {
+            kind,
+            len,
+            max: MAX_OBJECT_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Splits the packs to index into index objects of at most [`MAX_INDEX_BLOBS`] blobs each (a
+/// pack is never split; writers keep packs below [`crate::pack::MAX_PACK_BLOBS`]).
+pub fn split_index(packs: Vec<IndexPack>) -> Vec<IndexFile> {
+    let mut out: Vec<IndexFile> = Vec::new();
+    let mut blobs = 0usize;
+    for p in packs {
+        let n = p.blobs.len();
+        match out.last_mut() {
+            Some(f) if blobs + n <= MAX_INDEX_BLOBS => {
+                f.packs.push(p);
+                blobs += n;
+            }
+            _ => {
+                out.push(IndexFile {
+                    version: OBJECT_VERSION,
+                    packs: vec![p],
+                });
+                blobs = n;
+            }
+        }
+    }
+    out
 }
 
 /// Opens a content-addressed metadata object and checks it against its id.
@@ -88,9 +147,39 @@ pub fn open_lock(keys: &RepoKeys, id: &[u8; 32], bytes: &[u8]) -> Result<Lock, O
     parse_versioned(&json)
 }
 
+/// Tree version written when a tree has a node with content lists (FORMAT §10.1); trees
+/// without them are still written as version 1, which chatvault 0.1 reads.
+pub const TREE_VERSION_LISTS: u32 = 2;
+
 /// Decodes a tree blob's plaintext.
 pub fn parse_tree(json: &[u8]) -> Result<Tree, ObjectError> {
-    parse_versioned(json)
+    let t: Tree = serde_json::from_slice(json).map_err(ObjectError::Malformed)?;
+    if t.version != OBJECT_VERSION && t.version != TREE_VERSION_LISTS {
+        return Err(ObjectError::UnsupportedVersion(t.version));
+    }
+    for n in &t.nodes {
+        if let NodeKind::File { content, lists, .. } = &n.kind
+            && !lists.is_empty()
+            && (t.version == OBJECT_VERSION || !content.is_empty())
+        {
+            return Err(ObjectError::Invalid(
+                "a file node has content lists in a version 1 tree or besides inline content",
+            ));
+        }
+    }
+    Ok(t)
+}
+
+/// The version a tree with `nodes` is written with: 2 if any file uses content lists, else 1.
+pub fn tree_version(nodes: &[Node]) -> u32 {
+    let lists = nodes
+        .iter()
+        .any(|n| matches!(&n.kind, NodeKind::File { lists, .. } if !lists.is_empty()));
+    if lists {
+        TREE_VERSION_LISTS
+    } else {
+        OBJECT_VERSION
+    }
 }
 
 fn parse_versioned<T: DeserializeOwned + Versioned>(json: &[u8]) -> Result<T, ObjectError> {
@@ -199,12 +288,62 @@ pub struct Summary {
     /// Files that changed while they were being read (their content may be inconsistent).
     #[serde(default)]
     pub changed_while_reading: Vec<String>,
+    /// Problems beyond the first [`MAX_PROBLEMS`] of each list, counted but not listed (so the
+    /// snapshot stays far below [`MAX_OBJECT_LEN`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_problems: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// At most this many entries are kept in each problem list of a snapshot summary; paths in
+/// them are cut to [`MAX_PROBLEM_PATH`] bytes.
+pub const MAX_PROBLEMS: usize = 1000;
+/// Longest path or message kept in a snapshot's problem lists (bytes of UTF-8).
+pub const MAX_PROBLEM_PATH: usize = 1024;
+
+impl Summary {
+    /// Records an unreadable item, within the limits.
+    pub fn add_unreadable(&mut self, path: &str, error: &str) {
+        if self.unreadable.len() >= MAX_PROBLEMS {
+            self.omitted_problems += 1;
+            return;
+        }
+        self.unreadable.push(Problem {
+            path: cut_str(path),
+            error: cut_str(error),
+        });
+    }
+
+    /// Records a file that changed while it was read, within the limits.
+    pub fn add_changed(&mut self, path: &str) {
+        if self.changed_while_reading.len() >= MAX_PROBLEMS {
+            self.omitted_problems += 1;
+            return;
+        }
+        self.changed_while_reading.push(cut_str(path));
+    }
+}
+
+fn cut_str(s: &str) -> String {
+    if s.len() <= MAX_PROBLEM_PATH {
+        return s.to_string();
+    }
+    let mut end = MAX_PROBLEM_PATH;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 impl Summary {
     /// True when the snapshot is complete and consistent.
     pub fn is_complete(&self) -> bool {
-        self.unreadable.is_empty() && self.changed_while_reading.is_empty()
+        self.unreadable.is_empty()
+            && self.changed_while_reading.is_empty()
+            && self.omitted_problems == 0
     }
 }
 
@@ -259,14 +398,24 @@ pub enum NodeKind {
     File {
         /// Size in bytes.
         size: u64,
-        /// Data blob ids, in order.
+        /// Data blob ids, in order (at most [`crate::list::INLINE_MAX`] when written by this
+        /// version; empty when `lists` is used).
+        #[serde(default)]
         content: Vec<BlobId>,
+        /// Top-level content-list blob ids, for a file with more than
+        /// [`crate::list::INLINE_MAX`] data blobs (FORMAT §10.1; tree version 2).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lists: Vec<BlobId>,
         /// The file changed while it was read; its content may be inconsistent.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         changed_while_reading: bool,
         /// The file is a consistent SQLite copy taken with the online backup API.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         sqlite_snapshot: bool,
+        /// For a SQLite copy: the live database and its WAL as they were just before the copy,
+        /// so that the next backup can skip an unchanged database (FORMAT §5.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sqlite_source: Option<SqliteSource>,
     },
     /// A directory and its listing.
     Dir {
@@ -278,6 +427,35 @@ pub enum NodeKind {
         /// Exact target bytes.
         target: Bytes,
     },
+}
+
+/// What a live SQLite database and its write-ahead log looked like before a consistent copy
+/// (FORMAT §5.1). Equal stamps mean nothing was written since (every write changes the
+/// modification and change times, with nanosecond resolution on the filesystems phones use).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqliteSource {
+    /// The database file.
+    pub db: FileStamp,
+    /// Its `-wal` file, if one existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<FileStamp>,
+}
+
+/// Size, times and inode of a file, for change detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds.
+    pub mtime_s: i64,
+    /// Modification time, nanoseconds part.
+    pub mtime_ns: u32,
+    /// Change time, seconds.
+    pub ctime_s: i64,
+    /// Change time, nanoseconds part.
+    pub ctime_ns: u32,
+    /// Inode number.
+    pub inode: u64,
 }
 
 /// A byte string that serializes as a JSON string when it is UTF-8 and as `{"b64": "…"}` otherwise,
@@ -359,9 +537,12 @@ pub fn snapshot_id(id: [u8; 32]) -> SnapshotId {
     SnapshotId::from_bytes(id)
 }
 
-/// Serializes a tree for storage as a tree blob.
-pub fn tree_plaintext(tree: &Tree) -> Vec<u8> {
-    serde_json::to_vec(tree).expect("tree serializes")
+/// Serializes a tree for storage as a tree blob. Fails if it would exceed [`MAX_OBJECT_LEN`]
+/// (a directory with hundreds of thousands of entries).
+pub fn tree_plaintext(tree: &Tree) -> Result<Vec<u8>, ObjectError> {
+    let json = serde_json::to_vec(tree).expect("tree serializes");
+    check_len("tree blob", json.len())?;
+    Ok(json)
 }
 
 /// The blob type of trees (re-exported for callers that only see objects).
@@ -398,6 +579,8 @@ mod tests {
                         content: vec![BlobId::from_bytes([1; 32])],
                         changed_while_reading: true,
                         sqlite_snapshot: false,
+                        lists: vec![],
+                        sqlite_source: None,
                     },
                     mode: 0o644,
                     mtime_s: 1,
@@ -408,7 +591,7 @@ mod tests {
                 },
             ],
         };
-        let json = tree_plaintext(&t);
+        let json = tree_plaintext(&t).unwrap();
         assert_eq!(parse_tree(&json).unwrap(), t);
     }
 
@@ -426,7 +609,7 @@ mod tests {
             summary: Summary::default(),
             seq: 7,
         };
-        let (id, bytes) = seal_object(&keys, ObjectKind::Snapshot, &s, &mut OsRng);
+        let (id, bytes) = seal_object(&keys, ObjectKind::Snapshot, &s, &mut OsRng).unwrap();
         let back: Snapshot = open_object(&keys, ObjectKind::Snapshot, &id, &bytes).unwrap();
         assert_eq!(back, s);
         let mut other = id;

@@ -18,6 +18,9 @@ const ENTRY_LEN: usize = 1 + 32 + 8 + 4 + 4;
 const HEADER_VERSION: u8 = 1;
 /// Upper bound on entries in one pack header (bounds memory when decoding untrusted headers).
 pub const MAX_ENTRIES: usize = 1 << 20;
+/// Writers close a pack once it holds this many blobs, so that one pack always fits in one
+/// index object (`objects::MAX_INDEX_BLOBS`) and its header stays small.
+pub const MAX_PACK_BLOBS: usize = 32_768;
 
 /// One blob in a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,10 +25,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chatvault_format::blob::{self, BlobType};
 use chatvault_format::envelope::ObjectKind;
-use chatvault_format::id::{BlobId, IndexId, PackId, SnapshotId};
+use chatvault_format::id::{BlobId, PackId, SnapshotId};
+use chatvault_format::list::{self, FileContent};
 use chatvault_format::objects::{
-    self, Bytes, IndexBlob, IndexFile, IndexPack, Node, NodeKind, OBJECT_VERSION, Problem,
-    Snapshot, Summary, Tree,
+    self, Bytes, FileStamp, IndexBlob, IndexPack, Node, NodeKind, OBJECT_VERSION, Snapshot,
+    SqliteSource, Summary, Tree,
 };
 use chatvault_format::pack::{self, PackEntry};
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -55,6 +56,10 @@ pub struct BackupOptions {
     /// The highest snapshot sequence number this device has seen (its rollback memory); the
     /// new snapshot's `seq` is above it and above every snapshot in the repository.
     pub min_seq: u64,
+    /// A private folder for consistent SQLite copies (the device home's `scratch/`). Copies
+    /// left there by a killed run are removed by the next run. Default: a fresh folder in the
+    /// system's temporary directory (a killed run's copy then stays until the OS cleans it).
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// Receives progress events. Implementations must be cheap; they are called per chunk.
@@ -226,6 +231,9 @@ pub fn backup(
             progress,
             summary: Summary::default(),
             guard: &mut guard,
+            scratch_base: opts.scratch_dir.clone(),
+            scratch: None,
+            copies: 0,
         };
         let r = walker.root(&roots, parent_tree.as_ref());
         let summary = std::mem::take(&mut walker.summary);
@@ -258,7 +266,8 @@ pub fn backup(
     guard.refresh_if_due()?;
     guard.ensure_live()?;
     let (id, sealed) =
-        objects::seal_object(repo.keys(), ObjectKind::Snapshot, &snapshot, &mut OsRng);
+        objects::seal_object(repo.keys(), ObjectKind::Snapshot, &snapshot, &mut OsRng)
+            .map_err(|e| RepoError::Invalid(format!("cannot write the snapshot: {e}")))?;
     let id = SnapshotId::from_bytes(id);
     repo.storage.write_new(&layout::snapshot(&id), sealed)?;
     drop(guard);
@@ -330,12 +339,12 @@ fn pack_stage(repo: &Repository, rx: Receiver<Sealed>, tx: Sender<FinishedPack>,
     let mut data = PackBuilder::default();
     let mut trees = PackBuilder::default();
     for s in rx {
-        let b = if s.ty == BlobType::Tree {
+        let b = if s.ty.is_metadata() {
             &mut trees
         } else {
             &mut data
         };
-        if b.bytes.len() + s.bytes.len() > pack_size
+        if (b.bytes.len() + s.bytes.len() > pack_size || b.entries.len() >= pack::MAX_PACK_BLOBS)
             && let Some(p) = b.finish(repo)
             && tx.send(p).is_err()
         {
@@ -393,25 +402,11 @@ fn upload_stage(repo: &Repository, rx: Receiver<FinishedPack>, shared: &Shared) 
     }
 }
 
-fn write_index(
-    repo: &Repository,
-    packs: Vec<IndexPack>,
-    shared: &Shared,
-) -> Result<Option<IndexId>> {
-    if packs.is_empty() {
-        return Ok(None);
+fn write_index(repo: &Repository, packs: Vec<IndexPack>, shared: &Shared) -> Result<()> {
+    for (_, len) in repo.write_index_objects(packs)? {
+        shared.uploaded.fetch_add(len, Ordering::Relaxed);
     }
-    let file = IndexFile {
-        version: OBJECT_VERSION,
-        packs,
-    };
-    let (id, sealed) = objects::seal_object(repo.keys(), ObjectKind::Index, &file, &mut OsRng);
-    let id = IndexId::from_bytes(id);
-    shared
-        .uploaded
-        .fetch_add(sealed.len() as u64, Ordering::Relaxed);
-    repo.storage.write_new(&layout::index(&id), sealed)?;
-    Ok(Some(id))
+    Ok(())
 }
 
 struct Walker<'a, 'g> {
@@ -423,10 +418,41 @@ struct Walker<'a, 'g> {
     progress: &'a dyn Progress,
     summary: Summary,
     guard: &'a mut LockGuard<'g>,
+    /// Where consistent SQLite copies go ([`BackupOptions::scratch_dir`]).
+    scratch_base: Option<PathBuf>,
+    /// This run's scratch folder, made at the first database.
+    scratch: Option<sqlite::Scratch>,
+    /// Database copies made so far (names them).
+    copies: u32,
 }
 
 fn mtime(m: &Metadata) -> (i64, u32) {
     (m.mtime(), m.mtime_nsec() as u32)
+}
+
+fn stamp(m: &Metadata) -> FileStamp {
+    FileStamp {
+        size: m.len(),
+        mtime_s: m.mtime(),
+        mtime_ns: m.mtime_nsec() as u32,
+        ctime_s: m.ctime(),
+        ctime_ns: m.ctime_nsec() as u32,
+        inode: m.ino(),
+    }
+}
+
+/// The database's and its WAL's stamps now, or None if the database cannot be stat'ed.
+fn sqlite_source(db: &Path) -> Option<SqliteSource> {
+    let db_meta = std::fs::metadata(db).ok()?;
+    Some(SqliteSource {
+        db: stamp(&db_meta),
+        // An empty WAL holds no frames: the same state as none (opening the database for the
+        // copy may leave one behind).
+        wal: std::fs::symlink_metadata(sqlite::wal_path(db))
+            .ok()
+            .filter(|m| m.len() > 0)
+            .map(|m| stamp(&m)),
+    })
 }
 
 fn node_base(name: Vec<u8>, kind: NodeKind, m: &Metadata) -> Node {
@@ -464,26 +490,31 @@ impl Walker<'_, '_> {
         Ok(())
     }
 
-    fn store_tree(&mut self, mut nodes: Vec<Node>) -> Result<BlobId> {
+    fn store_tree(&mut self, path: &Path, mut nodes: Vec<Node>) -> Result<BlobId> {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let tree = Tree {
-            version: OBJECT_VERSION,
+            version: objects::tree_version(&nodes),
             nodes,
         };
-        let plain = objects::tree_plaintext(&tree);
+        // Refuse here, before the snapshot exists, rather than store a listing no reader takes.
+        let plain = objects::tree_plaintext(&tree).map_err(|e| {
+            RepoError::Invalid(format!(
+                "cannot back up {}: its listing of {} entries is too large ({e}); split the \
+                 folder or leave it out",
+                path.display(),
+                tree.nodes.len()
+            ))
+        })?;
         let id = blob::blob_id(self.repo.keys(), BlobType::Tree, &plain);
         self.send(BlobType::Tree, id, plain)?;
         Ok(id)
     }
 
     fn problem(&mut self, path: &Path, error: impl std::fmt::Display) {
-        let p = Problem {
-            path: path.to_string_lossy().into_owned(),
-            error: error.to_string(),
-        };
-        self.progress.warn(&format!("{}: {}", p.path, p.error));
-        tracing::warn!(path = %p.path, error = %p.error, "not backed up");
-        self.summary.unreadable.push(p);
+        let (path, error) = (path.to_string_lossy(), error.to_string());
+        self.progress.warn(&format!("{path}: {error}"));
+        tracing::warn!(path = %path, error = %error, "not backed up");
+        self.summary.add_unreadable(&path, &error);
     }
 
     fn root(
@@ -498,7 +529,7 @@ impl Walker<'_, '_> {
                 nodes.push(n);
             }
         }
-        self.store_tree(nodes)
+        self.store_tree(Path::new("/"), nodes)
     }
 
     fn node(
@@ -603,7 +634,7 @@ impl Walker<'_, '_> {
                 nodes.push(n);
             }
         }
-        self.store_tree(nodes).map(Some)
+        self.store_tree(path, nodes).map(Some)
     }
 
     fn file(
@@ -614,9 +645,29 @@ impl Walker<'_, '_> {
     ) -> Result<NodeKind, FileError> {
         self.summary.files += 1;
         self.summary.bytes += meta.len();
-        // Databases are always copied (their WAL may have changed while the main file did not).
         if sqlite::is_sqlite(path) {
-            match self.sqlite_file(path) {
+            // Stamps of the database and its WAL taken before the copy: a write after this
+            // point changes them, so the next backup copies again (FORMAT §5.1).
+            let source = sqlite_source(path);
+            if let (Some(source), Some(p)) = (&source, parent)
+                && let NodeKind::File {
+                    size,
+                    content,
+                    lists,
+                    sqlite_snapshot: true,
+                    sqlite_source: Some(before),
+                    ..
+                } = &p.kind
+                && before == source
+                && !sqlite::has_hot_journal(path)
+                && self.reusable_content(content, lists)
+            {
+                tracing::debug!(path = %path.display(), "database unchanged since the parent snapshot: not copied");
+                self.progress.bytes(*size);
+                self.summary.bytes = self.summary.bytes - meta.len() + size;
+                return Ok(p.kind.clone());
+            }
+            match self.sqlite_file(path, source) {
                 Ok(k) => {
                     if let NodeKind::File { size, .. } = &k {
                         self.summary.bytes = self.summary.bytes - meta.len() + size;
@@ -638,6 +689,7 @@ impl Walker<'_, '_> {
             && let NodeKind::File {
                 size,
                 content,
+                lists,
                 changed_while_reading: false,
                 ..
             } = &p.kind
@@ -645,14 +697,16 @@ impl Walker<'_, '_> {
             && (p.mtime_s, p.mtime_ns) == mtime(meta)
             && (p.ctime_s, p.ctime_ns) == (meta.ctime(), meta.ctime_nsec() as u32)
             && p.inode == meta.ino()
-            && content.iter().all(|id| self.index.reusable(id))
+            && self.reusable_content(content, lists)
         {
             self.progress.bytes(*size);
             return Ok(NodeKind::File {
                 size: *size,
                 content: content.clone(),
+                lists: lists.clone(),
                 changed_while_reading: false,
                 sqlite_snapshot: false,
+                sqlite_source: None,
             });
         }
         self.progress.file(path);
@@ -675,30 +729,89 @@ impl Walker<'_, '_> {
             self.progress
                 .warn(&format!("{p}: changed while it was being read"));
             tracing::warn!(path = %p, "file changed while being read");
-            self.summary.changed_while_reading.push(p);
+            self.summary.add_changed(&p);
         }
         // The snapshot records the size actually stored.
         self.summary.bytes = self.summary.bytes - meta.len() + read;
+        let (content, lists) = self.content_ref(content).map_err(FileError::Fatal)?;
         Ok(NodeKind::File {
             size: read,
             content,
+            lists,
             changed_while_reading: changed,
             sqlite_snapshot: false,
+            sqlite_source: None,
+        })
+    }
+
+    /// Whether a parent snapshot's content reference can be reused as is: every data blob, and
+    /// every content list on the way to them, is indexed in a pack no prune plan condemned.
+    fn reusable_content(&self, content: &[BlobId], lists: &[BlobId]) -> bool {
+        if lists.is_empty() {
+            return content.iter().all(|id| self.index.reusable(id));
+        }
+        let mut ok = true;
+        let data = self.repo.walk_lists(self.index, lists, |l| {
+            ok &= self.index.reusable(l);
+            ok
+        });
+        ok && data.is_ok_and(|d| d.iter().all(|id| self.index.reusable(id)))
+    }
+
+    /// The content reference of a file with data blobs `ids`: inline, or content lists when
+    /// there are many (FORMAT §10.1); list blobs not yet stored are queued like any blob.
+    fn content_ref(&mut self, ids: Vec<BlobId>) -> Result<(Vec<BlobId>, Vec<BlobId>)> {
+        let mut made = Vec::new();
+        let built = list::build(self.repo.keys(), ids, |id, plain| made.push((id, plain)));
+        for (id, plain) in made {
+            self.send(BlobType::List, id, plain)?;
+        }
+        Ok(match built {
+            FileContent::Inline(content) => (content, Vec::new()),
+            FileContent::Lists(lists) => (Vec::new(), lists),
         })
     }
 
     /// Backs up a consistent copy of a live SQLite database, one blob per page.
-    fn sqlite_file(&mut self, path: &Path) -> Result<NodeKind, FileError> {
+    fn sqlite_file(
+        &mut self,
+        path: &Path,
+        source: Option<SqliteSource>,
+    ) -> Result<NodeKind, FileError> {
         self.progress.file(path);
-        let tmp = tempfile::Builder::new()
-            .prefix("chatvault-sqlite-")
-            .tempdir()
-            .map_err(|e| {
-                FileError::Unreadable(format!("no temporary folder for the database copy: {e}"))
-            })?;
-        let copy = tmp.path().join("copy.db");
-        sqlite::consistent_copy(path, &copy).map_err(|e| FileError::Unreadable(e.to_string()))?;
-        let mut f = File::open(&copy).map_err(|e| FileError::Unreadable(e.to_string()))?;
+        let no_scratch = |e: std::io::Error| {
+            FileError::Unreadable(format!("no private folder for the database copy: {e}"))
+        };
+        let (_tmp, dir) = match &self.scratch_base {
+            Some(base) => {
+                if self.scratch.is_none() {
+                    self.scratch = Some(sqlite::Scratch::new(base).map_err(no_scratch)?);
+                }
+                let dir = self.scratch.as_ref().map(|s| s.dir().to_path_buf());
+                (None, dir.expect("scratch was just made"))
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("chatvault-sqlite-")
+                    .tempdir()
+                    .map_err(no_scratch)?;
+                let dir = t.path().to_path_buf();
+                (Some(t), dir)
+            }
+        };
+        let copy = dir.join(format!("copy-{}.db", self.copies));
+        self.copies += 1;
+        let copied = sqlite::consistent_copy(path, &copy);
+        let opened = copied
+            .map_err(|e| e.to_string())
+            .and_then(|()| File::open(&copy).map_err(|e| e.to_string()));
+        // The plaintext copy loses its name as soon as it is open (or failed).
+        for suffix in ["", "-journal", "-wal", "-shm"] {
+            let mut p = copy.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+        let mut f = opened.map_err(FileError::Unreadable)?;
         let mut header = [0u8; 100];
         f.read_exact(&mut header)
             .map_err(|e| FileError::Unreadable(e.to_string()))?;
@@ -724,11 +837,14 @@ impl Walker<'_, '_> {
             self.send(BlobType::Data, id, buf)
                 .map_err(FileError::Fatal)?;
         }
+        let (content, lists) = self.content_ref(content).map_err(FileError::Fatal)?;
         Ok(NodeKind::File {
             size: read,
             content,
+            lists,
             changed_while_reading: false,
             sqlite_snapshot: true,
+            sqlite_source: source,
         })
     }
 

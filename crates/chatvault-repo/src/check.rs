@@ -9,9 +9,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use chatvault_format::blob::BlobType;
 use chatvault_format::id::{BlobId, IndexId, PackId};
 use chatvault_format::objects::{NodeKind, Tree};
-use chatvault_format::{blob, pack};
+use chatvault_format::{blob, list, pack};
 
 use crate::backup::Progress;
 use crate::error::Result;
@@ -216,6 +217,8 @@ pub fn check(
         }
     }
 
+    // Verdicts on content lists, shared by all snapshots (most lists are in many of them).
+    let mut lists_seen = HashMap::new();
     for (sid, snap) in repo.snapshots()? {
         r.snapshots += 1;
         let snap = match snap {
@@ -238,6 +241,7 @@ pub fn check(
             &snap.tree,
             "",
             &mut seen_trees,
+            &mut lists_seen,
             &mut damaged,
             &mut r.errors,
         );
@@ -263,6 +267,7 @@ fn walk(
     tree_id: &BlobId,
     prefix: &str,
     seen: &mut HashSet<BlobId>,
+    lists_seen: &mut ListVerdicts,
     damaged: &mut Vec<String>,
     errors: &mut Vec<String>,
 ) {
@@ -287,6 +292,14 @@ fn walk(
     for n in &tree.nodes {
         let path = format!("{prefix}{}", String::from_utf8_lossy(&n.name.0));
         match &n.kind {
+            NodeKind::File { lists, .. } if !lists.is_empty() => {
+                if let Err(why) = check_lists(repo, index, bad, lists, lists_seen) {
+                    if first_visit {
+                        errors.push(format!("{path}: {why}"));
+                    }
+                    damaged.push(path);
+                }
+            }
             NodeKind::File { content, .. } => {
                 if content
                     .iter()
@@ -310,10 +323,98 @@ fn walk(
                 subtree,
                 &format!("{path}/"),
                 seen,
+                lists_seen,
                 damaged,
                 errors,
             ),
             NodeKind::Symlink { .. } => {}
         }
     }
+}
+
+/// Content list blob → (its level if readable, verdict on everything beneath it).
+type ListVerdicts = HashMap<BlobId, (Option<u8>, std::result::Result<(), String>)>;
+
+/// Checks a file's content lists (FORMAT §10.1): each list readable, at a consistent level, and
+/// every data blob it reaches indexed and not found bad. Verdicts are cached per list blob.
+fn check_lists(
+    repo: &Repository,
+    index: &Index,
+    bad: &HashSet<BlobId>,
+    lists: &[BlobId],
+    seen: &mut ListVerdicts,
+) -> std::result::Result<(), String> {
+    let mut level = None;
+    for id in lists {
+        let (l, verdict) = check_list(repo, index, bad, id, None, seen);
+        if level.get_or_insert(l) != &l {
+            return Err(format!(
+                "content lists at different levels (list {})",
+                id.short()
+            ));
+        }
+        verdict?;
+    }
+    Ok(())
+}
+
+fn check_list(
+    repo: &Repository,
+    index: &Index,
+    bad: &HashSet<BlobId>,
+    id: &BlobId,
+    expected: Option<u8>,
+    seen: &mut ListVerdicts,
+) -> (Option<u8>, std::result::Result<(), String>) {
+    if let Some((level, verdict)) = seen.get(id) {
+        if expected.is_some() && level.is_some() && *level != expected {
+            return (
+                *level,
+                Err(format!("list blob {} at the wrong level", id.short())),
+            );
+        }
+        return (*level, verdict.clone());
+    }
+    let read = || -> std::result::Result<list::ListBlob, String> {
+        if bad.contains(id) {
+            return Err(format!("list blob {} is damaged", id.short()));
+        }
+        let plain = repo
+            .read_blobs(index, BlobType::List, &[*id])
+            .map_err(|e| e.to_string())?;
+        let plain = plain.first().ok_or("list blob not read")?;
+        match expected {
+            None => list::decode(plain),
+            Some(l) => list::decode_at(plain, l),
+        }
+        .map_err(|e| format!("list blob {}: {e}", id.short()))
+    };
+    let l = match read() {
+        Ok(l) => l,
+        Err(e) => {
+            seen.insert(*id, (None, Err(e.clone())));
+            return (None, Err(e));
+        }
+    };
+    let verdict = if l.level == 0 {
+        match l
+            .ids
+            .iter()
+            .find(|b| bad.contains(b) || !index.blobs.contains_key(b))
+        {
+            Some(b) if !index.blobs.contains_key(b) => {
+                Err(format!("data blob {} is not in any index", b.short()))
+            }
+            Some(b) => Err(format!("data blob {} is damaged", b.short())),
+            None => Ok(()),
+        }
+    } else {
+        l.ids
+            .iter()
+            .map(|c| check_list(repo, index, bad, c, Some(l.level - 1), seen).1)
+            .find(|v| v.is_err())
+            .unwrap_or(Ok(()))
+    };
+    seen.insert(*id, (Some(l.level), verdict.clone()));
+    (Some(l.level), verdict)
 }

@@ -359,7 +359,19 @@ fn used_blobs(repo: &Repository, index: &Index) -> Result<(usize, HashSet<BlobId
         })?;
         for n in tree.nodes {
             match n.kind {
-                NodeKind::File { content, .. } => used.extend(content),
+                NodeKind::File { content, lists, .. } => {
+                    used.extend(content);
+                    // Lists already seen (shared by an older snapshot) are not read again.
+                    let data = repo
+                        .walk_lists(index, &lists, |l| used.insert(*l))
+                        .map_err(|e| {
+                            RepoError::Invalid(format!(
+                                "{e}; prune cannot tell which data the snapshots need (run \
+                                 `chatvault check`)"
+                            ))
+                        })?;
+                    used.extend(data);
+                }
                 NodeKind::Dir { subtree } => trees.push(subtree),
                 NodeKind::Symlink { .. } => {}
             }
@@ -505,7 +517,9 @@ fn mark(
             })?;
             writer.add(b, sealed);
             guard.refresh_if_due()?;
-            if writer.bytes.len() as u64 >= pack_size {
+            if writer.bytes.len() as u64 >= pack_size
+                || writer.entries.len() >= pack::MAX_PACK_BLOBS
+            {
                 keep.push(writer.flush(repo, report)?);
             }
         }
@@ -518,17 +532,11 @@ fn mark(
     // One index object for everything that stays, written before the plan: a crash here only
     // leaves duplicate index entries, which the next prune cleans up. Index ids are content
     // hashes, so it may coincide with an existing object (same packs): that one is not condemned.
-    let mut kept_index = None;
-    if !keep.is_empty() {
-        let file = IndexFile {
-            version: OBJECT_VERSION,
-            packs: keep,
-        };
-        let (id, sealed) = objects::seal_object(repo.keys(), ObjectKind::Index, &file, &mut OsRng);
-        let id = IndexId::from_bytes(id);
-        repo.storage.write_new(&layout::index(&id), sealed)?;
-        kept_index = Some(id);
-    }
+    let kept_index: HashSet<IndexId> = repo
+        .write_index_objects(keep)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     guard.refresh_if_due()?;
     let plan = PrunePlan {
         version: OBJECT_VERSION,
@@ -538,10 +546,11 @@ fn mark(
         index: files
             .iter()
             .map(|(id, _)| *id)
-            .filter(|id| !already_index.contains(id) && Some(*id) != kept_index)
+            .filter(|id| !already_index.contains(id) && !kept_index.contains(id))
             .collect(),
     };
-    let (id, sealed) = objects::seal_object(repo.keys(), ObjectKind::PrunePlan, &plan, &mut OsRng);
+    let (id, sealed) = objects::seal_object(repo.keys(), ObjectKind::PrunePlan, &plan, &mut OsRng)
+        .map_err(|e| RepoError::Invalid(format!("cannot write the prune plan: {e}")))?;
     let id = PlanId::from_bytes(id);
     repo.storage.write_new(&layout::plan(&id), sealed)?;
     tracing::info!(plan = %id.short(), packs = plan.packs.len(), "prune plan written");
@@ -683,20 +692,14 @@ fn sweep(
         return Ok(());
     }
     guard.ensure_live()?;
-    let mut rescue_index = None;
-    if !rescue.is_empty() {
-        let file = IndexFile {
-            version: OBJECT_VERSION,
-            packs: rescue.into_values().collect(),
-        };
-        let (rid, sealed) = objects::seal_object(repo.keys(), ObjectKind::Index, &file, &mut OsRng);
-        let rid = IndexId::from_bytes(rid);
-        repo.storage.write_new(&layout::index(&rid), sealed)?;
-        rescue_index = Some(rid);
-    }
-    // Index objects first: a crash after this leaves only unreferenced packs (harmless). The
+    let rescue_index: HashSet<IndexId> = repo
+        .write_index_objects(rescue.into_values().collect())?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    // Index objects first: a crash after this leaves only unreferenced packs (harmless). A
     // rescue index may coincide with a condemned one (same content): that one stays.
-    for i in plan.index.iter().filter(|i| Some(**i) != rescue_index) {
+    for i in plan.index.iter().filter(|i| !rescue_index.contains(i)) {
         repo.storage.delete(&layout::index(i))?;
     }
     for p in &delete {
@@ -845,7 +848,7 @@ mod tests {
             ..s1_loaded
         };
         let (id, sealed) =
-            objects::seal_object(r.keys(), ObjectKind::Snapshot, &s1_snap, &mut OsRng);
+            objects::seal_object(r.keys(), ObjectKind::Snapshot, &s1_snap, &mut OsRng).unwrap();
         let late = SnapshotId::from_bytes(id);
         r.storage
             .write_new(&layout::snapshot(&late), sealed)

@@ -8,11 +8,18 @@ use chatvault_format::config::{Config, ConfigError, RepoParams};
 use chatvault_format::envelope::ObjectKind;
 use chatvault_format::id::{BlobId, IndexId, PackId, PlanId, RepoId, SnapshotId};
 use chatvault_format::key::{BackupKey, RepoKeys};
-use chatvault_format::objects::{self, IndexFile, PrunePlan, Snapshot, Tree};
+use chatvault_format::list;
+use chatvault_format::objects::{self, IndexFile, IndexPack, NodeKind, PrunePlan, Snapshot, Tree};
 use rand_core::OsRng;
 
 use crate::error::{RepoError, Result};
 use crate::storage::Storage;
+
+/// Largest ranged read made for a run of neighbouring blobs.
+pub const READ_RUN: u64 = 4 << 20;
+/// Largest gap between two blobs that are still fetched with one ranged read (reading a few
+/// unneeded bytes is cheaper than another round trip).
+pub const READ_GAP: u64 = 64 << 10;
 
 /// Object paths of the layout (§2).
 pub mod layout {
@@ -359,8 +366,8 @@ impl Repository {
         Ok(one.pop().expect("one blob read"))
     }
 
-    /// Reads blobs that lie back to back in one pack (`locs[i+1].offset == locs[i].offset +
-    /// locs[i].length`) with one ranged read, then opens and verifies each as
+    /// Reads blobs of one pack in increasing offset order (back to back, or with small gaps:
+    /// see [`READ_GAP`]) with one ranged read, then opens and verifies each as
     /// [`Repository::read_blob`] does. Fails at the first blob that does not verify.
     pub fn read_adjacent_blobs(&self, blobs: &[(BlobId, BlobLocation)]) -> Result<Vec<Vec<u8>>> {
         let [(_, first), ..] = blobs else {
@@ -368,7 +375,7 @@ impl Repository {
         };
         let (_, last) = blobs[blobs.len() - 1];
         debug_assert!(blobs.windows(2).all(|w| w[0].1.pack == w[1].1.pack
-            && w[1].1.offset == w[0].1.offset + u64::from(w[0].1.length)));
+            && w[1].1.offset >= w[0].1.offset + u64::from(w[0].1.length)));
         let total = last.offset + u64::from(last.length) - first.offset;
         let path = layout::pack(&first.pack);
         let range = self
@@ -397,6 +404,140 @@ impl Repository {
                     )
                 })?,
             );
+        }
+        Ok(out)
+    }
+
+    /// Reads, opens and verifies many blobs of type `ty`, returned in the order of `ids`. The
+    /// reads are sorted by pack and offset and neighbouring blobs are fetched together (runs of
+    /// at most [`READ_RUN`] bytes with gaps of at most [`READ_GAP`]), so listing a large file's
+    /// content lists costs a few requests, not one per list.
+    pub fn read_blobs(&self, index: &Index, ty: BlobType, ids: &[BlobId]) -> Result<Vec<Vec<u8>>> {
+        let mut order: Vec<(usize, BlobId, BlobLocation)> = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let loc = *index.blobs.get(id).ok_or_else(|| {
+                RepoError::corrupted(
+                    format!("{} {}", ty.kind().name(), id.short()),
+                    "not in any index",
+                )
+            })?;
+            if loc.ty != ty {
+                return Err(RepoError::corrupted(
+                    format!("{} {}", ty.kind().name(), id.short()),
+                    format!("indexed as a {}", loc.ty.kind().name()),
+                ));
+            }
+            order.push((i, *id, loc));
+        }
+        order.sort_by_key(|(_, _, l)| (l.pack, l.offset));
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
+        let mut start = 0;
+        while start < order.len() {
+            // The same blob may be asked for twice: read it once, copy it.
+            let mut end = start + 1;
+            while end < order.len() {
+                let (prev, next) = (&order[end - 1].2, &order[end].2);
+                let prev_end = prev.offset + u64::from(prev.length);
+                let joins = next.pack == prev.pack
+                    && next.offset >= prev_end
+                    && next.offset - prev_end <= READ_GAP
+                    && next.offset + u64::from(next.length) - order[start].2.offset <= READ_RUN;
+                let duplicate = next.pack == prev.pack && next.offset == prev.offset;
+                if !(joins || duplicate) {
+                    break;
+                }
+                end += 1;
+            }
+            let mut run: Vec<(BlobId, BlobLocation)> = Vec::with_capacity(end - start);
+            for (_, id, loc) in &order[start..end] {
+                if run.last().is_none_or(|(_, l)| l.offset != loc.offset) {
+                    run.push((*id, *loc));
+                }
+            }
+            let plains = self.read_adjacent_blobs(&run)?;
+            for (i, id, loc) in &order[start..end] {
+                let k = run
+                    .iter()
+                    .position(|(rid, l)| l.offset == loc.offset && rid == id)
+                    .ok_or_else(|| {
+                        RepoError::corrupted(
+                            format!("pack {}", loc.pack.short()),
+                            "two blobs indexed at one place",
+                        )
+                    })?;
+                out[*i] = Some(plains[k].clone());
+            }
+            start = end;
+        }
+        Ok(out
+            .into_iter()
+            .map(|p| p.expect("every blob read"))
+            .collect())
+    }
+
+    /// Expands a file's content lists (FORMAT §10.1) into its data blob ids, level by level.
+    /// `visit` is called for every list blob before it is read; returning false skips it and
+    /// what it lists (for walks that already saw it, like prune's). Fails on a missing or
+    /// damaged list, a list at the wrong level, or more than [`list::MAX_FILE_BLOBS`] ids.
+    pub fn walk_lists(
+        &self,
+        index: &Index,
+        lists: &[BlobId],
+        mut visit: impl FnMut(&BlobId) -> bool,
+    ) -> Result<Vec<BlobId>> {
+        let mut current: Vec<BlobId> = lists.to_vec();
+        let mut level: Option<u8> = None;
+        loop {
+            current.retain(|id| visit(id));
+            let plains = self.read_blobs(index, BlobType::List, &current)?;
+            let mut next = Vec::new();
+            for (id, plain) in current.iter().zip(&plains) {
+                let decoded = match level {
+                    None => list::decode(plain),
+                    Some(l) => list::decode_at(plain, l),
+                }
+                .map_err(|e| RepoError::corrupted(format!("list blob {}", id.short()), e))?;
+                level = Some(decoded.level);
+                next.extend(decoded.ids);
+                if next.len() > list::MAX_FILE_BLOBS {
+                    return Err(RepoError::corrupted(
+                        format!("list blob {}", id.short()),
+                        "lists more blobs than a file may have",
+                    ));
+                }
+            }
+            match level {
+                None | Some(0) => return Ok(next),
+                Some(l) => {
+                    level = Some(l - 1);
+                    current = next;
+                }
+            }
+        }
+    }
+
+    /// The data blob ids of a file node, in order: inline, or expanded from its content lists.
+    pub fn file_blobs(&self, index: &Index, kind: &NodeKind) -> Result<Vec<BlobId>> {
+        match kind {
+            NodeKind::File { content, lists, .. } if lists.is_empty() => Ok(content.clone()),
+            NodeKind::File { lists, .. } => self.walk_lists(index, lists, |_| true),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Writes index objects listing `packs`, split so that none exceeds what readers accept
+    /// (FORMAT §8, [`objects::MAX_INDEX_BLOBS`]). Returns each object's id and stored size.
+    pub(crate) fn write_index_objects(&self, packs: Vec<IndexPack>) -> Result<Vec<(IndexId, u64)>> {
+        let mut out = Vec::new();
+        for file in objects::split_index(packs) {
+            let (id, sealed) =
+                objects::seal_object(&self.keys, ObjectKind::Index, &file, &mut OsRng).map_err(
+                    |e| RepoError::Invalid(format!("cannot write an index object: {e}")),
+                )?;
+            let id = IndexId::from_bytes(id);
+            let len = sealed.len() as u64;
+            self.storage.write_new(&layout::index(&id), sealed)?;
+            out.push((id, len));
         }
         Ok(out)
     }

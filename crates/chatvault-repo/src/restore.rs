@@ -19,7 +19,7 @@ use chatvault_format::objects::{Node, NodeKind, Snapshot, Tree};
 use crate::backup::Progress;
 use crate::error::{RepoError, Result};
 use crate::lock;
-use crate::repository::{BlobLocation, Index, Repository};
+use crate::repository::{BlobLocation, Index, READ_RUN, Repository};
 
 /// Options of a restore.
 #[derive(Debug, Default, Clone)]
@@ -243,7 +243,7 @@ fn restore_file(
     overwrite: bool,
     progress: &dyn Progress,
 ) -> Result<u64> {
-    let NodeKind::File { content, size, .. } = &job.node.kind else {
+    let NodeKind::File { size, .. } = &job.node.kind else {
         unreachable!("only files are queued");
     };
     if !overwrite && job.dest.symlink_metadata().is_ok() {
@@ -259,6 +259,7 @@ fn restore_file(
         std::process::id()
     ));
     let result = (|| -> Result<u64> {
+        let content = repo.file_blobs(index, &job.node.kind)?;
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
@@ -279,7 +280,7 @@ fn restore_file(
             run.clear();
             Ok::<(), RepoError>(())
         };
-        for id in content {
+        for id in &content {
             let loc = *index.blobs.get(id).ok_or_else(|| {
                 RepoError::corrupted(format!("data blob {}", id.short()), "not in any index")
             })?;
@@ -313,9 +314,6 @@ fn restore_file(
     }
     result
 }
-
-/// Largest ranged read restore makes for a run of adjacent blobs.
-const READ_RUN: u64 = 4 << 20;
 
 fn apply_metadata(path: &Path, node: &Node) {
     if let Some(t) = to_system_time(node.mtime_s, node.mtime_ns)

@@ -128,6 +128,107 @@ pub fn logical_digest(path: &Path) -> Result<String, CopyError> {
 }
 
 /// True for the journal files that belong to database `db_name` in the same folder.
+/// A private folder for the consistent copies of one backup run (FORMAT §5.1).
+///
+/// Copies hold plaintext chat history, so none may outlive the run, even a killed one. Each run
+/// works in `<base>/run-<random>/` and holds an exclusive advisory lock on
+/// `<base>/run-<random>.lock` while it lives. A new run first deletes every run folder whose lock
+/// it can take: the process that made it is gone. The copy itself is unlinked as soon as it is
+/// open, so in a normal run it has no name while its pages are read.
+pub struct Scratch {
+    dir: std::path::PathBuf,
+    lock_path: std::path::PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Scratch {
+    /// Creates this run's folder under `base` (made 0700 if missing) after removing what dead
+    /// runs left behind.
+    pub fn new(base: &Path) -> std::io::Result<Scratch> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(base)?;
+        std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o700))?;
+        Self::clean(base);
+        let name = format!(
+            "run-{:016x}",
+            rand_core::RngCore::next_u64(&mut rand_core::OsRng)
+        );
+        let lock_path = base.join(format!("{name}.lock"));
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock_path)?;
+        lock.lock()?;
+        let dir = base.join(name);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(Scratch {
+            dir,
+            lock_path,
+            _lock: lock,
+        })
+    }
+
+    /// This run's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Removes the folders of runs whose lock is free (their process died).
+    pub fn clean(base: &Path) {
+        let Ok(rd) = std::fs::read_dir(base) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "lock") {
+                continue;
+            }
+            let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) else {
+                continue;
+            };
+            if f.try_lock().is_ok() {
+                let dir = path.with_extension("");
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {
+                        tracing::warn!(dir = %dir.display(), "removed the database copy of an interrupted backup")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a stale database copy");
+                        continue;
+                    }
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.lock_path);
+    }
+}
+
+/// Whether a rollback journal next to the database holds data (a crashed writer's hot journal,
+/// or a transaction in progress): then the database file alone does not show its state.
+pub fn has_hot_journal(db: &Path) -> bool {
+    let mut j = db.as_os_str().to_owned();
+    j.push("-journal");
+    std::fs::symlink_metadata(j).is_ok_and(|m| m.len() > 0)
+}
+
+/// The path of a database's write-ahead log.
+pub fn wal_path(db: &Path) -> std::path::PathBuf {
+    let mut j = db.as_os_str().to_owned();
+    j.push("-wal");
+    j.into()
+}
+
 pub fn is_journal_of(name: &[u8], db_name: &[u8]) -> bool {
     name.len() > db_name.len()
         && name.starts_with(db_name)

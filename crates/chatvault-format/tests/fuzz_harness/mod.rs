@@ -23,7 +23,7 @@ use chatvault_format::envelope::{self, EnvelopeError, ObjectKind};
 use chatvault_format::id::{BlobId, PackId, RepoId};
 use chatvault_format::key::{BackupKey, RepoKeys};
 use chatvault_format::objects::{self, IndexFile, Lock, ObjectError, Snapshot, Versioned};
-use chatvault_format::{FORMAT_VERSION, labels, pack};
+use chatvault_format::{FORMAT_VERSION, labels, list, pack};
 use rand_core::{CryptoRng, RngCore};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -91,6 +91,7 @@ pub const TARGETS: &[Harness] = &[
     ("index_object", index_object),
     ("snapshot_object", snapshot_object),
     ("tree_blob", tree_blob),
+    ("list_blob", list_blob),
     ("lock_object", lock_object),
     ("blob_payload", blob_payload),
     ("envelope", envelope),
@@ -317,7 +318,8 @@ where
         _ => {
             let (id, sealed) = seal_object_json(kind, rest);
             if let Ok(v) = objects::open_object::<T>(k, kind, &id, &sealed) {
-                let (id2, sealed2) = objects::seal_object(k, kind, &v, &mut rng());
+                let (id2, sealed2) = objects::seal_object(k, kind, &v, &mut rng())
+                    .expect("an object that opened is small enough to seal");
                 let back: T =
                     objects::open_object(k, kind, &id2, &sealed2).expect("re-sealed object opens");
                 assert_eq!(back, v);
@@ -364,11 +366,38 @@ pub fn tree_blob(data: &[u8]) {
         }
     };
     if let Ok(tree) = objects::parse_tree(&json) {
-        let again = objects::tree_plaintext(&tree);
+        let again = objects::tree_plaintext(&tree).expect("a tree that parsed re-serializes");
         assert_eq!(
             objects::parse_tree(&again).expect("re-serialized tree parses"),
             tree
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// content lists
+
+/// `list_blob`: mode 0 `list::decode` on the bytes (+ re-encode round trip); mode 1
+/// `open_blob(List)` on raw bytes, then decode.
+pub fn list_blob(data: &[u8]) {
+    let Some((mode, rest)) = split_mode(data) else {
+        return;
+    };
+    let plain = match mode % 2 {
+        0 => rest.to_vec(),
+        _ => match blob::open_blob(keys(), BlobType::List, &BlobId::from_bytes(FUZZ_ID), rest) {
+            Ok(p) => p,
+            Err(_) => return,
+        },
+    };
+    if let Ok(l) = list::decode(&plain) {
+        assert!(!l.ids.is_empty() && l.ids.len() <= list::LIST_MAX && l.level <= list::MAX_LEVEL);
+        assert_eq!(
+            list::encode(l.level, &l.ids),
+            plain,
+            "decode accepts only canonical bytes"
+        );
+        assert!(list::decode_at(&plain, l.level).is_ok());
     }
 }
 

@@ -1,0 +1,187 @@
+//! Large files through the engine: content lists (docs/FORMAT.md §10.1) and the SQLite copy
+//! that is skipped when nothing changed (§5.1).
+//!
+//! A database with thousands of pages gets content lists instead of an inline id list; it
+//! restores logically identical, check and prune walk its lists, a changed page stores only a
+//! few new list blobs, and an unchanged database is neither copied nor re-read.
+
+use std::path::Path;
+
+use chatvault_format::key::BackupKey;
+use chatvault_format::list::INLINE_MAX;
+use chatvault_format::objects::NodeKind;
+use chatvault_repo::backup::{BackupOptions, NoProgress, backup};
+use chatvault_repo::check::{CheckOptions, check};
+use chatvault_repo::prune::{KeepPolicy, PruneOptions, forget, prune};
+use chatvault_repo::repository::Repository;
+use chatvault_repo::restore::{RestoreOptions, restore};
+use chatvault_repo::sqlite;
+use chatvault_repo::storage::Storage;
+use rusqlite::Connection;
+
+/// A WAL-mode database of about `rows` × 1 KiB.
+fn make_db(path: &Path, rows: usize) {
+    let c = Connection::open(path).unwrap();
+    c.pragma_update(None, "journal_mode", "WAL").unwrap();
+    c.execute_batch("CREATE TABLE messages(id INTEGER PRIMARY KEY, body TEXT)")
+        .unwrap();
+    let tx = c.unchecked_transaction().unwrap();
+    for i in 0..rows {
+        tx.execute(
+            "INSERT INTO messages(body) VALUES (?1)",
+            [format!("{i:>6} {}", "message text ".repeat(80))],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+fn db_node(repo: &Repository, snap: &chatvault_format::objects::Snapshot) -> NodeKind {
+    let index = repo.load_index().unwrap();
+    let root = repo.load_tree(&index, &snap.tree).unwrap();
+    let NodeKind::Dir { subtree } = &root.nodes[0].kind else {
+        panic!("root is the folder")
+    };
+    let dir = repo.load_tree(&index, subtree).unwrap();
+    let n = dir
+        .nodes
+        .iter()
+        .find(|n| n.name.0 == b"msgstore.db")
+        .expect("database node");
+    n.kind.clone()
+}
+
+#[test]
+fn a_database_with_thousands_of_pages_uses_content_lists_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("chats");
+    std::fs::create_dir_all(&src).unwrap();
+    let db = src.join("msgstore.db");
+    make_db(&db, 6_000); // ≈ 6 MB: ~1,500 pages of 4 KiB
+    let storage = Storage::open(dir.path().join("repo").to_str().unwrap()).unwrap();
+    let key = BackupKey::generate(&mut rand_core::OsRng);
+    let repo = Repository::init(storage.clone(), &key).unwrap();
+    let scratch = dir.path().join("scratch");
+    let opts = BackupOptions {
+        scratch_dir: Some(scratch.clone()),
+        ..BackupOptions::default()
+    };
+
+    let first = backup(&repo, std::slice::from_ref(&src), &opts, &NoProgress).unwrap();
+    let NodeKind::File {
+        content,
+        lists,
+        sqlite_snapshot: true,
+        sqlite_source: Some(_),
+        ..
+    } = db_node(&repo, &first.snapshot)
+    else {
+        panic!("a database node with its source stamps")
+    };
+    assert!(content.is_empty() && !lists.is_empty() && lists.len() <= INLINE_MAX);
+    // No plaintext copy is left in the scratch folder.
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+
+    // Unchanged: the database is neither copied nor read again; the node is reused.
+    let same = backup(&repo, std::slice::from_ref(&src), &opts, &NoProgress).unwrap();
+    assert_eq!(same.snapshot.summary.files_read, 0);
+    // Only directory listings can be new (the folder's times changed when SQLite made its
+    // `-shm` during the first copy): no page and no list.
+    assert!(same.snapshot.summary.new_bytes < 4096, "{:?}", same.snapshot.summary);
+    assert_eq!(
+        db_node(&repo, &same.snapshot),
+        db_node(&repo, &first.snapshot)
+    );
+
+    // Change a few rows: only their pages and the lists above them are new.
+    {
+        let c = Connection::open(&db).unwrap();
+        for id in [10, 3_000, 5_990] {
+            c.execute("UPDATE messages SET body = 'edited' WHERE id = ?1", [id])
+                .unwrap();
+        }
+    }
+    let second = backup(&repo, std::slice::from_ref(&src), &opts, &NoProgress).unwrap();
+    assert_eq!(second.snapshot.summary.files_read, 1);
+    let new_blobs = second.snapshot.summary.new_blobs;
+    assert!(
+        (1..=40).contains(&new_blobs),
+        "{new_blobs} new blobs for 3 changed rows"
+    );
+
+    // Restore on a new device: logically identical.
+    let want = sqlite::logical_digest(&db).unwrap();
+    let reopened = Repository::open(storage.clone(), &key).unwrap();
+    let out = dir.path().join("out");
+    let r = restore(
+        &reopened,
+        &second.snapshot,
+        &out,
+        &RestoreOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(
+        sqlite::logical_digest(&out.join("chats/msgstore.db")).unwrap(),
+        want
+    );
+    let report = check(&reopened, CheckOptions { read_data: true }, &NoProgress).unwrap();
+    assert!(report.ok(), "{:?}", report.errors);
+
+    // Prune after forgetting the older snapshots keeps everything the newest needs (it walks
+    // the lists), and the newest still restores.
+    forget(
+        &reopened,
+        &KeepPolicy {
+            last: Some(1),
+            ..KeepPolicy::default()
+        },
+        false,
+    )
+    .unwrap();
+    prune(
+        &reopened,
+        &PruneOptions {
+            grace: std::time::Duration::ZERO,
+            ..PruneOptions::default()
+        },
+    )
+    .unwrap();
+    let out2 = dir.path().join("out2");
+    let r = restore(
+        &reopened,
+        &second.snapshot,
+        &out2,
+        &RestoreOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(
+        sqlite::logical_digest(&out2.join("chats/msgstore.db")).unwrap(),
+        want
+    );
+    let report = check(&reopened, CheckOptions { read_data: true }, &NoProgress).unwrap();
+    assert!(report.ok(), "{:?}", report.errors);
+}
+
+#[test]
+fn a_killed_runs_database_copy_is_removed_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("scratch");
+    // What a killed run leaves: its lock file (lock released by the kernel) and its folder.
+    std::fs::create_dir_all(base.join("run-dead")).unwrap();
+    std::fs::write(base.join("run-dead/copy-0.db"), b"plaintext chats").unwrap();
+    std::fs::write(base.join("run-dead.lock"), b"").unwrap();
+    // A live run's folder must survive.
+    let live = sqlite::Scratch::new(&base).unwrap();
+    std::fs::write(live.dir().join("copy-0.db"), b"in use").unwrap();
+    assert!(!base.join("run-dead").exists());
+    assert!(!base.join("run-dead.lock").exists());
+    let other = sqlite::Scratch::new(&base).unwrap();
+    assert!(live.dir().join("copy-0.db").exists());
+    drop(other);
+    drop(live);
+    assert_eq!(std::fs::read_dir(&base).unwrap().count(), 0);
+}
