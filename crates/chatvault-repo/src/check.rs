@@ -17,7 +17,7 @@ use chatvault_format::{blob, list, pack};
 use crate::backup::Progress;
 use crate::error::Result;
 use crate::lock;
-use crate::repository::{Index, Repository, layout};
+use crate::repository::{Index, Repository, layout, par_map};
 
 /// Options of a check.
 #[derive(Debug, Default, Clone, Copy)]
@@ -64,11 +64,16 @@ pub fn check(
     let mut bad: HashSet<BlobId> = HashSet::new();
 
     let mut index = Index::default();
-    for (id, _) in repo.list_ids::<IndexId>(layout::INDEX)? {
-        match repo.load_index_file(&id) {
+    let ids: Vec<IndexId> = repo
+        .list_ids::<IndexId>(layout::INDEX)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    for (id, loaded) in ids.iter().zip(par_map(&ids, |id| repo.load_index_file(id))) {
+        match loaded {
             Ok(f) => {
                 index.add(&f);
-                index.files.push(id);
+                index.files.push(*id);
             }
             Err(e) => r.errors.push(e.to_string()),
         }

@@ -32,7 +32,7 @@ use rand_core::OsRng;
 
 use crate::error::{RepoError, Result};
 use crate::lock::{self, LockGuard};
-use crate::repository::{Index, Repository, layout};
+use crate::repository::{Index, Repository, layout, par_map};
 
 /// How far another device's clock may run ahead of ours without endangering a sweep: a lock
 /// that started up to this long after a plan still postpones the plan's sweep.
@@ -397,9 +397,14 @@ fn merged_index(plans: &[(PlanId, PrunePlan)], files: &[(IndexId, IndexFile)]) -
 /// Loads every index object as stored. Fails on a damaged one (its packs would look unused).
 fn index_files(repo: &Repository) -> Result<Vec<(IndexId, IndexFile)>> {
     let mut out = Vec::new();
-    for (id, _) in repo.list_ids::<IndexId>(layout::INDEX)? {
-        match repo.load_index_file(&id) {
-            Ok(f) => out.push((id, f)),
+    let ids: Vec<IndexId> = repo
+        .list_ids::<IndexId>(layout::INDEX)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    for (id, loaded) in ids.iter().zip(par_map(&ids, |id| repo.load_index_file(id))) {
+        match loaded {
+            Ok(f) => out.push((*id, f)),
             Err(e) => {
                 return Err(RepoError::Invalid(format!(
                     "{e}; prune stops (the packs it lists would look unused). Run `chatvault check`"
