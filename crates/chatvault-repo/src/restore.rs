@@ -11,15 +11,15 @@
 //!   time, and never follows a symbolic link (`openat(O_DIRECTORY | O_NOFOLLOW)`, `mkdirat`,
 //!   `renameat`, `unlinkat`, `symlinkat`);
 //! - tree entries whose names are unsafe (empty, `.`, `..`, containing `/` or NUL) or appear more
-//!   than once in their tree are not restored and are listed ([`refusals`]);
+//!   than once in their tree are not restored and are listed (`refusals`, shared with `check`);
 //! - symbolic links from the snapshot are created last, after every file and directory, so
 //!   nothing is written through them; their time is set with `AT_SYMLINK_NOFOLLOW` and they are
 //!   never chmod-ed;
 //! - file mode and time are set through the open file, directory mode and time through the open
 //!   directory (deepest first, at the very end).
 //!
-//! The steps, in order: [`plan`] walks the snapshot's trees and creates the directories;
-//! [`restore_file`] writes the files in parallel; [`restore_symlink`] creates the links;
+//! The steps, in order: `Plan` walks the snapshot's trees and creates the directories;
+//! `restore_file` writes the files in parallel; `restore_symlink` creates the links;
 //! directory metadata is applied last.
 
 use std::collections::{HashMap, HashSet};
