@@ -512,7 +512,8 @@ fn restore_cmd(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
             "{}",
             serde_json::to_string_pretty(
                 &json!({"snapshot": id, "files": out.files, "dirs": out.dirs,
-                "bytes": out.bytes, "failed": out.failed.iter().map(|(p, e)| json!({"path": p, "error": e})).collect::<Vec<_>>()})
+                "bytes": out.bytes, "failed": out.failed.iter().map(|(p, e)| json!({"path": p, "error": e})).collect::<Vec<_>>(),
+                "skipped": out.skipped.iter().map(|(p, e)| json!({"path": p, "reason": e})).collect::<Vec<_>>()})
             )?
         );
     } else {
@@ -525,6 +526,9 @@ fn restore_cmd(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
             out.dirs,
             out.bytes
         );
+    }
+    for (p, why) in &out.skipped {
+        eprintln!("skipped {p}: {why}");
     }
     if out.failed.is_empty() {
         Ok(exit::OK)

@@ -5,6 +5,8 @@
 //! snapshot references is indexed. With `read_data`, additionally every pack is downloaded, its
 //! header authenticated and compared with the index, and every blob opened and checked against
 //! its id (at its indexed place when the header is damaged: restore never reads headers).
+//! Tree entries restore refuses (unsafe or duplicate names, trees nested deeper than
+//! [`MAX_DEPTH`]; FORMAT §12.1) are errors: the snapshot cannot be restored intact.
 //! Problems are mapped back to the snapshots and files they affect.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -18,6 +20,7 @@ use crate::backup::Progress;
 use crate::error::Result;
 use crate::lock;
 use crate::repository::{Index, Repository, layout, par_map};
+use crate::restore::{self, MAX_DEPTH, Refusal};
 
 /// Options of a check.
 #[derive(Debug, Default, Clone, Copy)]
@@ -247,7 +250,9 @@ pub fn check(
             "",
             &mut seen_trees,
             &mut lists_seen,
+            &mut vec![snap.tree],
             &mut damaged,
+            &mut r.warnings,
             &mut r.errors,
         );
         if !damaged.is_empty() {
@@ -261,6 +266,8 @@ pub fn check(
         }
     }
     r.errors.dedup();
+    let mut once = HashSet::new();
+    r.warnings.retain(|w| once.insert(w.clone()));
     Ok(r)
 }
 
@@ -273,7 +280,9 @@ fn walk(
     prefix: &str,
     seen: &mut HashSet<BlobId>,
     lists_seen: &mut ListVerdicts,
+    ancestors: &mut Vec<BlobId>,
     damaged: &mut Vec<String>,
+    warnings: &mut Vec<String>,
     errors: &mut Vec<String>,
 ) {
     let shown_dir = if prefix.is_empty() {
@@ -294,8 +303,29 @@ fn walk(
         }
     };
     let first_visit = seen.insert(*tree_id);
-    for n in &tree.nodes {
+    for (n, refusal) in tree.nodes.iter().zip(restore::refusals(&tree)) {
         let path = format!("{prefix}{}", String::from_utf8_lossy(&n.name.0));
+        // Entries restore refuses (FORMAT §12.1): a hostile or broken tree.
+        match refusal {
+            None => {}
+            Some(Refusal::Duplicate { first: false, .. }) => continue,
+            Some(Refusal::Journal) => {
+                // Backup never stores these (§5.1); restore skips them, which loses nothing.
+                warnings.push(format!(
+                    "{path}: {} (tree {})",
+                    Refusal::Journal,
+                    tree_id.short()
+                ));
+                continue;
+            }
+            Some(r) => {
+                if first_visit {
+                    errors.push(format!("tree {} ({path}): {r}", tree_id.short()));
+                }
+                damaged.push(format!("{path} ({r})"));
+                continue;
+            }
+        }
         match &n.kind {
             NodeKind::File { lists, .. } if !lists.is_empty() => {
                 if let Err(why) = check_lists(repo, index, bad, lists, lists_seen) {
@@ -321,17 +351,31 @@ fn walk(
                     damaged.push(path);
                 }
             }
-            NodeKind::Dir { subtree } => walk(
-                repo,
-                index,
-                bad,
-                subtree,
-                &format!("{path}/"),
-                seen,
-                lists_seen,
-                damaged,
-                errors,
-            ),
+            NodeKind::Dir { subtree } => {
+                if ancestors.len() >= MAX_DEPTH || ancestors.contains(subtree) {
+                    errors.push(format!(
+                        "tree {} ({path}/): nested deeper than {MAX_DEPTH} or contains itself",
+                        subtree.short()
+                    ));
+                    damaged.push(format!("{path}/ (directory nested too deep)"));
+                    continue;
+                }
+                ancestors.push(*subtree);
+                walk(
+                    repo,
+                    index,
+                    bad,
+                    subtree,
+                    &format!("{path}/"),
+                    seen,
+                    lists_seen,
+                    ancestors,
+                    damaged,
+                    warnings,
+                    errors,
+                );
+                ancestors.pop();
+            }
             NodeKind::Symlink { .. } => {}
         }
     }
