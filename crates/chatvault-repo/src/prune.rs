@@ -27,7 +27,7 @@ use chatvault_format::objects::{
     self, IndexBlob, IndexFile, IndexPack, NodeKind, OBJECT_VERSION, PrunePlan, Snapshot,
 };
 use chatvault_format::pack::{self, PackEntry};
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use rand_core::OsRng;
 
 use crate::error::{RepoError, Result};
@@ -273,9 +273,12 @@ pub struct PruneReport {
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut guard = lock::lock(repo, "prune", false)?;
     // Prunes exclude each other (both would rewrite the index); everything else runs on.
-    if let Some((_, l)) = lock::live_locks(repo)?
+    let mine = guard.id();
+    if let Some(l) = guard
+        .live_locks()?
         .into_iter()
-        .find(|(id, l)| id != guard.id() && l.operation == "prune")
+        .find(|l| l.id != mine && l.lock.operation == "prune")
+        .map(|l| l.lock)
     {
         return Err(RepoError::Locked(format!(
             "another prune is running on {} (pid {}) since {}",
@@ -526,10 +529,9 @@ fn mark(
         };
         let (id, sealed) = objects::seal_object(repo.keys(), ObjectKind::Index, &file, &mut OsRng);
         let id = IndexId::from_bytes(id);
-        repo.storage.write_new(&layout::index(&id), sealed)?;
+        guard.write_new(&layout::index(&id), sealed)?;
         kept_index = Some(id);
     }
-    guard.refresh_if_due()?;
     let plan = PrunePlan {
         version: OBJECT_VERSION,
         time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
@@ -543,7 +545,7 @@ fn mark(
     };
     let (id, sealed) = objects::seal_object(repo.keys(), ObjectKind::PrunePlan, &plan, &mut OsRng);
     let id = PlanId::from_bytes(id);
-    repo.storage.write_new(&layout::plan(&id), sealed)?;
+    guard.write_new(&layout::plan(&id), sealed)?;
     tracing::info!(plan = %id.short(), packs = plan.packs.len(), "prune plan written");
     report.plan = Some(id);
     Ok(Some((id, plan)))
@@ -603,17 +605,29 @@ fn sweep(
     report: &mut PruneReport,
 ) -> Result<()> {
     // Anything that started before the plan (allowing for clock skew) may have deduplicated
-    // against the packs it condemns and not published its snapshot yet.
+    // against the packs it condemns and not published its snapshot yet. "Before" by the
+    // devices' clocks (`time` fields) or by storage time (the plan object's and the lock's,
+    // where the backend reports times): postponed if either says so.
     let plan_time = DateTime::parse_from_rfc3339(&plan.time)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| RepoError::corrupted(format!("prune plan {}", id.short()), "bad time"))?;
-    let margin = chrono::Duration::from_std(CLOCK_SKEW_MARGIN).expect("small");
-    for (lid, l) in lock::live_locks(repo)? {
-        if lid == *guard.id() {
+    let plan_stored = repo.storage.last_modified(&layout::plan(&id))?;
+    let margin = TimeDelta::from_std(CLOCK_SKEW_MARGIN).unwrap_or(TimeDelta::MAX);
+    let before = |t: DateTime<Utc>, plan: DateTime<Utc>| {
+        plan.checked_add_signed(margin).is_none_or(|p| t < p)
+    };
+    let mine = guard.id();
+    for live in guard.live_locks()? {
+        if live.id == mine {
             continue;
         }
+        let l = live.lock;
         let started = DateTime::parse_from_rfc3339(&l.time).map(|t| t.with_timezone(&Utc));
-        if started.is_err() || started.is_ok_and(|t| t < plan_time + margin) {
+        let before_by_storage = live
+            .started_by_storage
+            .zip(plan_stored)
+            .is_some_and(|(s, p)| before(s, p));
+        if started.is_err() || started.is_ok_and(|t| before(t, plan_time)) || before_by_storage {
             report.postponed.push((
                 id,
                 format!(
@@ -682,7 +696,6 @@ fn sweep(
     if dry_run {
         return Ok(());
     }
-    guard.ensure_live()?;
     let mut rescue_index = None;
     if !rescue.is_empty() {
         let file = IndexFile {
@@ -691,17 +704,21 @@ fn sweep(
         };
         let (rid, sealed) = objects::seal_object(repo.keys(), ObjectKind::Index, &file, &mut OsRng);
         let rid = IndexId::from_bytes(rid);
-        repo.storage.write_new(&layout::index(&rid), sealed)?;
+        guard.write_new(&layout::index(&rid), sealed)?;
         rescue_index = Some(rid);
     }
     // Index objects first: a crash after this leaves only unreferenced packs (harmless). The
-    // rescue index may coincide with a condemned one (same content): that one stays.
+    // rescue index may coincide with a condemned one (same content): that one stays. Every
+    // delete happens under a live lock (a lapsed prune could race another prune, §11).
     for i in plan.index.iter().filter(|i| Some(**i) != rescue_index) {
+        guard.ensure_live()?;
         repo.storage.delete(&layout::index(i))?;
     }
     for p in &delete {
+        guard.ensure_live()?;
         repo.storage.delete(&layout::pack(p))?;
     }
+    guard.ensure_live()?;
     repo.storage.delete(&layout::plan(&id))?;
     tracing::info!(plan = %id.short(), packs = delete.len(), "prune plan swept");
     Ok(())
@@ -903,5 +920,61 @@ mod tests {
             forget_plan(&r, &KeepPolicy::default()),
             Err(RepoError::Invalid(_))
         ));
+    }
+
+    /// A repository in a local folder: the fs backend reports modification times.
+    fn fs_repo() -> (tempfile::TempDir, Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = BackupKey::from_bytes([7; 32]);
+        let r =
+            Repository::init(Storage::open(dir.path().to_str().unwrap()).unwrap(), &key).unwrap();
+        (dir, r)
+    }
+
+    fn set_age(dir: &std::path::Path, path: &str, age: Duration) {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(dir.join(path))
+            .unwrap();
+        f.set_times(std::fs::FileTimes::new().set_modified(std::time::SystemTime::now() - age))
+            .unwrap();
+    }
+
+    /// A backup on a device whose clock runs an hour ahead claims (in its lock's `time`) to
+    /// have started after the plan; by storage time it started before, so the sweep waits.
+    #[test]
+    fn sweep_waits_for_a_backup_whose_clock_runs_ahead() {
+        let (dir, r) = fs_repo();
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("old.bin"), noise(11, 1 << 20)).unwrap();
+        let s1 = backup_of(&r, src.path(), "a");
+
+        // The other device took its lock 10 minutes ago (storage time) and has not refreshed.
+        let ahead = Utc::now() + chrono::TimeDelta::hours(1) - chrono::TimeDelta::minutes(10);
+        let lid = chatvault_format::id::LockId::random(&mut OsRng);
+        let l = objects::Lock {
+            version: OBJECT_VERSION,
+            hostname: "fast-clock".into(),
+            pid: 7,
+            operation: "backup".into(),
+            exclusive: false,
+            time: ahead.to_rfc3339(),
+            expires: (ahead + chrono::TimeDelta::from_std(lock::LOCK_TTL).unwrap()).to_rfc3339(),
+        };
+        let sealed = objects::seal_lock(r.keys(), lid.as_bytes(), &l, &mut OsRng);
+        let lpath = format!("{}{lid}", layout::LOCKS);
+        r.storage.write_new(&lpath, sealed).unwrap();
+        set_age(dir.path(), &lpath, Duration::from_secs(600));
+
+        r.storage.delete(&layout::snapshot(&s1)).unwrap();
+        let rep = prune(&r, &grace0()).unwrap();
+        assert!(rep.plan.is_some(), "{rep:?}");
+        assert!(rep.swept_plans.is_empty(), "{rep:?}");
+        assert!(rep.postponed[0].1.contains("fast-clock"), "{rep:?}");
+
+        // Gone (stale by storage time after 30 minutes, or removed): the sweep proceeds.
+        r.storage.delete(&lpath).unwrap();
+        let rep = prune(&r, &grace0()).unwrap();
+        assert_eq!(rep.swept_plans.len(), 1, "{rep:?}");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chatvault_format::blob::{self, BlobType};
 use chatvault_format::config::{Config, ConfigError, RepoParams};
@@ -12,6 +13,7 @@ use chatvault_format::objects::{self, IndexFile, PrunePlan, Snapshot, Tree};
 use rand_core::OsRng;
 
 use crate::error::{RepoError, Result};
+use crate::lock::LockConfig;
 use crate::storage::Storage;
 
 /// Object paths of the layout (§2).
@@ -52,8 +54,11 @@ pub mod layout {
 /// An open repository: storage, verified config and subkeys.
 pub struct Repository {
     pub(crate) storage: Storage,
-    pub(crate) keys: RepoKeys,
+    /// Shared with the lock refresher thread (§11), which seals lock objects.
+    pub(crate) keys: Arc<RepoKeys>,
     pub(crate) config: Config,
+    /// Lock timing (§11): the protocol's constants, shortened only by tests.
+    pub(crate) lock_config: LockConfig,
 }
 
 /// Where a blob lives.
@@ -146,8 +151,9 @@ impl Repository {
         tracing::info!(location = storage.location(), repo = %repo_id.short(), "repository created");
         Ok(Repository {
             storage,
-            keys,
+            keys: Arc::new(keys),
             config: Config { repo_id, params },
+            lock_config: LockConfig::default(),
         })
     }
 
@@ -166,8 +172,9 @@ impl Repository {
         })?;
         Ok(Repository {
             storage,
-            keys,
+            keys: Arc::new(keys),
             config,
+            lock_config: LockConfig::default(),
         })
     }
 
