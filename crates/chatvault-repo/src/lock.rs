@@ -562,6 +562,11 @@ impl LockGuard<'_> {
         self.inner.state().clock.map(|c| c.now())
     }
 
+    /// The lock's timing (crate-internal: prune derives the age of unindexed packs from it).
+    pub(crate) fn config(&self) -> LockConfig {
+        self.inner.cfg
+    }
+
     /// The live locks in the repository, this guard's own included. A lock is live while
     /// storage now (see [`LockGuard::storage_now`]) is less than [`LOCK_TTL`] past the lock
     /// object's `last_modified`; only if the backend reports no times, while its `expires` is

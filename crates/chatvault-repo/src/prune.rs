@@ -41,6 +41,15 @@ pub const CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Default grace period between marking and sweeping.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(60 * 60);
 
+/// Packs in `data/` that no index lists are condemned only once they are this many lock
+/// lifetimes old by storage time ([`UNINDEXED_PACK_MIN_AGE`]): a younger one may belong to a
+/// backup still running whose index object is not written yet.
+pub const UNINDEXED_PACK_MIN_AGE_LOCK_TTLS: u32 = 4;
+
+/// [`UNINDEXED_PACK_MIN_AGE_LOCK_TTLS`] × [`lock::LOCK_TTL`]: 2 hours.
+pub const UNINDEXED_PACK_MIN_AGE: Duration =
+    Duration::from_secs(lock::LOCK_TTL.as_secs() * UNINDEXED_PACK_MIN_AGE_LOCK_TTLS as u64);
+
 // ---------------------------------------------------------------------------------------------
 // forget
 
@@ -253,6 +262,16 @@ pub struct PruneReport {
     pub unindexed_packs: usize,
     /// Their bytes.
     pub unindexed_bytes: u64,
+    /// Unindexed packs left alone because they are younger than [`UNINDEXED_PACK_MIN_AGE`] by
+    /// storage time (a running backup may still index them).
+    pub young_unindexed_packs: usize,
+    /// Their bytes.
+    pub young_unindexed_bytes: u64,
+    /// Unindexed packs left alone because the backend reports no modification times, so their
+    /// age is unknown (they may belong to a running backup).
+    pub undated_unindexed_packs: usize,
+    /// Their bytes.
+    pub undated_unindexed_bytes: u64,
     /// The plan written by this run, if there was anything to condemn.
     pub plan: Option<PlanId>,
     /// Plans swept by this run.
@@ -467,11 +486,29 @@ fn mark(
         .iter()
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
         .collect();
-    for (id, size) in repo.stored_packs()?.0 {
-        if !indexed.contains(&id) && !already.contains(&id) {
-            report.unindexed_packs += 1;
-            report.unindexed_bytes += size;
-            condemned.push(id);
+    // Unindexed packs are judged by storage time, never by this device's clock: old enough that
+    // no backup still running can index them (§15), or left alone.
+    let storage_now = guard.storage_now();
+    let min_age = TimeDelta::from_std(guard.config().ttl * UNINDEXED_PACK_MIN_AGE_LOCK_TTLS)
+        .unwrap_or(TimeDelta::MAX);
+    for (id, l) in repo.stored_pack_listing()?.0 {
+        if indexed.contains(&id) || already.contains(&id) {
+            continue;
+        }
+        match (storage_now, l.last_modified) {
+            (Some(now), Some(written)) if now.signed_duration_since(written) >= min_age => {
+                report.unindexed_packs += 1;
+                report.unindexed_bytes += l.size;
+                condemned.push(id);
+            }
+            (Some(_), Some(_)) => {
+                report.young_unindexed_packs += 1;
+                report.young_unindexed_bytes += l.size;
+            }
+            _ => {
+                report.undated_unindexed_packs += 1;
+                report.undated_unindexed_bytes += l.size;
+            }
         }
     }
 
@@ -931,6 +968,15 @@ mod tests {
         (dir, r)
     }
 
+    /// A pack as a killed backup leaves it: stored, in no index.
+    fn unindexed_pack(r: &Repository) -> PackId {
+        let id = PackId::random(&mut OsRng);
+        r.storage
+            .write_new(&layout::pack(&id), noise(9, 1000))
+            .unwrap();
+        id
+    }
+
     fn set_age(dir: &std::path::Path, path: &str, age: Duration) {
         let f = std::fs::File::options()
             .write(true)
@@ -938,6 +984,56 @@ mod tests {
             .unwrap();
         f.set_times(std::fs::FileTimes::new().set_modified(std::time::SystemTime::now() - age))
             .unwrap();
+    }
+
+    #[test]
+    fn unindexed_packs_are_condemned_only_when_old_by_storage_time() {
+        let (dir, r) = fs_repo();
+        let young = unindexed_pack(&r);
+        let old = unindexed_pack(&r);
+        // Just under and well over 4 lock lifetimes (2 h) old by the storage's clock.
+        set_age(
+            dir.path(),
+            &layout::pack(&young),
+            UNINDEXED_PACK_MIN_AGE - Duration::from_secs(600),
+        );
+        set_age(
+            dir.path(),
+            &layout::pack(&old),
+            UNINDEXED_PACK_MIN_AGE + Duration::from_secs(600),
+        );
+
+        let rep = prune(&r, &PruneOptions::default()).unwrap();
+        assert_eq!(
+            (rep.unindexed_packs, rep.young_unindexed_packs),
+            (1, 1),
+            "{rep:?}"
+        );
+        assert_eq!(rep.undated_unindexed_packs, 0, "{rep:?}");
+        let plans = r.load_plans().unwrap();
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].1.packs, vec![old]);
+
+        let rep = prune(&r, &grace0()).unwrap();
+        assert_eq!(rep.swept_plans.len(), 1, "{rep:?}");
+        assert_eq!(rep.young_unindexed_packs, 1, "{rep:?}");
+        let left = r.stored_packs().unwrap().0;
+        assert!(
+            left.contains_key(&young) && !left.contains_key(&old),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn unindexed_packs_of_unknown_age_are_left_alone() {
+        // memory:// reports no modification times.
+        let r = repo("prune-undated");
+        let p = unindexed_pack(&r);
+        let rep = prune(&r, &grace0()).unwrap();
+        assert_eq!(rep.unindexed_packs, 0, "{rep:?}");
+        assert_eq!(rep.undated_unindexed_packs, 1, "{rep:?}");
+        assert!(rep.plan.is_none(), "{rep:?}");
+        assert!(r.stored_packs().unwrap().0.contains_key(&p));
     }
 
     /// A backup on a device whose clock runs an hour ahead claims (in its lock's `time`) to

@@ -14,7 +14,7 @@ use rand_core::OsRng;
 
 use crate::error::{RepoError, Result};
 use crate::lock::LockConfig;
-use crate::storage::Storage;
+use crate::storage::{Listed, Storage};
 
 /// Object paths of the layout (§2).
 pub mod layout {
@@ -347,12 +347,22 @@ impl Repository {
     /// look for a pack only at its layout path (§2), so a pack stored anywhere else counts as
     /// an unexpected object, not as the pack.
     pub fn stored_packs(&self) -> Result<(HashMap<PackId, u64>, Vec<String>)> {
+        let (packs, unexpected) = self.stored_pack_listing()?;
+        Ok((
+            packs.into_iter().map(|(id, l)| (id, l.size)).collect(),
+            unexpected,
+        ))
+    }
+
+    /// [`Repository::stored_packs`] with each pack's listing entry, which carries its storage
+    /// time where the backend reports one (prune judges unindexed packs by it, §15).
+    pub fn stored_pack_listing(&self) -> Result<(HashMap<PackId, Listed>, Vec<String>)> {
         let mut packs = HashMap::new();
         let mut unexpected = Vec::new();
         for l in self.storage.list(layout::DATA, true)? {
             match l.name.parse::<PackId>() {
                 Ok(id) if l.path == layout::pack(&id) => {
-                    packs.insert(id, l.size);
+                    packs.insert(id, l);
                 }
                 _ => unexpected.push(l.path),
             }
