@@ -676,6 +676,8 @@ fn prune_cmd(ctx: &Ctx, a: &PruneArgs) -> Result<u8> {
                 "repacked_packs": r.repacked_packs, "repacked_bytes": r.repacked_bytes,
                 "new_packs": r.new_packs, "new_bytes": r.new_bytes,
                 "unindexed_packs": r.unindexed_packs, "unindexed_bytes": r.unindexed_bytes,
+                "young_unindexed_packs": r.young_unindexed_packs, "young_unindexed_bytes": r.young_unindexed_bytes,
+                "undated_unindexed_packs": r.undated_unindexed_packs, "undated_unindexed_bytes": r.undated_unindexed_bytes,
                 "plan": r.plan, "swept_plans": r.swept_plans,
                 "deleted_packs": r.deleted_packs, "deleted_bytes": r.deleted_bytes,
                 "deleted_index": r.deleted_index, "rescued_packs": r.rescued_packs,
@@ -710,6 +712,20 @@ fn print_prune(r: &PruneReport, dry_run: bool) {
         r.unindexed_packs,
         r.unindexed_bytes
     );
+    if r.young_unindexed_packs > 0 {
+        println!(
+            "left alone: {} unindexed pack(s) ({} bytes) younger than {} hours by storage time (a running backup may still index them)",
+            r.young_unindexed_packs,
+            r.young_unindexed_bytes,
+            prune::UNINDEXED_PACK_MIN_AGE.as_secs() / 3600
+        );
+    }
+    if r.undated_unindexed_packs > 0 {
+        println!(
+            "left alone: {} unindexed pack(s) ({} bytes) of unknown age (this storage reports no modification times)",
+            r.undated_unindexed_packs, r.undated_unindexed_bytes
+        );
+    }
     if let Some(p) = &r.plan {
         println!("prune plan {} written", p.short());
     }

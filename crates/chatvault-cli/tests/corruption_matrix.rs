@@ -42,7 +42,7 @@
 //!     gone). This, and deleting the newest snapshot, are **rollbacks**: a fresh device cannot
 //!     tell (asserted: exit 0, `restore latest` gives S1); the device home can (exit 9, "rolled
 //!     back", nothing written, unless `--accept-rollback`).
-//!   - lock: an expired lock from the past.
+//!   - lock: an expired lock from the past, served with its old storage time or re-stamped now.
 //!
 //! # Outcomes (C = `check`, R = `check --read-data`, restore S1 / S2; 0 = success)
 //! config (every command fails before reading anything; nothing is written):
@@ -99,10 +99,12 @@
 //! - control: a live exclusive lock → 8 "repository is locked" for all four commands.
 //! - bit flip / truncation / deletion of that lock, swap of two live locks → all 0: an unreadable
 //!   lock is ignored (§11). Provably harmless: locks carry no data, check and restore verify
-//!   everything they read, and the provider can always delete a lock anyway; a fault can only
-//!   make a lock disappear, never make a dead lock live (`expires` is sealed).
+//!   everything they read, and the provider can always delete a lock anyway.
 //! - duplication → the copy is unreadable and ignored, the original still holds: 8.
-//! - replay (an expired exclusive lock) → ignored as stale: 0.
+//! - replay (an expired exclusive lock, with its old storage time) → ignored as stale: 0.
+//! - replay (the same, re-stamped now) → live by storage time (§11), whatever its `expires`: 8.
+//!   A fault can thus make a dead lock live again for at most 30 minutes: denial of service,
+//!   which the provider can always cause (it never makes data go away).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -559,6 +561,13 @@ impl Case<'_> {
     }
     fn live_exclusive_lock(&self) -> PathBuf {
         self.plant_lock(true, "prune", 1800)
+    }
+    /// Sets an object's storage time (the fs backend's mtime) `secs` into the past.
+    fn age(&self, path: &Path, secs: u64) {
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+        f.set_times(std::fs::FileTimes::new().set_modified(t))
+            .unwrap();
     }
 }
 
@@ -1266,11 +1275,22 @@ fn lock_faults() {
                 restore: [Rst::Ok, Rst::Ok],
             },
             Row {
-                fault: "replay (expired lock)",
-                apply: |c| drop(c.plant_lock(true, "prune", -3600)),
+                fault: "replay (expired lock, old storage time)",
+                apply: |c| {
+                    // Written 90 minutes ago (30 minutes before its `expires`), served again.
+                    let l = c.plant_lock(true, "prune", -3600);
+                    c.age(&l, 90 * 60);
+                },
                 check: CLEAN,
                 read_data: CLEAN,
                 restore: [Rst::Ok, Rst::Ok],
+            },
+            Row {
+                fault: "replay (expired lock, re-stamped now)",
+                apply: |c| drop(c.plant_lock(true, "prune", -3600)),
+                check: BUSY,
+                read_data: BUSY,
+                restore: [BUSY_R, BUSY_R],
             },
         ],
     );

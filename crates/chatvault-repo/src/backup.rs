@@ -36,7 +36,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use rand_core::OsRng;
 
 use crate::error::{RepoError, Result};
-use crate::lock::{self, LockGuard};
+use crate::lock::{self, Liveness, LockGuard};
 use crate::repository::{Index, Repository, layout};
 use crate::sqlite;
 
@@ -111,6 +111,8 @@ struct Shared {
     uploaded: AtomicU64,
     /// Stored packs not yet in an index object, and when the last index object was written.
     pending: Mutex<(Vec<IndexPack>, std::time::Instant)>,
+    /// The run's lock: index objects are written only while it is live (FORMAT §11).
+    live: Liveness,
 }
 
 impl Shared {
@@ -195,6 +197,7 @@ pub fn backup(
         error: Mutex::new(None),
         uploaded: AtomicU64::new(0),
         pending: Mutex::new((Vec::new(), std::time::Instant::now())),
+        live: guard.liveness(),
     };
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -262,14 +265,13 @@ pub fn backup(
     };
     // A prune sweep only deletes condemned packs while no backup that started before the plan
     // holds a live lock (§15). If this run's lock lapsed (the device slept past its expiry), a
-    // sweep may have deleted data this snapshot references: do not publish it.
-    guard.refresh_if_due()?;
-    guard.ensure_live()?;
+    // sweep may have deleted data this snapshot references: do not publish it (the write checks
+    // the lock and is cut off at its deadline, §11).
     let (id, sealed) =
         objects::seal_object(repo.keys(), ObjectKind::Snapshot, &snapshot, &mut OsRng)
             .map_err(|e| RepoError::Invalid(format!("cannot write the snapshot: {e}")))?;
     let id = SnapshotId::from_bytes(id);
-    repo.storage.write_new(&layout::snapshot(&id), sealed)?;
+    guard.write_new(&layout::snapshot(&id), sealed)?;
     drop(guard);
     tracing::info!(snapshot = %id.short(), "snapshot saved");
     Ok(BackupOutcome { id, snapshot })
@@ -403,7 +405,8 @@ fn upload_stage(repo: &Repository, rx: Receiver<FinishedPack>, shared: &Shared) 
 }
 
 fn write_index(repo: &Repository, packs: Vec<IndexPack>, shared: &Shared) -> Result<()> {
-    for (_, len) in repo.write_index_objects(packs)? {
+    // Only while the lock is live: a lapsed run's packs may already be condemned (§11, §15).
+    for (_, len) in repo.write_index_objects(packs, &shared.live)? {
         shared.uploaded.fetch_add(len, Ordering::Relaxed);
     }
     Ok(())

@@ -44,6 +44,17 @@ pub enum RepoError {
     /// Another process holds a conflicting lock.
     #[error("repository is locked: {0}")]
     Locked(String),
+    /// This operation's own lock lapsed (no refresh reached storage in time, e.g. because the
+    /// device slept), so others may already treat it as stale (docs/FORMAT.md §11). A lost lock
+    /// is never revived: the operation stops and writes no index object, snapshot or plan after
+    /// the loss.
+    #[error("this {operation} lost its repository lock: {reason}; run it again")]
+    LockLost {
+        /// The operation that held the lock (`backup`, `prune`, …).
+        operation: String,
+        /// Why the lock counts as lost.
+        reason: String,
+    },
     /// The storage backend failed (network, permissions, full disk, …).
     #[error("storage error on {path}: {source}")]
     Storage {

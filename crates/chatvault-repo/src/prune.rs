@@ -27,7 +27,7 @@ use chatvault_format::objects::{
     self, IndexBlob, IndexFile, IndexPack, NodeKind, OBJECT_VERSION, PrunePlan, Snapshot,
 };
 use chatvault_format::pack::{self, PackEntry};
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use rand_core::OsRng;
 
 use crate::error::{RepoError, Result};
@@ -40,6 +40,15 @@ pub const CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// Default grace period between marking and sweeping.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(60 * 60);
+
+/// Packs in `data/` that no index lists are condemned only once they are this many lock
+/// lifetimes old by storage time ([`UNINDEXED_PACK_MIN_AGE`]): a younger one may belong to a
+/// backup still running whose index object is not written yet.
+pub const UNINDEXED_PACK_MIN_AGE_LOCK_TTLS: u32 = 4;
+
+/// [`UNINDEXED_PACK_MIN_AGE_LOCK_TTLS`] × [`lock::LOCK_TTL`]: 2 hours.
+pub const UNINDEXED_PACK_MIN_AGE: Duration =
+    Duration::from_secs(lock::LOCK_TTL.as_secs() * UNINDEXED_PACK_MIN_AGE_LOCK_TTLS as u64);
 
 // ---------------------------------------------------------------------------------------------
 // forget
@@ -253,6 +262,16 @@ pub struct PruneReport {
     pub unindexed_packs: usize,
     /// Their bytes.
     pub unindexed_bytes: u64,
+    /// Unindexed packs left alone because they are younger than [`UNINDEXED_PACK_MIN_AGE`] by
+    /// storage time (a running backup may still index them).
+    pub young_unindexed_packs: usize,
+    /// Their bytes.
+    pub young_unindexed_bytes: u64,
+    /// Unindexed packs left alone because the backend reports no modification times, so their
+    /// age is unknown (they may belong to a running backup).
+    pub undated_unindexed_packs: usize,
+    /// Their bytes.
+    pub undated_unindexed_bytes: u64,
     /// The plan written by this run, if there was anything to condemn.
     pub plan: Option<PlanId>,
     /// Plans swept by this run.
@@ -273,9 +292,12 @@ pub struct PruneReport {
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut guard = lock::lock(repo, "prune", false)?;
     // Prunes exclude each other (both would rewrite the index); everything else runs on.
-    if let Some((_, l)) = lock::live_locks(repo)?
+    let mine = guard.id();
+    if let Some(l) = guard
+        .live_locks()?
         .into_iter()
-        .find(|(id, l)| id != guard.id() && l.operation == "prune")
+        .find(|l| l.id != mine && l.lock.operation == "prune")
+        .map(|l| l.lock)
     {
         return Err(RepoError::Locked(format!(
             "another prune is running on {} (pid {}) since {}",
@@ -481,11 +503,29 @@ fn mark(
         .iter()
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
         .collect();
-    for (id, size) in repo.stored_packs()?.0 {
-        if !indexed.contains(&id) && !already.contains(&id) {
-            report.unindexed_packs += 1;
-            report.unindexed_bytes += size;
-            condemned.push(id);
+    // Unindexed packs are judged by storage time, never by this device's clock: old enough that
+    // no backup still running can index them (§15), or left alone.
+    let storage_now = guard.storage_now();
+    let min_age = TimeDelta::from_std(guard.config().ttl * UNINDEXED_PACK_MIN_AGE_LOCK_TTLS)
+        .unwrap_or(TimeDelta::MAX);
+    for (id, l) in repo.stored_pack_listing()?.0 {
+        if indexed.contains(&id) || already.contains(&id) {
+            continue;
+        }
+        match (storage_now, l.last_modified) {
+            (Some(now), Some(written)) if now.signed_duration_since(written) >= min_age => {
+                report.unindexed_packs += 1;
+                report.unindexed_bytes += l.size;
+                condemned.push(id);
+            }
+            (Some(_), Some(_)) => {
+                report.young_unindexed_packs += 1;
+                report.young_unindexed_bytes += l.size;
+            }
+            _ => {
+                report.undated_unindexed_packs += 1;
+                report.undated_unindexed_bytes += l.size;
+            }
         }
     }
 
@@ -538,11 +578,10 @@ fn mark(
     // leaves duplicate index entries, which the next prune cleans up. Index ids are content
     // hashes, so it may coincide with an existing object (same packs): that one is not condemned.
     let kept_index: HashSet<IndexId> = repo
-        .write_index_objects(keep)?
+        .write_index_objects(keep, &guard.liveness())?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    guard.refresh_if_due()?;
     let plan = PrunePlan {
         version: OBJECT_VERSION,
         time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
@@ -557,7 +596,7 @@ fn mark(
     let (id, sealed) = objects::seal_object(repo.keys(), ObjectKind::PrunePlan, &plan, &mut OsRng)
         .map_err(|e| RepoError::Invalid(format!("cannot write the prune plan: {e}")))?;
     let id = PlanId::from_bytes(id);
-    repo.storage.write_new(&layout::plan(&id), sealed)?;
+    guard.write_new(&layout::plan(&id), sealed)?;
     tracing::info!(plan = %id.short(), packs = plan.packs.len(), "prune plan written");
     report.plan = Some(id);
     Ok(Some((id, plan)))
@@ -617,17 +656,29 @@ fn sweep(
     report: &mut PruneReport,
 ) -> Result<()> {
     // Anything that started before the plan (allowing for clock skew) may have deduplicated
-    // against the packs it condemns and not published its snapshot yet.
+    // against the packs it condemns and not published its snapshot yet. "Before" by the
+    // devices' clocks (`time` fields) or by storage time (the plan object's and the lock's,
+    // where the backend reports times): postponed if either says so.
     let plan_time = DateTime::parse_from_rfc3339(&plan.time)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| RepoError::corrupted(format!("prune plan {}", id.short()), "bad time"))?;
-    let margin = chrono::Duration::from_std(CLOCK_SKEW_MARGIN).expect("small");
-    for (lid, l) in lock::live_locks(repo)? {
-        if lid == *guard.id() {
+    let plan_stored = repo.storage.last_modified(&layout::plan(&id))?;
+    let margin = TimeDelta::from_std(CLOCK_SKEW_MARGIN).unwrap_or(TimeDelta::MAX);
+    let before = |t: DateTime<Utc>, plan: DateTime<Utc>| {
+        plan.checked_add_signed(margin).is_none_or(|p| t < p)
+    };
+    let mine = guard.id();
+    for live in guard.live_locks()? {
+        if live.id == mine {
             continue;
         }
+        let l = live.lock;
         let started = DateTime::parse_from_rfc3339(&l.time).map(|t| t.with_timezone(&Utc));
-        if started.is_err() || started.is_ok_and(|t| t < plan_time + margin) {
+        let before_by_storage = live
+            .started_by_storage
+            .zip(plan_stored)
+            .is_some_and(|(s, p)| before(s, p));
+        if started.is_err() || started.is_ok_and(|t| before(t, plan_time)) || before_by_storage {
             report.postponed.push((
                 id,
                 format!(
@@ -696,20 +747,23 @@ fn sweep(
     if dry_run {
         return Ok(());
     }
-    guard.ensure_live()?;
     let rescue_index: HashSet<IndexId> = repo
-        .write_index_objects(rescue.into_values().collect())?
+        .write_index_objects(rescue.into_values().collect(), &guard.liveness())?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
     // Index objects first: a crash after this leaves only unreferenced packs (harmless). A
     // rescue index may coincide with a condemned one (same content): that one stays.
+    // Every delete happens under a live lock (a lapsed prune could race another prune, §11).
     for i in plan.index.iter().filter(|i| !rescue_index.contains(i)) {
+        guard.ensure_live()?;
         repo.storage.delete(&layout::index(i))?;
     }
     for p in &delete {
+        guard.ensure_live()?;
         repo.storage.delete(&layout::pack(p))?;
     }
+    guard.ensure_live()?;
     repo.storage.delete(&layout::plan(&id))?;
     tracing::info!(plan = %id.short(), packs = delete.len(), "prune plan swept");
     Ok(())
@@ -911,5 +965,120 @@ mod tests {
             forget_plan(&r, &KeepPolicy::default()),
             Err(RepoError::Invalid(_))
         ));
+    }
+
+    /// A repository in a local folder: the fs backend reports modification times.
+    fn fs_repo() -> (tempfile::TempDir, Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = BackupKey::from_bytes([7; 32]);
+        let r =
+            Repository::init(Storage::open(dir.path().to_str().unwrap()).unwrap(), &key).unwrap();
+        (dir, r)
+    }
+
+    /// A pack as a killed backup leaves it: stored, in no index.
+    fn unindexed_pack(r: &Repository) -> PackId {
+        let id = PackId::random(&mut OsRng);
+        r.storage
+            .write_new(&layout::pack(&id), noise(9, 1000))
+            .unwrap();
+        id
+    }
+
+    fn set_age(dir: &std::path::Path, path: &str, age: Duration) {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(dir.join(path))
+            .unwrap();
+        f.set_times(std::fs::FileTimes::new().set_modified(std::time::SystemTime::now() - age))
+            .unwrap();
+    }
+
+    #[test]
+    fn unindexed_packs_are_condemned_only_when_old_by_storage_time() {
+        let (dir, r) = fs_repo();
+        let young = unindexed_pack(&r);
+        let old = unindexed_pack(&r);
+        // Just under and well over 4 lock lifetimes (2 h) old by the storage's clock.
+        set_age(
+            dir.path(),
+            &layout::pack(&young),
+            UNINDEXED_PACK_MIN_AGE - Duration::from_secs(600),
+        );
+        set_age(
+            dir.path(),
+            &layout::pack(&old),
+            UNINDEXED_PACK_MIN_AGE + Duration::from_secs(600),
+        );
+
+        let rep = prune(&r, &PruneOptions::default()).unwrap();
+        assert_eq!(
+            (rep.unindexed_packs, rep.young_unindexed_packs),
+            (1, 1),
+            "{rep:?}"
+        );
+        assert_eq!(rep.undated_unindexed_packs, 0, "{rep:?}");
+        let plans = r.load_plans().unwrap();
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].1.packs, vec![old]);
+
+        let rep = prune(&r, &grace0()).unwrap();
+        assert_eq!(rep.swept_plans.len(), 1, "{rep:?}");
+        assert_eq!(rep.young_unindexed_packs, 1, "{rep:?}");
+        let left = r.stored_packs().unwrap().0;
+        assert!(
+            left.contains_key(&young) && !left.contains_key(&old),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn unindexed_packs_of_unknown_age_are_left_alone() {
+        // memory:// reports no modification times.
+        let r = repo("prune-undated");
+        let p = unindexed_pack(&r);
+        let rep = prune(&r, &grace0()).unwrap();
+        assert_eq!(rep.unindexed_packs, 0, "{rep:?}");
+        assert_eq!(rep.undated_unindexed_packs, 1, "{rep:?}");
+        assert!(rep.plan.is_none(), "{rep:?}");
+        assert!(r.stored_packs().unwrap().0.contains_key(&p));
+    }
+
+    /// A backup on a device whose clock runs an hour ahead claims (in its lock's `time`) to
+    /// have started after the plan; by storage time it started before, so the sweep waits.
+    #[test]
+    fn sweep_waits_for_a_backup_whose_clock_runs_ahead() {
+        let (dir, r) = fs_repo();
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("old.bin"), noise(11, 1 << 20)).unwrap();
+        let s1 = backup_of(&r, src.path(), "a");
+
+        // The other device took its lock 10 minutes ago (storage time) and has not refreshed.
+        let ahead = Utc::now() + chrono::TimeDelta::hours(1) - chrono::TimeDelta::minutes(10);
+        let lid = chatvault_format::id::LockId::random(&mut OsRng);
+        let l = objects::Lock {
+            version: OBJECT_VERSION,
+            hostname: "fast-clock".into(),
+            pid: 7,
+            operation: "backup".into(),
+            exclusive: false,
+            time: ahead.to_rfc3339(),
+            expires: (ahead + chrono::TimeDelta::from_std(lock::LOCK_TTL).unwrap()).to_rfc3339(),
+        };
+        let sealed = objects::seal_lock(r.keys(), lid.as_bytes(), &l, &mut OsRng);
+        let lpath = format!("{}{lid}", layout::LOCKS);
+        r.storage.write_new(&lpath, sealed).unwrap();
+        set_age(dir.path(), &lpath, Duration::from_secs(600));
+
+        r.storage.delete(&layout::snapshot(&s1)).unwrap();
+        let rep = prune(&r, &grace0()).unwrap();
+        assert!(rep.plan.is_some(), "{rep:?}");
+        assert!(rep.swept_plans.is_empty(), "{rep:?}");
+        assert!(rep.postponed[0].1.contains("fast-clock"), "{rep:?}");
+
+        // Gone (stale by storage time after 30 minutes, or removed): the sweep proceeds.
+        r.storage.delete(&lpath).unwrap();
+        let rep = prune(&r, &grace0()).unwrap();
+        assert_eq!(rep.swept_plans.len(), 1, "{rep:?}");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chatvault_format::blob::{self, BlobType};
 use chatvault_format::config::{Config, ConfigError, RepoParams};
@@ -13,7 +14,8 @@ use chatvault_format::objects::{self, IndexFile, IndexPack, NodeKind, PrunePlan,
 use rand_core::OsRng;
 
 use crate::error::{RepoError, Result};
-use crate::storage::Storage;
+use crate::lock::LockConfig;
+use crate::storage::{Listed, Storage};
 
 /// Largest ranged read made for a run of neighbouring blobs.
 pub const READ_RUN: u64 = 4 << 20;
@@ -93,8 +95,11 @@ pub mod layout {
 /// An open repository: storage, verified config and subkeys.
 pub struct Repository {
     pub(crate) storage: Storage,
-    pub(crate) keys: RepoKeys,
+    /// Shared with the lock refresher thread (§11), which seals lock objects.
+    pub(crate) keys: Arc<RepoKeys>,
     pub(crate) config: Config,
+    /// Lock timing (§11): the protocol's constants, shortened only by tests.
+    pub(crate) lock_config: LockConfig,
 }
 
 /// Where a blob lives.
@@ -187,8 +192,9 @@ impl Repository {
         tracing::info!(location = storage.location(), repo = %repo_id.short(), "repository created");
         Ok(Repository {
             storage,
-            keys,
+            keys: Arc::new(keys),
             config: Config { repo_id, params },
+            lock_config: LockConfig::default(),
         })
     }
 
@@ -207,8 +213,9 @@ impl Repository {
         })?;
         Ok(Repository {
             storage,
-            keys,
+            keys: Arc::new(keys),
             config,
+            lock_config: LockConfig::default(),
         })
     }
 
@@ -393,12 +400,22 @@ impl Repository {
     /// look for a pack only at its layout path (§2), so a pack stored anywhere else counts as
     /// an unexpected object, not as the pack.
     pub fn stored_packs(&self) -> Result<(HashMap<PackId, u64>, Vec<String>)> {
+        let (packs, unexpected) = self.stored_pack_listing()?;
+        Ok((
+            packs.into_iter().map(|(id, l)| (id, l.size)).collect(),
+            unexpected,
+        ))
+    }
+
+    /// [`Repository::stored_packs`] with each pack's listing entry, which carries its storage
+    /// time where the backend reports one (prune judges unindexed packs by it, §15).
+    pub fn stored_pack_listing(&self) -> Result<(HashMap<PackId, Listed>, Vec<String>)> {
         let mut packs = HashMap::new();
         let mut unexpected = Vec::new();
         for l in self.storage.list(layout::DATA, true)? {
             match l.name.parse::<PackId>() {
                 Ok(id) if l.path == layout::pack(&id) => {
-                    packs.insert(id, l.size);
+                    packs.insert(id, l);
                 }
                 _ => unexpected.push(l.path),
             }
@@ -573,7 +590,12 @@ impl Repository {
 
     /// Writes index objects listing `packs`, split so that none exceeds what readers accept
     /// (FORMAT §8, [`objects::MAX_INDEX_BLOBS`]). Returns each object's id and stored size.
-    pub(crate) fn write_index_objects(&self, packs: Vec<IndexPack>) -> Result<Vec<(IndexId, u64)>> {
+    /// Each write goes through `live`: it is refused once the writer's lock is lost (§11).
+    pub(crate) fn write_index_objects(
+        &self,
+        packs: Vec<IndexPack>,
+        live: &crate::lock::Liveness,
+    ) -> Result<Vec<(IndexId, u64)>> {
         let mut out = Vec::new();
         for file in objects::split_index(packs) {
             let (id, sealed) =
@@ -582,7 +604,7 @@ impl Repository {
                 )?;
             let id = IndexId::from_bytes(id);
             let len = sealed.len() as u64;
-            self.storage.write_new(&layout::index(&id), sealed)?;
+            live.write_new(&layout::index(&id), sealed)?;
             out.push((id, len));
         }
         Ok(out)

@@ -98,6 +98,10 @@ pub struct Listed {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the object was written, by the storage service's clock, if the backend reports it
+    /// in listings (fs and S3 do; `memory://` does not). Lock staleness and the age of
+    /// unindexed packs are judged with it (docs/FORMAT.md §11, §15).
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// URL schemes and the cargo feature (of `chatvault-cli` and `chatvault-repo`) that builds each.
@@ -294,8 +298,33 @@ impl Storage {
     /// leaves it untouched. On services without conditional writes this is stat-then-write (see
     /// the module documentation for why the race is harmless).
     pub fn write_new(&self, path: &str, bytes: Vec<u8>) -> Result<bool> {
-        if !self.inner.native_if_not_exists && self.size(path)?.is_some() {
-            return Ok(false);
+        self.block_on(self.write_new_async(path, bytes))
+    }
+
+    /// [`Storage::write_new`] that gives up once `limit` has passed, retries included: `Ok(None)`
+    /// then means the write was abandoned (cut off mid-request, it may or may not have been
+    /// stored). Writes that must land before a lock expires use it (docs/FORMAT.md §11).
+    pub fn write_new_within(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+        limit: Duration,
+    ) -> Result<Option<bool>> {
+        // The timer must be made inside the runtime.
+        let timed = async { tokio::time::timeout(limit, self.write_new_async(path, bytes)).await };
+        match self.block_on(timed) {
+            Ok(r) => r.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn write_new_async(&self, path: &str, bytes: Vec<u8>) -> Result<bool> {
+        if !self.inner.native_if_not_exists {
+            match self.inner.op.stat(path).await {
+                Ok(_) => return Ok(false),
+                Err(e) if is_missing_object(&e) => {}
+                Err(e) => return Err(self.err("stat", path, e)),
+            }
         }
         let len = bytes.len();
         let mut w = self.inner.op.write_with(path, bytes);
@@ -307,7 +336,7 @@ impl Storage {
         {
             w = w.chunk(part);
         }
-        match self.block_on(w) {
+        match w.await {
             Ok(_) => Ok(true),
             Err(e)
                 if matches!(
@@ -332,6 +361,16 @@ impl Storage {
         }
     }
 
+    /// When an object was last written, by the storage service's clock. `None` if the object is
+    /// missing or the backend does not report modification times.
+    pub fn last_modified(&self, path: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        match self.block_on(self.inner.op.stat(path)) {
+            Ok(m) => Ok(m.last_modified().map(to_chrono)),
+            Err(e) if is_missing_object(&e) => Ok(None),
+            Err(e) => Err(self.err("stat", path, e)),
+        }
+    }
+
     /// Lists the objects directly in `folder` (ending in `/`), or recursively.
     pub fn list(&self, folder: &str, recursive: bool) -> Result<Vec<Listed>> {
         let entries = match self.block_on(self.inner.op.list_with(folder).recursive(recursive)) {
@@ -351,8 +390,14 @@ impl Storage {
                 // Some services list without sizes; ask.
                 self.size(e.path())?.unwrap_or(0)
             };
+            let last_modified = e.metadata().last_modified().map(to_chrono);
             let path = e.path().trim_start_matches('/').to_string();
-            out.push(Listed { name, path, size });
+            out.push(Listed {
+                name,
+                path,
+                size,
+                last_modified,
+            });
         }
         Ok(out)
     }
@@ -419,6 +464,10 @@ impl Storage {
             source: clean,
         }
     }
+}
+
+fn to_chrono(t: opendal::raw::Timestamp) -> chrono::DateTime<chrono::Utc> {
+    std::time::SystemTime::from(t).into()
 }
 
 /// The HTTP status in an OpenDAL error's context (`response: Parts { status: 404, …`).
