@@ -87,7 +87,11 @@ fn a_database_with_thousands_of_pages_uses_content_lists_and_round_trips() {
     assert_eq!(same.snapshot.summary.files_read, 0);
     // Only directory listings can be new (the folder's times changed when SQLite made its
     // `-shm` during the first copy): no page and no list.
-    assert!(same.snapshot.summary.new_bytes < 4096, "{:?}", same.snapshot.summary);
+    assert!(
+        same.snapshot.summary.new_bytes < 4096,
+        "{:?}",
+        same.snapshot.summary
+    );
     assert_eq!(
         db_node(&repo, &same.snapshot),
         db_node(&repo, &first.snapshot)
