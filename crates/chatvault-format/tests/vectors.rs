@@ -1754,7 +1754,7 @@ fn generate() -> Vec<Vector> {
         ),
         (
             "chunker-zeros",
-            "zeros never match: cuts at max; a tail shorter than min",
+            "with this seed a run of zeros never matches: cuts at max; a tail shorter than min",
             (128 << 10, 512 << 10, 2 << 20),
             "xorshift64 0xfedcba9876543210 1000000, zeros 5000000, xorshift64 0x1 100000",
         ),
