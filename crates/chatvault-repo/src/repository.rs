@@ -2,6 +2,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 
 use chatvault_format::blob::{self, BlobType};
@@ -13,6 +14,7 @@ use chatvault_format::list;
 use chatvault_format::objects::{self, IndexFile, IndexPack, NodeKind, PrunePlan, Snapshot, Tree};
 use rand_core::OsRng;
 
+use crate::cache::{self, Cache};
 use crate::error::{RepoError, Result};
 use crate::lock::LockConfig;
 use crate::storage::{Listed, Storage};
@@ -100,6 +102,8 @@ pub struct Repository {
     pub(crate) config: Config,
     /// Lock timing (§11): the protocol's constants, shortened only by tests.
     pub(crate) lock_config: LockConfig,
+    /// The device's metadata cache, if any (`cache.rs`).
+    pub(crate) cache: Option<Cache>,
 }
 
 /// Where a blob lives.
@@ -195,6 +199,7 @@ impl Repository {
             keys: Arc::new(keys),
             config: Config { repo_id, params },
             lock_config: LockConfig::default(),
+            cache: None,
         })
     }
 
@@ -216,7 +221,54 @@ impl Repository {
             keys: Arc::new(keys),
             config,
             lock_config: LockConfig::default(),
+            cache: None,
         })
+    }
+
+    /// Keeps fetched index objects, snapshots, trees and lists in the local cache under
+    /// `base` (the device home's `cache/`; FORMAT §12.3), and reads them from there.
+    pub fn set_cache(&mut self, base: &Path) {
+        self.cache = Some(Cache::new(base, &self.config.repo_id));
+    }
+
+    /// The same repository without the local cache: what `check` uses, so that it verifies
+    /// the objects in storage, not the device's copies.
+    pub fn without_cache(&self) -> Repository {
+        Repository {
+            storage: self.storage.clone(),
+            keys: Arc::clone(&self.keys),
+            config: self.config.clone(),
+            lock_config: self.lock_config,
+            cache: None,
+        }
+    }
+
+    /// Reads a metadata object from the cache or else storage, opens and verifies it with
+    /// `open`; a cache entry that does not verify is dropped and the object fetched again.
+    fn read_object<T>(
+        &self,
+        kind: &str,
+        id: &[u8; 32],
+        path: &str,
+        open: impl Fn(&[u8]) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let hex = hex::encode(id);
+        if let Some(cache) = &self.cache
+            && let Some(bytes) = cache.get(kind, &hex)
+        {
+            match open(&bytes) {
+                Ok(v) => return Ok(Some(v)),
+                Err(_) => cache.remove(kind, &hex),
+            }
+        }
+        let Some(bytes) = self.storage.read(path)? else {
+            return Ok(None);
+        };
+        let v = open(&bytes)?;
+        if let Some(cache) = &self.cache {
+            cache.put(kind, &hex, &bytes);
+        }
+        Ok(Some(v))
     }
 
     /// The storage of this repository.
@@ -253,13 +305,16 @@ impl Repository {
 
     /// Loads one index object.
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
-        let path = layout::index(id);
-        let bytes = self
-            .storage
-            .read(&path)?
-            .ok_or_else(|| RepoError::corrupted(format!("index {}", id.short()), "missing"))?;
-        objects::open_object(&self.keys, ObjectKind::Index, id.as_bytes(), &bytes)
-            .map_err(|e| RepoError::corrupted(format!("index {}", id.short()), e))
+        self.read_object(
+            cache::kind::INDEX,
+            id.as_bytes(),
+            &layout::index(id),
+            |bytes| {
+                objects::open_object(&self.keys, ObjectKind::Index, id.as_bytes(), bytes)
+                    .map_err(|e| RepoError::corrupted(format!("index {}", id.short()), e))
+            },
+        )?
+        .ok_or_else(|| RepoError::corrupted(format!("index {}", id.short()), "missing"))
     }
 
     /// Loads and merges every index object. A damaged index object does not stop the load (so
@@ -275,6 +330,12 @@ impl Repository {
             .into_iter()
             .map(|(id, _)| id)
             .collect();
+        if let Some(cache) = &self.cache {
+            cache.retain(
+                cache::kind::INDEX,
+                &ids.iter().map(|id| id.to_hex()).collect(),
+            );
+        }
         // Fetched in parallel, merged a batch at a time (bounded memory).
         for batch in ids.chunks(2 * METADATA_READERS) {
             for (id, loaded) in batch
@@ -327,12 +388,16 @@ impl Repository {
 
     /// Loads one snapshot.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let bytes = self
-            .storage
-            .read(&layout::snapshot(id))?
-            .ok_or_else(|| RepoError::SnapshotNotFound(id.short()))?;
-        objects::open_object(&self.keys, ObjectKind::Snapshot, id.as_bytes(), &bytes)
-            .map_err(|e| RepoError::corrupted(format!("snapshot {}", id.short()), e))
+        self.read_object(
+            cache::kind::SNAPSHOT,
+            id.as_bytes(),
+            &layout::snapshot(id),
+            |bytes| {
+                objects::open_object(&self.keys, ObjectKind::Snapshot, id.as_bytes(), bytes)
+                    .map_err(|e| RepoError::corrupted(format!("snapshot {}", id.short()), e))
+            },
+        )?
+        .ok_or_else(|| RepoError::SnapshotNotFound(id.short()))
     }
 
     /// All snapshot ids in storage.
@@ -348,6 +413,12 @@ impl Repository {
     /// so that one bad object does not hide the others.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
         let ids = self.snapshot_ids()?;
+        if let Some(cache) = &self.cache {
+            cache.retain(
+                cache::kind::SNAPSHOT,
+                &ids.iter().map(|id| id.to_hex()).collect(),
+            );
+        }
         let loaded = par_map(&ids, |id| self.load_snapshot(id));
         let mut v: Vec<_> = ids.into_iter().zip(loaded).collect();
         // Newest = highest `seq` (FORMAT §9): a phone whose clock is wrong still orders its
@@ -454,19 +525,23 @@ impl Repository {
             let sealed = range.get(start..end).ok_or_else(|| {
                 RepoError::corrupted(format!("pack {}", loc.pack.short()), "truncated")
             })?;
-            out.push(
-                blob::open_blob(&self.keys, loc.ty, id, sealed).map_err(|e| {
-                    RepoError::corrupted(
-                        format!(
-                            "{} {} in pack {}",
-                            loc.ty.kind().name(),
-                            id.short(),
-                            loc.pack.short()
-                        ),
-                        e,
-                    )
-                })?,
-            );
+            let plain = blob::open_blob(&self.keys, loc.ty, id, sealed).map_err(|e| {
+                RepoError::corrupted(
+                    format!(
+                        "{} {} in pack {}",
+                        loc.ty.kind().name(),
+                        id.short(),
+                        loc.pack.short()
+                    ),
+                    e,
+                )
+            })?;
+            if loc.ty.is_metadata()
+                && let Some(cache) = &self.cache
+            {
+                cache.put(cache::kind::BLOB, &id.to_hex(), sealed);
+            }
+            out.push(plain);
         }
         Ok(out)
     }
@@ -477,7 +552,25 @@ impl Repository {
     /// content lists costs a few requests, not one per list.
     pub fn read_blobs(&self, index: &Index, ty: BlobType, ids: &[BlobId]) -> Result<Vec<Vec<u8>>> {
         let mut order: Vec<(usize, BlobId, BlobLocation)> = Vec::with_capacity(ids.len());
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
+        // Trees and lists first from the device's cache (verified like fetched ones).
+        if ty.is_metadata()
+            && let Some(cache) = &self.cache
+        {
+            for (i, id) in ids.iter().enumerate() {
+                let hex = id.to_hex();
+                if let Some(sealed) = cache.get(cache::kind::BLOB, &hex) {
+                    match blob::open_blob(&self.keys, ty, id, &sealed) {
+                        Ok(plain) => out[i] = Some(plain),
+                        Err(_) => cache.remove(cache::kind::BLOB, &hex),
+                    }
+                }
+            }
+        }
         for (i, id) in ids.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
             let loc = *index.blobs.get(id).ok_or_else(|| {
                 RepoError::corrupted(
                     format!("{} {}", ty.kind().name(), id.short()),
@@ -493,7 +586,6 @@ impl Repository {
             order.push((i, *id, loc));
         }
         order.sort_by_key(|(_, _, l)| (l.pack, l.offset));
-        let mut out: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
         let mut start = 0;
         while start < order.len() {
             // The same blob may be asked for twice: read it once, copy it.
@@ -612,10 +704,10 @@ impl Repository {
 
     /// Loads a tree blob.
     pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
-        let loc = index.blobs.get(id).ok_or_else(|| {
-            RepoError::corrupted(format!("tree {}", id.short()), "not in any index")
-        })?;
-        let bytes = self.read_blob(id, loc)?;
+        let bytes = self
+            .read_blobs(index, BlobType::Tree, std::slice::from_ref(id))?
+            .pop()
+            .expect("one tree read");
         objects::parse_tree(&bytes)
             .map_err(|e| RepoError::corrupted(format!("tree {}", id.short()), e))
     }
