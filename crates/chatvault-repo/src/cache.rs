@@ -3,6 +3,10 @@
 //! Index objects, snapshots, and tree and list blobs never change once written (they are
 //! write-once and named by keyed hashes of their content), so a device keeps the sealed bytes it
 //! fetched under `<home>/cache/<repo id>/<kind>/<id>` and reads them from there next time.
+//! Index objects and snapshots are cached with a *stamp*, their size and modification time in
+//! storage's listing: if the object in storage was rewritten (damaged, replaced), the stamp
+//! differs and the object is fetched (and found damaged) again, so a device does not go on
+//! deduplicating against an index object that no longer opens in storage.
 //! Nothing in the cache is trusted: every entry is opened with the repository keys and checked
 //! against its id exactly like a fetched object, and an entry that does not verify is deleted
 //! and fetched again. The cache holds only sealed bytes (nothing a thief of the device home
@@ -25,6 +29,10 @@ pub mod kind {
     /// Tree and list blobs (sealed blob bytes).
     pub const BLOB: &str = "blobs";
 }
+
+/// The stamp of tree and list blobs: they are not listed on their own (they live in packs),
+/// and a blob's content never changes under its keyed id.
+pub const BLOB_STAMP: &str = "blob";
 
 /// A repository's cache folder.
 #[derive(Debug, Clone)]
@@ -52,18 +60,28 @@ impl Cache {
             .join(id)
     }
 
-    /// The cached bytes of `kind`/`id`, if any. They still have to be verified.
-    pub fn get(&self, kind: &str, id: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.path(kind, id)).ok()
+    /// The cached bytes of `kind`/`id`, if any, provided they were cached with the same
+    /// `stamp` (what storage's listing says of the object now: size and modification time).
+    /// They still have to be verified.
+    pub fn get(&self, kind: &str, id: &str, stamp: &str) -> Option<Vec<u8>> {
+        let mut bytes = std::fs::read(self.path(kind, id)).ok()?;
+        let nl = bytes.iter().position(|&b| b == b'\n')?;
+        if &bytes[..nl] != stamp.as_bytes() {
+            return None;
+        }
+        bytes.drain(..=nl);
+        Some(bytes)
     }
 
-    /// Stores `bytes` (sealed, already verified) as `kind`/`id`; failures are only logged.
-    pub fn put(&self, kind: &str, id: &str, bytes: &[u8]) {
+    /// Stores `bytes` (sealed, already verified) as `kind`/`id` with its listing `stamp`;
+    /// failures are only logged.
+    pub fn put(&self, kind: &str, id: &str, stamp: &str, bytes: &[u8]) {
         let path = self.path(kind, id);
-        if path.exists() {
-            return;
-        }
-        if let Err(e) = write_atomic(&path, bytes) {
+        let mut entry = Vec::with_capacity(stamp.len() + 1 + bytes.len());
+        entry.extend_from_slice(stamp.as_bytes());
+        entry.push(b'\n');
+        entry.extend_from_slice(bytes);
+        if let Err(e) = write_atomic(&path, &entry) {
             tracing::debug!(path = %path.display(), error = %e, "metadata cache not written");
         }
     }

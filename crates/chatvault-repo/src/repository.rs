@@ -243,18 +243,21 @@ impl Repository {
         }
     }
 
-    /// Reads a metadata object from the cache or else storage, opens and verifies it with
-    /// `open`; a cache entry that does not verify is dropped and the object fetched again.
+    /// Reads a metadata object from the cache (when its listing `stamp` is known) or else
+    /// storage, opens and verifies it with `open`; a cache entry that does not verify is
+    /// dropped and the object fetched again.
     fn read_object<T>(
         &self,
         kind: &str,
         id: &[u8; 32],
         path: &str,
+        stamp: Option<&str>,
         open: impl Fn(&[u8]) -> Result<T>,
     ) -> Result<Option<T>> {
         let hex = hex::encode(id);
-        if let Some(cache) = &self.cache
-            && let Some(bytes) = cache.get(kind, &hex)
+        let cache = self.cache.as_ref().zip(stamp);
+        if let Some((cache, stamp)) = cache
+            && let Some(bytes) = cache.get(kind, &hex, stamp)
         {
             match open(&bytes) {
                 Ok(v) => return Ok(Some(v)),
@@ -265,10 +268,25 @@ impl Repository {
             return Ok(None);
         };
         let v = open(&bytes)?;
-        if let Some(cache) = &self.cache {
-            cache.put(kind, &hex, &bytes);
+        if let Some((cache, stamp)) = cache {
+            cache.put(kind, &hex, stamp, &bytes);
         }
         Ok(Some(v))
+    }
+
+    /// Ids in a folder with their listing stamp (size and modification time, FORMAT §12.3).
+    fn list_stamped<T: std::str::FromStr>(&self, folder: &str) -> Result<Vec<(T, String)>> {
+        let mut out = Vec::new();
+        for l in self.storage.list(folder, false)? {
+            match l.name.parse::<T>() {
+                Ok(id) => {
+                    let time = l.last_modified.and_then(|t| t.timestamp_nanos_opt());
+                    out.push((id, format!("{} {}", l.size, time.unwrap_or(-1))));
+                }
+                Err(_) => tracing::warn!(name = %l.name, folder, "ignoring unexpected object"),
+            }
+        }
+        Ok(out)
     }
 
     /// The storage of this repository.
@@ -305,10 +323,16 @@ impl Repository {
 
     /// Loads one index object.
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        self.load_index_file_stamped(id, None)
+    }
+
+    /// Loads one index object, from the cache if it was cached with `stamp` (§12.3).
+    fn load_index_file_stamped(&self, id: &IndexId, stamp: Option<&str>) -> Result<IndexFile> {
         self.read_object(
             cache::kind::INDEX,
             id.as_bytes(),
             &layout::index(id),
+            stamp,
             |bytes| {
                 objects::open_object(&self.keys, ObjectKind::Index, id.as_bytes(), bytes)
                     .map_err(|e| RepoError::corrupted(format!("index {}", id.short()), e))
@@ -325,23 +349,19 @@ impl Repository {
         for (_, plan) in self.load_plans()? {
             index.condemned.extend(plan.packs);
         }
-        let ids: Vec<IndexId> = self
-            .list_ids::<IndexId>(layout::INDEX)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let listed: Vec<(IndexId, String)> = self.list_stamped(layout::INDEX)?;
         if let Some(cache) = &self.cache {
             cache.retain(
                 cache::kind::INDEX,
-                &ids.iter().map(|id| id.to_hex()).collect(),
+                &listed.iter().map(|(id, _)| id.to_hex()).collect(),
             );
         }
         // Fetched in parallel, merged a batch at a time (bounded memory).
-        for batch in ids.chunks(2 * METADATA_READERS) {
-            for (id, loaded) in batch
-                .iter()
-                .zip(par_map(batch, |id| self.load_index_file(id)))
-            {
+        for batch in listed.chunks(2 * METADATA_READERS) {
+            let loaded = par_map(batch, |(id, stamp)| {
+                self.load_index_file_stamped(id, Some(stamp))
+            });
+            for ((id, _), loaded) in batch.iter().zip(loaded) {
                 match loaded {
                     Ok(f) => {
                         index.add(&f);
@@ -388,10 +408,16 @@ impl Repository {
 
     /// Loads one snapshot.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        self.load_snapshot_stamped(id, None)
+    }
+
+    /// Loads one snapshot, from the cache if it was cached with `stamp` (§12.3).
+    fn load_snapshot_stamped(&self, id: &SnapshotId, stamp: Option<&str>) -> Result<Snapshot> {
         self.read_object(
             cache::kind::SNAPSHOT,
             id.as_bytes(),
             &layout::snapshot(id),
+            stamp,
             |bytes| {
                 objects::open_object(&self.keys, ObjectKind::Snapshot, id.as_bytes(), bytes)
                     .map_err(|e| RepoError::corrupted(format!("snapshot {}", id.short()), e))
@@ -412,15 +438,17 @@ impl Repository {
     /// Loads every snapshot, oldest first (by `seq`, then `time`, then id). Damaged snapshots are returned as errors in the list
     /// so that one bad object does not hide the others.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
-        let ids = self.snapshot_ids()?;
+        let listed: Vec<(SnapshotId, String)> = self.list_stamped(layout::SNAPSHOTS)?;
         if let Some(cache) = &self.cache {
             cache.retain(
                 cache::kind::SNAPSHOT,
-                &ids.iter().map(|id| id.to_hex()).collect(),
+                &listed.iter().map(|(id, _)| id.to_hex()).collect(),
             );
         }
-        let loaded = par_map(&ids, |id| self.load_snapshot(id));
-        let mut v: Vec<_> = ids.into_iter().zip(loaded).collect();
+        let loaded = par_map(&listed, |(id, stamp)| {
+            self.load_snapshot_stamped(id, Some(stamp))
+        });
+        let mut v: Vec<_> = listed.into_iter().map(|(id, _)| id).zip(loaded).collect();
         // Newest = highest `seq` (FORMAT §9): a phone whose clock is wrong still orders its
         // snapshots right; `time` (then id) only breaks ties, e.g. between snapshots written
         // before `seq` existed.
@@ -539,7 +567,7 @@ impl Repository {
             if loc.ty.is_metadata()
                 && let Some(cache) = &self.cache
             {
-                cache.put(cache::kind::BLOB, &id.to_hex(), sealed);
+                cache.put(cache::kind::BLOB, &id.to_hex(), cache::BLOB_STAMP, sealed);
             }
             out.push(plain);
         }
@@ -559,7 +587,7 @@ impl Repository {
         {
             for (i, id) in ids.iter().enumerate() {
                 let hex = id.to_hex();
-                if let Some(sealed) = cache.get(cache::kind::BLOB, &hex) {
+                if let Some(sealed) = cache.get(cache::kind::BLOB, &hex, cache::BLOB_STAMP) {
                     match blob::open_blob(&self.keys, ty, id, &sealed) {
                         Ok(plain) => out[i] = Some(plain),
                         Err(_) => cache.remove(cache::kind::BLOB, &hex),
