@@ -126,6 +126,7 @@ fn sample_snapshot() -> Snapshot {
                 error: "denied".into(),
             }],
             changed_while_reading: vec!["/y".into()],
+            omitted_problems: 0,
         },
     }
 }
@@ -283,6 +284,14 @@ fn format_seeds(o: &mut Out) {
     m1.extend_from_slice(&plain);
     o.put("pack_header", "plaintext", Some(1), &m1);
     o.put("pack_header", "empty", Some(1), &[0, 0, 1, 0, 0, 0, 0]);
+    let mut v2 = packed.clone();
+    v2.extend(pack::encode_tail_v2(k, &pack_id, &entries, area as u64, &mut rng));
+    o.put("pack_header", "raw-v2", Some(0), &v2);
+    let mut m2 = (area as u16).to_le_bytes().to_vec();
+    m2.push(17);
+    m2.push(2);
+    m2.extend_from_slice(&plain[1..]);
+    o.put("pack_header", "plaintext-v2", Some(2), &m2);
 
     // index / snapshot / lock objects
     fn objs<T: serde::Serialize>(o: &mut Out, target: &str, kind: ObjectKind, v: &T) {

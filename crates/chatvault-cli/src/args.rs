@@ -99,6 +99,9 @@ pub enum Command {
     },
     /// Generate a sample chat folder (WhatsApp-like database + media) for demos and benchmarks.
     Sample(SampleArgs),
+    /// Upgrade the repository to the current format (2: padded packs). Older chatvault
+    /// versions cannot open it afterwards.
+    Migrate(JsonArg),
 }
 
 #[derive(Debug, Args)]

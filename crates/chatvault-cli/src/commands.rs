@@ -59,6 +59,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Disable { yes } => disable(&ctx, *yes),
         Command::Whatsapp(c) => whatsapp(&ctx, c),
         Command::Sample(a) => sample(a),
+        Command::Migrate(a) => migrate(&ctx, a.json),
         Command::Demo { keep } => crate::demo::run(keep.as_deref(), ctx.quiet),
     }
 }
@@ -547,6 +548,28 @@ fn restore_cmd(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         }
         Ok(exit::DAMAGED)
     }
+}
+
+fn migrate(ctx: &Ctx, json: bool) -> Result<u8> {
+    let (mut repo, _) = ctx.open_checked()?;
+    let from = repo.format_version();
+    let upgraded = repo.upgrade()?;
+    let to = repo.format_version();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"from": from, "to": to, "upgraded": upgraded})
+        );
+    } else if upgraded {
+        println!(
+            "repository upgraded from format {from} to {to}: new packs are padded and carry no \
+             clear-text header length (docs/FORMAT.md §7); existing packs are read as they are. \
+             chatvault versions before 0.3 cannot open it any more."
+        );
+    } else {
+        println!("the repository already is at format {to}; nothing to do");
+    }
+    Ok(0)
 }
 
 fn check_cmd(ctx: &Ctx, a: &CheckArgs) -> Result<u8> {

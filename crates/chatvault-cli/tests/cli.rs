@@ -835,3 +835,24 @@ fn swapped_duplicated_and_lock_faults_are_detected_or_harmless() {
         noise(10, 3 << 20)
     );
 }
+
+#[test]
+fn migrate_on_a_new_repository_is_a_no_op_and_its_packs_are_padded() {
+    let w = World::new();
+    w.init("a");
+    let src = w.p("chats");
+    make_source(&src);
+    assert_ok(&w.cv("a").arg("backup").arg(&src).output().unwrap());
+    let out = w.cv("a").args(["migrate", "--json"]).output().unwrap();
+    assert_ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["upgraded"], false);
+    assert_eq!(v["to"], 2);
+    for p in files_under(&w.p("repo/data")) {
+        let len = std::fs::metadata(&p).unwrap().len();
+        // Padmé: the low E − S bits of the length are zero.
+        let e = 63 - len.leading_zeros() as u64;
+        let s = 64 - e.leading_zeros() as u64;
+        assert_eq!(len % (1 << (e - s)), 0, "{} ({len} B) is not padded", p.display());
+    }
+}

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::envelope::{self, ObjectKind};
 use crate::id::RepoId;
 use crate::key::{BackupKey, RepoKeys};
-use crate::{FORMAT_VERSION, labels};
+use crate::{FORMAT_VERSION, MIN_FORMAT_VERSION, labels};
 
 /// Parameters sealed in the config: fixed at `init`, shared by every client of the repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +71,7 @@ pub enum ConfigError {
     NotARepository,
     /// Written by a newer (or unknown) format version.
     #[error(
-        "unsupported repository format version {0} (this program reads version {FORMAT_VERSION})"
+        "unsupported repository format version {0} (this program reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"
     )]
     UnsupportedVersion(u32),
     /// Damaged bytes (checksum, lengths, sealed parameters).
@@ -85,6 +85,8 @@ pub enum ConfigError {
 /// A decoded and verified config.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The repository format version (1 or 2; §6, §14).
+    pub version: u32,
     /// The repository id.
     pub repo_id: RepoId,
     /// The sealed parameters, opened.
@@ -93,9 +95,24 @@ pub struct Config {
 
 const HEADER_LEN: usize = 16 + 4 + 32 + 32 + 4;
 
+/// The unkeyed fields of a config: version, repository id, key check, sealed parameters.
+type Structure<'a> = (u32, RepoId, [u8; 32], &'a [u8]);
+
 impl Config {
-    /// Encodes a new config for `key`.
+    /// Encodes a new config for `key`, at the current [`FORMAT_VERSION`].
     pub fn encode<R: RngCore + CryptoRng>(
+        repo_id: &RepoId,
+        params: &RepoParams,
+        keys: &RepoKeys,
+        rng: &mut R,
+    ) -> Vec<u8> {
+        Self::encode_version(FORMAT_VERSION, repo_id, params, keys, rng)
+    }
+
+    /// Encodes a config of format `version` (an upgrade rewrites the config at a new version;
+    /// tests write old ones).
+    pub fn encode_version<R: RngCore + CryptoRng>(
+        version: u32,
         repo_id: &RepoId,
         params: &RepoParams,
         keys: &RepoKeys,
@@ -105,7 +122,7 @@ impl Config {
         let sealed = envelope::seal(keys, ObjectKind::Config, repo_id.as_bytes(), &json, rng);
         let mut out = Vec::with_capacity(HEADER_LEN + sealed.len() + 32);
         out.extend_from_slice(labels::CONFIG_MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(repo_id.as_bytes());
         out.extend_from_slice(&keys.key_check(repo_id));
         out.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
@@ -117,10 +134,10 @@ impl Config {
 
     /// Reads the repository id without a key (after checking magic, version and checksum).
     pub fn peek_repo_id(bytes: &[u8]) -> Result<RepoId, ConfigError> {
-        Self::check_structure(bytes).map(|(id, _, _)| id)
+        Self::check_structure(bytes).map(|(_, id, _, _)| id)
     }
 
-    fn check_structure(bytes: &[u8]) -> Result<(RepoId, [u8; 32], &[u8]), ConfigError> {
+    fn check_structure(bytes: &[u8]) -> Result<Structure<'_>, ConfigError> {
         if bytes.len() < 16 || &bytes[..16] != labels::CONFIG_MAGIC {
             return Err(ConfigError::NotARepository);
         }
@@ -135,7 +152,7 @@ impl Config {
         if blake3::hash(body).as_bytes() != checksum {
             return Err(ConfigError::Corrupted("checksum mismatch"));
         }
-        if version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(ConfigError::UnsupportedVersion(version));
         }
         let repo_id = RepoId::from_bytes(bytes[20..52].try_into().expect("32 bytes"));
@@ -146,12 +163,17 @@ impl Config {
         if len != bytes.len() - HEADER_LEN - 32 {
             return Err(ConfigError::Corrupted("length mismatch"));
         }
-        Ok((repo_id, key_check, &bytes[HEADER_LEN..HEADER_LEN + len]))
+        Ok((
+            version,
+            repo_id,
+            key_check,
+            &bytes[HEADER_LEN..HEADER_LEN + len],
+        ))
     }
 
     /// Decodes and verifies a config with the backup key, returning it and the subkeys.
     pub fn decode(bytes: &[u8], key: &BackupKey) -> Result<(Config, RepoKeys), ConfigError> {
-        let (repo_id, key_check, sealed) = Self::check_structure(bytes)?;
+        let (version, repo_id, key_check, sealed) = Self::check_structure(bytes)?;
         let keys = key.derive(&repo_id);
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
             keys.key_check(&repo_id).as_slice(),
@@ -164,7 +186,14 @@ impl Config {
         let params: RepoParams = serde_json::from_slice(&json)
             .map_err(|_| ConfigError::Corrupted("sealed parameters are not valid JSON"))?;
         params.validate()?;
-        Ok((Config { repo_id, params }, keys))
+        Ok((
+            Config {
+                version,
+                repo_id,
+                params,
+            },
+            keys,
+        ))
     }
 }
 
@@ -215,13 +244,19 @@ mod tests {
     #[test]
     fn newer_version_is_refused() {
         let (mut bytes, key) = sample();
-        bytes[16] = 2;
-        let n = bytes.len() - 32;
-        let c = blake3::hash(&bytes[..n]);
-        bytes[n..].copy_from_slice(c.as_bytes());
         assert_eq!(
-            Config::decode(&bytes, &key).unwrap_err(),
-            ConfigError::UnsupportedVersion(2)
+            Config::decode(&bytes, &key).unwrap().0.version,
+            FORMAT_VERSION
         );
+        for (v, ok) in [(0u8, false), (1, true), (2, true), (3, false)] {
+            bytes[16] = v;
+            let n = bytes.len() - 32;
+            let c = blake3::hash(&bytes[..n]);
+            bytes[n..].copy_from_slice(c.as_bytes());
+            match Config::decode(&bytes, &key) {
+                Ok((cfg, _)) => assert!(ok && cfg.version == u32::from(v)),
+                Err(e) => assert!(!ok && e == ConfigError::UnsupportedVersion(u32::from(v))),
+            }
+        }
     }
 }

@@ -1,14 +1,14 @@
 //! Authenticated encryption of every stored object (docs/FORMAT.md §4).
 //!
 //! `envelope = nonce[24] || XChaCha20-Poly1305(K, nonce, plaintext, ad)` with
-//! `ad = label || 0x00 || FORMAT_VERSION || id[32]`. Nonces are 192 random bits from the OS RNG,
+//! `ad = label || 0x00 || ENVELOPE_VERSION (= 1) || id[32]`. Nonces are 192 random bits from the OS RNG,
 //! so they do not repeat in practice (birthday bound 2^96 objects per key).
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand_core::{CryptoRng, RngCore};
 
-use crate::FORMAT_VERSION;
+use crate::ENVELOPE_VERSION;
 use crate::key::RepoKeys;
 use crate::labels;
 
@@ -27,6 +27,8 @@ pub enum ObjectKind {
     Config,
     /// The header at the end of a pack.
     PackHeader,
+    /// The trailer of a version 2 pack: the sealed header's length (FORMAT §7).
+    PackTrailer,
     /// A chunk of file content.
     DataBlob,
     /// A directory listing.
@@ -51,6 +53,7 @@ impl ObjectKind {
         match self {
             ObjectKind::Config => labels::AD_CONFIG,
             ObjectKind::PackHeader => labels::AD_PACK_HEADER,
+            ObjectKind::PackTrailer => labels::AD_PACK_TRAILER,
             ObjectKind::DataBlob => labels::AD_BLOB_DATA,
             ObjectKind::TreeBlob => labels::AD_BLOB_TREE,
             ObjectKind::ListBlob => labels::AD_BLOB_LIST,
@@ -67,6 +70,7 @@ impl ObjectKind {
         match self {
             ObjectKind::Config => "config",
             ObjectKind::PackHeader => "pack header",
+            ObjectKind::PackTrailer => "pack trailer",
             ObjectKind::DataBlob => "data blob",
             ObjectKind::TreeBlob => "tree blob",
             ObjectKind::ListBlob => "list blob",
@@ -81,6 +85,7 @@ impl ObjectKind {
     fn key(self, keys: &RepoKeys) -> &[u8; 32] {
         match self {
             ObjectKind::PackHeader
+            | ObjectKind::PackTrailer
             | ObjectKind::DataBlob
             | ObjectKind::TreeBlob
             | ObjectKind::ListBlob => &keys.data,
@@ -98,7 +103,7 @@ impl ObjectKind {
         let mut ad = Vec::with_capacity(label.len() + 2 + 32);
         ad.extend_from_slice(label);
         ad.push(0);
-        ad.push(FORMAT_VERSION as u8);
+        ad.push(ENVELOPE_VERSION);
         ad.extend_from_slice(id);
         ad
     }

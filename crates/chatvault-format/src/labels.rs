@@ -42,6 +42,9 @@ pub const AD_COMMITMENT: &str = "chatvault/v1/commitment";
 /// Associated-data label of a content-list blob (and its keyed-id domain): a piece of a large
 /// file's list of data blob ids (docs/FORMAT.md §10.1).
 pub const AD_BLOB_LIST: &str = "chatvault/v1/blob/list";
+/// Associated-data label of a version 2 pack's trailer: where the sealed header starts
+/// (docs/FORMAT.md §7).
+pub const AD_PACK_TRAILER: &str = "chatvault/v1/pack-trailer";
 
 #[cfg(test)]
 mod tests {
@@ -81,6 +84,7 @@ mod tests {
             "a format label changed: {added}"
         );
         assert_eq!(AD_BLOB_LIST, "chatvault/v1/blob/list");
+        assert_eq!(AD_PACK_TRAILER, "chatvault/v1/pack-trailer");
     }
 
     const GOLDEN_ADDED: &str = "0226ecb8249995cc6b75604c8b33cb13006dff62ccda7c68ac16cbe4cfd5a8ed";

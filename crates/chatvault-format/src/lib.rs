@@ -29,5 +29,11 @@ pub mod list;
 pub mod objects;
 pub mod pack;
 
-/// The repository format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The repository format version this crate writes for new repositories (docs/FORMAT.md §6):
+/// 2 = padded packs with a sealed trailer (§7). Version 1 repositories are read and written as
+/// version 1 (unpadded packs) until upgraded (`chatvault migrate`).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest repository format version this crate reads.
+pub const MIN_FORMAT_VERSION: u32 = 1;
+/// The version byte in every envelope's associated data (§4.1); unchanged by repository format 2.
+pub const ENVELOPE_VERSION: u8 = 1;

@@ -459,7 +459,7 @@ fn check_config(v: &Vector) -> Result<(), String> {
         v.hex("plaintext")?,
     )?;
     let params: RepoParams = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
-    let again = Config::encode(&cfg.repo_id, &params, &keys, &mut v.rng()?);
+    let again = Config::encode_version(cfg.version, &cfg.repo_id, &params, &keys, &mut v.rng()?);
     same("re-sealed config", again, &v.body)
 }
 
@@ -894,7 +894,7 @@ mod spec {
         if b.len() < 120 || blake3::hash(&b[..b.len() - 32]).as_bytes() != &b[b.len() - 32..] {
             return Err("corrupted");
         }
-        if b[16..20] != 1u32.to_le_bytes() {
+        if b[16..20] != 1u32.to_le_bytes() && b[16..20] != 2u32.to_le_bytes() {
             return Err("unsupported version");
         }
         let repo_id: [u8; 32] = b[20..52].try_into().unwrap();
@@ -1181,7 +1181,13 @@ fn generate() -> Vec<Vector> {
     // §6: config.
     let params = RepoParams::defaults(TIME.into());
     let params_json = serde_json::to_vec(&params).unwrap();
-    let config = Config::encode(&RepoId::from_bytes(repo), &params, &keys, &mut VectorRng(1));
+    let config = Config::encode_version(
+        1,
+        &RepoId::from_bytes(repo),
+        &params,
+        &keys,
+        &mut VectorRng(1),
+    );
     out.push(with_keys(
         Vector::new("config", "config", "success")
             .h(
@@ -1228,7 +1234,7 @@ fn generate() -> Vec<Vector> {
             .body(bad),
     );
     let mut v2 = config.clone();
-    v2[16] = 2;
+    v2[16] = 3;
     rechecksum(&mut v2);
     out.push(
         Vector::new(
@@ -1236,8 +1242,11 @@ fn generate() -> Vec<Vector> {
             "config",
             "unsupported version",
         )
-        .h("error", "version 2")
-        .h("comment", "version 2 with a valid checksum")
+        .h("error", "version 3")
+        .h(
+            "comment",
+            "version 3 (newer than this reader) with a valid checksum",
+        )
         .hx("key", key)
         .body(v2),
     );

@@ -331,7 +331,8 @@ impl PackBuilder {
         let id = PackId::random(&mut OsRng);
         let mut bytes = std::mem::take(&mut self.bytes);
         let entries = std::mem::take(&mut self.entries);
-        bytes.extend_from_slice(&pack::encode_header(repo.keys(), &id, &entries, &mut OsRng));
+        let area = bytes.len() as u64;
+        bytes.extend_from_slice(&repo.pack_tail(&id, &entries, area));
         Some(FinishedPack { id, bytes, entries })
     }
 }

@@ -10,8 +10,8 @@ use chatvault_format::config::{Config, ConfigError, RepoParams};
 use chatvault_format::envelope::ObjectKind;
 use chatvault_format::id::{BlobId, IndexId, PackId, PlanId, RepoId, SnapshotId};
 use chatvault_format::key::{BackupKey, RepoKeys};
-use chatvault_format::list;
 use chatvault_format::objects::{self, IndexFile, IndexPack, NodeKind, PrunePlan, Snapshot, Tree};
+use chatvault_format::{list, pack};
 use rand_core::OsRng;
 
 use crate::cache::{self, Cache};
@@ -179,6 +179,12 @@ impl Index {
 impl Repository {
     /// Creates a new repository at `storage` for `key`. Fails if one already exists.
     pub fn init(storage: Storage, key: &BackupKey) -> Result<Repository> {
+        Self::init_version(storage, key, chatvault_format::FORMAT_VERSION)
+    }
+
+    /// Creates a repository of an older format `version` (tests and interoperability).
+    #[doc(hidden)]
+    pub fn init_version(storage: Storage, key: &BackupKey, version: u32) -> Result<Repository> {
         if storage.size(layout::CONFIG)?.is_some() {
             return Err(RepoError::AlreadyExists {
                 location: storage.location().to_string(),
@@ -187,7 +193,7 @@ impl Repository {
         let repo_id = RepoId::random(&mut OsRng);
         let keys = key.derive(&repo_id);
         let params = RepoParams::defaults(chrono::Utc::now().to_rfc3339());
-        let bytes = Config::encode(&repo_id, &params, &keys, &mut OsRng);
+        let bytes = Config::encode_version(version, &repo_id, &params, &keys, &mut OsRng);
         if !storage.write_new(layout::CONFIG, bytes)? {
             return Err(RepoError::AlreadyExists {
                 location: storage.location().to_string(),
@@ -197,10 +203,64 @@ impl Repository {
         Ok(Repository {
             storage,
             keys: Arc::new(keys),
-            config: Config { repo_id, params },
+            config: Config {
+                version,
+                repo_id,
+                params,
+            },
             lock_config: LockConfig::default(),
             cache: None,
         })
+    }
+
+    /// Upgrades a format 1 repository to format 2 (FORMAT §14): rewrites the config with the
+    /// same repository id, parameters and key check at version 2, so that new packs are padded
+    /// (§7). Existing objects stay as they are (format 2 readers read them). Safe to kill: the
+    /// config is replaced in one atomic write, and the new config is read back and verified.
+    /// Returns false if the repository already was at format 2.
+    pub fn upgrade(&mut self) -> Result<bool> {
+        if self.config.version >= chatvault_format::FORMAT_VERSION {
+            return Ok(false);
+        }
+        {
+            let _guard = crate::lock::lock(self, "upgrade", false)?;
+            self.replace_config_version(chatvault_format::FORMAT_VERSION)?;
+        }
+        self.config.version = chatvault_format::FORMAT_VERSION;
+        tracing::info!(repo = %self.config.repo_id.short(), "repository upgraded to format 2");
+        Ok(true)
+    }
+
+    fn replace_config_version(&self, version: u32) -> Result<()> {
+        let bytes = Config::encode_version(
+            version,
+            &self.config.repo_id,
+            &self.config.params,
+            &self.keys,
+            &mut OsRng,
+        );
+        // Guard against a writer bug: the new config must open with the same keys.
+        let check = |b: &[u8]| {
+            Config::peek_repo_id(b).is_ok_and(|id| id == self.config.repo_id)
+                && self.keys.key_check(&self.config.repo_id) == b[52..84]
+        };
+        if !check(&bytes) {
+            return Err(RepoError::Invalid(
+                "the upgraded config does not verify; nothing was changed".into(),
+            ));
+        }
+        self.storage.replace(layout::CONFIG, bytes)?;
+        let stored = self
+            .storage
+            .read(layout::CONFIG)?
+            .ok_or_else(|| RepoError::corrupted("config", "missing after the upgrade"))?;
+        if !check(&stored) {
+            return Err(RepoError::corrupted(
+                "config",
+                "does not verify after the upgrade",
+            ));
+        }
+        Ok(())
     }
 
     /// Opens an existing repository with `key`.
@@ -297,6 +357,26 @@ impl Repository {
     /// The repository id.
     pub fn id(&self) -> RepoId {
         self.config.repo_id
+    }
+
+    /// The repository format version (1, or 2 for new repositories: padded packs, §7).
+    pub fn format_version(&self) -> u32 {
+        self.config.version
+    }
+
+    /// Encodes the tail of a new pack (its header, and in format 2 the padding and trailer)
+    /// after `blob_area` bytes of sealed blobs.
+    pub(crate) fn pack_tail(
+        &self,
+        id: &PackId,
+        entries: &[pack::PackEntry],
+        blob_area: u64,
+    ) -> Vec<u8> {
+        if self.config.version >= 2 {
+            pack::encode_tail_v2(&self.keys, id, entries, blob_area, &mut OsRng)
+        } else {
+            pack::encode_header(&self.keys, id, entries, &mut OsRng)
+        }
     }
 
     /// The repository parameters.

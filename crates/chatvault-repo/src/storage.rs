@@ -352,6 +352,15 @@ impl Storage {
         }
     }
 
+    /// Replaces an object (or creates it). Only for the config on a format upgrade (FORMAT §14):
+    /// every other object is write-once. The swap is atomic where the service's writes are
+    /// (fs: written under `tmp/` and renamed; S3/GCS/Azure: a single PUT).
+    pub fn replace(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        self.block_on(self.inner.op.write(path, bytes))
+            .map(|_| ())
+            .map_err(|e| self.err("write", path, e))
+    }
+
     /// Size of an object, or `None` if missing.
     pub fn size(&self, path: &str) -> Result<Option<u64>> {
         match self.block_on(self.inner.op.stat(path)) {

@@ -266,3 +266,97 @@ fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+fn pack_files(repo_dir: &Path) -> Vec<std::path::PathBuf> {
+    walk_files(&repo_dir.join("data"))
+}
+
+#[test]
+fn format_2_packs_are_padded_and_a_format_1_repository_upgrades_in_place() {
+    use chatvault_format::pack;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("chats");
+    std::fs::create_dir_all(&src).unwrap();
+    // One "media file" of a distinctive size: its pack must not reveal it.
+    std::fs::write(src.join("IMG-1.jpg"), vec![0x5a; 1_234_567]).unwrap();
+    let key = BackupKey::generate(&mut rand_core::OsRng);
+
+    // A new repository is format 2: every pack's length is a Padmé length and its header
+    // opens only through the sealed trailer.
+    let new_dir = dir.path().join("new");
+    let storage = Storage::open(new_dir.to_str().unwrap()).unwrap();
+    let repo = Repository::init(storage.clone(), &key).unwrap();
+    assert_eq!(repo.format_version(), 2);
+    backup(
+        &repo,
+        std::slice::from_ref(&src),
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    for p in pack_files(&new_dir) {
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert_eq!(pack::padme(len), len, "{} is not padded", p.display());
+    }
+    let report = check(&repo, CheckOptions { read_data: true }, &NoProgress).unwrap();
+    assert!(report.ok(), "{:?}", report.errors);
+
+    // A format 1 repository keeps unpadded packs until it is upgraded ...
+    let old_dir = dir.path().join("old");
+    let storage = Storage::open(old_dir.to_str().unwrap()).unwrap();
+    let mut repo = Repository::init_version(storage.clone(), &key, 1).unwrap();
+    let first = backup(
+        &repo,
+        std::slice::from_ref(&src),
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let v1_packs = pack_files(&old_dir);
+    for p in &v1_packs {
+        let b = std::fs::read(p).unwrap();
+        let hlen = pack::header_len_from_tail(&b[b.len() - 4..]).unwrap();
+        assert!(
+            hlen < b.len(),
+            "format 1 packs end in a clear header length"
+        );
+    }
+    // ... then upgrades in place (twice is a no-op) and writes padded packs from then on.
+    assert!(repo.upgrade().unwrap());
+    assert!(!repo.upgrade().unwrap());
+    let reopened = Repository::open(storage.clone(), &key).unwrap();
+    assert_eq!(reopened.format_version(), 2);
+    std::fs::write(src.join("IMG-2.jpg"), vec![0x6b; 777_777]).unwrap();
+    let second = backup(
+        &reopened,
+        std::slice::from_ref(&src),
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    for p in pack_files(&old_dir)
+        .iter()
+        .filter(|p| !v1_packs.contains(p))
+    {
+        let len = std::fs::metadata(p).unwrap().len();
+        assert_eq!(pack::padme(len), len);
+    }
+    for (snap, name) in [(&first.snapshot, "r1"), (&second.snapshot, "r2")] {
+        let out = dir.path().join(name);
+        let r = restore(
+            &reopened,
+            snap,
+            &out,
+            &RestoreOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        assert_eq!(
+            std::fs::read(out.join("chats/IMG-1.jpg")).unwrap(),
+            vec![0x5a; 1_234_567]
+        );
+    }
+    let report = check(&reopened, CheckOptions { read_data: true }, &NoProgress).unwrap();
+    assert!(report.ok(), "{:?}", report.errors);
+}

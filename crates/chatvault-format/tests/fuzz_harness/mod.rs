@@ -235,21 +235,77 @@ pub fn pack_with_header_plaintext(area_len: usize, plain: &[u8]) -> Vec<u8> {
     pack
 }
 
-/// `pack_header`: mode 0 raw pack bytes; mode 1 `area_len u16le || header plaintext`, sealed.
+/// A format 2 pack: `area_len` zero bytes, `pad` zero bytes, the sealed `plain` header and a
+/// sealed trailer naming its length.
+pub fn pack_v2_with_header_plaintext(area_len: usize, pad: usize, plain: &[u8]) -> Vec<u8> {
+    let mut pack = vec![0u8; area_len + pad];
+    let sealed = envelope::seal(
+        keys(),
+        ObjectKind::PackHeader,
+        &FUZZ_PACK,
+        plain,
+        &mut rng(),
+    );
+    let trailer = envelope::seal(
+        keys(),
+        ObjectKind::PackTrailer,
+        &FUZZ_PACK,
+        &(sealed.len() as u32).to_le_bytes(),
+        &mut rng(),
+    );
+    pack.extend_from_slice(&sealed);
+    pack.extend_from_slice(&trailer);
+    pack
+}
+
+/// `pack_header`: mode 0 raw pack bytes; mode 1 `area_len u16le || header plaintext`, sealed
+/// as a format 1 pack; mode 2 `area_len u16le || pad u8 || header plaintext`, sealed as a
+/// format 2 pack (trailer).
 pub fn pack_header(data: &[u8]) {
     let Some((mode, rest)) = split_mode(data) else {
         return;
     };
     let pack_id = PackId::from_bytes(FUZZ_PACK);
-    let pack = if mode % 2 == 0 {
-        rest.to_vec()
-    } else {
-        if rest.len() < 2 {
+    let pack = match mode % 3 {
+        0 => rest.to_vec(),
+        1 => {
+            if rest.len() < 2 {
+                return;
+            }
+            let area = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+            pack_with_header_plaintext(area, &rest[2..])
+        }
+        _ => {
+            if rest.len() < 3 {
+                return;
+            }
+            let area = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+            let v2 = pack_v2_with_header_plaintext(area, usize::from(rest[2]), &rest[3..]);
+            if let Ok(entries) = pack::decode_header(keys(), &pack_id, &v2) {
+                let tail = &v2[v2.len() - pack::TRAILER_LEN..];
+                let (start, _) = pack::header_location_v2(keys(), &pack_id, tail, v2.len() as u64)
+                    .expect("a pack that decoded has a trailer");
+                let end = entries.last().map_or(0, |e| e.offset + u64::from(e.length));
+                assert!(end <= start, "entries stay out of the header");
+                let mut again = v2[..end as usize].to_vec();
+                again.extend(pack::encode_tail_v2(
+                    keys(),
+                    &pack_id,
+                    &entries,
+                    end,
+                    &mut rng(),
+                ));
+                assert_eq!(pack::padme(again.len() as u64), again.len() as u64);
+                assert_eq!(
+                    pack::decode_header(keys(), &pack_id, &again).expect("re-encoded v2 decodes"),
+                    entries
+                );
+            }
             return;
         }
-        let area = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-        pack_with_header_plaintext(area, &rest[2..])
     };
+    // Format 1 from here (a raw input that happens to carry a valid v2 trailer is impossible
+    // without the key).
     let Ok(entries) = pack::decode_header(keys(), &pack_id, &pack) else {
         return;
     };
