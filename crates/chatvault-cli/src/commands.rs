@@ -384,6 +384,7 @@ fn backup_cmd(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
     let bar = Bar::new(ctx.quiet || a.json, "backing up");
     let opts = BackupOptions {
         hostname: a.host.clone(),
+        device: Some(ctx.home.device_id()?),
         force_reread: a.force,
         min_seq: ctx.home.seen(&repo)?.map_or(0, |s| s.seq),
         scratch_dir: Some(ctx.home.dir().join("scratch")),
@@ -443,6 +444,7 @@ fn snapshots(ctx: &Ctx, json_out: bool) -> Result<u8> {
             .map(|(id, s)| match s {
                 Ok(s) => {
                     json!({"id": id, "short_id": id.short(), "time": s.time, "hostname": s.hostname,
+                    "device": s.device, "device_short": s.device.as_deref().map(short_device),
                     "paths": s.paths, "files": s.summary.files, "bytes": s.summary.bytes,
                     "complete": s.summary.is_complete(), "parent": s.parent})
                 }
@@ -455,16 +457,17 @@ fn snapshots(ctx: &Ctx, json_out: bool) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{:<10} {:<32} {:<16} {:>8} {:>14}  paths",
-            "id", "time", "host", "files", "bytes"
+            "{:<10} {:<32} {:<16} {:<8} {:>8} {:>14}  paths",
+            "id", "time", "host", "device", "files", "bytes"
         );
         for (id, s) in &all {
             match s {
                 Ok(s) => println!(
-                    "{:<10} {:<32} {:<16} {:>8} {:>14}  {}{}",
+                    "{:<10} {:<32} {:<16} {:<8} {:>8} {:>14}  {}{}",
                     id.short(),
                     s.time,
                     s.hostname,
+                    s.device.as_deref().map_or("-", short_device),
                     s.summary.files,
                     s.summary.bytes,
                     s.paths.join(", "),
@@ -483,6 +486,12 @@ fn snapshots(ctx: &Ctx, json_out: bool) -> Result<u8> {
         println!("{} snapshot(s)", all.len());
     }
     Ok(if damaged > 0 { exit::DAMAGED } else { exit::OK })
+}
+
+/// The first 8 digits of a device id, for listings (the host name is only a label: two phones
+/// can both be `localhost`).
+fn short_device(d: &str) -> &str {
+    d.get(..8).unwrap_or(d)
 }
 
 fn restore_cmd(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
@@ -605,6 +614,7 @@ fn forget_cmd(ctx: &Ctx, a: &ForgetArgs) -> Result<u8> {
         json!({"id": e.id, "short_id": e.id.short(),
                "time": e.snapshot.as_ref().map(|s| s.time.clone()),
                "hostname": e.snapshot.as_ref().map(|s| s.hostname.clone()),
+               "device": e.snapshot.as_ref().and_then(|s| s.device.clone()),
                "reasons": e.reasons})
     };
     if a.json {
