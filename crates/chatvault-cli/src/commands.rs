@@ -220,7 +220,12 @@ impl Ctx {
     fn open(&self) -> Result<Repository> {
         let location = self.location()?;
         let key = self.key()?;
-        Ok(chatvault_client::open(&location, &key)?)
+        let mut repo = chatvault_client::open(&location, &key)?;
+        // FORMAT §12.3: metadata the device fetched once is read locally (verified) next time.
+        if std::env::var_os("CHATVAULT_NO_CACHE").is_none() {
+            repo.set_cache(&self.home.dir().join("cache"));
+        }
+        Ok(repo)
     }
 
     /// Opens the repository and checks it was not rolled back (docs/FORMAT.md §9.1): its newest

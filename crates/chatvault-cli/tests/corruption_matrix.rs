@@ -21,7 +21,8 @@
 //! the exit code; the snapshots and paths `check` lists as "cannot restore intact" (exactly);
 //! the paths `restore` lists as not restored (exactly); every file present in the restore target
 //! is byte-identical to the source at that snapshot, damaged files are absent, all other files
-//! are present; no panic (no "panicked", "RUST_BACKTRACE", exit 101). A failing test prints
+//! are present; no panic (no "panicked", "RUST_BACKTRACE", exit 101). Commands run with
+//! `CHATVAULT_NO_CACHE=1`: outcomes are those storage alone yields. A failing test prints
 //! every mismatch of its table at once. The config, pack, index and lock tables run on the
 //! device home (rollback detection active); the snapshot table runs on a new device (empty home,
 //! `--repo`, `CHATVAULT_KEY`), because the device home refuses a damaged newest snapshot as a
@@ -203,6 +204,10 @@ fn base_cmd() -> Command {
         .env_remove("CHATVAULT_HOME")
         .env_remove("CHATVAULT_LOG")
         .env_remove("RUST_BACKTRACE")
+        // The outcomes below are what storage alone yields (what a new phone sees): the device
+        // home's metadata cache (FORMAT §12.3) would still serve trees from deleted packs.
+        // The cache's own behaviour is tested in chatvault-repo/tests/large_files.rs.
+        .env("CHATVAULT_NO_CACHE", "1")
         .env("NO_COLOR", "1");
     c
 }

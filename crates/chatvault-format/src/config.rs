@@ -44,8 +44,12 @@ impl RepoParams {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        // The chunker's own bounds (FastCDC 2020: min ≤ 1 MiB, avg ≤ 4 MiB, max ≤ 16 MiB): a
+        // config outside them must be refused here, not panic inside a backup.
         let ok = self.chunk_min >= 4096
+            && self.chunk_min <= 1 << 20
             && self.chunk_min <= self.chunk_avg
+            && self.chunk_avg <= 4 << 20
             && self.chunk_avg <= self.chunk_max
             && self.chunk_max <= 16 << 20
             && self.pack_size >= 1 << 20
@@ -79,7 +83,7 @@ pub enum ConfigError {
 }
 
 /// A decoded and verified config.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// The repository id.
     pub repo_id: RepoId,

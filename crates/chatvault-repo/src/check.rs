@@ -61,6 +61,8 @@ pub fn check(
     opts: CheckOptions,
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
+    // Verify what is in storage, not the device's cached copies.
+    let repo = &repo.without_cache();
     let _guard = lock::lock(repo, "check", false)?;
     let mut r = CheckReport::default();
     // Blobs that are unusable: not indexed, in a missing/damaged pack, or failing verification.

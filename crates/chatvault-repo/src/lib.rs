@@ -22,6 +22,7 @@
 //! ```
 
 pub mod backup;
+pub mod cache;
 pub mod check;
 pub mod error;
 pub mod lock;

@@ -550,19 +550,25 @@ fn mark(
         return Ok(None);
     }
 
-    // Copy the live blobs of the repacked packs (verified on the way) into new packs.
-    let pack_size = u64::from(repo.params().pack_size);
-    let mut writer = PackWriter::default();
+    // Copy the live blobs of the repacked packs (verified on the way) into new packs: each old
+    // pack is read once; data and metadata (trees, lists) go to separate packs (§7), each closed
+    // before it would exceed pack_size or MAX_PACK_BLOBS, as backup does.
+    let pack_size = repo.params().pack_size as usize;
+    let mut data = PackWriter::default();
+    let mut meta = PackWriter::default();
     for (p, live) in &repack {
+        let bytes = repo
+            .storage
+            .read(&layout::pack(&p.id))?
+            .ok_or_else(|| RepoError::corrupted(format!("pack {}", p.id.short()), "missing"))?;
         for b in live {
-            let sealed = repo
-                .storage
-                .read_range(&layout::pack(&p.id), b.offset, u64::from(b.length))?
-                .filter(|s| s.len() == b.length as usize)
+            let sealed = usize::try_from(b.offset)
+                .ok()
+                .and_then(|start| bytes.get(start..start.checked_add(b.length as usize)?))
                 .ok_or_else(|| {
-                    RepoError::corrupted(format!("pack {}", p.id.short()), "missing or truncated")
+                    RepoError::corrupted(format!("pack {}", p.id.short()), "truncated")
                 })?;
-            blob::open_blob(repo.keys(), b.ty, &b.id, &sealed).map_err(|e| {
+            blob::open_blob(repo.keys(), b.ty, &b.id, sealed).map_err(|e| {
                 RepoError::corrupted(
                     format!(
                         "{} {} in pack {}",
@@ -573,18 +579,26 @@ fn mark(
                     e,
                 )
             })?;
-            writer.add(b, sealed);
-            guard.refresh_if_due()?;
-            if writer.bytes.len() as u64 >= pack_size
-                || writer.entries.len() >= pack::MAX_PACK_BLOBS
+            let writer = if b.ty.is_metadata() {
+                &mut meta
+            } else {
+                &mut data
+            };
+            if !writer.entries.is_empty()
+                && (writer.bytes.len() + sealed.len() > pack_size
+                    || writer.entries.len() >= pack::MAX_PACK_BLOBS)
             {
                 keep.push(writer.flush(repo, report)?);
             }
+            writer.add(b, sealed.to_vec());
         }
+        guard.refresh_if_due()?;
         condemned.push(p.id);
     }
-    if !writer.entries.is_empty() {
-        keep.push(writer.flush(repo, report)?);
+    for writer in [&mut data, &mut meta] {
+        if !writer.entries.is_empty() {
+            keep.push(writer.flush(repo, report)?);
+        }
     }
 
     // One index object for everything that stays, written before the plan: a crash here only

@@ -102,6 +102,8 @@ enum HeaderProblem {
 /// (nothing half-done is published: index objects are written only at the end); damaged headers
 /// do not.
 pub fn repair_index(repo: &Repository, opts: &RepairOptions) -> Result<RepairReport> {
+    // Judge the index objects as storage holds them, like `check` (FORMAT §12.3 (3)).
+    let repo = &repo.without_cache();
     let guard = if opts.dry_run {
         None
     } else {

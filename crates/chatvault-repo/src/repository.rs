@@ -2,6 +2,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 
 use chatvault_format::blob::{self, BlobType};
@@ -13,6 +14,7 @@ use chatvault_format::list;
 use chatvault_format::objects::{self, IndexFile, IndexPack, NodeKind, PrunePlan, Snapshot, Tree};
 use rand_core::OsRng;
 
+use crate::cache::{self, Cache};
 use crate::error::{RepoError, Result};
 use crate::lock::LockConfig;
 use crate::storage::{Listed, Storage};
@@ -100,6 +102,8 @@ pub struct Repository {
     pub(crate) config: Config,
     /// Lock timing (§11): the protocol's constants, shortened only by tests.
     pub(crate) lock_config: LockConfig,
+    /// The device's metadata cache, if any (`cache.rs`).
+    pub(crate) cache: Option<Cache>,
 }
 
 /// Where a blob lives.
@@ -195,6 +199,7 @@ impl Repository {
             keys: Arc::new(keys),
             config: Config { repo_id, params },
             lock_config: LockConfig::default(),
+            cache: None,
         })
     }
 
@@ -216,7 +221,72 @@ impl Repository {
             keys: Arc::new(keys),
             config,
             lock_config: LockConfig::default(),
+            cache: None,
         })
+    }
+
+    /// Keeps fetched index objects, snapshots, trees and lists in the local cache under
+    /// `base` (the device home's `cache/`; FORMAT §12.3), and reads them from there.
+    pub fn set_cache(&mut self, base: &Path) {
+        self.cache = Some(Cache::new(base, &self.config.repo_id));
+    }
+
+    /// The same repository without the local cache: what `check` uses, so that it verifies
+    /// the objects in storage, not the device's copies.
+    pub fn without_cache(&self) -> Repository {
+        Repository {
+            storage: self.storage.clone(),
+            keys: Arc::clone(&self.keys),
+            config: self.config.clone(),
+            lock_config: self.lock_config,
+            cache: None,
+        }
+    }
+
+    /// Reads a metadata object from the cache (when its listing `stamp` is known) or else
+    /// storage, opens and verifies it with `open`; a cache entry that does not verify is
+    /// dropped and the object fetched again.
+    fn read_object<T>(
+        &self,
+        kind: &str,
+        id: &[u8; 32],
+        path: &str,
+        stamp: Option<&str>,
+        open: impl Fn(&[u8]) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let hex = hex::encode(id);
+        let cache = self.cache.as_ref().zip(stamp);
+        if let Some((cache, stamp)) = cache
+            && let Some(bytes) = cache.get(kind, &hex, stamp)
+        {
+            match open(&bytes) {
+                Ok(v) => return Ok(Some(v)),
+                Err(_) => cache.remove(kind, &hex),
+            }
+        }
+        let Some(bytes) = self.storage.read(path)? else {
+            return Ok(None);
+        };
+        let v = open(&bytes)?;
+        if let Some((cache, stamp)) = cache {
+            cache.put(kind, &hex, stamp, &bytes);
+        }
+        Ok(Some(v))
+    }
+
+    /// Ids in a folder with their listing stamp (size and modification time, FORMAT §12.3).
+    fn list_stamped<T: std::str::FromStr>(&self, folder: &str) -> Result<Vec<(T, String)>> {
+        let mut out = Vec::new();
+        for l in self.storage.list(folder, false)? {
+            match l.name.parse::<T>() {
+                Ok(id) => {
+                    let time = l.last_modified.and_then(|t| t.timestamp_nanos_opt());
+                    out.push((id, format!("{} {}", l.size, time.unwrap_or(-1))));
+                }
+                Err(_) => tracing::warn!(name = %l.name, folder, "ignoring unexpected object"),
+            }
+        }
+        Ok(out)
     }
 
     /// The storage of this repository.
@@ -253,13 +323,22 @@ impl Repository {
 
     /// Loads one index object.
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
-        let path = layout::index(id);
-        let bytes = self
-            .storage
-            .read(&path)?
-            .ok_or_else(|| RepoError::corrupted(format!("index {}", id.short()), "missing"))?;
-        objects::open_object(&self.keys, ObjectKind::Index, id.as_bytes(), &bytes)
-            .map_err(|e| RepoError::corrupted(format!("index {}", id.short()), e))
+        self.load_index_file_stamped(id, None)
+    }
+
+    /// Loads one index object, from the cache if it was cached with `stamp` (§12.3).
+    fn load_index_file_stamped(&self, id: &IndexId, stamp: Option<&str>) -> Result<IndexFile> {
+        self.read_object(
+            cache::kind::INDEX,
+            id.as_bytes(),
+            &layout::index(id),
+            stamp,
+            |bytes| {
+                objects::open_object(&self.keys, ObjectKind::Index, id.as_bytes(), bytes)
+                    .map_err(|e| RepoError::corrupted(format!("index {}", id.short()), e))
+            },
+        )?
+        .ok_or_else(|| RepoError::corrupted(format!("index {}", id.short()), "missing"))
     }
 
     /// Loads and merges every index object. A damaged index object does not stop the load (so
@@ -270,17 +349,19 @@ impl Repository {
         for (_, plan) in self.load_plans()? {
             index.condemned.extend(plan.packs);
         }
-        let ids: Vec<IndexId> = self
-            .list_ids::<IndexId>(layout::INDEX)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let listed: Vec<(IndexId, String)> = self.list_stamped(layout::INDEX)?;
+        if let Some(cache) = &self.cache {
+            cache.retain(
+                cache::kind::INDEX,
+                &listed.iter().map(|(id, _)| id.to_hex()).collect(),
+            );
+        }
         // Fetched in parallel, merged a batch at a time (bounded memory).
-        for batch in ids.chunks(2 * METADATA_READERS) {
-            for (id, loaded) in batch
-                .iter()
-                .zip(par_map(batch, |id| self.load_index_file(id)))
-            {
+        for batch in listed.chunks(2 * METADATA_READERS) {
+            let loaded = par_map(batch, |(id, stamp)| {
+                self.load_index_file_stamped(id, Some(stamp))
+            });
+            for ((id, _), loaded) in batch.iter().zip(loaded) {
                 match loaded {
                     Ok(f) => {
                         index.add(&f);
@@ -327,12 +408,22 @@ impl Repository {
 
     /// Loads one snapshot.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let bytes = self
-            .storage
-            .read(&layout::snapshot(id))?
-            .ok_or_else(|| RepoError::SnapshotNotFound(id.short()))?;
-        objects::open_object(&self.keys, ObjectKind::Snapshot, id.as_bytes(), &bytes)
-            .map_err(|e| RepoError::corrupted(format!("snapshot {}", id.short()), e))
+        self.load_snapshot_stamped(id, None)
+    }
+
+    /// Loads one snapshot, from the cache if it was cached with `stamp` (§12.3).
+    fn load_snapshot_stamped(&self, id: &SnapshotId, stamp: Option<&str>) -> Result<Snapshot> {
+        self.read_object(
+            cache::kind::SNAPSHOT,
+            id.as_bytes(),
+            &layout::snapshot(id),
+            stamp,
+            |bytes| {
+                objects::open_object(&self.keys, ObjectKind::Snapshot, id.as_bytes(), bytes)
+                    .map_err(|e| RepoError::corrupted(format!("snapshot {}", id.short()), e))
+            },
+        )?
+        .ok_or_else(|| RepoError::SnapshotNotFound(id.short()))
     }
 
     /// All snapshot ids in storage.
@@ -347,9 +438,17 @@ impl Repository {
     /// Loads every snapshot, oldest first (by `seq`, then `time`, then id). Damaged snapshots are returned as errors in the list
     /// so that one bad object does not hide the others.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
-        let ids = self.snapshot_ids()?;
-        let loaded = par_map(&ids, |id| self.load_snapshot(id));
-        let mut v: Vec<_> = ids.into_iter().zip(loaded).collect();
+        let listed: Vec<(SnapshotId, String)> = self.list_stamped(layout::SNAPSHOTS)?;
+        if let Some(cache) = &self.cache {
+            cache.retain(
+                cache::kind::SNAPSHOT,
+                &listed.iter().map(|(id, _)| id.to_hex()).collect(),
+            );
+        }
+        let loaded = par_map(&listed, |(id, stamp)| {
+            self.load_snapshot_stamped(id, Some(stamp))
+        });
+        let mut v: Vec<_> = listed.into_iter().map(|(id, _)| id).zip(loaded).collect();
         // Newest = highest `seq` (FORMAT §9): a phone whose clock is wrong still orders its
         // snapshots right; `time` (then id) only breaks ties, e.g. between snapshots written
         // before `seq` existed.
@@ -454,19 +553,23 @@ impl Repository {
             let sealed = range.get(start..end).ok_or_else(|| {
                 RepoError::corrupted(format!("pack {}", loc.pack.short()), "truncated")
             })?;
-            out.push(
-                blob::open_blob(&self.keys, loc.ty, id, sealed).map_err(|e| {
-                    RepoError::corrupted(
-                        format!(
-                            "{} {} in pack {}",
-                            loc.ty.kind().name(),
-                            id.short(),
-                            loc.pack.short()
-                        ),
-                        e,
-                    )
-                })?,
-            );
+            let plain = blob::open_blob(&self.keys, loc.ty, id, sealed).map_err(|e| {
+                RepoError::corrupted(
+                    format!(
+                        "{} {} in pack {}",
+                        loc.ty.kind().name(),
+                        id.short(),
+                        loc.pack.short()
+                    ),
+                    e,
+                )
+            })?;
+            if loc.ty.is_metadata()
+                && let Some(cache) = &self.cache
+            {
+                cache.put(cache::kind::BLOB, &id.to_hex(), cache::BLOB_STAMP, sealed);
+            }
+            out.push(plain);
         }
         Ok(out)
     }
@@ -477,7 +580,25 @@ impl Repository {
     /// content lists costs a few requests, not one per list.
     pub fn read_blobs(&self, index: &Index, ty: BlobType, ids: &[BlobId]) -> Result<Vec<Vec<u8>>> {
         let mut order: Vec<(usize, BlobId, BlobLocation)> = Vec::with_capacity(ids.len());
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
+        // Trees and lists first from the device's cache (verified like fetched ones).
+        if ty.is_metadata()
+            && let Some(cache) = &self.cache
+        {
+            for (i, id) in ids.iter().enumerate() {
+                let hex = id.to_hex();
+                if let Some(sealed) = cache.get(cache::kind::BLOB, &hex, cache::BLOB_STAMP) {
+                    match blob::open_blob(&self.keys, ty, id, &sealed) {
+                        Ok(plain) => out[i] = Some(plain),
+                        Err(_) => cache.remove(cache::kind::BLOB, &hex),
+                    }
+                }
+            }
+        }
         for (i, id) in ids.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
             let loc = *index.blobs.get(id).ok_or_else(|| {
                 RepoError::corrupted(
                     format!("{} {}", ty.kind().name(), id.short()),
@@ -493,7 +614,6 @@ impl Repository {
             order.push((i, *id, loc));
         }
         order.sort_by_key(|(_, _, l)| (l.pack, l.offset));
-        let mut out: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
         let mut start = 0;
         while start < order.len() {
             // The same blob may be asked for twice: read it once, copy it.
@@ -612,10 +732,10 @@ impl Repository {
 
     /// Loads a tree blob.
     pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
-        let loc = index.blobs.get(id).ok_or_else(|| {
-            RepoError::corrupted(format!("tree {}", id.short()), "not in any index")
-        })?;
-        let bytes = self.read_blob(id, loc)?;
+        let bytes = self
+            .read_blobs(index, BlobType::Tree, std::slice::from_ref(id))?
+            .pop()
+            .expect("one tree read");
         objects::parse_tree(&bytes)
             .map_err(|e| RepoError::corrupted(format!("tree {}", id.short()), e))
     }

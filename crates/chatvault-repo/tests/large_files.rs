@@ -189,3 +189,80 @@ fn a_killed_runs_database_copy_is_removed_by_the_next_run() {
     drop(live);
     assert_eq!(std::fs::read_dir(&base).unwrap().count(), 0);
 }
+
+#[test]
+fn the_metadata_cache_is_used_verified_and_never_trusted_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("chats");
+    std::fs::create_dir_all(src.join("Media")).unwrap();
+    std::fs::write(src.join("Media/a.jpg"), vec![7u8; 300_000]).unwrap();
+    let repo_dir = dir.path().join("repo");
+    let storage = Storage::open(repo_dir.to_str().unwrap()).unwrap();
+    let key = BackupKey::generate(&mut rand_core::OsRng);
+    let repo = Repository::init(storage.clone(), &key).unwrap();
+    let snap = backup(&repo, &[src], &BackupOptions::default(), &NoProgress)
+        .unwrap()
+        .snapshot;
+
+    let cache_base = dir.path().join("home/cache");
+    let mut cached = Repository::open(storage.clone(), &key).unwrap();
+    cached.set_cache(&cache_base);
+    let index = cached.load_index().unwrap();
+    let root = cached.load_tree(&index, &snap.tree).unwrap();
+    assert_eq!(cached.snapshots().unwrap().len(), 1);
+    let cache_dir = cache_base.join(repo.id().to_hex());
+    let count = |kind: &str| {
+        walk_files(&cache_dir.join(kind))
+            .into_iter()
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .count()
+    };
+    assert!(count("index") >= 1 && count("snapshots") == 1 && count("blobs") >= 1);
+
+    // A damaged cache entry is dropped and fetched again, transparently.
+    for p in walk_files(&cache_dir.join("blobs")) {
+        let mut b = std::fs::read(&p).unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        std::fs::write(&p, b).unwrap();
+    }
+    let again = Repository::open(storage.clone(), &key).unwrap();
+    let mut again = again;
+    again.set_cache(&cache_base);
+    assert_eq!(again.load_tree(&index, &snap.tree).unwrap(), root);
+
+    // With every pack in storage damaged, the cached trees still load (the cache is used) ...
+    for p in walk_files(&repo_dir.join("data")) {
+        let mut b = std::fs::read(&p).unwrap();
+        for x in b.iter_mut().take(64) {
+            *x ^= 0xff;
+        }
+        std::fs::write(&p, b).unwrap();
+    }
+    assert_eq!(again.load_tree(&index, &snap.tree).unwrap(), root);
+    // ... but check verifies storage, not the device's copies.
+    let report = check(&again, CheckOptions { read_data: false }, &NoProgress).unwrap();
+    assert!(!report.ok(), "check trusted the cache");
+
+    // Objects deleted from the repository leave the cache.
+    for p in walk_files(&repo_dir.join("snapshots")) {
+        std::fs::remove_file(p).unwrap();
+    }
+    assert!(again.snapshots().unwrap().is_empty());
+    assert_eq!(count("snapshots"), 0);
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

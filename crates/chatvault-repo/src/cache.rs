@@ -1,0 +1,140 @@
+//! The local metadata cache (docs/FORMAT.md §12.3).
+//!
+//! Index objects, snapshots, and tree and list blobs never change once written (they are
+//! write-once and named by keyed hashes of their content), so a device keeps the sealed bytes it
+//! fetched under `<home>/cache/<repo id>/<kind>/<id>` and reads them from there next time.
+//! Index objects and snapshots are cached with a *stamp*, their size and modification time in
+//! storage's listing: if the object in storage was rewritten (damaged, replaced), the stamp
+//! differs and the object is fetched (and found damaged) again, so a device does not go on
+//! deduplicating against an index object that no longer opens in storage.
+//! Nothing in the cache is trusted: every entry is opened with the repository keys and checked
+//! against its id exactly like a fetched object, and an entry that does not verify is deleted
+//! and fetched again. The cache holds only sealed bytes (nothing a thief of the device home
+//! could read without the key), and deleting it at any time only costs the next command its
+//! downloads. Writing to it is best effort: a full disk or a read-only home makes commands
+//! slower, never fail.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chatvault_format::id::RepoId;
+
+/// Kinds of cached objects (folder names).
+pub mod kind {
+    /// Index objects.
+    pub const INDEX: &str = "index";
+    /// Snapshot objects.
+    pub const SNAPSHOT: &str = "snapshots";
+    /// Tree and list blobs (sealed blob bytes).
+    pub const BLOB: &str = "blobs";
+}
+
+/// The stamp of tree and list blobs: they are not listed on their own (they live in packs),
+/// and a blob's content never changes under its keyed id.
+pub const BLOB_STAMP: &str = "blob";
+
+/// A repository's cache folder.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    /// The cache of repository `repo` under `base` (created when first written).
+    pub fn new(base: &Path, repo: &RepoId) -> Cache {
+        Cache {
+            dir: base.join(repo.to_hex()),
+        }
+    }
+
+    /// The folder of this repository's cache.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, kind: &str, id: &str) -> PathBuf {
+        self.dir
+            .join(kind)
+            .join(id.get(..2).unwrap_or("xx"))
+            .join(id)
+    }
+
+    /// The cached bytes of `kind`/`id`, if any, provided they were cached with the same
+    /// `stamp` (what storage's listing says of the object now: size and modification time).
+    /// They still have to be verified.
+    pub fn get(&self, kind: &str, id: &str, stamp: &str) -> Option<Vec<u8>> {
+        let mut bytes = std::fs::read(self.path(kind, id)).ok()?;
+        let nl = bytes.iter().position(|&b| b == b'\n')?;
+        if &bytes[..nl] != stamp.as_bytes() {
+            return None;
+        }
+        bytes.drain(..=nl);
+        Some(bytes)
+    }
+
+    /// Stores `bytes` (sealed, already verified) as `kind`/`id` with its listing `stamp`;
+    /// failures are only logged.
+    pub fn put(&self, kind: &str, id: &str, stamp: &str, bytes: &[u8]) {
+        let path = self.path(kind, id);
+        let mut entry = Vec::with_capacity(stamp.len() + 1 + bytes.len());
+        entry.extend_from_slice(stamp.as_bytes());
+        entry.push(b'\n');
+        entry.extend_from_slice(bytes);
+        if let Err(e) = write_atomic(&path, &entry) {
+            tracing::debug!(path = %path.display(), error = %e, "metadata cache not written");
+        }
+    }
+
+    /// Deletes `kind`/`id` (an entry that did not verify).
+    pub fn remove(&self, kind: &str, id: &str) {
+        let path = self.path(kind, id);
+        tracing::warn!(path = %path.display(), "removing a cache entry that does not verify");
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Deletes the entries of `kind` whose id is not in `keep` (objects deleted from the
+    /// repository by forget or prune).
+    pub fn retain(&self, kind: &str, keep: &HashSet<String>) {
+        let Ok(shards) = std::fs::read_dir(self.dir.join(kind)) else {
+            return;
+        };
+        for shard in shards.flatten() {
+            let Ok(entries) = std::fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                if !keep.contains(name.to_string_lossy().as_ref()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = path.parent().expect("cache paths have a folder");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{:016x}",
+        rand_core::RngCore::next_u64(&mut rand_core::OsRng)
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
