@@ -79,6 +79,9 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Free the space of data no snapshot needs (two-phase, safe with running backups).
     Prune(PruneArgs),
+    /// Repair a damaged repository.
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// Manage the backup key.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -215,6 +218,27 @@ pub struct PruneArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub repack_threshold: u8,
     /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild lost or damaged index objects from the pack headers (exit 6 if some pack headers
+    /// are damaged; the other packs are re-indexed).
+    Index(RepairIndexArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RepairIndexArgs {
+    /// Read the pack headers and report; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Re-index every pack, ignoring the existing index objects (default: only packs that no
+    /// readable index object lists).
+    #[arg(long)]
+    pub all: bool,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }

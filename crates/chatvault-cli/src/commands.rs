@@ -12,6 +12,7 @@ use chatvault_format::key::BackupKey;
 use chatvault_repo::backup::{self, BackupOptions};
 use chatvault_repo::check::{self, CheckOptions};
 use chatvault_repo::prune::{self, KeepPolicy, PruneOptions, PruneReport};
+use chatvault_repo::repair::{self, RepairOptions};
 use chatvault_repo::repository::Repository;
 use chatvault_repo::restore::{self, RestoreOptions};
 use chatvault_vault_client::{SecretString, ServerIdentity};
@@ -52,6 +53,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Check(a) => check_cmd(&ctx, a),
         Command::Forget(a) => forget_cmd(&ctx, a),
         Command::Prune(a) => prune_cmd(&ctx, a),
+        Command::Repair(RepairCommand::Index(a)) => repair_index_cmd(&ctx, a),
         Command::Key(KeyCommand::Show { yes }) => key_show(&ctx, *yes),
         Command::Key(KeyCommand::ChangePassword) => change_password(&ctx),
         Command::Key(KeyCommand::ToKey) => to_key(&ctx),
@@ -390,6 +392,7 @@ fn backup_cmd(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
     let bar = Bar::new(ctx.quiet || a.json, "backing up");
     let opts = BackupOptions {
         hostname: a.host.clone(),
+        device: Some(ctx.home.device_id()?),
         force_reread: a.force,
         min_seq: ctx.home.seen(&repo)?.map_or(0, |s| s.seq),
         scratch_dir: Some(ctx.home.dir().join("scratch")),
@@ -449,6 +452,7 @@ fn snapshots(ctx: &Ctx, json_out: bool) -> Result<u8> {
             .map(|(id, s)| match s {
                 Ok(s) => {
                     json!({"id": id, "short_id": id.short(), "time": s.time, "hostname": s.hostname,
+                    "device": s.device, "device_short": s.device.as_deref().map(short_device),
                     "paths": s.paths, "files": s.summary.files, "bytes": s.summary.bytes,
                     "complete": s.summary.is_complete(), "parent": s.parent})
                 }
@@ -461,16 +465,17 @@ fn snapshots(ctx: &Ctx, json_out: bool) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{:<10} {:<32} {:<16} {:>8} {:>14}  paths",
-            "id", "time", "host", "files", "bytes"
+            "{:<10} {:<32} {:<16} {:<8} {:>8} {:>14}  paths",
+            "id", "time", "host", "device", "files", "bytes"
         );
         for (id, s) in &all {
             match s {
                 Ok(s) => println!(
-                    "{:<10} {:<32} {:<16} {:>8} {:>14}  {}{}",
+                    "{:<10} {:<32} {:<16} {:<8} {:>8} {:>14}  {}{}",
                     id.short(),
                     s.time,
                     s.hostname,
+                    s.device.as_deref().map_or("-", short_device),
                     s.summary.files,
                     s.summary.bytes,
                     s.paths.join(", "),
@@ -489,6 +494,12 @@ fn snapshots(ctx: &Ctx, json_out: bool) -> Result<u8> {
         println!("{} snapshot(s)", all.len());
     }
     Ok(if damaged > 0 { exit::DAMAGED } else { exit::OK })
+}
+
+/// The first 8 digits of a device id, for listings (the host name is only a label: two phones
+/// can both be `localhost`).
+fn short_device(d: &str) -> &str {
+    d.get(..8).unwrap_or(d)
 }
 
 fn restore_cmd(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
@@ -633,6 +644,7 @@ fn forget_cmd(ctx: &Ctx, a: &ForgetArgs) -> Result<u8> {
         json!({"id": e.id, "short_id": e.id.short(),
                "time": e.snapshot.as_ref().map(|s| s.time.clone()),
                "hostname": e.snapshot.as_ref().map(|s| s.hostname.clone()),
+               "device": e.snapshot.as_ref().and_then(|s| s.device.clone()),
                "reasons": e.reasons})
     };
     if a.json {
@@ -770,6 +782,67 @@ fn print_prune(r: &PruneReport, dry_run: bool) {
     for (id, why) in &r.postponed {
         println!("plan {} not swept yet: {why}", id.short());
     }
+}
+
+fn repair_index_cmd(ctx: &Ctx, a: &RepairIndexArgs) -> Result<u8> {
+    let (repo, _) = ctx.open_checked()?;
+    let r = repair::repair_index(
+        &repo,
+        &RepairOptions {
+            dry_run: a.dry_run,
+            all: a.all,
+        },
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        let would = if a.dry_run { "would be " } else { "" };
+        println!(
+            "{} pack(s) in storage: {} already indexed, {} {would}re-indexed from their headers ({} blobs, {} bytes)",
+            r.packs_scanned, r.packs_already_indexed, r.packs_reindexed, r.blobs, r.bytes
+        );
+        if r.condemned_reindexed > 0 {
+            println!(
+                "{} re-indexed pack(s) are condemned by a prune plan: the plan's sweep now keeps them; a later prune frees them if no snapshot needs them",
+                r.condemned_reindexed
+            );
+        }
+        for u in &r.unreadable {
+            println!(
+                "error: pack {} ({} bytes): {}; not indexed (files that need it stay unrestorable)",
+                u.pack.short(),
+                u.size,
+                u.reason
+            );
+        }
+        if r.vanished > 0 {
+            println!(
+                "{} pack(s) disappeared while repair ran (deleted by a prune sweep)",
+                r.vanished
+            );
+        }
+        for (id, why) in &r.damaged_index {
+            println!(
+                "warning: index object {} is damaged ({why}); its packs were re-indexed, the object itself is left in place (check reports it until it is deleted)",
+                id.short()
+            );
+        }
+        for path in &r.unexpected {
+            println!("warning: unexpected object {path} (not a pack at its place; ignored)");
+        }
+        if a.dry_run {
+            println!("dry run: nothing written");
+        } else {
+            println!("{} index object(s) written", r.index_written.len());
+        }
+        if !r.ok() {
+            println!(
+                "{} pack header(s) are damaged; run `chatvault check --read-data` to see which files are affected",
+                r.unreadable.len()
+            );
+        }
+    }
+    Ok(if r.ok() { exit::OK } else { exit::DAMAGED })
 }
 
 fn key_show(ctx: &Ctx, yes: bool) -> Result<u8> {

@@ -853,6 +853,11 @@ fn migrate_on_a_new_repository_is_a_no_op_and_its_packs_are_padded() {
         // Padmé: the low E − S bits of the length are zero.
         let e = 63 - len.leading_zeros() as u64;
         let s = 64 - e.leading_zeros() as u64;
-        assert_eq!(len % (1 << (e - s)), 0, "{} ({len} B) is not padded", p.display());
+        assert_eq!(
+            len % (1 << (e - s)),
+            0,
+            "{} ({len} B) is not padded",
+            p.display()
+        );
     }
 }

@@ -414,3 +414,91 @@ impl World {
             .collect()
     }
 }
+
+/// Two phones that both call themselves `localhost` (as every Android phone does) back up the
+/// same path into one repository, interleaved. Each home has its own device id: each
+/// incremental backup continues from its own phone's snapshot, `snapshots` tells them apart,
+/// and `forget --keep-last 1` keeps the newest snapshot of each phone.
+#[test]
+fn two_localhost_phones_have_their_own_parents_and_retention_groups() {
+    let w = World::new();
+    let key = w.init("phone-a");
+    let src = w.p("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("msgstore.bin"), noise(40, 200_000)).unwrap();
+    let backup = |home: &str| -> serde_json::Value {
+        let out = w
+            .cv(home)
+            .env("CHATVAULT_KEY", &key)
+            .args([
+                "--repo",
+                &w.repo(),
+                "backup",
+                "--json",
+                "--host",
+                "localhost",
+            ])
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let a1 = backup("phone-a");
+    let b1 = backup("phone-b");
+    let a2 = backup("phone-a");
+    let b2 = backup("phone-b");
+    let device = |v: &serde_json::Value| v["snapshot"]["device"].as_str().unwrap().to_string();
+    let (da, db) = (device(&a1), device(&b1));
+    assert_eq!(da.len(), 32);
+    assert_ne!(da, db, "a new phone (home) gets a new device id");
+    assert_eq!(device(&a2), da, "the id is stable");
+    assert_eq!(
+        std::fs::read_to_string(w.p("phone-a/device-id"))
+            .unwrap()
+            .trim(),
+        da
+    );
+    assert!(
+        b1["snapshot"]["parent"].is_null(),
+        "never another phone's snapshot"
+    );
+    assert_eq!(a2["snapshot"]["parent"], a1["id"]);
+    assert_eq!(b2["snapshot"]["parent"], b1["id"]);
+    assert_eq!(a2["snapshot"]["summary"]["files_read"], 0);
+
+    let out = w
+        .cv("phone-a")
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    assert!(list.iter().all(|s| s["hostname"] == "localhost"));
+    assert!(list.iter().any(|s| s["device_short"] == da[..8]));
+    let out = w.cv("phone-a").arg("snapshots").output().unwrap();
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&da[..8]) && text.contains(&db[..8]), "{text}");
+
+    let out = w
+        .cv("phone-a")
+        .args(["forget", "--keep-last", "1", "--json"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut kept: Vec<&str> = v["keep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    kept.sort();
+    let mut want = vec![a2["id"].as_str().unwrap(), b2["id"].as_str().unwrap()];
+    want.sort();
+    assert_eq!(kept, want, "the newest snapshot of each phone");
+    assert_eq!(v["remove"].as_array().unwrap().len(), 2);
+}

@@ -104,7 +104,8 @@ pub struct DeviceConfig {
     pub custody: Custody,
 }
 
-/// A device home: `config.json` and the 0600 key file `backup.key`.
+/// A device home: `config.json`, the 0600 key file `backup.key`, and `device-id`, this
+/// device's stable random id ([`Home::device_id`]).
 #[derive(Debug, Clone)]
 pub struct Home {
     dir: PathBuf,
@@ -112,6 +113,9 @@ pub struct Home {
 
 const CONFIG_FILE: &str = "config.json";
 const KEY_FILE: &str = "backup.key";
+const DEVICE_ID_FILE: &str = "device-id";
+/// Hex digits of a device id (128 random bits).
+pub const DEVICE_ID_LEN: usize = 32;
 
 impl Home {
     /// A home at `dir` (created on first write).
@@ -205,6 +209,79 @@ impl Home {
         }
     }
 
+    /// This device's stable id: 32 lowercase hex digits (128 bits from the OS RNG), created
+    /// once, on first need, in the home's 0600 file `device-id`, and never changed. Snapshots
+    /// carry it (docs/FORMAT.md §9) so that parent selection and retention groups tell phones
+    /// apart even when they share a host name (`localhost` on Android). A new home (a new
+    /// phone) gets a new id. Creation is atomic: the id is written to a temporary file and
+    /// linked into place without replacing, so two processes racing agree on one id.
+    pub fn device_id(&self) -> Result<String> {
+        let path = self.path(DEVICE_ID_FILE);
+        if let Some(id) = self.read_device_id(&path)? {
+            return Ok(id);
+        }
+        self.ensure_dir()?;
+        let mut raw = [0u8; DEVICE_ID_LEN / 2];
+        rand_core::RngCore::fill_bytes(&mut OsRng, &mut raw);
+        let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        // A private temporary name per attempt (the id itself is random), so racing threads
+        // and processes never touch each other's file.
+        let tmp = self.path(&format!(".{DEVICE_ID_FILE}.{id}.tmp"));
+        let err = |source| ClientError::Home {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        f.write_all(format!("{id}\n").as_bytes()).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        drop(f);
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(id),
+            // Another process created it first: use its id.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self
+                .read_device_id(&path)?
+                .ok_or_else(|| ClientError::Home {
+                    path: path.clone(),
+                    source: std::io::Error::other("device id file vanished while being created"),
+                }),
+            Err(source) => Err(ClientError::Home { path, source }),
+        }
+    }
+
+    fn read_device_id(&self, path: &Path) -> Result<Option<String>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let id = text.trim();
+                if id.len() == DEVICE_ID_LEN
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
+                    Ok(Some(id.to_string()))
+                } else {
+                    Err(ClientError::BadConfig {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "expected {DEVICE_ID_LEN} lowercase hex digits; delete the file to                              give this device a new id (its next backup then starts a new                              retention group and reads every file again)"
+                        ),
+                    })
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ClientError::Home {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
     /// Removes the configuration and the key file from this device.
     pub fn forget(&self) -> Result<()> {
         for name in [KEY_FILE, CONFIG_FILE] {
@@ -273,5 +350,39 @@ mod tests {
             Err(ClientError::AlreadyConfigured(_))
         ));
         open(repo.to_str().unwrap(), &key).unwrap();
+    }
+
+    #[test]
+    fn device_id_is_created_once_private_and_differs_per_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("phone-a"));
+        let id = home.device_id().unwrap();
+        assert_eq!(id.len(), DEVICE_ID_LEN);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(home.device_id().unwrap(), id, "stable");
+        let mode = std::fs::metadata(home.dir().join(DEVICE_ID_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let other = Home::at(dir.path().join("phone-b"));
+        assert_ne!(other.device_id().unwrap(), id, "a new phone gets a new id");
+        // Racing creators agree on one id.
+        let racer = Home::at(dir.path().join("phone-c"));
+        let ids: Vec<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| racer.device_id().unwrap()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+        std::fs::write(home.dir().join(DEVICE_ID_FILE), "not an id\n").unwrap();
+        assert!(matches!(
+            home.device_id(),
+            Err(ClientError::BadConfig { .. })
+        ));
     }
 }

@@ -263,6 +263,12 @@ pub struct Snapshot {
     /// 0 in snapshots written before sequence numbers existed.
     #[serde(default)]
     pub seq: u64,
+    /// The writing device's stable id (32 lowercase hex digits, random per device home), if the
+    /// writer knows one (FORMAT §9). Parent selection and retention groups use it; `hostname`
+    /// is only a label (every Android phone calls itself `localhost`). Absent in snapshots
+    /// written before device ids existed; older readers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// Statistics of a backup run.
@@ -608,6 +614,7 @@ mod tests {
             program: "test".into(),
             summary: Summary::default(),
             seq: 7,
+            device: Some("0123456789abcdef0123456789abcdef".into()),
         };
         let (id, bytes) = seal_object(&keys, ObjectKind::Snapshot, &s, &mut OsRng).unwrap();
         let back: Snapshot = open_object(&keys, ObjectKind::Snapshot, &id, &bytes).unwrap();
@@ -616,5 +623,17 @@ mod tests {
         other[0] ^= 1;
         assert!(open_object::<Snapshot>(&keys, ObjectKind::Snapshot, &other, &bytes).is_err());
         assert!(open_object::<IndexFile>(&keys, ObjectKind::Index, &id, &bytes).is_err());
+    }
+
+    #[test]
+    fn snapshot_without_device_parses_and_none_is_not_written() {
+        let old = br#"{"version":1,"time":"2026-01-01T00:00:00Z","hostname":"localhost",
+            "paths":["/chats"],"tree":"0909090909090909090909090909090909090909090909090909090909090909",
+            "program":"chatvault 0.2.0","summary":{"files":0,"dirs":0,"bytes":0,"files_read":0,
+            "new_blobs":0,"new_bytes":0,"uploaded_bytes":0}}"#;
+        let s: Snapshot = serde_json::from_slice(old).unwrap();
+        assert_eq!(s.device, None);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("device"), "{json}");
     }
 }

@@ -228,17 +228,60 @@ pub fn decode_header_v2(
 ) -> Result<Vec<PackEntry>, PackError> {
     let plain = envelope::open(keys, ObjectKind::PackHeader, pack_id.as_bytes(), sealed)?;
     let entries = parse_header_plaintext(&plain, HEADER_VERSION_2)?;
+    let end = tiled_end(&entries)?;
+    if end > header_start {
+        return Err(PackError::Malformed("entries reach into the header"));
+    }
+    Ok(entries)
+}
+
+/// Longest sealed header [`decode_sealed_header`] accepts: a header of
+/// [`crate::objects::MAX_INDEX_BLOBS`] entries in its envelope. Bounds what a reader fetches
+/// when a pack's trailing `header_len` is damaged.
+pub const MAX_SEALED_HEADER_LEN: usize =
+    envelope::OVERHEAD + 5 + crate::objects::MAX_INDEX_BLOBS * ENTRY_LEN;
+
+/// Parses a format 1 pack's header from the sealed header alone (fetched with a ranged read:
+/// the `header_len` bytes before the last 4 of a pack of `pack_len` bytes), with the same checks
+/// as [`decode_header`]: the envelope authenticates against `pack_id`, and the entries tile the
+/// blob area `pack_len - 4 - header_len` exactly. Used to rebuild a lost index (FORMAT §12.2).
+/// For a format 2 pack use [`header_location_v2`] and [`decode_header_v2`].
+pub fn decode_sealed_header(
+    keys: &RepoKeys,
+    pack_id: &PackId,
+    pack_len: u64,
+    sealed_header: &[u8],
+) -> Result<Vec<PackEntry>, PackError> {
+    if sealed_header.len() > MAX_SEALED_HEADER_LEN {
+        return Err(PackError::Malformed("header longer than any pack has"));
+    }
+    let blob_area = pack_len
+        .checked_sub(4)
+        .and_then(|n| n.checked_sub(sealed_header.len() as u64))
+        .ok_or(PackError::Truncated)?;
+    let plain = envelope::open(
+        keys,
+        ObjectKind::PackHeader,
+        pack_id.as_bytes(),
+        sealed_header,
+    )?;
+    let entries = parse_header_plaintext(&plain, HEADER_VERSION)?;
+    if tiled_end(&entries)? != blob_area {
+        return Err(PackError::Malformed("entries do not cover the pack"));
+    }
+    Ok(entries)
+}
+
+/// Checks that entries tile `[0, end)` in order from 0; returns `end`.
+fn tiled_end(entries: &[PackEntry]) -> Result<u64, PackError> {
     let mut expected = 0u64;
-    for e in &entries {
+    for e in entries {
         if e.offset != expected {
             return Err(PackError::Malformed("entries do not tile the pack"));
         }
         expected += u64::from(e.length);
     }
-    if expected > header_start {
-        return Err(PackError::Malformed("entries reach into the header"));
-    }
-    Ok(entries)
+    Ok(expected)
 }
 
 fn parse_header_plaintext(plain: &[u8], version: u8) -> Result<Vec<PackEntry>, PackError> {
@@ -342,7 +385,13 @@ mod tests {
             let keys = BackupKey::from_bytes([1; 32]).derive(&RepoId::from_bytes([3; 32]));
             let id = PackId::from_bytes([5; 32]);
             let (pack, entries) = build(&keys, &id, &blobs);
+            // The header alone (a ranged read) decodes to the same entries.
+            let hlen = header_len_from_tail(&pack[pack.len()-4..]).unwrap();
+            let sealed = &pack[pack.len() - 4 - hlen..pack.len() - 4];
+            prop_assert_eq!(decode_sealed_header(&keys, &id, pack.len() as u64, sealed).unwrap(), entries.clone());
             prop_assert_eq!(decode_header(&keys, &id, &pack).unwrap(), entries);
+            prop_assert!(decode_sealed_header(&keys, &id, pack.len() as u64 + 1, sealed).is_err());
+            prop_assert!(decode_sealed_header(&keys, &PackId::from_bytes([6; 32]), pack.len() as u64, sealed).is_err());
             prop_assert!(decode_header(&keys, &PackId::from_bytes([6; 32]), &pack).is_err());
             // Flipping a byte in the header region or truncating is always detected.
             let header_start = pack.len() - 4 - header_len_from_tail(&pack[pack.len()-4..]).unwrap();

@@ -101,6 +101,7 @@ fn largest_snapshot_opens() {
         program: "chatvault".into(),
         summary,
         seq: u64::MAX,
+        device: Some(nasty.clone()),
     };
     let (sid, sealed) = objects::seal_object(&k, ObjectKind::Snapshot, &s, &mut OsRng).unwrap();
     let back: Snapshot = objects::open_object(&k, ObjectKind::Snapshot, &sid, &sealed).unwrap();

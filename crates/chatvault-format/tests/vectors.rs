@@ -1596,6 +1596,7 @@ fn generate() -> Vec<Vector> {
         program: "chatvault 0.1.0".into(),
         summary,
         seq: 1,
+        device: None,
     };
     out.push(object_vector(
         &keys,

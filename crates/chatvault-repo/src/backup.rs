@@ -49,8 +49,13 @@ const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// Options of a backup run.
 #[derive(Debug, Default, Clone)]
 pub struct BackupOptions {
-    /// Host name recorded in the snapshot (default: this machine's).
+    /// Host name recorded in the snapshot (default: this machine's). Only a label: parent
+    /// selection and retention go by [`BackupOptions::device`] when it is set.
     pub hostname: Option<String>,
+    /// This device's stable id (the device home's, 32 hex digits), recorded in the snapshot
+    /// (FORMAT §9). The parent is the newest snapshot of the same device and paths; without a
+    /// device id the parent is chosen by host name as before device ids existed.
+    pub device: Option<String>,
     /// Re-read every file instead of reusing unchanged files from the parent snapshot.
     pub force_reread: bool,
     /// The highest snapshot sequence number this device has seen (its rollback memory); the
@@ -186,7 +191,7 @@ pub fn backup(
         .unwrap_or(0)
         .max(opts.min_seq)
         + 1;
-    let parent = find_parent(snapshots, &hostname, &display_paths);
+    let parent = find_parent(snapshots, &hostname, opts.device.as_deref(), &display_paths);
     let parent_tree = match &parent {
         Some((_, s)) if !opts.force_reread => repo.load_tree(&index, &s.tree).ok(),
         _ => None,
@@ -262,6 +267,7 @@ pub fn backup(
         program: format!("chatvault {}", env!("CARGO_PKG_VERSION")),
         summary,
         seq,
+        device: opts.device.clone(),
     };
     // A prune sweep only deletes condemned packs while no backup that started before the plan
     // holds a live lock (§15). If this run's lock lapsed (the device slept past its expiry), a
@@ -277,16 +283,36 @@ pub fn backup(
     Ok(BackupOutcome { id, snapshot })
 }
 
-/// The latest readable snapshot of the same host and paths.
+/// The parent of a new snapshot (FORMAT §9): the latest readable snapshot (`all` is oldest
+/// first) of the same device and paths. If none has this device, the latest snapshot of the same
+/// host name and paths that has *no* device id (written before device ids existed), so the first
+/// backup after an upgrade is still incremental. Snapshots of other devices are never chosen,
+/// even with the same host name (every Android phone is `localhost`): reusing another phone's
+/// file entries by matching metadata would be wrong. Without a device id: host name and paths.
 fn find_parent(
     all: Vec<(SnapshotId, Result<Snapshot>)>,
     hostname: &str,
+    device: Option<&str>,
     paths: &[String],
 ) -> Option<(SnapshotId, Snapshot)> {
-    all.into_iter()
+    let readable: Vec<(SnapshotId, Snapshot)> = all
+        .into_iter()
         .rev()
         .filter_map(|(id, s)| s.ok().map(|s| (id, s)))
-        .find(|(_, s)| s.hostname == hostname && s.paths == paths)
+        .filter(|(_, s)| s.paths == paths)
+        .collect();
+    let Some(device) = device else {
+        return readable.into_iter().find(|(_, s)| s.hostname == hostname);
+    };
+    if let Some(i) = readable
+        .iter()
+        .position(|(_, s)| s.device.as_deref() == Some(device))
+    {
+        return readable.into_iter().nth(i);
+    }
+    readable
+        .into_iter()
+        .find(|(_, s)| s.device.is_none() && s.hostname == hostname)
 }
 
 fn seal_stage(repo: &Repository, rx: Receiver<Job>, tx: Sender<Sealed>, shared: &Shared) {

@@ -3,7 +3,8 @@
 //! The repository engine: everything between a folder on the device and the sealed objects in
 //! untrusted storage. [`storage::Storage`] is the seam to object stores (Apache OpenDAL);
 //! [`repository::Repository`] opens or creates a repository and reads its objects;
-//! [`backup::backup`], [`restore::restore`] and [`check::check`] are the three operations.
+//! [`backup::backup`], [`restore::restore`] and [`check::check`] are the three operations;
+//! [`prune`] handles retention and [`repair::repair_index`] rebuilds a lost index.
 //! The byte formats come from `chatvault-format`; this crate implements the ordering rules of
 //! docs/FORMAT.md §12 (packs → index → snapshot) and the lock protocol of §11.
 //!
@@ -26,6 +27,7 @@ pub mod check;
 pub mod error;
 pub mod lock;
 pub mod prune;
+pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod rollback;

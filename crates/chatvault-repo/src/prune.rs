@@ -53,8 +53,8 @@ pub const UNINDEXED_PACK_MIN_AGE: Duration =
 // ---------------------------------------------------------------------------------------------
 // forget
 
-/// Which snapshots to keep. Snapshots are grouped by host and paths; in each group the newest
-/// snapshot is always kept, and a snapshot is kept if any rule keeps it.
+/// Which snapshots to keep. Snapshots are grouped by device and paths ([`retention_group`]);
+/// in each group the newest snapshot is always kept, and a snapshot is kept if any rule keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeepPolicy {
     /// Keep the newest N.
@@ -116,6 +116,18 @@ fn bucket(rule: &str, t: &DateTime<Utc>) -> String {
     }
 }
 
+/// The retention group of a snapshot (FORMAT §15): its device id, or `host:<hostname>` for a
+/// snapshot written before device ids existed, and its paths. Two phones that both call
+/// themselves `localhost` are in different groups; a host name can never collide with a device
+/// id (32 hex digits, no `:`).
+pub fn retention_group(s: &Snapshot) -> (String, Vec<String>) {
+    let who = match &s.device {
+        Some(d) => d.clone(),
+        None => format!("host:{}", s.hostname),
+    };
+    (who, s.paths.clone())
+}
+
 /// Applies `policy` to the repository's snapshots (pure decision; nothing is written).
 pub fn forget_plan(repo: &Repository, policy: &KeepPolicy) -> Result<ForgetReport> {
     if policy.is_empty() {
@@ -138,7 +150,7 @@ pub fn forget_plan(repo: &Repository, policy: &KeepPolicy) -> Result<ForgetRepor
                     continue;
                 };
                 groups
-                    .entry((s.hostname.clone(), s.paths.clone()))
+                    .entry(retention_group(&s))
                     .or_default()
                     .push((id, s, t.with_timezone(&Utc)));
             }
@@ -291,17 +303,18 @@ pub struct PruneReport {
 /// Runs prune: sweeps due plans, then marks what is unused now (docs/FORMAT.md §15).
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut guard = lock::lock(repo, "prune", false)?;
-    // Prunes exclude each other (both would rewrite the index); everything else runs on.
+    // Prunes exclude each other and `repair index` (they rewrite the index); everything else
+    // runs on.
     let mine = guard.id();
     if let Some(l) = guard
         .live_locks()?
         .into_iter()
-        .find(|l| l.id != mine && l.lock.operation == "prune")
+        .find(|l| l.id != mine && matches!(l.lock.operation.as_str(), "prune" | "repair"))
         .map(|l| l.lock)
     {
         return Err(RepoError::Locked(format!(
-            "another prune is running on {} (pid {}) since {}",
-            l.hostname, l.pid, l.time
+            "another {} is running on {} (pid {}) since {}; try again when it has finished",
+            l.operation, l.hostname, l.pid, l.time
         )));
     }
     let mut report = PruneReport::default();
@@ -1095,5 +1108,82 @@ mod tests {
         r.storage.delete(&lpath).unwrap();
         let rep = prune(&r, &grace0()).unwrap();
         assert_eq!(rep.swept_plans.len(), 1, "{rep:?}");
+    }
+
+    fn backup_as(
+        repo: &Repository,
+        dir: &std::path::Path,
+        device: Option<&str>,
+    ) -> (SnapshotId, Snapshot) {
+        let opts = BackupOptions {
+            hostname: Some("localhost".into()),
+            device: device.map(str::to_string),
+            ..Default::default()
+        };
+        let out = backup::backup(repo, &[dir.to_path_buf()], &opts, &NoProgress).unwrap();
+        (out.id, out.snapshot)
+    }
+
+    /// Two Android phones both called `localhost`, backing up the same path, interleaved: each
+    /// incremental backup picks its own device's parent, and retention keeps the newest
+    /// snapshot of each phone, not just the newest "localhost" one.
+    #[test]
+    fn two_localhost_phones_keep_their_own_parents_and_retention_groups() {
+        let r = repo("two-phones");
+        let (a, b) = (
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+        );
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("x.bin"), noise(20, 1 << 16)).unwrap();
+        let (a1, _) = backup_as(&r, src.path(), Some(a));
+        let (b1, s_b1) = backup_as(&r, src.path(), Some(b));
+        assert_eq!(s_b1.parent, None, "never another phone's snapshot");
+        let (a2, s_a2) = backup_as(&r, src.path(), Some(a));
+        assert_eq!(s_a2.parent, Some(a1));
+        let (b2, s_b2) = backup_as(&r, src.path(), Some(b));
+        assert_eq!(s_b2.parent, Some(b1));
+        let (a3, s_a3) = backup_as(&r, src.path(), Some(a));
+        assert_eq!(s_a3.parent, Some(a2));
+        assert_eq!(s_a3.device.as_deref(), Some(a));
+
+        let policy = KeepPolicy {
+            last: Some(1),
+            ..Default::default()
+        };
+        let f = forget(&r, &policy, false).unwrap();
+        let mut kept: Vec<SnapshotId> = f.keep.iter().map(|e| e.id).collect();
+        kept.sort();
+        let mut want = vec![a3, b2];
+        want.sort();
+        assert_eq!(kept, want, "the newest of each phone");
+        assert_eq!(f.remove.len(), 3);
+    }
+
+    /// The first backup after the upgrade (the phone now has a device id) still finds the
+    /// snapshot it wrote before device ids existed; a second phone with the same host name then
+    /// does not take over that phone's snapshots.
+    #[test]
+    fn first_backup_with_a_device_id_continues_from_the_old_snapshots() {
+        let r = repo("upgrade");
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("x.bin"), noise(21, 1 << 16)).unwrap();
+        let (old, s_old) = backup_as(&r, src.path(), None);
+        assert_eq!(s_old.device, None);
+        let a = "0123456789abcdef0123456789abcdef";
+        let (a1, s_a1) = backup_as(&r, src.path(), Some(a));
+        assert_eq!(s_a1.parent, Some(old), "falls back to host name + paths");
+        assert_eq!(s_a1.summary.files_read, 0, "incremental");
+        let (_, s_a2) = backup_as(&r, src.path(), Some(a));
+        assert_eq!(s_a2.parent, Some(a1));
+        // Old snapshots form their own `host:` group: its newest stays.
+        let groups: HashSet<(String, Vec<String>)> = r
+            .snapshots()
+            .unwrap()
+            .into_iter()
+            .map(|(_, s)| retention_group(&s.unwrap()))
+            .collect();
+        assert_eq!(groups.len(), 2);
+        assert!(groups.iter().any(|(who, _)| who == "host:localhost"));
     }
 }

@@ -183,6 +183,7 @@ impl Forge {
             program: "hostile_restore test".into(),
             summary: Summary::default(),
             seq: 0,
+            device: None,
         };
         let (sid, sealed) =
             objects::seal_object(&self.keys, ObjectKind::Snapshot, &snap, &mut OsRng).unwrap();
