@@ -59,8 +59,9 @@
 //! pack:
 //! - bit flip in the blob of `new.bin` in P2 → C 0 (the structure check reads no data, by
 //!   design), R 6 lists S2 `new.bin`, restore S2 6 without `new.bin`, S1 0.
-//! - bit flip in P1's header → C 0, R 6 names the pack but no file (each blob still verifies
-//!   at its indexed place), restores 0: restore never needs pack headers.
+//! - bit flip in P1's trailer/header → C 6 and R 6 name the pack but no file (C reads each
+//!   pack's 44-byte trailer; each blob still verifies at its indexed place), restores 0:
+//!   restore never needs pack headers.
 //! - bit flip in T2's tree of `Databases/` → C/R 6 list S2 `chats/Databases/`, restore S2 6.
 //! - truncation of P2 (to 64 bytes) → C/R 6 "truncated", S2 `log.txt`, `new.bin`; restore S2 6.
 //! - deletion of P2 → C/R 6 "missing", same files; restore S2 6.
@@ -69,7 +70,8 @@
 //! - deletion of T1 → C/R 6; S1 whole ("/"), S2 loses only the shared `Backups/` listing.
 //! - duplication of P1 → harmless (0 everywhere): an unreferenced pack is a warning, and its
 //!   blobs are only ever read through the index, at the original name.
-//! - swap P1 ↔ P2 → C/R 6 (sizes differ), every file with data lists in both; restores 6.
+//! - swap P1 ↔ P2 → C 6 naming both packs (same padded size; their trailers are bound to their
+//!   ids), R 6 with every file with data in both; restores 6.
 //! - replay: n/a (see above).
 //!
 //! index:
@@ -995,7 +997,13 @@ fn pack_faults() {
                     let len = std::fs::metadata(&p).unwrap().len();
                     c.flip_at(&p, len - 10);
                 },
-                check: CLEAN,
+                // Plain check reads every pack's trailer (FORMAT §7): the damage is found
+                // without reading data, but no file is listed: restore never needs headers.
+                check: chk(
+                    6,
+                    &["pack {P1}", "header does not authenticate"],
+                    [&[], &[]],
+                ),
                 read_data: chk(6, &["pack {P1}", "header"], [&[], &[]]),
                 restore: [Rst::Ok, Rst::Ok],
             },
@@ -1063,16 +1071,18 @@ fn pack_faults() {
             Row {
                 fault: "swap",
                 apply: |c| c.swap(Obj::P1, Obj::P2),
+                // Padded to the same Padmé length, the two packs cannot be told apart by size;
+                // plain check finds the swap by their trailers (each bound to its pack id) and
+                // names both packs; reading the data lists every affected file.
                 check: chk(
                     6,
-                    &["pack {P1} has", "pack {P2} has"],
-                    [S1_P1_FILES, S2_ALL_DATA],
+                    &[
+                        "pack {P1}: its header does not authenticate",
+                        "pack {P2}: its header does not authenticate",
+                    ],
+                    [&[], &[]],
                 ),
-                read_data: chk(
-                    6,
-                    &["pack {P1} has", "pack {P2} has"],
-                    [S1_P1_FILES, S2_ALL_DATA],
-                ),
+                read_data: chk(6, &["pack {P1}", "pack {P2}"], [S1_P1_FILES, S2_ALL_DATA]),
                 restore: [Rst::Damaged(S1_P1_FILES), Rst::Damaged(S2_ALL_DATA)],
             },
         ],

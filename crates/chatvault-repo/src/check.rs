@@ -110,6 +110,34 @@ pub fn check(
             Some(_) => {}
         }
     }
+    // Without reading data: every pack of the right size must carry its own sealed trailer
+    // (format 2, one 44-byte ranged read) or header (format 1): a pack stored under another
+    // pack's name, or with a damaged tail, is found here. Blobs are not marked bad for it:
+    // restore reads blobs at their indexed places and never needs headers; `--read-data`
+    // tells which blobs really are unusable.
+    if !opts.read_data {
+        let mut to_check: Vec<(PackId, u64)> = index
+            .packs
+            .iter()
+            .filter(|(id, _)| !bad_packs.contains(id))
+            .map(|(id, size)| (*id, *size))
+            .collect();
+        to_check.sort();
+        for ((id, _), verdict) in to_check.iter().zip(par_map(&to_check, |(id, size)| {
+            pack_tail_authenticates(repo, id, *size)
+        })) {
+            match verdict {
+                Ok(true) => {}
+                Ok(false) => r.errors.push(format!(
+                    "pack {}: its header does not authenticate as this pack (damaged, or \
+                     another pack stored under its name); run check --read-data to find the \
+                     files affected",
+                    id.short()
+                )),
+                Err(e) => r.errors.push(format!("pack {}: {e}", id.short())),
+            }
+        }
+    }
     let unreferenced = stored
         .keys()
         .filter(|id| !index.packs.contains_key(id))
@@ -468,4 +496,31 @@ fn check_list(
     };
     seen.insert(*id, (Some(l.level), verdict.clone()));
     (Some(l.level), verdict)
+}
+
+/// Whether a pack's tail is its own: a format 2 trailer that opens under its id (one ranged
+/// read), else a format 1 header that does (two ranged reads).
+fn pack_tail_authenticates(repo: &Repository, id: &PackId, size: u64) -> Result<bool> {
+    let path = layout::pack(id);
+    let tail_len = (pack::TRAILER_LEN as u64).min(size);
+    let Some(tail) = repo.storage.read_range(&path, size - tail_len, tail_len)? else {
+        return Ok(false);
+    };
+    if pack::header_location_v2(repo.keys(), id, &tail, size).is_some() {
+        return Ok(true);
+    }
+    if tail.len() < 4 {
+        return Ok(false);
+    }
+    let Ok(hlen) = pack::header_len_from_tail(&tail[tail.len() - 4..]) else {
+        return Ok(false);
+    };
+    let hlen = hlen as u64;
+    if hlen > size - 4 || hlen > pack::MAX_SEALED_HEADER_LEN as u64 {
+        return Ok(false);
+    }
+    let Some(sealed) = repo.storage.read_range(&path, size - 4 - hlen, hlen)? else {
+        return Ok(false);
+    };
+    Ok(pack::decode_sealed_header(repo.keys(), id, size, &sealed).is_ok())
 }
