@@ -55,9 +55,6 @@ pub enum PackError {
     /// The header envelope did not authenticate.
     #[error("pack header {0}")]
     Header(#[from] envelope::EnvelopeError),
-    /// Neither a format 2 trailer nor a format 1 header authenticates at the end of the pack.
-    #[error("pack header not found: neither a trailer nor a header at its end authenticates")]
-    NoHeader,
     /// The header decrypted but its content is inconsistent.
     #[error("pack header is malformed: {0}")]
     Malformed(&'static str),
@@ -192,13 +189,8 @@ pub fn decode_header(
         let start = start as usize;
         return decode_header_v2(keys, pack_id, &pack[start..start + hlen], start as u64);
     }
-    decode_header_v1(keys, pack_id, pack).map_err(|e| match e {
-        // Neither a format 2 trailer nor a format 1 header: say what is missing.
-        PackError::Truncated | PackError::Malformed(_) if pack.len() >= TRAILER_LEN => {
-            PackError::NoHeader
-        }
-        e => e,
-    })
+    // Not a format 2 trailer of this pack: a format 1 pack, or a damaged one.
+    decode_header_v1(keys, pack_id, pack)
 }
 
 fn decode_header_v1(

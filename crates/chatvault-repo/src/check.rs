@@ -178,7 +178,8 @@ pub fn check(
                 Ok(h) => Some(h),
                 Err(e) => {
                     r.errors.push(format!(
-                        "pack {}: {e} (its blobs are verified at their indexed places)",
+                        "pack {}: header unreadable: {e} (its blobs are verified at their \
+                         indexed places)",
                         pid.short()
                     ));
                     None
