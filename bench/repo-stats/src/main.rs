@@ -92,12 +92,13 @@ fn run(repo_dir: &str, key_file: &str) -> Result<serde_json::Value, String> {
     let mut other = Tally::default();
     let mut trees = Tally::default();
     let mut in_pack: HashMap<_, u64> = HashMap::new();
-    for (id, loc) in &index.blobs {
+    for (id, loc) in index.iter() {
         let (sealed, raw) = (u64::from(loc.length), u64::from(loc.raw_length));
         *in_pack.entry(loc.pack).or_default() += sealed;
         match loc.ty {
-            BlobType::Tree => trees.add(sealed, raw),
-            BlobType::Data if sqlite_blobs.contains(id) => pages.add(sealed, raw),
+            // Content lists (FORMAT §10.1) are metadata like trees.
+            BlobType::Tree | BlobType::List => trees.add(sealed, raw),
+            BlobType::Data if sqlite_blobs.contains(&id) => pages.add(sealed, raw),
             BlobType::Data => other.add(sealed, raw),
         }
     }
@@ -145,13 +146,14 @@ fn walk(
     if !seen.insert(*tree_id) {
         return Ok(()); // shared with an earlier snapshot: neither new nor walked again
     }
-    let loc = index.blobs.get(tree_id).ok_or("tree not in index")?;
+    let loc = index.get(tree_id).ok_or("tree not in index")?;
     new_trees.add(u64::from(loc.length), u64::from(loc.raw_length));
     let tree = repo.load_tree(index, tree_id).map_err(|e| e.to_string())?;
     for node in &tree.nodes {
         let name = format!("{path}/{}", String::from_utf8_lossy(&node.name.0));
         match &node.kind {
-            NodeKind::File { content, sqlite_snapshot, size, .. } => {
+            NodeKind::File { sqlite_snapshot, size, .. } => {
+                let content = repo.file_blobs(index, &node.kind).map_err(|e| e.to_string())?;
                 if *sqlite_snapshot {
                     sqlite_blobs.extend(content.iter().copied());
                 }

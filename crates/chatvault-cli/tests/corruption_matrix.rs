@@ -333,9 +333,8 @@ impl Fixture {
         let pack_path = |id: &PackId| layout::pack(id);
         let is_tree = |rel: &str| {
             index
-                .blobs
-                .values()
-                .any(|l| pack_path(&l.pack) == rel && l.ty == BlobType::Tree)
+                .iter()
+                .any(|(_, l)| pack_path(&l.pack) == rel && l.ty == BlobType::Tree)
         };
         let split = |packs: &[String]| {
             let (t, d): (Vec<_>, Vec<_>) = packs.iter().cloned().partition(|p| is_tree(p));
@@ -368,7 +367,7 @@ impl Fixture {
                     NodeKind::Symlink { .. } => unreachable!(),
                 }
             }
-            let loc = index.blobs[&target.unwrap()];
+            let loc = index.get(&target.unwrap()).unwrap();
             (pack_path(&loc.pack), loc.offset, loc.length)
         };
         let new_bin_blob = locate(&["chats", "Media", "new.bin"]);

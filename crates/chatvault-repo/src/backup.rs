@@ -228,12 +228,7 @@ pub fn backup(
         let mut walker = Walker {
             repo,
             index: &index,
-            known: index
-                .blobs
-                .keys()
-                .filter(|id| index.reusable(id))
-                .copied()
-                .collect(),
+            stored: HashSet::new(),
             work_tx,
             shared: &shared,
             progress,
@@ -442,7 +437,8 @@ fn write_index(repo: &Repository, packs: Vec<IndexPack>, shared: &Shared) -> Res
 struct Walker<'a, 'g> {
     repo: &'a Repository,
     index: &'a Index,
-    known: HashSet<BlobId>,
+    /// Blobs this run already queued (the index answers for everything stored before).
+    stored: HashSet<BlobId>,
     work_tx: Sender<Job>,
     shared: &'a Shared,
     progress: &'a dyn Progress,
@@ -510,7 +506,7 @@ impl Walker<'_, '_> {
 
     fn send(&mut self, ty: BlobType, id: BlobId, data: Vec<u8>) -> Result<()> {
         self.check_abort()?;
-        if self.known.insert(id) {
+        if !self.index.reusable(&id) && self.stored.insert(id) {
             self.summary.new_blobs += 1;
             self.summary.new_bytes += data.len() as u64;
             self.work_tx

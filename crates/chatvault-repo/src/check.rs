@@ -84,7 +84,8 @@ pub fn check(
         }
     }
     r.packs = index.packs.len();
-    r.blobs = index.blobs.len();
+    index.finish();
+    r.blobs = index.len();
 
     let (stored, unexpected) = repo.stored_packs()?;
     for path in unexpected {
@@ -150,8 +151,8 @@ pub fn check(
 
     if opts.read_data {
         let mut by_pack: HashMap<PackId, Vec<(BlobId, _)>> = HashMap::new();
-        for (id, loc) in &index.blobs {
-            by_pack.entry(loc.pack).or_default().push((*id, *loc));
+        for (id, loc) in index.iter() {
+            by_pack.entry(loc.pack).or_default().push((id, loc));
         }
         let mut packs: Vec<_> = index
             .packs
@@ -250,9 +251,9 @@ pub fn check(
             }
         }
     }
-    for (id, loc) in &index.blobs {
+    for (id, loc) in index.iter() {
         if bad_packs.contains(&loc.pack) {
-            bad.insert(*id);
+            bad.insert(id);
         }
     }
 
@@ -369,10 +370,10 @@ fn walk(
             NodeKind::File { content, .. } => {
                 if content
                     .iter()
-                    .any(|b| bad.contains(b) || !index.blobs.contains_key(b))
+                    .any(|b| bad.contains(b) || !index.contains(b))
                 {
                     if first_visit {
-                        for b in content.iter().filter(|b| !index.blobs.contains_key(b)) {
+                        for b in content.iter().filter(|b| !index.contains(b)) {
                             errors.push(format!(
                                 "data blob {} of {path} is not in any index",
                                 b.short()
@@ -477,12 +478,8 @@ fn check_list(
         }
     };
     let verdict = if l.level == 0 {
-        match l
-            .ids
-            .iter()
-            .find(|b| bad.contains(b) || !index.blobs.contains_key(b))
-        {
-            Some(b) if !index.blobs.contains_key(b) => {
+        match l.ids.iter().find(|b| bad.contains(b) || !index.contains(b)) {
+            Some(b) if !index.contains(b) => {
                 Err(format!("data blob {} is not in any index", b.short()))
             }
             Some(b) => Err(format!("data blob {} is damaged", b.short())),

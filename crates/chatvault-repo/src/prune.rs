@@ -418,14 +418,13 @@ fn used_blobs(repo: &Repository, index: &Index) -> Result<(usize, HashSet<BlobId
 /// The merged index of `files` (as [`Repository::load_index`] builds it), without reading the
 /// index objects a second time.
 fn merged_index(plans: &[(PlanId, PrunePlan)], files: &[(IndexId, IndexFile)]) -> Index {
-    let mut index = Index {
-        condemned: plans.iter().flat_map(|(_, p)| p.packs.clone()).collect(),
-        ..Index::default()
-    };
+    let mut index = Index::default();
+    index.condemned = plans.iter().flat_map(|(_, p)| p.packs.clone()).collect();
     for (id, f) in files {
         index.add(f);
         index.files.push(*id);
     }
+    index.finish();
     index
 }
 

@@ -1,6 +1,5 @@
 //! Opening, creating and reading a repository (docs/FORMAT.md §2, §6, §8, §9).
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -122,10 +121,21 @@ pub struct BlobLocation {
 }
 
 /// The merged in-memory view of all index objects.
+///
+/// Built with [`Index::add`] per index object, then [`Index::finish`]. Blob locations are kept
+/// compactly — a sorted array of 52-byte entries (id, pack number, offset, lengths, type)
+/// searched by bisection, with pack ids stored once — so a repository of a million blobs costs
+/// about 50 MB, not the ~100–200 bytes per blob of a hash map of full locations.
 #[derive(Debug, Default)]
 pub struct Index {
-    /// Blob id → location.
-    pub blobs: HashMap<BlobId, BlobLocation>,
+    /// Blob locations, sorted by id (after [`Index::finish`]).
+    entries: Vec<(BlobId, Slot)>,
+    /// Entries added since the last [`Index::finish`], with "is in a condemned pack".
+    pending: Vec<(BlobId, Slot, bool)>,
+    /// Pack numbers used by [`Slot`] → pack id.
+    pack_ids: Vec<PackId>,
+    /// Pack id → pack number.
+    pack_numbers: HashMap<PackId, u32>,
     /// Pack id → size in bytes.
     pub packs: HashMap<PackId, u64>,
     /// Index objects that were loaded.
@@ -138,41 +148,120 @@ pub struct Index {
     pub condemned: HashSet<PackId>,
 }
 
+/// A blob's place, compactly: 20 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    pack: u32,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+    ty: BlobType,
+}
+
+/// In-memory bytes per indexed blob (id and compact location; measured by a test).
+pub const INDEX_BYTES_PER_BLOB: usize = std::mem::size_of::<(BlobId, Slot)>();
+
 impl Index {
-    /// Adds one index object's entries. A blob found in several packs keeps a location in a
-    /// pack that is not condemned, if there is one.
+    /// Adds one index object's entries. Call [`Index::finish`] before looking blobs up. A blob
+    /// found in several packs keeps a location in a pack that is not condemned, if there is one.
     pub fn add(&mut self, file: &IndexFile) {
         for p in &file.packs {
             self.packs.insert(p.id, p.size);
             let condemned = self.condemned.contains(&p.id);
+            let next = self.pack_ids.len() as u32;
+            let number = *self.pack_numbers.entry(p.id).or_insert(next);
+            if number == next {
+                self.pack_ids.push(p.id);
+            }
             for b in &p.blobs {
-                let loc = BlobLocation {
-                    pack: p.id,
-                    ty: b.ty,
-                    offset: b.offset,
+                // Offsets beyond 4 GiB cannot occur in a valid pack (pack_size ≤ 256 MiB, a
+                // blob ≤ 64 MiB + 41): such an entry is left out, so its blob counts as missing.
+                let Ok(offset) = u32::try_from(b.offset) else {
+                    tracing::warn!(pack = %p.id.short(), "index entry beyond 4 GiB ignored");
+                    continue;
+                };
+                let slot = Slot {
+                    pack: number,
+                    offset,
                     length: b.length,
                     raw_length: b.raw_length,
+                    ty: b.ty,
                 };
-                match self.blobs.entry(b.id) {
-                    Entry::Vacant(v) => {
-                        v.insert(loc);
-                    }
-                    Entry::Occupied(mut o) => {
-                        if !condemned && self.condemned.contains(&o.get().pack) {
-                            o.insert(loc);
-                        }
-                    }
-                }
+                self.pending.push((b.id, slot, condemned));
             }
         }
+    }
+
+    /// Merges what was added into the sorted array (a blob keeps one location, in a pack that
+    /// is not condemned when there is one).
+    pub fn finish(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut all: Vec<(BlobId, Slot, bool)> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .map(|(id, slot)| {
+                let condemned = self.condemned.contains(&self.pack_ids[slot.pack as usize]);
+                (id, slot, condemned)
+            })
+            .collect();
+        all.append(&mut self.pending);
+        // Per id, a location in a pack that is not condemned first; otherwise first added.
+        all.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+        all.dedup_by(|later, first| later.0 == first.0);
+        self.entries = all.into_iter().map(|(id, slot, _)| (id, slot)).collect();
+        self.entries.shrink_to_fit();
+        self.pending = Vec::new();
+    }
+
+    fn slot(&self, id: &BlobId) -> Option<&Slot> {
+        debug_assert!(self.pending.is_empty(), "Index::finish was not called");
+        self.entries
+            .binary_search_by(|(e, _)| e.cmp(id))
+            .ok()
+            .map(|i| &self.entries[i].1)
+    }
+
+    fn location(&self, slot: &Slot) -> BlobLocation {
+        BlobLocation {
+            pack: self.pack_ids[slot.pack as usize],
+            ty: slot.ty,
+            offset: u64::from(slot.offset),
+            length: slot.length,
+            raw_length: slot.raw_length,
+        }
+    }
+
+    /// Where blob `id` is, if indexed.
+    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        self.slot(id).map(|s| self.location(s))
+    }
+
+    /// Whether blob `id` is indexed.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.slot(id).is_some()
+    }
+
+    /// Number of indexed blobs.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no blob is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every indexed blob and its location, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (BlobId, BlobLocation)> + '_ {
+        self.entries.iter().map(|(id, s)| (*id, self.location(s)))
     }
 
     /// Whether a backup may reference `id` without storing it again: it is indexed in a pack
     /// that no prune plan condemned.
     pub fn reusable(&self, id: &BlobId) -> bool {
-        self.blobs
-            .get(id)
-            .is_some_and(|l| !self.condemned.contains(&l.pack))
+        self.slot(id)
+            .is_some_and(|s| !self.condemned.contains(&self.pack_ids[s.pack as usize]))
     }
 }
 
@@ -455,6 +544,7 @@ impl Repository {
                 }
             }
         }
+        index.finish();
         Ok(index)
     }
 
@@ -679,7 +769,7 @@ impl Repository {
             if out[i].is_some() {
                 continue;
             }
-            let loc = *index.blobs.get(id).ok_or_else(|| {
+            let loc = index.get(id).ok_or_else(|| {
                 RepoError::corrupted(
                     format!("{} {}", ty.kind().name(), id.short()),
                     "not in any index",
@@ -818,5 +908,63 @@ impl Repository {
             .expect("one tree read");
         objects::parse_tree(&bytes)
             .map_err(|e| RepoError::corrupted(format!("tree {}", id.short()), e))
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+    use chatvault_format::objects::{IndexBlob, OBJECT_VERSION};
+
+    fn file(pack: u8, ids: std::ops::Range<u32>) -> IndexFile {
+        IndexFile {
+            version: OBJECT_VERSION,
+            packs: vec![IndexPack {
+                id: PackId::from_bytes([pack; 32]),
+                size: 1 << 20,
+                blobs: ids
+                    .map(|i| IndexBlob {
+                        id: BlobId::from_bytes(*blake3::hash(&i.to_le_bytes()).as_bytes()),
+                        ty: BlobType::Data,
+                        offset: u64::from(i) * 100,
+                        length: 100,
+                        raw_length: 90,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    fn id(i: u32) -> BlobId {
+        BlobId::from_bytes(*blake3::hash(&i.to_le_bytes()).as_bytes())
+    }
+
+    #[test]
+    fn index_is_compact_and_prefers_packs_that_are_not_condemned() {
+        // The budget is 64 bytes per blob; the array holds exactly one entry per blob.
+        const { assert!(INDEX_BYTES_PER_BLOB <= 52) };
+        let mut index = Index::default();
+        index.condemned.insert(PackId::from_bytes([1; 32]));
+        index.add(&file(1, 0..1000)); // condemned copy first
+        index.add(&file(2, 500..100_000));
+        index.finish();
+        assert_eq!(index.len(), 100_000);
+        assert_eq!(
+            index.entries.capacity(),
+            index.len(),
+            "no slack after finish"
+        );
+        let in_both = index.get(&id(700)).unwrap();
+        assert_eq!(in_both.pack, PackId::from_bytes([2; 32]));
+        assert_eq!(in_both.offset, 70_000);
+        assert!(index.reusable(&id(700)));
+        assert!(!index.reusable(&id(10)), "only in a condemned pack");
+        assert!(index.contains(&id(10)));
+        assert!(!index.contains(&id(100_000)));
+        // Adding more later merges.
+        index.add(&file(3, 100_000..100_010));
+        index.finish();
+        assert_eq!(index.len(), 100_010);
+        assert_eq!(index.iter().count(), 100_010);
     }
 }

@@ -704,7 +704,7 @@ fn restore_file(
             Ok::<(), RepoError>(())
         };
         for id in file_content(repo, index, &job.node)? {
-            let loc = *index.blobs.get(&id).ok_or_else(|| {
+            let loc = index.get(&id).ok_or_else(|| {
                 RepoError::corrupted(format!("data blob {}", id.short()), "not in any index")
             })?;
             let extends = run.last().is_some_and(|(_, prev)| {
