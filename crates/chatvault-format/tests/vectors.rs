@@ -333,7 +333,7 @@ fn load_all() -> BTreeMap<String, Vector> {
 }
 
 /// How many files [`generate`] writes (so a deleted file fails the test).
-const VECTOR_COUNT: usize = 39;
+const VECTOR_COUNT: usize = 40;
 
 #[test]
 fn vectors() {
@@ -362,6 +362,7 @@ fn vectors() {
         "prune-plan",
         "lock",
         "pack",
+        "pack/v2",
         "list",
         "list/cut",
         "chunker",
@@ -385,6 +386,7 @@ fn check(v: &Vector, all: &BTreeMap<String, Vector>) -> Result<(), String> {
         "prune-plan" => check_object::<PrunePlan>(v, ObjectKind::PrunePlan),
         "lock" => check_lock(v),
         "pack" => check_pack(v),
+        "pack/v2" => check_pack_v2(v),
         "list" => check_list(v),
         "list/cut" => check_list_cut(v),
         "chunker" => check_chunker(v, all),
@@ -595,6 +597,53 @@ fn check_pack(v: &Vector) -> Result<(), String> {
     }
     same_val("entries", &entries, &expected)?;
     again.extend(pack::encode_header(&keys, &pid, &expected, &mut rng));
+    same("re-sealed pack", again, &v.body)
+}
+
+/// A format 2 pack (§7): padded, sealed trailer. Success vectors only.
+fn check_pack_v2(v: &Vector) -> Result<(), String> {
+    let keys = v.keys()?;
+    let pid = PackId::from_bytes(v.h32("id")?);
+    let got = pack::decode_header(&keys, &pid, &v.body);
+    outcome(v, got.as_ref().map(|_| ()).map_err(pack_failure))?;
+    let entries = got.map_err(|e| e.to_string())?;
+    let (header_len, header, spec_blobs) = spec::pack_v2(&v.spec_keys()?, &v.h32("id")?, &v.body)?;
+    same_val("header-len (spec)", header_len, v.num("header-len")?)?;
+    same("header plaintext (spec)", header, v.hex("header")?)?;
+    same_val(
+        "padded length",
+        pack::padme(v.body.len() as u64),
+        v.body.len() as u64,
+    )?;
+    let blobs = v.all("blob");
+    same_val("blob count", entries.len(), blobs.len())?;
+    let mut rng = v.rng()?;
+    let mut again = Vec::new();
+    let mut expected = Vec::new();
+    for ((line, e), spec_plain) in blobs.iter().zip(&entries).zip(&spec_blobs) {
+        let plain = hex::decode(line.strip_prefix("data ").ok_or("blob: data <hex>")?)
+            .map_err(|e| e.to_string())?;
+        same("blob (spec)", spec_plain, &plain)?;
+        let sealed = &v.body[e.offset as usize..][..e.length as usize];
+        same(
+            "blob",
+            blob::open_blob(&keys, BlobType::Data, &e.id, sealed).map_err(|e| e.to_string())?,
+            &plain,
+        )?;
+        let id = blob::blob_id(&keys, BlobType::Data, &plain);
+        let bytes = blob::seal_blob(&keys, BlobType::Data, &id, &plain, &mut rng);
+        expected.push(PackEntry {
+            ty: BlobType::Data,
+            id,
+            offset: again.len() as u64,
+            length: bytes.len() as u32,
+            raw_length: plain.len() as u32,
+        });
+        again.extend_from_slice(&bytes);
+    }
+    same_val("entries", &entries, &expected)?;
+    let area = again.len() as u64;
+    again.extend(pack::encode_tail_v2(&keys, &pid, &expected, area, &mut rng));
     same("re-sealed pack", again, &v.body)
 }
 
@@ -984,6 +1033,53 @@ mod spec {
         }
         if next != area as u64 {
             return Err("entries do not cover the blob area".into());
+        }
+        Ok((hlen, header, blobs))
+    }
+
+    /// §7 format 2 pack: the trailer names the header's length; entries tile the start.
+    pub fn pack_v2(
+        keys: &Keys,
+        pack_id: &[u8; 32],
+        b: &[u8],
+    ) -> Result<(usize, Vec<u8>, Vec<Vec<u8>>), String> {
+        let t = b.len().checked_sub(44).ok_or("truncated")?;
+        let trailer = open(&keys.data, "chatvault/v1/pack-trailer", pack_id, &b[t..])?;
+        let hlen =
+            u32::from_le_bytes(trailer.as_slice().try_into().map_err(|_| "trailer")?) as usize;
+        let start = t.checked_sub(hlen).ok_or("truncated")?;
+        let header = open(
+            &keys.data,
+            "chatvault/v1/pack-header",
+            pack_id,
+            &b[start..t],
+        )?;
+        if header.len() < 5 || header[0] != 2 {
+            return Err("header version".into());
+        }
+        let count = u32::from_le_bytes(header[1..5].try_into().unwrap()) as usize;
+        if header.len() != 5 + 49 * count {
+            return Err("header length".into());
+        }
+        let mut next = 0u64;
+        let mut blobs = Vec::new();
+        for e in header[5..].chunks_exact(49) {
+            if e[0] != 0 {
+                return Err("only data blobs in this vector".into());
+            }
+            let id: [u8; 32] = e[1..33].try_into().unwrap();
+            let offset = u64::from_le_bytes(e[33..41].try_into().unwrap());
+            let length = u32::from_le_bytes(e[41..45].try_into().unwrap());
+            if offset != next || length < 40 {
+                return Err("entries do not tile".into());
+            }
+            next += u64::from(length);
+            if next > start as u64 {
+                return Err("entries reach into the header".into());
+            }
+            let (_, plain) =
+                open_content(keys, "blob/data", &id, &b[offset as usize..next as usize])?;
+            blobs.push(plain);
         }
         Ok((hlen, header, blobs))
     }
@@ -1509,6 +1605,46 @@ fn generate() -> Vec<Vector> {
             .hx("header", &header_plain)
             .h("rng-seed", "10")
             .body(pack_bytes.clone()),
+    ));
+    // §7 format 2: the same two blobs, padded, with a sealed trailer.
+    let mut rng = VectorRng(11);
+    let mut v2_bytes = Vec::new();
+    let mut v2_entries = Vec::new();
+    for (id, plain) in [(stored_id, &stored_plain), (zstd_id, &zstd_plain)] {
+        let sealed = blob::seal_blob(&keys, BlobType::Data, &id, plain, &mut rng);
+        v2_entries.push(PackEntry {
+            ty: BlobType::Data,
+            id,
+            offset: v2_bytes.len() as u64,
+            length: sealed.len() as u32,
+            raw_length: plain.len() as u32,
+        });
+        v2_bytes.extend_from_slice(&sealed);
+    }
+    let mut v2_header = header_plaintext(&v2_entries);
+    v2_header[0] = 2;
+    let area = v2_bytes.len() as u64;
+    v2_bytes.extend(pack::encode_tail_v2(
+        &keys,
+        &pack_id,
+        &v2_entries,
+        area,
+        &mut rng,
+    ));
+    out.push(with_keys(
+        Vector::new("pack-v2-two-blobs", "pack/v2", "success")
+            .h(
+                "comment",
+                "format 2: the two blobs, random padding, the sealed header (version 2), the sealed \
+                 44-byte trailer naming the header's length; total length is a Padmé length",
+            )
+            .hx("id", pack_id.as_bytes())
+            .h("blob", format!("data {}", hex::encode(&stored_plain)))
+            .h("blob", format!("data {}", hex::encode(&zstd_plain)))
+            .h("header-len", (envelope::OVERHEAD + v2_header.len()).to_string())
+            .hx("header", &v2_header)
+            .h("rng-seed", "11")
+            .body(v2_bytes),
     ));
     out.push(with_keys(
         Vector::new("pack-truncated", "pack", "corrupted")
