@@ -520,6 +520,7 @@ fn restore_cmd(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let opts = RestoreOptions {
         include: a.include.clone(),
         overwrite: a.overwrite,
+        max_entries: None,
     };
     let r = restore::restore(&repo, &snap, &a.target, &opts, &bar);
     bar.finish();

@@ -283,6 +283,7 @@ pub fn check(
             &mut seen_trees,
             &mut lists_seen,
             &mut vec![snap.tree],
+            &mut 0,
             &mut damaged,
             &mut r.warnings,
             &mut r.errors,
@@ -313,6 +314,7 @@ fn walk(
     seen: &mut HashSet<BlobId>,
     lists_seen: &mut ListVerdicts,
     ancestors: &mut Vec<BlobId>,
+    budget: &mut usize,
     damaged: &mut Vec<String>,
     warnings: &mut Vec<String>,
     errors: &mut Vec<String>,
@@ -337,6 +339,18 @@ fn walk(
     let first_visit = seen.insert(*tree_id);
     for (n, refusal) in tree.nodes.iter().zip(restore::refusals(&tree)) {
         let path = format!("{prefix}{}", String::from_utf8_lossy(&n.name.0));
+        // A hostile DAG of shared subtrees can describe 2^depth entries (restore::MAX_ENTRIES).
+        *budget += 1;
+        if *budget > restore::MAX_ENTRIES {
+            if *budget == restore::MAX_ENTRIES + 1 {
+                errors.push(format!(
+                    "the snapshot has more than {} entries (a hostile or broken tree)",
+                    restore::MAX_ENTRIES
+                ));
+                damaged.push(format!("{path} (and the rest: too many entries)"));
+            }
+            return;
+        }
         // Entries restore refuses (FORMAT §12.1): a hostile or broken tree.
         match refusal {
             None => {}
@@ -402,6 +416,7 @@ fn walk(
                     seen,
                     lists_seen,
                     ancestors,
+                    budget,
                     damaged,
                     warnings,
                     errors,

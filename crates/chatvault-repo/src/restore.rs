@@ -51,6 +51,9 @@ pub struct RestoreOptions {
     /// Replace files and symbolic links that already exist in the target (the entry itself is
     /// replaced; a link is never followed). A non-empty directory is never replaced.
     pub overwrite: bool,
+    /// Most entries to restore from one snapshot (default [`MAX_ENTRIES`]); the rest of a
+    /// larger (hostile) snapshot is listed as not restored.
+    pub max_entries: Option<usize>,
 }
 
 /// What a restore did.
@@ -75,6 +78,13 @@ pub struct RestoreOutcome {
 /// restored. Trees are content-addressed, so a tree cannot contain itself unless the keyed
 /// hash is broken; the bound holds anyway.
 pub const MAX_DEPTH: usize = 256;
+
+/// Most entries a restore (and `check`) walks in one snapshot. Trees are deduplicated, so a
+/// hostile snapshot (written by someone else who holds the key) can name the same subtree twice
+/// at each of many levels and describe 2^depth files in a few kilobytes; beyond this bound the
+/// rest of the snapshot is listed as not restored instead of being expanded. Ten million is far
+/// above any phone's chat folder.
+pub const MAX_ENTRIES: usize = 10_000_000;
 
 /// Prefix of the temporary names restore creates (followed by 16 random hex digits).
 pub const PARTIAL_PREFIX: &str = ".chatvault-partial-";
@@ -261,6 +271,8 @@ pub fn restore(
         files: Vec::new(),
         links: Vec::new(),
         ancestors: vec![snapshot.tree],
+        entries: 0,
+        max_entries: opts.max_entries.unwrap_or(MAX_ENTRIES),
         out: &mut out,
     };
     plan.tree(&root_tree, 0, root.as_fd(), include.as_deref())?;
@@ -354,6 +366,9 @@ struct Plan<'a> {
     links: Vec<Job>,
     /// Tree ids from the root to the tree being planned.
     ancestors: Vec<BlobId>,
+    /// Entries planned so far, and the bound ([`RestoreOptions::max_entries`]).
+    entries: usize,
+    max_entries: usize,
     out: &'a mut RestoreOutcome,
 }
 
@@ -369,6 +384,20 @@ impl Plan<'_> {
         for (node, refusal) in tree.nodes.iter().zip(refusals(tree)) {
             let name = &node.name.0;
             let shown_child = format!("{shown}{}", String::from_utf8_lossy(name));
+            self.entries += 1;
+            if self.entries > self.max_entries {
+                if self.entries == self.max_entries + 1 {
+                    self.out.failed.push((
+                        shown_child,
+                        format!(
+                            "the snapshot has more than {} entries (a hostile or broken \
+                             tree); this and the remaining entries are not restored",
+                            self.max_entries
+                        ),
+                    ));
+                }
+                return Ok(());
+            }
             // Unsafe names are reported even outside `--include`: the tree is damaged.
             if let Some(r @ Refusal::UnsafeName(_)) = &refusal {
                 self.out.failed.push((shown_child, format!("{r}; skipped")));

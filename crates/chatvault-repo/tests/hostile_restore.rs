@@ -296,6 +296,7 @@ fn opts(overwrite: bool) -> RestoreOptions {
     RestoreOptions {
         include: None,
         overwrite,
+        max_entries: None,
     }
 }
 
@@ -499,6 +500,7 @@ fn symlinks_are_restored_as_data_and_nothing_goes_through_them() {
             RestoreOptions {
                 include: Some("l/secret".into()),
                 overwrite: true,
+                max_entries: None,
             },
         )
         .unwrap_err();
@@ -670,4 +672,36 @@ fn trees_nested_too_deep_are_listed_not_followed() {
     assert_eq!(out.files, 0);
     let r = check(&f.repo, CheckOptions::default(), &NoProgress).unwrap();
     assert!(!r.ok());
+}
+
+/// Trees are deduplicated, so two entries naming the same subtree at each of 40 levels describe
+/// 2^40 files in a few kilobytes: restore stops at its entry bound and says so, instead of
+/// filling the disk; nothing outside the target changes.
+#[test]
+fn a_snapshot_that_names_one_subtree_twice_per_level_is_not_expanded_without_bound() {
+    let mut f = Forge::new("hostile-dag");
+    let mut level = vec![f.file(b"leaf", b"x")];
+    for _ in 0..40 {
+        let a = f.dir(b"a", level.clone());
+        let b = f.dir(b"b", level);
+        level = vec![a, b];
+    }
+    let snap = f.snapshot(level);
+    let s = Scene::new();
+    let out = s.restore(
+        &f.repo,
+        &snap,
+        RestoreOptions {
+            include: None,
+            overwrite: false,
+            max_entries: Some(2_000),
+        },
+    );
+    assert_eq!(out.failed.len(), 1, "{:?}", out.failed);
+    assert!(
+        out.failed[0].1.contains("more than 2000 entries"),
+        "{:?}",
+        out.failed
+    );
+    assert!(out.files + out.dirs <= 2_000);
 }
