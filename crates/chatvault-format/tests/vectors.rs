@@ -1038,6 +1038,7 @@ mod spec {
     }
 
     /// §7 format 2 pack: the trailer names the header's length; entries tile the start.
+    #[allow(clippy::type_complexity)]
     pub fn pack_v2(
         keys: &Keys,
         pack_id: &[u8; 32],
