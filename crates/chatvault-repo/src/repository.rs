@@ -525,25 +525,30 @@ impl Repository {
                 &listed.iter().map(|(id, _)| id.to_hex()).collect(),
             );
         }
-        // Fetched in parallel, merged a batch at a time (bounded memory).
-        for batch in listed.chunks(2 * METADATA_READERS) {
-            let loaded = par_map(batch, |(id, stamp)| {
-                self.load_index_file_stamped(id, Some(stamp))
-            });
-            for ((id, _), loaded) in batch.iter().zip(loaded) {
-                match loaded {
-                    Ok(f) => {
-                        index.add(&f);
-                        index.files.push(*id);
-                    }
-                    Err(e @ RepoError::Corrupted { .. }) => {
-                        tracing::warn!(error = %e, "skipping damaged index object");
-                        index.damaged.push((*id, e.to_string()));
-                    }
-                    Err(e) => return Err(e),
+        // Fetched in parallel; each reader merges what it fetched at once, so at most one
+        // parsed index object per reader is in memory.
+        let shared = std::sync::Mutex::new(index);
+        let results = par_map(&listed, |(id, stamp)| {
+            let loaded = self.load_index_file_stamped(id, Some(stamp));
+            let mut index = shared.lock().expect("index lock");
+            match loaded {
+                Ok(f) => {
+                    index.add(&f);
+                    index.files.push(*id);
+                    Ok(())
                 }
+                Err(e @ RepoError::Corrupted { .. }) => {
+                    tracing::warn!(error = %e, "skipping damaged index object");
+                    index.damaged.push((*id, e.to_string()));
+                    Ok(())
+                }
+                Err(e) => Err(e),
             }
-        }
+        });
+        results.into_iter().collect::<Result<()>>()?;
+        let mut index = shared.into_inner().expect("index lock");
+        index.files.sort();
+        index.damaged.sort();
         index.finish();
         Ok(index)
     }
