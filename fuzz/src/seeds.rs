@@ -107,6 +107,7 @@ fn sample_snapshot() -> Snapshot {
     Snapshot {
         version: 1,
         seq: 3,
+        device: None,
         time: "2026-01-01T00:00:00Z".into(),
         hostname: "phone".into(),
         paths: vec!["/sdcard/WhatsApp".into(), "/data".into()],
