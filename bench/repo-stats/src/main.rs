@@ -94,8 +94,10 @@ fn run(repo_dir: &str, key_file: &str) -> Result<serde_json::Value, String> {
             new_lists: &mut list_bytes,
         };
         walk(&repo, &index, &snap.tree, "", &mut w)?;
-        snapshots.push(json!({"id": id.to_string(), "time": snap.time, "seq": snap.seq,
-                              "new_trees": tree_bytes.json(), "new_lists": list_bytes.json()}));
+        snapshots.push(
+            json!({"id": id.to_string(), "time": snap.time, "seq": snap.seq,
+                              "new_trees": tree_bytes.json(), "new_lists": list_bytes.json()}),
+        );
     }
 
     let mut pages = Tally::default();
@@ -118,8 +120,14 @@ fn run(repo_dir: &str, key_file: &str) -> Result<serde_json::Value, String> {
     let folder = |name: &str| -> (u64, u64) {
         let mut n = 0;
         let mut bytes = 0;
-        for e in std::fs::read_dir(Path::new(repo_dir).join(name)).into_iter().flatten().flatten() {
-            if let Ok(m) = e.metadata() && m.is_file() {
+        for e in std::fs::read_dir(Path::new(repo_dir).join(name))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(m) = e.metadata()
+                && m.is_file()
+            {
                 n += 1;
                 bytes += m.len();
             }
@@ -164,12 +172,19 @@ fn walk(
         return Ok(()); // shared with an earlier snapshot: neither new nor walked again
     }
     let loc = index.blobs.get(tree_id).ok_or("tree not in index")?;
-    w.new_trees.add(u64::from(loc.length), u64::from(loc.raw_length));
+    w.new_trees
+        .add(u64::from(loc.length), u64::from(loc.raw_length));
     let tree = repo.load_tree(index, tree_id).map_err(|e| e.to_string())?;
     for node in &tree.nodes {
         let name = format!("{path}/{}", String::from_utf8_lossy(&node.name.0));
         match &node.kind {
-            NodeKind::File { content, lists, sqlite_snapshot, size, .. } => {
+            NodeKind::File {
+                content,
+                lists,
+                sqlite_snapshot,
+                size,
+                ..
+            } => {
                 // Only list blobs not seen in an earlier snapshot are new (and walked).
                 let mut new_lists = Vec::new();
                 let ids = if lists.is_empty() {
@@ -187,16 +202,19 @@ fn walk(
                 };
                 for id in &new_lists {
                     if let Some(l) = index.blobs.get(id) {
-                        w.new_lists.add(u64::from(l.length), u64::from(l.raw_length));
+                        w.new_lists
+                            .add(u64::from(l.length), u64::from(l.raw_length));
                     }
                 }
                 if *sqlite_snapshot {
                     w.sqlite_blobs.extend(ids.iter().copied());
                 }
                 if content.len() >= 1000 || !lists.is_empty() {
-                    w.big.push(json!({"tree": tree_id.to_string(), "path": name, "size": size,
+                    w.big.push(
+                        json!({"tree": tree_id.to_string(), "path": name, "size": size,
                                       "content_ids": content.len(), "lists": lists.len(),
-                                      "tree_raw": loc.raw_length, "tree_sealed": loc.length}));
+                                      "tree_raw": loc.raw_length, "tree_sealed": loc.length}),
+                    );
                 }
             }
             NodeKind::Dir { subtree } => walk(repo, index, subtree, &name, w)?,
