@@ -182,7 +182,7 @@ year() {
     fig repo_day0_bytes "$(dusb "$REPO")"
     local DAYS_TSV="$WORK/days.tsv"
     printf 'day\tsample_s\tbackup_s\tbackup_cpu_s\tbackup_rss_mb\tgrowth\tuploaded\tnew_bytes\tnew_blobs\tindex_added\tsnapshot_added\tdata_added\tsource_bytes\n' > "$DAYS_TSV"
-    sizes() { for d in index snapshots data; do find "$REPO/$d" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%d ", s+0}'; done; }
+    sizes() { for d in index snapshots data; do find "$REPO/$d" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f ", s+0}'; done; }
     local done_days=0
     for day in $(seq 1 "$DAYS"); do
         if [ "$MAX_MINUTES" != 0 ] && python3 -c "import sys; sys.exit(0 if $EPOCHREALTIME - $T_START > $MAX_MINUTES * 60 else 1)"; then

@@ -191,7 +191,7 @@ def rtt(f, logs):
                   f[f"snapshots_at{k + 1}_methods"], f"{p['snapshots_cold_s']:.2f} s", "", "",
                   f.get(f"snapshots_at{k + 1}_rounds", "?")])
     print(f"\nrtt: moto S3 behind a proxy adding {f['delay_ms']} ms per request; preset {f['preset']} "
-          f"({mb(f['source_bytes_day0'])}); (wall − wall without delay) / delay and "sequential rounds" (requests that reached the proxy ≥ 0.9 × delay after the previous one) both estimate the round trips taken one after another")
+          f"({mb(f['source_bytes_day0'])}); (wall − wall without delay) / delay and 'sequential rounds' (requests that reached the proxy ≥ 0.9 × delay after the previous one) both estimate the round trips taken one after another")
     table(t)
     return d
 
