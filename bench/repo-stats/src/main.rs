@@ -4,7 +4,8 @@
 //! and classifies the bytes on storage:
 //! - `sqlite_pages`: sealed data blobs that are pages of a database stored as a consistent copy
 //!   (referenced by a node with `sqlite_snapshot`), `other_data`: the rest (media chunks);
-//! - `trees`: sealed tree blobs; `tree_nodes_largest`: the biggest content lists;
+//! - `trees`: sealed tree blobs; `lists`: sealed list blobs (content lists of large files,
+//!   FORMAT §10.1); `tree_nodes_largest`: the biggest content lists;
 //! - `pack_overhead`: pack size minus its blobs (sealed pack header + length trailer);
 //! - `index_objects`, `snapshot_objects`: file sizes on disk.
 //!
@@ -73,6 +74,7 @@ fn run(repo_dir: &str, key_file: &str) -> Result<serde_json::Value, String> {
     // Walk every snapshot: which data blobs are SQLite pages; the largest content lists.
     let mut sqlite_blobs: HashSet<BlobId> = HashSet::new();
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
+    let mut seen_lists: HashSet<BlobId> = HashSet::new();
     let mut big_nodes: Vec<serde_json::Value> = Vec::new();
     let mut snapshots = Vec::new();
     let mut all = Vec::new();
@@ -82,22 +84,33 @@ fn run(repo_dir: &str, key_file: &str) -> Result<serde_json::Value, String> {
     all.sort_by(|a, b| a.1.time.cmp(&b.1.time)); // oldest first: later ones count only new trees
     for (id, snap) in all {
         let mut tree_bytes = Tally::default();
-        walk(&repo, &index, &snap.tree, "", &mut sqlite_blobs, &mut seen_trees, &mut big_nodes,
-             &mut tree_bytes)?;
-        snapshots.push(json!({"id": id.to_string(), "time": snap.time,
-                              "new_trees": tree_bytes.json()}));
+        let mut list_bytes = Tally::default();
+        let mut w = Walk {
+            sqlite_blobs: &mut sqlite_blobs,
+            seen: &mut seen_trees,
+            seen_lists: &mut seen_lists,
+            big: &mut big_nodes,
+            new_trees: &mut tree_bytes,
+            new_lists: &mut list_bytes,
+        };
+        walk(&repo, &index, &snap.tree, "", &mut w)?;
+        snapshots.push(
+            json!({"id": id.to_string(), "time": snap.time, "seq": snap.seq,
+                              "new_trees": tree_bytes.json(), "new_lists": list_bytes.json()}),
+        );
     }
 
     let mut pages = Tally::default();
     let mut other = Tally::default();
     let mut trees = Tally::default();
+    let mut lists = Tally::default();
     let mut in_pack: HashMap<_, u64> = HashMap::new();
     for (id, loc) in index.iter() {
         let (sealed, raw) = (u64::from(loc.length), u64::from(loc.raw_length));
         *in_pack.entry(loc.pack).or_default() += sealed;
         match loc.ty {
-            // Content lists (FORMAT §10.1) are metadata like trees.
-            BlobType::Tree | BlobType::List => trees.add(sealed, raw),
+            BlobType::Tree => trees.add(sealed, raw),
+            BlobType::List => lists.add(sealed, raw),
             BlobType::Data if sqlite_blobs.contains(&id) => pages.add(sealed, raw),
             BlobType::Data => other.add(sealed, raw),
         }
@@ -107,8 +120,14 @@ fn run(repo_dir: &str, key_file: &str) -> Result<serde_json::Value, String> {
     let folder = |name: &str| -> (u64, u64) {
         let mut n = 0;
         let mut bytes = 0;
-        for e in std::fs::read_dir(Path::new(repo_dir).join(name)).into_iter().flatten().flatten() {
-            if let Ok(m) = e.metadata() && m.is_file() {
+        for e in std::fs::read_dir(Path::new(repo_dir).join(name))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(m) = e.metadata()
+                && m.is_file()
+            {
                 n += 1;
                 bytes += m.len();
             }
@@ -123,6 +142,7 @@ fn run(repo_dir: &str, key_file: &str) -> Result<serde_json::Value, String> {
         "sqlite_pages": pages.json(),
         "other_data": other.json(),
         "trees": trees.json(),
+        "lists": lists.json(),
         "packs": {"count": index.packs.len(), "bytes": packs_bytes,
                   "overhead": packs_bytes - blobs_bytes},
         "index_objects": {"count": idx_n, "bytes": idx_b},
@@ -132,40 +152,72 @@ fn run(repo_dir: &str, key_file: &str) -> Result<serde_json::Value, String> {
     }))
 }
 
-#[allow(clippy::too_many_arguments)]
+struct Walk<'a> {
+    sqlite_blobs: &'a mut HashSet<BlobId>,
+    seen: &'a mut HashSet<BlobId>,
+    seen_lists: &'a mut HashSet<BlobId>,
+    big: &'a mut Vec<serde_json::Value>,
+    new_trees: &'a mut Tally,
+    new_lists: &'a mut Tally,
+}
+
 fn walk(
     repo: &Repository,
     index: &Index,
     tree_id: &BlobId,
     path: &str,
-    sqlite_blobs: &mut HashSet<BlobId>,
-    seen: &mut HashSet<BlobId>,
-    big: &mut Vec<serde_json::Value>,
-    new_trees: &mut Tally,
+    w: &mut Walk<'_>,
 ) -> Result<(), String> {
-    if !seen.insert(*tree_id) {
+    if !w.seen.insert(*tree_id) {
         return Ok(()); // shared with an earlier snapshot: neither new nor walked again
     }
     let loc = index.get(tree_id).ok_or("tree not in index")?;
-    new_trees.add(u64::from(loc.length), u64::from(loc.raw_length));
+    w.new_trees
+        .add(u64::from(loc.length), u64::from(loc.raw_length));
     let tree = repo.load_tree(index, tree_id).map_err(|e| e.to_string())?;
     for node in &tree.nodes {
         let name = format!("{path}/{}", String::from_utf8_lossy(&node.name.0));
         match &node.kind {
-            NodeKind::File { sqlite_snapshot, size, .. } => {
-                let content = repo.file_blobs(index, &node.kind).map_err(|e| e.to_string())?;
+            NodeKind::File {
+                content,
+                lists,
+                sqlite_snapshot,
+                size,
+                ..
+            } => {
+                // Only list blobs not seen in an earlier snapshot are new (and walked).
+                let mut new_lists = Vec::new();
+                let ids = if lists.is_empty() {
+                    content.clone()
+                } else {
+                    let seen_lists = &mut *w.seen_lists;
+                    repo.walk_lists(index, lists, |id| {
+                        let fresh = seen_lists.insert(*id);
+                        if fresh {
+                            new_lists.push(*id);
+                        }
+                        fresh
+                    })
+                    .map_err(|e| e.to_string())?
+                };
+                for id in &new_lists {
+                    if let Some(l) = index.get(id) {
+                        w.new_lists
+                            .add(u64::from(l.length), u64::from(l.raw_length));
+                    }
+                }
                 if *sqlite_snapshot {
-                    sqlite_blobs.extend(content.iter().copied());
+                    w.sqlite_blobs.extend(ids.iter().copied());
                 }
-                if content.len() >= 1000 {
-                    big.push(json!({"tree": tree_id.to_string(), "path": name, "size": size,
-                                    "content_ids": content.len(),
-                                    "tree_raw": loc.raw_length, "tree_sealed": loc.length}));
+                if content.len() >= 1000 || !lists.is_empty() {
+                    w.big.push(
+                        json!({"tree": tree_id.to_string(), "path": name, "size": size,
+                                      "content_ids": content.len(), "lists": lists.len(),
+                                      "tree_raw": loc.raw_length, "tree_sealed": loc.length}),
+                    );
                 }
             }
-            NodeKind::Dir { subtree } => {
-                walk(repo, index, subtree, &name, sqlite_blobs, seen, big, new_trees)?
-            }
+            NodeKind::Dir { subtree } => walk(repo, index, subtree, &name, w)?,
             NodeKind::Symlink { .. } => {}
         }
     }
