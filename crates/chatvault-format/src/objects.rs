@@ -237,6 +237,19 @@ pub struct IndexBlob {
     pub raw_length: u32,
 }
 
+impl From<&crate::pack::PackEntry> for IndexBlob {
+    /// The index entry of a pack header entry (the same fields, §7 and §8).
+    fn from(e: &crate::pack::PackEntry) -> Self {
+        IndexBlob {
+            id: e.id,
+            ty: e.ty,
+            offset: e.offset,
+            length: e.length,
+            raw_length: e.raw_length,
+        }
+    }
+}
+
 /// A snapshot: one backup run (§9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {

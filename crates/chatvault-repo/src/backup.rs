@@ -395,17 +395,7 @@ fn upload_stage(repo: &Repository, rx: Receiver<FinishedPack>, shared: &Shared) 
                 let entry = IndexPack {
                     id: p.id,
                     size,
-                    blobs: p
-                        .entries
-                        .iter()
-                        .map(|e| IndexBlob {
-                            id: e.id,
-                            ty: e.ty,
-                            offset: e.offset,
-                            length: e.length,
-                            raw_length: e.raw_length,
-                        })
-                        .collect(),
+                    blobs: p.entries.iter().map(IndexBlob::from).collect(),
                 };
                 let full = {
                     let mut pending = shared.pending.lock().expect("pending");

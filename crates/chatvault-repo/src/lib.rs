@@ -33,5 +33,7 @@ pub mod restore;
 pub mod rollback;
 pub mod sqlite;
 pub mod storage;
+#[cfg(test)]
+mod test_util;
 
 pub use error::{RepoError, Result};

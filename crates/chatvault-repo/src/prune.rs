@@ -659,16 +659,7 @@ impl PackWriter {
         Ok(IndexPack {
             id,
             size,
-            blobs: entries
-                .into_iter()
-                .map(|e| IndexBlob {
-                    id: e.id,
-                    ty: e.ty,
-                    offset: e.offset,
-                    length: e.length,
-                    raw_length: e.raw_length,
-                })
-                .collect(),
+            blobs: entries.iter().map(IndexBlob::from).collect(),
         })
     }
 }
@@ -804,23 +795,7 @@ mod tests {
     use crate::storage::Storage;
     use chatvault_format::key::BackupKey;
 
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
-
-    fn repo(name: &str) -> Repository {
-        let key = BackupKey::from_bytes([7; 32]);
-        Repository::init(Storage::open(&format!("memory://{name}")).unwrap(), &key).unwrap()
-    }
+    use crate::test_util::{memory_repo as repo, noise};
 
     fn backup_of(repo: &Repository, dir: &std::path::Path, host: &str) -> SnapshotId {
         let opts = BackupOptions {

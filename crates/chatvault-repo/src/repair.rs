@@ -263,16 +263,7 @@ fn checked(
     Ok(Ok(IndexPack {
         id: *id,
         size,
-        blobs: entries
-            .into_iter()
-            .map(|e| IndexBlob {
-                id: e.id,
-                ty: e.ty,
-                offset: e.offset,
-                length: e.length,
-                raw_length: e.raw_length,
-            })
-            .collect(),
+        blobs: entries.iter().map(IndexBlob::from).collect(),
     }))
 }
 
@@ -281,26 +272,8 @@ mod tests {
     use super::*;
     use crate::backup::{self, BackupOptions, NoProgress};
     use crate::restore::{self, RestoreOptions};
-    use crate::storage::Storage;
-    use chatvault_format::key::BackupKey;
 
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
-
-    fn repo(name: &str) -> Repository {
-        let key = BackupKey::from_bytes([8; 32]);
-        Repository::init(Storage::open(&format!("memory://{name}")).unwrap(), &key).unwrap()
-    }
+    use crate::test_util::{memory_repo as repo, noise};
 
     fn restores(repo: &Repository, dir: &std::path::Path, name: &str, want: &[u8]) {
         let (_, s) = repo.find_snapshot("latest").unwrap();
