@@ -304,11 +304,24 @@ pub fn pack_header(data: &[u8]) {
             return;
         }
     };
-    // Format 1 from here (a raw input that happens to carry a valid v2 trailer is impossible
-    // without the key).
     let Ok(entries) = pack::decode_header(keys(), &pack_id, &pack) else {
         return;
     };
+    // A raw input may be a whole format 2 pack (the seeds include one): its entries end before
+    // the header the trailer names.
+    if pack.len() >= pack::TRAILER_LEN
+        && let Some((start, _)) = pack::header_location_v2(
+            keys(),
+            &pack_id,
+            &pack[pack.len() - pack::TRAILER_LEN..],
+            pack.len() as u64,
+        )
+    {
+        let end = entries.last().map_or(0, |e| e.offset + u64::from(e.length));
+        assert!(end <= start, "entries stay out of the header");
+        return;
+    }
+    // Format 1 from here.
     let hlen = pack::header_len_from_tail(&pack[pack.len() - 4..]).expect("4 bytes");
     let area = (pack.len() - 4 - hlen) as u64;
     let mut expected = 0u64;
