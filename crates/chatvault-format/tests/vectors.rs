@@ -997,7 +997,24 @@ mod spec {
             pack_id,
             &b[area..tail],
         )?;
-        if header.len() < 5 || header[0] != 1 {
+        // Format 1: the entries cover the blob area exactly.
+        let (blobs, end) = pack_entries(keys, b, &header, 1, area)?;
+        if end != area {
+            return Err("entries do not cover the blob area".into());
+        }
+        Ok((hlen, header, blobs))
+    }
+
+    /// §7 header entries of `version`: they tile the pack from 0 and end by `limit`; returns
+    /// each blob's plaintext (opened and checked against its `raw_length`) and where they end.
+    fn pack_entries(
+        keys: &Keys,
+        b: &[u8],
+        header: &[u8],
+        version: u8,
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, usize), String> {
+        if header.len() < 5 || header[0] != version {
             return Err("header version".into());
         }
         let count = u32::from_le_bytes(header[1..5].try_into().unwrap()) as usize;
@@ -1021,7 +1038,7 @@ mod spec {
                 return Err("entries do not tile the blob area".into());
             }
             next += u64::from(length);
-            if next > area as u64 {
+            if next > limit as u64 {
                 return Err("entries beyond the blob area".into());
             }
             let sealed = &b[offset as usize..next as usize];
@@ -1031,10 +1048,7 @@ mod spec {
             }
             blobs.push(plain);
         }
-        if next != area as u64 {
-            return Err("entries do not cover the blob area".into());
-        }
-        Ok((hlen, header, blobs))
+        Ok((blobs, next as usize))
     }
 
     /// §7 format 2 pack: the trailer names the header's length; entries tile the start.
@@ -1055,33 +1069,8 @@ mod spec {
             pack_id,
             &b[start..t],
         )?;
-        if header.len() < 5 || header[0] != 2 {
-            return Err("header version".into());
-        }
-        let count = u32::from_le_bytes(header[1..5].try_into().unwrap()) as usize;
-        if header.len() != 5 + 49 * count {
-            return Err("header length".into());
-        }
-        let mut next = 0u64;
-        let mut blobs = Vec::new();
-        for e in header[5..].chunks_exact(49) {
-            if e[0] != 0 {
-                return Err("only data blobs in this vector".into());
-            }
-            let id: [u8; 32] = e[1..33].try_into().unwrap();
-            let offset = u64::from_le_bytes(e[33..41].try_into().unwrap());
-            let length = u32::from_le_bytes(e[41..45].try_into().unwrap());
-            if offset != next || length < 40 {
-                return Err("entries do not tile".into());
-            }
-            next += u64::from(length);
-            if next > start as u64 {
-                return Err("entries reach into the header".into());
-            }
-            let (_, plain) =
-                open_content(keys, "blob/data", &id, &b[offset as usize..next as usize])?;
-            blobs.push(plain);
-        }
+        // Format 2: the entries end at or before the header; padding follows them.
+        let (blobs, _) = pack_entries(keys, b, &header, 2, start)?;
         Ok((hlen, header, blobs))
     }
 
