@@ -127,6 +127,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
 struct Outcomes {
     killed: usize,
     completed_before_kill: usize,
+    /// Killed after the snapshot was published (while releasing the lock or recording the
+    /// snapshot on the device): the snapshot is complete and must restore.
+    killed_after_publishing: usize,
 }
 
 /// The kill -9 loop against `repo` (with `env` for every command).
@@ -238,6 +241,20 @@ fn kill9_trials(label: &str, repo: String, env: Vec<(String, String)>, default_t
                 if status.signal() == Some(9) {
                     outcomes.killed += 1;
                     kill_points.push(delay.as_millis());
+                    // A kill that lands after the snapshot write (the lock release and the
+                    // device's rollback memory come after it) leaves a complete snapshot: it
+                    // is expected, and must restore like any other. Never more than one.
+                    let ids = w.snapshot_ids("phone");
+                    let new: Vec<String> = ids
+                        .into_iter()
+                        .filter(|id| !expected.iter().any(|(e, _)| e == id))
+                        .collect();
+                    assert!(new.len() <= 1, "trial {trial}: {} new snapshots", new.len());
+                    if let Some(id) = new.into_iter().next() {
+                        outcomes.killed_after_publishing += 1;
+                        last_completed = true;
+                        expected.push((id, tree(&src)));
+                    }
                 } else {
                     // It exited between try_wait and kill.
                     assert!(status.success(), "trial {trial}: {status:?}");
@@ -310,12 +327,13 @@ fn kill9_trials(label: &str, repo: String, env: Vec<(String, String)>, default_t
         .trim()
         .to_string();
     eprintln!(
-        "[{label}] {trials} trials in {:.1?}: {} killed (at {:?} ms), {} completed before the kill; \
-         final backup uploaded {uploaded} bytes for a {full}-byte change (the last trial {}); \
-         check: {unreferenced}",
+        "[{label}] {trials} trials in {:.1?}: {} killed (at {:?} ms; {} of them after publishing \
+         their snapshot), {} completed before the kill; final backup uploaded {uploaded} bytes \
+         for a {full}-byte change (the last trial {}); check: {unreferenced}",
         started.elapsed(),
         outcomes.killed,
         kill_points,
+        outcomes.killed_after_publishing,
         outcomes.completed_before_kill,
         if last_completed {
             "had completed"
