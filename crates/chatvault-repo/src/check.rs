@@ -125,7 +125,7 @@ pub fn check(
             .collect();
         to_check.sort();
         for ((id, _), verdict) in to_check.iter().zip(par_map(&to_check, |(id, size)| {
-            pack_tail_authenticates(repo, id, *size)
+            crate::repair::read_header(repo, id, *size).map(|h| h.is_ok())
         })) {
             match verdict {
                 Ok(true) => {}
@@ -509,31 +509,4 @@ fn check_list(
     };
     seen.insert(*id, (Some(l.level), verdict.clone()));
     (Some(l.level), verdict)
-}
-
-/// Whether a pack's tail is its own: a format 2 trailer that opens under its id (one ranged
-/// read), else a format 1 header that does (two ranged reads).
-fn pack_tail_authenticates(repo: &Repository, id: &PackId, size: u64) -> Result<bool> {
-    let path = layout::pack(id);
-    let tail_len = (pack::TRAILER_LEN as u64).min(size);
-    let Some(tail) = repo.storage.read_range(&path, size - tail_len, tail_len)? else {
-        return Ok(false);
-    };
-    if pack::header_location_v2(repo.keys(), id, &tail, size).is_some() {
-        return Ok(true);
-    }
-    if tail.len() < 4 {
-        return Ok(false);
-    }
-    let Ok(hlen) = pack::header_len_from_tail(&tail[tail.len() - 4..]) else {
-        return Ok(false);
-    };
-    let hlen = hlen as u64;
-    if hlen > size - 4 || hlen > pack::MAX_SEALED_HEADER_LEN as u64 {
-        return Ok(false);
-    }
-    let Some(sealed) = repo.storage.read_range(&path, size - 4 - hlen, hlen)? else {
-        return Ok(false);
-    };
-    Ok(pack::decode_sealed_header(repo.keys(), id, size, &sealed).is_ok())
 }

@@ -93,7 +93,7 @@ impl RepairReport {
 }
 
 /// Why one pack's header was not used: damage (reported), or gone (counted).
-enum HeaderProblem {
+pub(crate) enum HeaderProblem {
     Damaged(String),
     Vanished,
 }
@@ -192,8 +192,10 @@ pub fn repair_index(repo: &Repository, opts: &RepairOptions) -> Result<RepairRep
     Ok(report)
 }
 
-/// Reads and authenticates one pack's header with two ranged reads (never the whole pack).
-fn read_header(
+/// Reads and authenticates one pack's header with two ranged reads (never the whole pack):
+/// format 2 through its trailer, else format 1. Also `check`'s test that a pack's tail is its
+/// own.
+pub(crate) fn read_header(
     repo: &Repository,
     id: &PackId,
     size: u64,

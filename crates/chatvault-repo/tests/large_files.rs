@@ -117,21 +117,7 @@ fn a_database_with_thousands_of_pages_uses_content_lists_and_round_trips() {
     let want = sqlite::logical_digest(&db).unwrap();
     let reopened = Repository::open(storage.clone(), &key).unwrap();
     let out = dir.path().join("out");
-    let r = restore(
-        &reopened,
-        &second.snapshot,
-        &out,
-        &RestoreOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
-    assert!(r.failed.is_empty(), "{:?}", r.failed);
-    assert_eq!(
-        sqlite::logical_digest(&out.join("chats/msgstore.db")).unwrap(),
-        want
-    );
-    let report = check(&reopened, CheckOptions { read_data: true }, &NoProgress).unwrap();
-    assert!(report.ok(), "{:?}", report.errors);
+    restores_and_checks(&reopened, &second.snapshot, &out, &want);
 
     // Prune after forgetting the older snapshots keeps everything the newest needs (it walks
     // the lists), and the newest still restores.
@@ -153,20 +139,24 @@ fn a_database_with_thousands_of_pages_uses_content_lists_and_round_trips() {
     )
     .unwrap();
     let out2 = dir.path().join("out2");
-    let r = restore(
-        &reopened,
-        &second.snapshot,
-        &out2,
-        &RestoreOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    restores_and_checks(&reopened, &second.snapshot, &out2, &want);
+}
+
+/// Restores `snap` into `out`: no failure, the database logically `want`; then check
+/// --read-data passes.
+fn restores_and_checks(
+    repo: &Repository,
+    snap: &chatvault_format::objects::Snapshot,
+    out: &Path,
+    want: &str,
+) {
+    let r = restore(repo, snap, out, &RestoreOptions::default(), &NoProgress).unwrap();
     assert!(r.failed.is_empty(), "{:?}", r.failed);
     assert_eq!(
-        sqlite::logical_digest(&out2.join("chats/msgstore.db")).unwrap(),
+        sqlite::logical_digest(&out.join("chats/msgstore.db")).unwrap(),
         want
     );
-    let report = check(&reopened, CheckOptions { read_data: true }, &NoProgress).unwrap();
+    let report = check(repo, CheckOptions { read_data: true }, &NoProgress).unwrap();
     assert!(report.ok(), "{:?}", report.errors);
 }
 
