@@ -45,6 +45,8 @@ pub enum ObjectKind {
     PrunePlan,
     /// A rollback commitment to the newest snapshot, kept by the Backup Key Vault.
     Commitment,
+    /// A device's merged index in its local metadata cache (never stored in the repository).
+    CacheIndex,
 }
 
 impl ObjectKind {
@@ -62,6 +64,7 @@ impl ObjectKind {
             ObjectKind::Lock => labels::AD_LOCK,
             ObjectKind::PrunePlan => labels::AD_PRUNE_PLAN,
             ObjectKind::Commitment => labels::AD_COMMITMENT,
+            ObjectKind::CacheIndex => labels::AD_CACHE_INDEX,
         }
     }
 
@@ -79,6 +82,7 @@ impl ObjectKind {
             ObjectKind::Lock => "lock",
             ObjectKind::PrunePlan => "prune plan",
             ObjectKind::Commitment => "rollback commitment",
+            ObjectKind::CacheIndex => "cached merged index",
         }
     }
 
@@ -94,7 +98,8 @@ impl ObjectKind {
             | ObjectKind::Snapshot
             | ObjectKind::Lock
             | ObjectKind::PrunePlan
-            | ObjectKind::Commitment => &keys.meta,
+            | ObjectKind::Commitment
+            | ObjectKind::CacheIndex => &keys.meta,
         }
     }
 

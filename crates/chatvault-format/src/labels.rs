@@ -45,6 +45,9 @@ pub const AD_BLOB_LIST: &str = "chatvault/v1/blob/list";
 /// Associated-data label of a version 2 pack's trailer: where the sealed header starts
 /// (docs/FORMAT.md §7).
 pub const AD_PACK_TRAILER: &str = "chatvault/v1/pack-trailer";
+/// Associated-data label of a device's merged index (local cache only, never in storage;
+/// docs/FORMAT.md §12.3).
+pub const AD_CACHE_INDEX: &str = "chatvault/v1/cache-index";
 
 #[cfg(test)]
 mod tests {
@@ -85,6 +88,7 @@ mod tests {
         );
         assert_eq!(AD_BLOB_LIST, "chatvault/v1/blob/list");
         assert_eq!(AD_PACK_TRAILER, "chatvault/v1/pack-trailer");
+        assert_eq!(AD_CACHE_INDEX, "chatvault/v1/cache-index");
     }
 
     const GOLDEN_ADDED: &str = "0226ecb8249995cc6b75604c8b33cb13006dff62ccda7c68ac16cbe4cfd5a8ed";

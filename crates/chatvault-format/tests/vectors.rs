@@ -1096,7 +1096,7 @@ mod spec {
         for id in ids {
             n += 1;
             let v = u32::from_le_bytes(id[..4].try_into().unwrap());
-            if n >= 1024 || (n >= 16 && v % 64 == 0) {
+            if n >= 1024 || (n >= 8 && v % 8 == 0) {
                 out.push(n);
                 n = 0;
             }
@@ -1828,13 +1828,13 @@ fn generate() -> Vec<Vector> {
             .body(short),
     );
     let mut deep = list_plain.clone();
-    deep[1] = 4;
+    deep[1] = 6;
     out.push(
         Vector::new("list-level-too-high", "list", "malformed")
             .h("error", "level too high")
             .h(
                 "comment",
-                "the list above at level 4 (readers accept 0 to 3)",
+                "the list above at level 6 (readers accept 0 to 5)",
             )
             .body(deep),
     );

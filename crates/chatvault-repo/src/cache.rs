@@ -30,6 +30,9 @@ pub mod kind {
     pub const BLOB: &str = "blobs";
 }
 
+/// File name of the device's merged index (sealed; FORMAT §12.3).
+pub const MERGED_INDEX: &str = "index.merged";
+
 /// The stamp of tree and list blobs: they are not listed on their own (they live in packs),
 /// and a blob's content never changes under its keyed id.
 pub const BLOB_STAMP: &str = "blob";
@@ -84,6 +87,25 @@ impl Cache {
         if let Err(e) = write_atomic(&path, &entry) {
             tracing::debug!(path = %path.display(), error = %e, "metadata cache not written");
         }
+    }
+
+    /// The bytes of the cache's file `name` (such as [`MERGED_INDEX`]), if any. They still
+    /// have to be verified.
+    pub fn get_file(&self, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.join(name)).ok()
+    }
+
+    /// Replaces the cache's file `name` with `bytes` (sealed); failures are only logged.
+    pub fn put_file(&self, name: &str, bytes: &[u8]) {
+        let path = self.dir.join(name);
+        if let Err(e) = write_atomic(&path, bytes) {
+            tracing::debug!(path = %path.display(), error = %e, "metadata cache not written");
+        }
+    }
+
+    /// Deletes the cache's file `name` (it did not verify).
+    pub fn remove_file(&self, name: &str) {
+        let _ = std::fs::remove_file(self.dir.join(name));
     }
 
     /// Deletes `kind`/`id` (an entry that did not verify).

@@ -265,6 +265,132 @@ impl Index {
     }
 }
 
+/// Version byte of a cached merged index (FORMAT §12.3).
+const MERGED_VERSION: u8 = 1;
+/// Bytes of one entry in a cached merged index: id, pack number, offset, lengths, type.
+const MERGED_ENTRY_LEN: usize = 32 + 4 * 4 + 1;
+/// A cached merged index is rewritten once this many index objects had to be loaded besides
+/// it (so a daily backup rewrites it about once a week, not every time).
+const MERGE_AFTER: usize = 8;
+
+/// Index objects (with their listing stamps) a merged index was built from.
+type Sources = Vec<(IndexId, String)>;
+
+impl Index {
+    /// Digest of the condemned packs a merged index was built under: a blob's location depends
+    /// on them, so a merged index is only reused under the same set.
+    fn condemned_digest(condemned: &HashSet<PackId>) -> [u8; 32] {
+        let mut ids: Vec<&PackId> = condemned.iter().collect();
+        ids.sort();
+        let mut h = blake3::Hasher::new();
+        for id in ids {
+            h.update(id.as_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
+
+    /// The plaintext of a cached merged index (FORMAT §12.3): what was loaded from `sources`
+    /// under condemned packs `digest`.
+    fn encode_merged(&self, sources: &[(IndexId, String)], digest: &[u8; 32]) -> Vec<u8> {
+        debug_assert!(self.pending.is_empty());
+        let mut out = Vec::with_capacity(
+            64 + sources.len() * 64
+                + self.pack_ids.len() * 40
+                + self.entries.len() * MERGED_ENTRY_LEN,
+        );
+        out.push(MERGED_VERSION);
+        out.extend_from_slice(digest);
+        out.extend_from_slice(&(sources.len() as u32).to_le_bytes());
+        for (id, stamp) in sources {
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(&(stamp.len() as u16).to_le_bytes());
+            out.extend_from_slice(stamp.as_bytes());
+        }
+        out.extend_from_slice(&(self.pack_ids.len() as u32).to_le_bytes());
+        for id in &self.pack_ids {
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(&self.packs.get(id).copied().unwrap_or(0).to_le_bytes());
+        }
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for (id, s) in &self.entries {
+            out.extend_from_slice(id.as_bytes());
+            for v in [s.pack, s.offset, s.length, s.raw_length] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.push(s.ty.code());
+        }
+        out
+    }
+
+    /// Parses a cached merged index; `None` if it is not one this version wrote (it is then
+    /// rebuilt from the index objects).
+    fn decode_merged(b: &[u8]) -> Option<(Index, Sources, [u8; 32])> {
+        let mut r = Reader(b);
+        if r.take(1)? != [MERGED_VERSION] {
+            return None;
+        }
+        let digest: [u8; 32] = r.take(32)?.try_into().ok()?;
+        let n = r.u32()? as usize;
+        let mut sources = Vec::with_capacity(n.min(r.0.len() / 34));
+        for _ in 0..n {
+            let id = IndexId::from_bytes(r.take(32)?.try_into().ok()?);
+            let len = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
+            let stamp = std::str::from_utf8(r.take(len)?).ok()?.to_string();
+            sources.push((id, stamp));
+        }
+        let mut index = Index::default();
+        let n = r.u32()? as usize;
+        for number in 0..n {
+            let id = PackId::from_bytes(r.take(32)?.try_into().ok()?);
+            let size = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+            index.pack_ids.push(id);
+            index.pack_numbers.insert(id, number as u32);
+            index.packs.insert(id, size);
+        }
+        let n = r.u32()? as usize;
+        if r.0.len() != n.checked_mul(MERGED_ENTRY_LEN)? {
+            return None;
+        }
+        index.entries.reserve_exact(n);
+        for e in r.0.chunks_exact(MERGED_ENTRY_LEN) {
+            let id = BlobId::from_bytes(e[..32].try_into().ok()?);
+            let word = |i: usize| u32::from_le_bytes(e[32 + 4 * i..36 + 4 * i].try_into().unwrap());
+            let slot = Slot {
+                pack: word(0),
+                offset: word(1),
+                length: word(2),
+                raw_length: word(3),
+                ty: BlobType::from_code(e[48])?,
+            };
+            if slot.pack as usize >= index.pack_ids.len()
+                || index.entries.last().is_some_and(|(last, _)| *last >= id)
+            {
+                return None;
+            }
+            index.entries.push((id, slot));
+        }
+        Some((index, sources, digest))
+    }
+}
+
+/// A cursor over a byte slice for [`Index::decode_merged`].
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+}
+
 impl Repository {
     /// Creates a new repository at `storage` for `key`. Fails if one already exists.
     pub fn init(storage: Storage, key: &BackupKey) -> Result<Repository> {
@@ -513,28 +639,41 @@ impl Repository {
     /// Loads and merges every index object. A damaged index object does not stop the load (so
     /// one bad object cannot make the whole repository unrestorable); it is logged and listed
     /// in [`Index::damaged`].
+    ///
+    /// With a cache, the device keeps the merged result (FORMAT §12.3) and loads only the index
+    /// objects added since: opening a repository with years of history does not parse every
+    /// index object again.
     pub fn load_index(&self) -> Result<Index> {
-        let mut index = Index::default();
+        let mut condemned = HashSet::new();
         for (_, plan) in self.load_plans()? {
-            index.condemned.extend(plan.packs);
+            condemned.extend(plan.packs);
         }
         let listed: Vec<(IndexId, String)> = self.list_stamped(layout::INDEX)?;
+        let digest = Index::condemned_digest(&condemned);
+        let mut merged = None;
         if let Some(cache) = &self.cache {
             cache.retain(
                 cache::kind::INDEX,
                 &listed.iter().map(|(id, _)| id.to_hex()).collect(),
             );
+            merged = self.read_merged(cache, &digest, &listed);
         }
+        let (mut index, mut sources) = merged.unwrap_or_default();
+        index.condemned = condemned;
+        let have: HashSet<&(IndexId, String)> = sources.iter().collect();
+        let missing: Vec<&(IndexId, String)> =
+            listed.iter().filter(|l| !have.contains(l)).collect();
         // Fetched in parallel; each reader merges what it fetched at once, so at most one
         // parsed index object per reader is in memory.
-        let shared = std::sync::Mutex::new(index);
-        let results = par_map(&listed, |(id, stamp)| {
+        let shared = std::sync::Mutex::new((index, Vec::new()));
+        let results = par_map(&missing, |(id, stamp)| {
             let loaded = self.load_index_file_stamped(id, Some(stamp));
-            let mut index = shared.lock().expect("index lock");
+            let mut guard = shared.lock().expect("index lock");
+            let (index, added) = &mut *guard;
             match loaded {
                 Ok(f) => {
                     index.add(&f);
-                    index.files.push(*id);
+                    added.push((*id, stamp.clone()));
                     Ok(())
                 }
                 Err(e @ RepoError::Corrupted { .. }) => {
@@ -546,11 +685,54 @@ impl Repository {
             }
         });
         results.into_iter().collect::<Result<()>>()?;
-        let mut index = shared.into_inner().expect("index lock");
-        index.files.sort();
-        index.damaged.sort();
+        let (mut index, added) = shared.into_inner().expect("index lock");
         index.finish();
+        let rewrite = added.len() >= MERGE_AFTER || (sources.is_empty() && !added.is_empty());
+        sources.extend(added);
+        sources.sort();
+        index.files = sources.iter().map(|(id, _)| *id).collect();
+        index.damaged.sort();
+        if let Some(cache) = &self.cache
+            && rewrite
+        {
+            let plain = index.encode_merged(&sources, &digest);
+            let sealed = chatvault_format::envelope::seal(
+                &self.keys,
+                ObjectKind::CacheIndex,
+                self.id().as_bytes(),
+                &plain,
+                &mut OsRng,
+            );
+            cache.put_file(cache::MERGED_INDEX, &sealed);
+        }
         Ok(index)
+    }
+
+    /// The cached merged index, if it opens, was built under the same condemned packs, and
+    /// every index object it was built from is still listed with the same stamp.
+    fn read_merged(
+        &self,
+        cache: &Cache,
+        digest: &[u8; 32],
+        listed: &[(IndexId, String)],
+    ) -> Option<(Index, Sources)> {
+        let sealed = cache.get_file(cache::MERGED_INDEX)?;
+        let opened = chatvault_format::envelope::open(
+            &self.keys,
+            ObjectKind::CacheIndex,
+            self.id().as_bytes(),
+            &sealed,
+        );
+        let Some((index, sources, built_under)) =
+            opened.ok().as_deref().and_then(Index::decode_merged)
+        else {
+            tracing::warn!("the cached merged index does not verify: rebuilding it");
+            cache.remove_file(cache::MERGED_INDEX);
+            return None;
+        };
+        let listed: HashSet<&(IndexId, String)> = listed.iter().collect();
+        (built_under == *digest && sources.iter().all(|s| listed.contains(s)))
+            .then_some((index, sources))
     }
 
     /// Loads every prune plan (§15). An unreadable plan is logged and skipped: its packs then

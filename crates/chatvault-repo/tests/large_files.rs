@@ -350,3 +350,137 @@ fn format_2_packs_are_padded_and_a_format_1_repository_upgrades_in_place() {
     let report = check(&reopened, CheckOptions { read_data: true }, &NoProgress).unwrap();
     assert!(report.ok(), "{:?}", report.errors);
 }
+
+/// What a load of the index found, comparably.
+fn index_view(
+    index: &chatvault_repo::repository::Index,
+) -> (
+    Vec<(
+        chatvault_format::id::BlobId,
+        chatvault_repo::repository::BlobLocation,
+    )>,
+    Vec<chatvault_format::id::IndexId>,
+    Vec<String>,
+    Vec<(chatvault_format::id::PackId, u64)>,
+) {
+    let mut packs: Vec<_> = index.packs.iter().map(|(k, v)| (*k, *v)).collect();
+    packs.sort();
+    (
+        index.iter().collect(),
+        index.files.clone(),
+        index.damaged.iter().map(|(id, _)| id.to_hex()).collect(),
+        packs,
+    )
+}
+
+#[test]
+fn the_merged_index_in_the_cache_always_equals_a_full_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("chats");
+    std::fs::create_dir_all(&src).unwrap();
+    let repo_dir = dir.path().join("repo");
+    let storage = Storage::open(repo_dir.to_str().unwrap()).unwrap();
+    let key = BackupKey::generate(&mut rand_core::OsRng);
+    let repo = Repository::init(storage.clone(), &key).unwrap();
+    let day = |n: usize| {
+        std::fs::write(
+            src.join(format!("day-{n}.txt")),
+            format!("day {n} ").repeat(5000),
+        )
+        .unwrap();
+        backup(
+            &repo,
+            &[src.clone()],
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    };
+    let cache_base = dir.path().join("home/cache");
+    let merged = cache_base.join(repo.id().to_hex()).join("index.merged");
+    let cached = || {
+        let mut r = Repository::open(storage.clone(), &key).unwrap();
+        r.set_cache(&cache_base);
+        r
+    };
+    let same = |why: &str| {
+        let full = Repository::open(storage.clone(), &key)
+            .unwrap()
+            .load_index()
+            .unwrap();
+        let fast = cached().load_index().unwrap();
+        assert_eq!(index_view(&fast), index_view(&full), "{why}");
+        assert!(full.len() > 0);
+    };
+
+    for n in 0..3 {
+        day(n);
+    }
+    same("first load: built from every index object");
+    let first = std::fs::read(&merged).expect("the merged index is cached");
+    let some_blob = repo.load_index().unwrap().iter().next().unwrap().0;
+    assert!(
+        !first.windows(32).any(|w| w == some_blob.as_bytes()),
+        "the merged index is sealed"
+    );
+    day(3);
+    same("one new index object besides the merged index");
+    assert_eq!(
+        std::fs::read(&merged).unwrap(),
+        first,
+        "not rewritten for one object"
+    );
+    for n in 4..12 {
+        day(n);
+    }
+    same("eight new index objects");
+    assert_ne!(
+        std::fs::read(&merged).unwrap(),
+        first,
+        "rewritten after eight"
+    );
+
+    // A damaged merged index is rebuilt; so is one whose sources changed in storage.
+    let mut bad = std::fs::read(&merged).unwrap();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    std::fs::write(&merged, &bad).unwrap();
+    same("damaged merged index");
+    assert_ne!(std::fs::read(&merged).unwrap(), bad);
+    let an_index = walk_files(&repo_dir.join("index")).remove(0);
+    let mut b = std::fs::read(&an_index).unwrap();
+    b[40] ^= 1;
+    std::fs::write(&an_index, &b).unwrap();
+    same("an index object damaged in storage");
+    let damaged = cached().load_index().unwrap();
+    assert_eq!(
+        damaged.damaged.len(),
+        1,
+        "the damage is reported, not hidden by the cache"
+    );
+    b[40] ^= 1;
+    std::fs::write(&an_index, &b).unwrap();
+
+    // Prune rewrites and deletes index objects: the merged index follows.
+    forget(
+        &repo,
+        &KeepPolicy {
+            last: Some(2),
+            ..KeepPolicy::default()
+        },
+        false,
+    )
+    .unwrap();
+    prune(
+        &repo,
+        &PruneOptions {
+            grace: std::time::Duration::ZERO,
+            repack_threshold_percent: 1,
+            ..PruneOptions::default()
+        },
+    )
+    .unwrap();
+    same("after prune");
+    day(12);
+    same("a backup after prune");
+}
