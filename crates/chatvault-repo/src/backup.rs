@@ -176,6 +176,11 @@ pub fn backup(
         .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
 
     let mut guard = lock::lock(repo, "backup", false)?;
+    if let Some(base) = &opts.scratch_dir {
+        // Database copies of killed runs (made when SQLite cannot read pages in place) go now,
+        // whether or not this run needs a copy.
+        sqlite::Scratch::clean(base);
+    }
     let index = repo.load_index()?;
     for (id, why) in &index.damaged {
         progress.warn(&format!(
@@ -788,13 +793,50 @@ impl Walker<'_, '_> {
         })
     }
 
-    /// Backs up a consistent copy of a live SQLite database, one blob per page.
+    /// Backs up a live SQLite database as of one transaction, one blob per page: read in place
+    /// through SQLite where it can ([`sqlite::read_pages`]), else from a consistent copy.
     fn sqlite_file(
         &mut self,
         path: &Path,
         source: Option<SqliteSource>,
     ) -> Result<NodeKind, FileError> {
         self.progress.file(path);
+        self.summary.files_read += 1;
+        let repo = self.repo;
+        let mut content = Vec::new();
+        let direct = sqlite::read_pages(path, |page| {
+            let id = blob::blob_id(repo.keys(), BlobType::Data, page);
+            self.progress.bytes(page.len() as u64);
+            content.push(id);
+            self.send(BlobType::Data, id, page.to_vec())
+        });
+        let read = match direct {
+            Ok(Some(read)) => read,
+            Ok(None) => {
+                tracing::debug!("this SQLite has no sqlite_dbpage table: copying the database");
+                self.sqlite_copy_pages(path, &mut content)?
+            }
+            Err(sqlite::PagesError::Visit(e)) => return Err(FileError::Fatal(e)),
+            Err(sqlite::PagesError::Sqlite(e)) => return Err(FileError::Unreadable(e.to_string())),
+        };
+        let (content, lists) = self.content_ref(content).map_err(FileError::Fatal)?;
+        Ok(NodeKind::File {
+            size: read,
+            content,
+            lists,
+            changed_while_reading: false,
+            sqlite_snapshot: true,
+            sqlite_source: source,
+        })
+    }
+
+    /// The fallback of [`Walker::sqlite_file`]: a consistent copy in the private scratch folder
+    /// (FORMAT §5.1), cut into pages; pushes their ids to `content` and returns the bytes read.
+    fn sqlite_copy_pages(
+        &mut self,
+        path: &Path,
+        content: &mut Vec<BlobId>,
+    ) -> Result<u64, FileError> {
         let no_scratch = |e: std::io::Error| {
             FileError::Unreadable(format!("no private folder for the database copy: {e}"))
         };
@@ -835,9 +877,7 @@ impl Walker<'_, '_> {
             .ok_or_else(|| FileError::Unreadable("invalid page size in database header".into()))?;
         f.seek(std::io::SeekFrom::Start(0))
             .map_err(|e| FileError::Unreadable(e.to_string()))?;
-        let mut content = Vec::new();
         let mut read = 0u64;
-        self.summary.files_read += 1;
         loop {
             let mut buf = vec![0u8; page];
             let n =
@@ -853,15 +893,7 @@ impl Walker<'_, '_> {
             self.send(BlobType::Data, id, buf)
                 .map_err(FileError::Fatal)?;
         }
-        let (content, lists) = self.content_ref(content).map_err(FileError::Fatal)?;
-        Ok(NodeKind::File {
-            size: read,
-            content,
-            lists,
-            changed_while_reading: false,
-            sqlite_snapshot: true,
-            sqlite_source: source,
-        })
+        Ok(read)
     }
 
     /// Chunks a stream with the repository's keyed chunker; returns the blob ids and the bytes read.

@@ -2,12 +2,15 @@
 //!
 //! A chat app writes its database while we back it up. Copying the file (and its `-wal`) byte by
 //! byte can capture a torn state. Instead, a database — recognised by its 16-byte header, not its
-//! name — is copied with SQLite's online backup API in a single step (`sqlite3_backup_step(-1)`),
-//! which holds one read transaction: the copy is exactly the database as of one commit, WAL
-//! included, and writers are not blocked (WAL mode) or only briefly (rollback journal).
+//! name — is read through SQLite inside one read transaction: page by page from the
+//! `sqlite_dbpage` table ([`read_pages`]), with no copy on disk; or, where SQLite was built
+//! without that table, copied with the online backup API in a single step
+//! (`sqlite3_backup_step(-1)`, [`consistent_copy`]). Either way the pages are exactly the
+//! database as of one commit, WAL included, and writers are not blocked (WAL mode) or only
+//! briefly (rollback journal).
 //!
-//! The copy is then cut on page boundaries, one blob per page: SQLite rewrites whole pages in
-//! place, so an incremental backup stores only the pages that changed.
+//! One blob per page: SQLite rewrites whole pages in place, so an incremental backup stores only
+//! the pages that changed.
 
 use std::io::Read;
 use std::path::Path;
@@ -44,6 +47,69 @@ impl From<rusqlite::Error> for CopyError {
     fn from(e: rusqlite::Error) -> Self {
         CopyError(e.to_string())
     }
+}
+
+/// Why [`read_pages`] stopped.
+#[derive(Debug)]
+pub enum PagesError<E> {
+    /// SQLite could not open or read the database (the caller falls back as for a failed copy).
+    Sqlite(CopyError),
+    /// The page visitor failed.
+    Visit(E),
+}
+
+/// Reads the live database at `src` page by page as of one transaction — WAL content included —
+/// and passes each page, in page order, to `visit`; returns the bytes read. No copy is written:
+/// the pages come from SQLite's `sqlite_dbpage` table inside one read transaction (docs/FORMAT.md
+/// §5.1). `Ok(None)` if this SQLite was built without that table (the caller then makes a
+/// [`consistent_copy`]), before any page was visited.
+pub fn read_pages<E>(
+    src: &Path,
+    mut visit: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<Option<u64>, PagesError<E>> {
+    let sqlite = |e: rusqlite::Error| PagesError::Sqlite(CopyError::from(e));
+    let open = |flags| Connection::open_with_flags(src, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX);
+    let conn = open(OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .or_else(|_| open(OpenFlags::SQLITE_OPEN_READ_WRITE))
+        .map_err(sqlite)?;
+    conn.busy_timeout(Duration::from_secs(60)).map_err(sqlite)?;
+    // One read transaction for every page: BEGIN is deferred, the first read takes the snapshot.
+    conn.execute_batch("BEGIN").map_err(sqlite)?;
+    // The table scans in page order (no ORDER BY: SQLite would sort the whole file in memory);
+    // the loop checks that it did.
+    let mut stmt = match conn.prepare("SELECT pgno, data FROM sqlite_dbpage('main')") {
+        Ok(s) => s,
+        Err(e) if e.to_string().contains("no such table") => return Ok(None),
+        Err(e) => return Err(sqlite(e)),
+    };
+    let mut rows = stmt.query([]).map_err(sqlite)?;
+    let mut read = 0u64;
+    let mut page_size = None;
+    let mut expect = 1i64;
+    while let Some(row) = rows.next().map_err(sqlite)? {
+        if row.get::<_, i64>(0).map_err(sqlite)? != expect {
+            return Err(PagesError::Sqlite(CopyError(
+                "sqlite_dbpage returned pages out of order".into(),
+            )));
+        }
+        expect += 1;
+        let page = row.get_ref(1).map_err(sqlite)?.as_blob().map_err(|e| {
+            PagesError::Sqlite(CopyError(format!("sqlite_dbpage returned a non-blob: {e}")))
+        })?;
+        // Every page has the header's page size (the table pads nothing).
+        let size = *page_size.get_or_insert(page.len());
+        if page.len() != size || size == 0 {
+            return Err(PagesError::Sqlite(CopyError(
+                "sqlite_dbpage returned pages of different sizes".into(),
+            )));
+        }
+        read += page.len() as u64;
+        visit(page).map_err(PagesError::Visit)?;
+    }
+    drop(rows);
+    drop(stmt);
+    conn.execute_batch("COMMIT").map_err(sqlite)?;
+    Ok(Some(read))
 }
 
 /// Copies the live database at `src` into a new file `dst` as of one transaction.

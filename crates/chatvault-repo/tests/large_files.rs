@@ -79,8 +79,8 @@ fn a_database_with_thousands_of_pages_uses_content_lists_and_round_trips() {
         panic!("a database node with its source stamps")
     };
     assert!(content.is_empty() && !lists.is_empty() && lists.len() <= INLINE_MAX);
-    // No plaintext copy is left in the scratch folder.
-    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    // No plaintext copy is left in the scratch folder (none is made: pages are read in place).
+    assert_eq!(std::fs::read_dir(&scratch).map_or(0, |d| d.count()), 0);
 
     // Unchanged: the database is neither copied nor read again; the node is reused.
     let same = backup(&repo, std::slice::from_ref(&src), &opts, &NoProgress).unwrap();
@@ -351,10 +351,8 @@ fn format_2_packs_are_padded_and_a_format_1_repository_upgrades_in_place() {
     assert!(report.ok(), "{:?}", report.errors);
 }
 
-/// What a load of the index found, comparably.
-fn index_view(
-    index: &chatvault_repo::repository::Index,
-) -> (
+/// What a load of the index found, comparably: entries, index objects, damaged ones, packs.
+type IndexView = (
     Vec<(
         chatvault_format::id::BlobId,
         chatvault_repo::repository::BlobLocation,
@@ -362,7 +360,9 @@ fn index_view(
     Vec<chatvault_format::id::IndexId>,
     Vec<String>,
     Vec<(chatvault_format::id::PackId, u64)>,
-) {
+);
+
+fn index_view(index: &chatvault_repo::repository::Index) -> IndexView {
     let mut packs: Vec<_> = index.packs.iter().map(|(k, v)| (*k, *v)).collect();
     packs.sort();
     (
@@ -390,7 +390,7 @@ fn the_merged_index_in_the_cache_always_equals_a_full_load() {
         .unwrap();
         backup(
             &repo,
-            &[src.clone()],
+            std::slice::from_ref(&src),
             &BackupOptions::default(),
             &NoProgress,
         )
@@ -410,7 +410,7 @@ fn the_merged_index_in_the_cache_always_equals_a_full_load() {
             .unwrap();
         let fast = cached().load_index().unwrap();
         assert_eq!(index_view(&fast), index_view(&full), "{why}");
-        assert!(full.len() > 0);
+        assert!(!full.is_empty());
     };
 
     for n in 0..3 {
@@ -483,4 +483,42 @@ fn the_merged_index_in_the_cache_always_equals_a_full_load() {
     same("after prune");
     day(12);
     same("a backup after prune");
+}
+
+#[test]
+fn a_live_database_is_read_in_place_as_of_its_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("chats");
+    std::fs::create_dir_all(&src).unwrap();
+    let db = src.join("msgstore.db");
+    make_db(&db, 2_000);
+    // The app is running: commits that sit only in the WAL, and a transaction in progress.
+    let app = Connection::open(&db).unwrap();
+    app.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    for i in 0..300 {
+        app.execute(
+            "INSERT INTO messages(body) VALUES (?1)",
+            [format!("committed {i} {}", "x".repeat(900))],
+        )
+        .unwrap();
+    }
+    app.execute_batch("BEGIN IMMEDIATE; DELETE FROM messages WHERE id % 2 = 0;")
+        .unwrap();
+    let wal = std::fs::metadata(sqlite::wal_path(&db)).unwrap().len();
+    assert!(wal > 300 * 1000, "the commits are in the WAL ({wal} bytes)");
+    let want = sqlite::logical_digest(&db).unwrap(); // a reader's view: committed only
+
+    let storage = Storage::open(dir.path().join("repo").to_str().unwrap()).unwrap();
+    let key = BackupKey::generate(&mut rand_core::OsRng);
+    let repo = Repository::init(storage.clone(), &key).unwrap();
+    let scratch = dir.path().join("scratch");
+    let opts = BackupOptions {
+        scratch_dir: Some(scratch.clone()),
+        ..BackupOptions::default()
+    };
+    let done = backup(&repo, std::slice::from_ref(&src), &opts, &NoProgress).unwrap();
+    assert!(!scratch.exists(), "no plaintext copy was made");
+    app.execute_batch("ROLLBACK").unwrap();
+    drop(app);
+    restores_and_checks(&repo, &done.snapshot, &dir.path().join("out"), &want);
 }
