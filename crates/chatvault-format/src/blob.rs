@@ -120,19 +120,42 @@ pub fn open_blob(
     }
 }
 
+/// zstd at `level` with this thread's compression context for that level: creating a context
+/// per blob (`ZSTD_createCCtx`) cost ~6 % of a first backup's cycles on 4 KiB database pages.
+fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    use std::cell::RefCell;
+    thread_local! {
+        static CCTX: RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+            const { RefCell::new(Vec::new()) };
+    }
+    CCTX.with(|cell| {
+        let mut contexts = cell.borrow_mut();
+        let i = match contexts.iter().position(|(l, _)| *l == level) {
+            Some(i) => i,
+            None => {
+                contexts.push((level, zstd::bulk::Compressor::new(level).ok()?));
+                contexts.len() - 1
+            }
+        };
+        // Every call is a whole new frame with the context's parameters; a failed call leaves
+        // the context reusable.
+        contexts[i].1.compress(data).ok()
+    })
+}
+
 /// `compression || body`: zstd unless the data does not shrink (media, already-compressed).
 pub fn compress(plaintext: &[u8]) -> Vec<u8> {
     let worth_trying = if plaintext.len() > 4 * SAMPLE_LEN {
         // A cheap sample decides for large chunks: JPEG/MP4/Opus do not compress.
-        match zstd::bulk::compress(&plaintext[..SAMPLE_LEN], 1) {
-            Ok(c) => c.len() < SAMPLE_LEN - SAMPLE_LEN / 16,
-            Err(_) => false,
+        match zstd_compress(&plaintext[..SAMPLE_LEN], 1) {
+            Some(c) => c.len() < SAMPLE_LEN - SAMPLE_LEN / 16,
+            None => false,
         }
     } else {
         plaintext.len() > 64
     };
     if worth_trying
-        && let Ok(c) = zstd::bulk::compress(plaintext, ZSTD_LEVEL)
+        && let Some(c) = zstd_compress(plaintext, ZSTD_LEVEL)
         && c.len() + c.len() / 32 < plaintext.len()
     {
         let mut out = Vec::with_capacity(c.len() + 1);
