@@ -193,25 +193,37 @@ impl Index {
     }
 
     /// Merges what was added into the sorted array (a blob keeps one location, in a pack that
-    /// is not condemned when there is one).
+    /// is not condemned when there is one; otherwise the first added). Linear in the entries
+    /// already there: a device that loaded a merged index (FORMAT §12.3) adds a few index objects
+    /// to hundreds of thousands of entries.
     pub fn finish(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let mut all: Vec<(BlobId, Slot, bool)> = std::mem::take(&mut self.entries)
-            .into_iter()
-            .map(|(id, slot)| {
-                let condemned = self.condemned.contains(&self.pack_ids[slot.pack as usize]);
-                (id, slot, condemned)
-            })
-            .collect();
-        all.append(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.pending);
         // Per id, a location in a pack that is not condemned first; otherwise first added.
-        all.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
-        all.dedup_by(|later, first| later.0 == first.0);
-        self.entries = all.into_iter().map(|(id, slot, _)| (id, slot)).collect();
-        self.entries.shrink_to_fit();
-        self.pending = Vec::new();
+        pending.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+        pending.dedup_by(|later, first| later.0 == first.0);
+        let existing = std::mem::take(&mut self.entries);
+        let mut out = Vec::with_capacity(existing.len() + pending.len());
+        let mut added = pending.into_iter().peekable();
+        for (id, slot) in existing {
+            while let Some((new_id, new_slot, _)) = added.next_if(|p| p.0 < id) {
+                out.push((new_id, new_slot));
+            }
+            match added.next_if(|p| p.0 == id) {
+                Some((_, new_slot, false))
+                    if !self.condemned.is_empty()
+                        && self.condemned.contains(&self.pack_ids[slot.pack as usize]) =>
+                {
+                    out.push((id, new_slot))
+                }
+                _ => out.push((id, slot)),
+            }
+        }
+        out.extend(added.map(|(id, slot, _)| (id, slot)));
+        out.shrink_to_fit();
+        self.entries = out;
     }
 
     fn slot(&self, id: &BlobId) -> Option<&Slot> {
@@ -1153,5 +1165,33 @@ mod index_tests {
         index.finish();
         assert_eq!(index.len(), 100_010);
         assert_eq!(index.iter().count(), 100_010);
+
+        // Merging into a finished index prefers a new copy over a condemned old one, and keeps
+        // an old copy that is not condemned.
+        let mut index = Index::default();
+        index.condemned.insert(PackId::from_bytes([1; 32]));
+        index.add(&file(1, 0..10));
+        index.add(&file(3, 20..30));
+        index.finish();
+        index.add(&file(2, 5..25));
+        index.finish();
+        assert_eq!(index.len(), 30);
+        let pack = |i| index.get(&id(i)).unwrap().pack;
+        assert_eq!(
+            pack(2),
+            PackId::from_bytes([1; 32]),
+            "only in the condemned pack"
+        );
+        assert_eq!(
+            pack(7),
+            PackId::from_bytes([2; 32]),
+            "the condemned copy is replaced"
+        );
+        assert_eq!(
+            pack(22),
+            PackId::from_bytes([3; 32]),
+            "the first live copy is kept"
+        );
+        assert!(index.iter().map(|(id, _)| id).is_sorted());
     }
 }
