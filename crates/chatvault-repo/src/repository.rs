@@ -146,6 +146,17 @@ pub struct Index {
     /// Packs condemned by a prune plan (§15): still readable until a sweep deletes them, but a
     /// backup must not deduplicate against them. Fill it before calling [`Index::add`].
     pub condemned: HashSet<PackId>,
+    /// Where each 16-bit id prefix starts in `entries` (65,537 positions, 256 KiB): ids are
+    /// keyed hashes, evenly spread, so a lookup bisects a handful of neighbouring entries instead
+    /// of jumping across the whole array (one or two cache misses, not twenty).
+    prefix_start: Vec<u32>,
+}
+
+/// Number of id prefixes in [`Index::prefix_start`].
+const PREFIXES: usize = 1 << 16;
+
+fn prefix(id: &BlobId) -> usize {
+    usize::from(u16::from_be_bytes([id.as_bytes()[0], id.as_bytes()[1]]))
 }
 
 /// A blob's place, compactly: 20 bytes.
@@ -224,14 +235,35 @@ impl Index {
         out.extend(added.map(|(id, slot, _)| (id, slot)));
         out.shrink_to_fit();
         self.entries = out;
+        self.index_prefixes();
+    }
+
+    /// Rebuilds [`Index::prefix_start`] from the sorted entries.
+    fn index_prefixes(&mut self) {
+        let mut starts = Vec::with_capacity(PREFIXES + 1);
+        let mut next = 0usize;
+        for (i, (id, _)) in self.entries.iter().enumerate() {
+            let p = prefix(id);
+            while next <= p {
+                starts.push(i as u32);
+                next += 1;
+            }
+        }
+        starts.resize(PREFIXES + 1, self.entries.len() as u32);
+        self.prefix_start = starts;
     }
 
     fn slot(&self, id: &BlobId) -> Option<&Slot> {
         debug_assert!(self.pending.is_empty(), "Index::finish was not called");
-        self.entries
-            .binary_search_by(|(e, _)| e.cmp(id))
+        let p = prefix(id);
+        let (lo, hi) = match self.prefix_start.get(p..=p + 1) {
+            Some(&[lo, hi]) => (lo as usize, hi as usize),
+            _ => (0, self.entries.len()),
+        };
+        let run = &self.entries[lo..hi];
+        run.binary_search_by(|(e, _)| e.cmp(id))
             .ok()
-            .map(|i| &self.entries[i].1)
+            .map(|i| &run[i].1)
     }
 
     fn location(&self, slot: &Slot) -> BlobLocation {
@@ -381,6 +413,7 @@ impl Index {
             }
             index.entries.push((id, slot));
         }
+        index.index_prefixes();
         Some((index, sources, digest))
     }
 }
@@ -1160,6 +1193,13 @@ mod index_tests {
         assert!(!index.reusable(&id(10)), "only in a condemned pack");
         assert!(index.contains(&id(10)));
         assert!(!index.contains(&id(100_000)));
+        assert!(
+            (0..100_000).all(|i| index.contains(&id(i))),
+            "every id found by prefix"
+        );
+        let mut absent = *id(5).as_bytes();
+        absent[31] ^= 1;
+        assert!(!index.contains(&BlobId::from_bytes(absent)));
         // Adding more later merges.
         index.add(&file(3, 100_000..100_010));
         index.finish();
