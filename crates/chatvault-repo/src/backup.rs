@@ -500,12 +500,28 @@ impl Walker<'_, '_> {
     }
 
     fn send(&mut self, ty: BlobType, id: BlobId, data: Vec<u8>) -> Result<()> {
+        self.send_with(ty, id, data.len(), || data)
+    }
+
+    /// [`Walker::send`] for data that is only materialised (`make`) when the blob is new: an
+    /// unchanged database page is hashed in SQLite's buffer and never copied.
+    fn send_with(
+        &mut self,
+        ty: BlobType,
+        id: BlobId,
+        len: usize,
+        make: impl FnOnce() -> Vec<u8>,
+    ) -> Result<()> {
         self.check_abort()?;
         if !self.index.reusable(&id) && self.stored.insert(id) {
             self.summary.new_blobs += 1;
-            self.summary.new_bytes += data.len() as u64;
+            self.summary.new_bytes += len as u64;
             self.work_tx
-                .send(Job { ty, id, data })
+                .send(Job {
+                    ty,
+                    id,
+                    data: make(),
+                })
                 .map_err(|_| RepoError::Aborted)?;
         }
         Ok(())
@@ -808,7 +824,7 @@ impl Walker<'_, '_> {
             let id = blob::blob_id(repo.keys(), BlobType::Data, page);
             self.progress.bytes(page.len() as u64);
             content.push(id);
-            self.send(BlobType::Data, id, page.to_vec())
+            self.send_with(BlobType::Data, id, page.len(), || page.to_vec())
         });
         let read = match direct {
             Ok(Some(read)) => read,
