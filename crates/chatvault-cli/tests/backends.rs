@@ -16,6 +16,8 @@
 //!   error, exit 1, without a single retry.
 //! - `bad_credentials_fail_fast`: credentials the service refuses (or, where the emulator accepts
 //!   any, none) are a clear error, exit 1, without a retry, and no secret in the output.
+//! - `write_once_on_the_server`: through the storage layer, a second write to a name leaves the
+//!   first; with conditional writes exactly one of 8 racing writers wins.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -349,6 +351,103 @@ fn bad_credentials_fail_fast(name: &'static str) {
     w.no_secret(&out, &wrong);
 }
 
+/// Write-once on the server itself, through the storage layer (no `init` check before it): a
+/// second write to a name must leave the first in place, and of writers racing on one fresh name
+/// exactly one may win where the service has conditional writes. Without them (WebDAV, the
+/// drives) chatvault checks, then writes: the race shows how many writers "won" (harmless for
+/// chatvault, whose names are random or keyed hashes of the content, README "Storage backends").
+fn write_once_on_the_server(name: &'static str) {
+    use chatvault_repo::storage::{Storage, stats};
+    let Some(t) = target(name) else { return };
+    let mut settings: Vec<(&str, &str)> = t.remove.iter().map(|k| (k.as_str(), "")).collect();
+    settings.extend(t.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let st = Storage::open_with(&t.repo("writeonce"), &settings).unwrap();
+
+    let path = "locks/write-once";
+    assert!(st.write_new(path, b"first".to_vec()).unwrap());
+    let before = stats();
+    let second = st.write_new(path, b"second".to_vec()).unwrap();
+    let after = stats();
+    let stored = st.read(path).unwrap().unwrap();
+    let (checks, writes) = (after.stats - before.stats, after.writes - before.writes);
+    let ignored = t.expect.atomic_write_once && !t.expect.server_enforces_conditions;
+    if ignored {
+        // The server ignores the condition: the second write replaced the first. chatvault then
+        // relies on what it does everywhere: `init` checks for a config before writing one, and
+        // every other name is random or a keyed hash of its content, never reused. (If this
+        // fails, the server now enforces conditional writes: update the table.)
+        assert!(
+            second && stored == b"second",
+            "[{name}] expected this server to ignore the conditional write"
+        );
+        eprintln!(
+            "[{name}] the server IGNORES conditional writes: a second write replaced the object"
+        );
+        st.delete(path).unwrap();
+        return;
+    }
+    assert!(
+        !second,
+        "[{name}] a second write to one name must report it taken"
+    );
+    assert_eq!(
+        stored, b"first",
+        "[{name}] a second write to one name must not replace it"
+    );
+    if t.expect.atomic_write_once {
+        // The server refused it: one conditional write, no existence check.
+        assert_eq!((checks, writes), (0, 1), "[{name}] {after:?}");
+    } else {
+        // chatvault saw the name taken and did not write.
+        assert_eq!((checks, writes), (1, 0), "[{name}] {after:?}");
+    }
+
+    // Writers racing on one fresh name.
+    let race = "locks/write-once-race";
+    let n = 8;
+    let winners: Vec<usize> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let st = st.clone();
+                s.spawn(move || {
+                    st.write_new(race, format!("writer {i}").into_bytes())
+                        .unwrap()
+                        .then_some(i)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let stored = String::from_utf8(st.read(race).unwrap().unwrap()).unwrap();
+    assert!(
+        winners.iter().any(|i| stored == format!("writer {i}")),
+        "[{name}] the stored object is a winner's: {stored:?}, winners {winners:?}"
+    );
+    if t.expect.atomic_write_once {
+        assert_eq!(winners.len(), 1, "[{name}] conditional writes: one winner");
+    }
+    eprintln!(
+        "[{name}] {} write-once: a second write was refused {}; {} of {n} writers racing on one \
+         name were told they won",
+        if t.expect.atomic_write_once {
+            "atomic"
+        } else {
+            "check-then-write"
+        },
+        if t.expect.atomic_write_once {
+            "by the server (conditional write)"
+        } else {
+            "by chatvault's check"
+        },
+        winners.len()
+    );
+    st.delete(path).unwrap();
+    st.delete(race).unwrap();
+}
+
 /// One module per backend: `s3::standard_cycle`, `webdav::bad_credentials_fail_fast`, …
 macro_rules! backend_suite {
     ($($backend:ident),* $(,)?) => {$(
@@ -364,6 +463,10 @@ macro_rules! backend_suite {
             #[test]
             fn bad_credentials_fail_fast() {
                 super::bad_credentials_fail_fast(stringify!($backend));
+            }
+            #[test]
+            fn write_once_on_the_server() {
+                super::write_once_on_the_server(stringify!($backend));
             }
         }
     )*};

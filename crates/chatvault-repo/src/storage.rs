@@ -279,8 +279,26 @@ struct Tuning {
     part_size: usize,
 }
 
+/// Where settings and credentials come from: explicit values first (an empty value: unset),
+/// then the environment.
+#[derive(Clone, Default)]
+struct Settings {
+    explicit: Vec<(String, String)>,
+}
+
+impl Settings {
+    fn get(&self, name: &str) -> Option<String> {
+        // The last value given for a name wins.
+        match self.explicit.iter().rev().find(|(k, _)| k == name) {
+            Some((_, v)) => Some(v.clone()).filter(|v| !v.trim().is_empty()),
+            None => env_nonempty(name),
+        }
+    }
+}
+
 impl Tuning {
-    fn from_env() -> Result<Tuning> {
+    fn from_settings(settings: &Settings) -> Result<Tuning> {
+        let env_nonempty = |name: &str| settings.get(name);
         let attempts = match env_nonempty("CHATVAULT_STORAGE_ATTEMPTS") {
             Some(v) => v
                 .parse::<usize>()
@@ -338,7 +356,20 @@ impl Storage {
     /// Opens the storage named by `location`: a local path, `file:///abs/path`, `memory://NAME`,
     /// or a cloud URL such as `s3://bucket/prefix` (see the module documentation).
     pub fn open(location: &str) -> Result<Self> {
-        let tuning = Tuning::from_env()?;
+        Self::open_with(location, &[])
+    }
+
+    /// [`Storage::open`] with some settings and credentials given here instead of in the
+    /// environment (same names, e.g. `AZURE_STORAGE_KEY`; an empty value counts as unset). For
+    /// tools and tests that must not change their own process's environment.
+    pub fn open_with(location: &str, settings: &[(&str, &str)]) -> Result<Self> {
+        let settings = Settings {
+            explicit: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let tuning = Tuning::from_settings(&settings)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("chatvault-io")
@@ -348,7 +379,7 @@ impl Storage {
         let built = {
             // Service builders may spawn on the runtime or read its clock.
             let _enter = rt.enter();
-            build(location)?
+            build(location, &settings)?
         };
         let cap = built.op.info().capability();
         let native_if_not_exists = cap.write_with_if_not_exists;
@@ -740,7 +771,7 @@ fn bad_location(location: &str, e: opendal::Error) -> RepoError {
 }
 
 /// Builds the operator for `location` (no layers yet).
-fn build(location: &str) -> Result<Built> {
+fn build(location: &str, settings: &Settings) -> Result<Built> {
     if let Some(rest) = location.strip_prefix("memory://") {
         let b = opendal::services::Memory::default().root(&format!("/{rest}"));
         return Ok(Built {
@@ -753,7 +784,7 @@ fn build(location: &str) -> Result<Built> {
     if let Some((scheme, rest)) = location.split_once("://")
         && scheme != "file"
     {
-        return build_cloud(location, &scheme.to_ascii_lowercase(), rest);
+        return build_cloud(location, &scheme.to_ascii_lowercase(), rest, settings);
     }
     let path = location.strip_prefix("file://").unwrap_or(location);
     if path.is_empty() {
@@ -804,7 +835,7 @@ impl CloudUrl<'_> {
     }
 }
 
-fn build_cloud(location: &str, scheme: &str, rest: &str) -> Result<Built> {
+fn build_cloud(location: &str, scheme: &str, rest: &str, settings: &Settings) -> Result<Built> {
     let Some(&(_, feature)) = CLOUD_SCHEMES.iter().find(|(s, _)| *s == scheme) else {
         let known: Vec<&str> = CLOUD_SCHEMES.iter().map(|(s, _)| *s).collect();
         return Err(RepoError::Invalid(format!(
@@ -831,7 +862,7 @@ fn build_cloud(location: &str, scheme: &str, rest: &str) -> Result<Built> {
         authority,
         path: path.trim_matches('/'),
     };
-    build_backend(location, scheme, feature, &url)
+    build_backend(location, scheme, feature, &url, settings)
 }
 
 #[cfg(not(feature = "_http"))]
@@ -840,6 +871,7 @@ fn build_backend(
     scheme: &str,
     feature: &str,
     _url: &CloudUrl<'_>,
+    _settings: &Settings,
 ) -> Result<Built> {
     Err(not_compiled(location, scheme, feature))
 }
@@ -853,9 +885,15 @@ fn not_compiled(location: &str, scheme: &str, feature: &str) -> RepoError {
 }
 
 #[cfg(feature = "_http")]
-fn build_backend(location: &str, scheme: &str, feature: &str, url: &CloudUrl<'_>) -> Result<Built> {
+fn build_backend(
+    location: &str,
+    scheme: &str,
+    feature: &str,
+    url: &CloudUrl<'_>,
+    settings: &Settings,
+) -> Result<Built> {
     http::init()?;
-    let mut creds = http::Creds::load()?;
+    let mut creds = http::Creds::load(settings)?;
     let built = match scheme {
         #[cfg(feature = "s3")]
         "s3" => http::s3(location, url, &mut creds)?,
@@ -893,7 +931,7 @@ mod http {
     use opendal::Operator;
 
     #[allow(unused_imports)]
-    use super::{Built, CloudUrl, bad_location, env_nonempty};
+    use super::{Built, CloudUrl, Settings, bad_location};
     use crate::error::{RepoError, Result};
 
     /// Installs the TLS provider and the process-wide HTTP transport once.
@@ -950,14 +988,15 @@ mod http {
     /// `NAME=VALUE`, `#` comments, optional `export ` prefix and quotes). Every secret value
     /// handed out is remembered so error messages can be scrubbed.
     pub(super) struct Creds {
+        settings: Settings,
         file: HashMap<String, String>,
         pub(super) secrets: Vec<String>,
     }
 
     impl Creds {
-        pub(super) fn load() -> Result<Creds> {
+        pub(super) fn load(settings: &Settings) -> Result<Creds> {
             let mut file = HashMap::new();
-            if let Some(path) = env_nonempty("CHATVAULT_CREDENTIALS_FILE") {
+            if let Some(path) = settings.get("CHATVAULT_CREDENTIALS_FILE") {
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     RepoError::io(
                         "reading the credentials file (CHATVAULT_CREDENTIALS_FILE)",
@@ -978,6 +1017,7 @@ mod http {
                 }
             }
             Ok(Creds {
+                settings: settings.clone(),
                 file,
                 secrets: Vec::new(),
             })
@@ -985,7 +1025,9 @@ mod http {
 
         /// A non-secret setting (region, endpoint, account name, client id).
         pub(super) fn get(&self, name: &str) -> Option<String> {
-            env_nonempty(name).or_else(|| self.file.get(name).filter(|v| !v.is_empty()).cloned())
+            self.settings
+                .get(name)
+                .or_else(|| self.file.get(name).filter(|v| !v.is_empty()).cloned())
         }
 
         /// A secret: remembered for scrubbing.

@@ -21,6 +21,9 @@ pub struct Expect {
     /// Write-once is the service's own create-if-absent (a conditional write); otherwise
     /// chatvault asks whether the name is free, then writes.
     pub atomic_write_once: bool,
+    /// The server enforces those conditional writes. fake-gcs-server ignores `ifGenerationMatch=0`
+    /// (real GCS enforces it): a second write replaces the object there.
+    pub server_enforces_conditions: bool,
     /// Packs larger than the part size go up in parts.
     pub multipart: bool,
 }
@@ -147,6 +150,7 @@ pub fn target(name: &'static str) -> Option<Target> {
                 secrets: var("AWS_SECRET_ACCESS_KEY").into_iter().collect(),
                 expect: Expect {
                     atomic_write_once: true,
+                    server_enforces_conditions: true,
                     multipart: true,
                 },
                 missing_container: Ok(format!("s3://chatvault-no-such-bucket-{pid}/x")),
@@ -188,6 +192,7 @@ pub fn target(name: &'static str) -> Option<Target> {
                 secrets,
                 expect: Expect {
                     atomic_write_once: true,
+                    server_enforces_conditions: emulator.is_none(),
                     multipart: true,
                 },
                 missing_container: Ok(format!("gcs://chatvault-no-such-bucket-{pid}/x")),
@@ -230,6 +235,7 @@ pub fn target(name: &'static str) -> Option<Target> {
                 secrets: vec![key],
                 expect: Expect {
                     atomic_write_once: true,
+                    server_enforces_conditions: true,
                     multipart: true,
                 },
                 missing_container: Ok(format!("azblob://chatvault-no-such-container-{pid}/x")),
@@ -261,6 +267,7 @@ pub fn target(name: &'static str) -> Option<Target> {
                 secrets: vec![password],
                 expect: Expect {
                     atomic_write_once: false,
+                    server_enforces_conditions: false,
                     multipart: false,
                 },
                 missing_container: Ok(format!("{scheme}://{host}/chatvault-no-such-share-{pid}/x")),
@@ -286,6 +293,7 @@ pub fn target(name: &'static str) -> Option<Target> {
                 secrets,
                 expect: Expect {
                     atomic_write_once: false,
+                    server_enforces_conditions: false,
                     multipart: false,
                 },
                 missing_container: Err("no buckets: chatvault creates the folder"),
