@@ -1376,6 +1376,53 @@ mod tests {
     }
 
     #[test]
+    fn explicit_settings_win_over_the_environment_and_empty_means_unset() {
+        let s = Settings {
+            explicit: vec![
+                ("PATH".into(), "first".into()),
+                ("PATH".into(), "".into()),
+                ("CHATVAULT_X".into(), "a".into()),
+                ("CHATVAULT_X".into(), "b".into()),
+            ],
+        };
+        assert_eq!(
+            s.get("PATH"),
+            None,
+            "the last value given wins; empty is unset"
+        );
+        assert_eq!(s.get("CHATVAULT_X").as_deref(), Some("b"));
+        // They reach the tuning as well as the credentials.
+        let e = Storage::open_with("memory://settings", &[("CHATVAULT_STORAGE_ATTEMPTS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CHATVAULT_STORAGE_ATTEMPTS=\"0\""), "{e}");
+    }
+
+    #[test]
+    fn stats_count_operations_and_record_how_a_backend_writes() {
+        let s = Storage::open("memory://stats").unwrap();
+        let before = stats();
+        assert!(s.write_new("a", b"x".to_vec()).unwrap());
+        assert!(!s.write_new("a", b"y".to_vec()).unwrap());
+        assert_eq!(s.read_range("a", 0, 1).unwrap().unwrap(), b"x");
+        s.list("", false).unwrap();
+        s.delete("a").unwrap();
+        let after = stats();
+        // Other tests in this process count too: at least ours.
+        assert!(after.writes >= before.writes + 2, "{after:?}");
+        assert!(after.ranged_reads > before.ranged_reads);
+        assert!(after.lists > before.lists && after.deletes > before.deletes);
+        assert_eq!(
+            after.backends.get("memory"),
+            Some(&BackendWrites {
+                atomic_write_once: true,
+                part_size: None
+            })
+        );
+        assert!(after.to_string().contains("writes"), "{after}");
+    }
+
+    #[test]
     fn debug_shows_location_only() {
         let s = Storage::open("memory://dbg").unwrap();
         let d = format!("{s:?}");
