@@ -140,7 +140,6 @@ pub fn target(name: &'static str) -> Option<Target> {
     let t = match name {
         "s3" => {
             let bucket = var("CHATVAULT_TEST_S3_BUCKET").unwrap_or_else(|| "chatvault-test".into());
-            need("AWS_ENDPOINT_URL", name);
             Target {
                 name,
                 base: format!("s3://{bucket}"),
