@@ -39,7 +39,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    match commands::run(cli) {
+    let verbose = cli.verbose;
+    let code = match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if is_broken_pipe(&e) {
@@ -47,6 +48,26 @@ fn main() -> ExitCode {
             }
             eprintln!("error: {e:#}");
             ExitCode::from(exit_code(&e))
+        }
+    };
+    report_storage_stats(verbose);
+    code
+}
+
+/// What the run asked of its storage: a summary with `-v`, one JSON line
+/// (`storage-stats: {…}`) with `CHATVAULT_STORAGE_STATS=1` (the backend tests read it).
+fn report_storage_stats(verbose: u8) {
+    let stats = chatvault_repo::storage::stats();
+    if stats.backends.is_empty() {
+        return; // no storage was opened
+    }
+    if verbose >= 1 {
+        eprintln!("storage requests: {stats}");
+    }
+    if std::env::var("CHATVAULT_STORAGE_STATS").ok().as_deref() == Some("1") {
+        match serde_json::to_string(&stats) {
+            Ok(json) => eprintln!("storage-stats: {json}"),
+            Err(e) => eprintln!("storage-stats: cannot encode: {e}"),
         }
     }
 }

@@ -5,6 +5,8 @@
 //!
 //! Runs against the local S3 server when `CHATVAULT_TEST_S3=1` (see `scripts/ci-s3.sh`; 30
 //! trials), and always against a local folder repository (30 trials without S3, else 10).
+//! `kill9_one_trial::<backend>` runs one trial, killed mid-run, against every other backend of
+//! tests/common/backends.rs whose server is configured (scripts/ci-backends.sh).
 //! `CHATVAULT_CRASH_TRIALS`, `CHATVAULT_CRASH_SEED` and `CHATVAULT_CRASH_CHANGE_MIB` (default
 //! 20) change the trial count, the seed of the kill points and the data changed per trial.
 
@@ -20,8 +22,10 @@ use common::{Tree, assert_ok, noise, tree};
 struct World {
     dir: tempfile::TempDir,
     repo: String,
-    /// Extra environment for every command (S3 settings).
+    /// Extra environment for every command (backend settings).
     env: Vec<(String, String)>,
+    /// Variables removed for every command.
+    remove: Vec<String>,
 }
 
 impl World {
@@ -43,6 +47,9 @@ impl World {
             .env_remove("CHATVAULT_HOME")
             .env("NO_COLOR", "1")
             .env("NO_PROXY", "127.0.0.1,localhost");
+        for k in &self.remove {
+            c.env_remove(k);
+        }
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -132,8 +139,33 @@ struct Outcomes {
     killed_after_publishing: usize,
 }
 
-/// The kill -9 loop against `repo` (with `env` for every command).
-fn kill9_trials(label: &str, repo: String, env: Vec<(String, String)>, default_trials: u64) {
+/// Where in a run the kills land, in percent of a measured backup's duration.
+#[derive(Clone, Copy)]
+struct KillWindow {
+    from_pct: u64,
+    to_pct: u64,
+}
+
+/// Spread over a whole run and a little past it, so some runs finish before the kill.
+const WHOLE_RUN: KillWindow = KillWindow {
+    from_pct: 0,
+    to_pct: 115,
+};
+/// Well inside a run: a single trial that must really be killed mid-run.
+const MID_RUN: KillWindow = KillWindow {
+    from_pct: 15,
+    to_pct: 60,
+};
+
+/// The kill -9 loop against `repo` (with `env` for every command, `remove` removed).
+fn kill9_trials(
+    label: &str,
+    repo: String,
+    env: Vec<(String, String)>,
+    remove: Vec<String>,
+    default_trials: u64,
+    window: KillWindow,
+) {
     let started = Instant::now();
     let trials = env_u64("CHATVAULT_CRASH_TRIALS", default_trials);
     let seed = env_u64("CHATVAULT_CRASH_SEED", 0x5eed_c0de);
@@ -142,6 +174,7 @@ fn kill9_trials(label: &str, repo: String, env: Vec<(String, String)>, default_t
         dir: tempfile::tempdir().unwrap(),
         repo,
         env,
+        remove,
     };
     let src = w.p("chats");
     base_source(&src);
@@ -160,6 +193,7 @@ fn kill9_trials(label: &str, repo: String, env: Vec<(String, String)>, default_t
         dir: tempfile::tempdir().unwrap(),
         repo: format!("{}-calibration", w.repo.trim_end_matches('/')),
         env: w.env.clone(),
+        remove: w.remove.clone(),
     };
     let calib_src = calib.p("chats");
     base_source(&calib_src);
@@ -183,10 +217,10 @@ fn kill9_trials(label: &str, repo: String, env: Vec<(String, String)>, default_t
             .unwrap(),
     );
     let duration = t.elapsed();
-    // A little past the measured duration, so some runs finish before the kill.
-    let kill_range = duration.as_millis() as u64 * 115 / 100;
+    let kill_from = duration.as_millis() as u64 * window.from_pct / 100;
+    let kill_range = duration.as_millis() as u64 * window.to_pct / 100;
     eprintln!(
-        "[{label}] a backup of a {:.1} MB change takes {duration:.2?}; {trials} trials, kill within 0..{kill_range} ms, seed {seed:#x}",
+        "[{label}] a backup of a {:.1} MB change takes {duration:.2?}; {trials} trials, kill within {kill_from}..{kill_range} ms, seed {seed:#x}",
         size as f64 / 1e6
     );
 
@@ -196,7 +230,7 @@ fn kill9_trials(label: &str, repo: String, env: Vec<(String, String)>, default_t
     let mut last_completed = false;
     for trial in 0..trials {
         change_source(&src, trial, size);
-        let delay = Duration::from_millis(rng.below(kill_range + 1));
+        let delay = Duration::from_millis(kill_from + rng.below(kill_range - kill_from + 1));
         let mut child = w
             .std_cv("phone")
             .args(["backup", "--json"])
@@ -371,7 +405,14 @@ fn kill9_during_backup_never_damages_a_local_repository() {
     // the fs backend's own mechanism (tmp/ + rename).
     let s3 =
         cfg!(feature = "s3") && std::env::var("CHATVAULT_TEST_S3").ok().as_deref() == Some("1");
-    kill9_trials("local", repo, Vec::new(), if s3 { 10 } else { 30 });
+    kill9_trials(
+        "local",
+        repo,
+        Vec::new(),
+        Vec::new(),
+        if s3 { 10 } else { 30 },
+        WHOLE_RUN,
+    );
 }
 
 #[cfg(feature = "s3")]
@@ -392,6 +433,33 @@ fn kill9_during_backup_never_damages_an_s3_repository() {
         "s3",
         repo,
         vec![("CHATVAULT_S3_PART_SIZE".into(), "5MiB".into())],
+        Vec::new(),
         30,
+        WHOLE_RUN,
     );
 }
+
+/// One trial against a backend of the table, killed mid-run (S3 has its 30 trials above).
+fn kill9_one_trial(name: &'static str) {
+    let Some(t) = common::backends::target(name) else {
+        return;
+    };
+    let repo = t.repo("crash");
+    kill9_trials(name, repo, t.env, t.remove, 1, MID_RUN);
+}
+
+/// `kill9_one_trial::gcs`, …: one module per backend.
+macro_rules! one_trial_per_backend {
+    ($($backend:ident),* $(,)?) => {
+        mod kill9_one_trial {
+            $(
+                #[test]
+                fn $backend() {
+                    super::kill9_one_trial(stringify!($backend));
+                }
+            )*
+        }
+    };
+}
+
+one_trial_per_backend!(gcs, azblob, webdav, gdrive, onedrive, dropbox);

@@ -39,9 +39,15 @@
 //! each data transfer call), `CHATVAULT_S3_PART_SIZE` (multipart part size in bytes, `K`/`M`/`MiB`
 //! suffixes accepted; default 8 MiB, at least 5 MiB), `CHATVAULT_S3_VIRTUAL_HOST` (1/0: force
 //! virtual-host or path-style addressing).
+//!
+//! Every request is counted, process-wide and cheaply (a few atomic additions): [`stats`] gives
+//! the storage operations, the HTTP requests by method (cloud backends), part uploads and
+//! retries; `chatvault -v` prints them at exit.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
@@ -104,6 +110,145 @@ pub struct Listed {
     pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// Process-wide request counters (see [`stats`]).
+struct Counters {
+    reads: AtomicU64,
+    ranged_reads: AtomicU64,
+    writes: AtomicU64,
+    stats: AtomicU64,
+    lists: AtomicU64,
+    deletes: AtomicU64,
+    retries: AtomicU64,
+    /// HTTP requests by method, in [`HTTP_METHODS`] order (the last slot: any other method).
+    http: [AtomicU64; HTTP_METHODS.len() + 1],
+    /// HTTP requests that upload one part of a larger object.
+    part_uploads: AtomicU64,
+}
+
+const HTTP_METHODS: [&str; 7] = ["GET", "HEAD", "PUT", "POST", "DELETE", "PROPFIND", "MKCOL"];
+
+static COUNTERS: Counters = Counters {
+    reads: AtomicU64::new(0),
+    ranged_reads: AtomicU64::new(0),
+    writes: AtomicU64::new(0),
+    stats: AtomicU64::new(0),
+    lists: AtomicU64::new(0),
+    deletes: AtomicU64::new(0),
+    retries: AtomicU64::new(0),
+    http: [const { AtomicU64::new(0) }; HTTP_METHODS.len() + 1],
+    part_uploads: AtomicU64::new(0),
+};
+
+fn count(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What this process asked of its storage so far (all [`Storage`]s together).
+///
+/// The operations are [`Storage`]'s calls as the engine makes them (a listing counts once however
+/// many pages or folders it takes); `http_requests` are the requests that actually went to a
+/// cloud service, retries and part uploads included (0 for local folders and `memory://`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StorageStats {
+    /// Whole-object reads.
+    pub reads: u64,
+    /// Ranged reads (part of an object).
+    pub ranged_reads: u64,
+    /// Object writes (write-once and replace).
+    pub writes: u64,
+    /// Metadata requests (size, modification time, existence before a write).
+    pub stats: u64,
+    /// Listings.
+    pub lists: u64,
+    /// Deletions.
+    pub deletes: u64,
+    /// Attempts repeated after a transient failure.
+    pub retries: u64,
+    /// HTTP requests sent (cloud backends).
+    pub http_requests: u64,
+    /// HTTP requests by method (only methods used).
+    pub http_by_method: BTreeMap<String, u64>,
+    /// HTTP requests that uploaded one part of a multipart (S3, GCS), block (Azure) or resumable
+    /// (GCS) upload.
+    pub part_uploads: u64,
+    /// How each backend opened in this process writes (by backend name).
+    pub backends: BTreeMap<String, BackendWrites>,
+}
+
+/// How a backend writes objects, as [`Storage::open`] found its capabilities.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BackendWrites {
+    /// Write-once is an atomic create-if-absent (conditional write); otherwise chatvault checks
+    /// that the name is free, then writes.
+    pub atomic_write_once: bool,
+    /// Objects larger than this go up in parts; `None`: in one request.
+    pub part_size: Option<usize>,
+}
+
+static BACKENDS: std::sync::Mutex<BTreeMap<String, BackendWrites>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The process-wide request counters (see [`StorageStats`]).
+pub fn stats() -> StorageStats {
+    let c = &COUNTERS;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut by_method = BTreeMap::new();
+    for (i, n) in c.http.iter().enumerate() {
+        let n = get(n);
+        if n > 0 {
+            let name = HTTP_METHODS.get(i).copied().unwrap_or("other");
+            by_method.insert(name.to_string(), n);
+        }
+    }
+    StorageStats {
+        reads: get(&c.reads),
+        ranged_reads: get(&c.ranged_reads),
+        writes: get(&c.writes),
+        stats: get(&c.stats),
+        lists: get(&c.lists),
+        deletes: get(&c.deletes),
+        retries: get(&c.retries),
+        http_requests: by_method.values().sum(),
+        http_by_method: by_method,
+        part_uploads: get(&c.part_uploads),
+        backends: BACKENDS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone(),
+    }
+}
+
+impl fmt::Display for StorageStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} reads, {} ranged reads, {} writes, {} stats, {} lists, {} deletes, {} retries",
+            self.reads,
+            self.ranged_reads,
+            self.writes,
+            self.stats,
+            self.lists,
+            self.deletes,
+            self.retries
+        )?;
+        if self.http_requests > 0 {
+            let methods: Vec<String> = self
+                .http_by_method
+                .iter()
+                .map(|(m, n)| format!("{m} {n}"))
+                .collect();
+            write!(
+                f,
+                "; {} HTTP requests ({}; {} part uploads)",
+                self.http_requests,
+                methods.join(", "),
+                self.part_uploads
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// URL schemes and the cargo feature (of `chatvault-cli` and `chatvault-repo`) that builds each.
 const CLOUD_SCHEMES: &[(&str, &str)] = &[
     ("s3", "s3"),
@@ -134,8 +279,26 @@ struct Tuning {
     part_size: usize,
 }
 
+/// Where settings and credentials come from: explicit values first (an empty value: unset),
+/// then the environment.
+#[derive(Clone, Default)]
+struct Settings {
+    explicit: Vec<(String, String)>,
+}
+
+impl Settings {
+    fn get(&self, name: &str) -> Option<String> {
+        // The last value given for a name wins.
+        match self.explicit.iter().rev().find(|(k, _)| k == name) {
+            Some((_, v)) => Some(v.clone()).filter(|v| !v.trim().is_empty()),
+            None => env_nonempty(name),
+        }
+    }
+}
+
 impl Tuning {
-    fn from_env() -> Result<Tuning> {
+    fn from_settings(settings: &Settings) -> Result<Tuning> {
+        let env_nonempty = |name: &str| settings.get(name);
         let attempts = match env_nonempty("CHATVAULT_STORAGE_ATTEMPTS") {
             Some(v) => v
                 .parse::<usize>()
@@ -193,7 +356,20 @@ impl Storage {
     /// Opens the storage named by `location`: a local path, `file:///abs/path`, `memory://NAME`,
     /// or a cloud URL such as `s3://bucket/prefix` (see the module documentation).
     pub fn open(location: &str) -> Result<Self> {
-        let tuning = Tuning::from_env()?;
+        Self::open_with(location, &[])
+    }
+
+    /// [`Storage::open`] with some settings and credentials given here instead of in the
+    /// environment (same names, e.g. `AZURE_STORAGE_KEY`; an empty value counts as unset). For
+    /// tools and tests that must not change their own process's environment.
+    pub fn open_with(location: &str, settings: &[(&str, &str)]) -> Result<Self> {
+        let settings = Settings {
+            explicit: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let tuning = Tuning::from_settings(&settings)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("chatvault-io")
@@ -203,7 +379,7 @@ impl Storage {
         let built = {
             // Service builders may spawn on the runtime or read its clock.
             let _enter = rt.enter();
-            build(location)?
+            build(location, &settings)?
         };
         let cap = built.op.info().capability();
         let native_if_not_exists = cap.write_with_if_not_exists;
@@ -232,6 +408,10 @@ impl Storage {
         if !tuning.first_delay.is_zero() {
             retry = retry.with_jitter();
         }
+        let retry = retry.with_notify(|e: opendal::layers::RetryEvent<'_>| {
+            count(&COUNTERS.retries);
+            tracing::debug!(op = ?e.op, attempt = e.attempt, error = %e.err, "retrying");
+        });
         let op = built
             .op
             .layer(
@@ -240,6 +420,16 @@ impl Storage {
                     .with_io_timeout(tuning.io_timeout),
             )
             .layer(retry);
+        BACKENDS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                built.scheme.to_string(),
+                BackendWrites {
+                    atomic_write_once: native_if_not_exists,
+                    part_size,
+                },
+            );
         tracing::debug!(
             location = %built.display,
             backend = built.scheme,
@@ -278,6 +468,7 @@ impl Storage {
 
     /// Reads a whole object. A missing object is `Ok(None)`.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        count(&COUNTERS.reads);
         match self.block_on(self.inner.op.read(path)) {
             Ok(b) => Ok(Some(b.to_vec())),
             Err(e) if is_missing_object(&e) => Ok(None),
@@ -287,6 +478,7 @@ impl Storage {
 
     /// Reads `len` bytes at `offset` of an object.
     pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Option<Vec<u8>>> {
+        count(&COUNTERS.ranged_reads);
         match self.block_on(self.inner.op.read_with(path).range(offset..offset + len)) {
             Ok(b) => Ok(Some(b.to_vec())),
             Err(e) if is_missing_object(&e) => Ok(None),
@@ -320,6 +512,7 @@ impl Storage {
 
     async fn write_new_async(&self, path: &str, bytes: Vec<u8>) -> Result<bool> {
         if !self.inner.native_if_not_exists {
+            count(&COUNTERS.stats);
             match self.inner.op.stat(path).await {
                 Ok(_) => return Ok(false),
                 Err(e) if is_missing_object(&e) => {}
@@ -327,6 +520,7 @@ impl Storage {
             }
         }
         let len = bytes.len();
+        count(&COUNTERS.writes);
         let mut w = self.inner.op.write_with(path, bytes);
         if self.inner.native_if_not_exists {
             w = w.if_not_exists(true);
@@ -356,6 +550,7 @@ impl Storage {
     /// every other object is write-once. The swap is atomic where the service's writes are
     /// (fs: written under `tmp/` and renamed; S3/GCS/Azure: a single PUT).
     pub fn replace(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        count(&COUNTERS.writes);
         self.block_on(self.inner.op.write(path, bytes))
             .map(|_| ())
             .map_err(|e| self.err("write", path, e))
@@ -363,6 +558,7 @@ impl Storage {
 
     /// Size of an object, or `None` if missing.
     pub fn size(&self, path: &str) -> Result<Option<u64>> {
+        count(&COUNTERS.stats);
         match self.block_on(self.inner.op.stat(path)) {
             Ok(m) => Ok(Some(m.content_length())),
             Err(e) if is_missing_object(&e) => Ok(None),
@@ -373,6 +569,7 @@ impl Storage {
     /// When an object was last written, by the storage service's clock. `None` if the object is
     /// missing or the backend does not report modification times.
     pub fn last_modified(&self, path: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        count(&COUNTERS.stats);
         match self.block_on(self.inner.op.stat(path)) {
             Ok(m) => Ok(m.last_modified().map(to_chrono)),
             Err(e) if is_missing_object(&e) => Ok(None),
@@ -382,6 +579,7 @@ impl Storage {
 
     /// Lists the objects directly in `folder` (ending in `/`), or recursively.
     pub fn list(&self, folder: &str, recursive: bool) -> Result<Vec<Listed>> {
+        count(&COUNTERS.lists);
         let entries = match self.block_on(self.inner.op.list_with(folder).recursive(recursive)) {
             Ok(v) => v,
             Err(e) if is_missing_object(&e) => return Ok(Vec::new()),
@@ -413,6 +611,7 @@ impl Storage {
 
     /// Deletes an object (missing objects are not an error).
     pub fn delete(&self, path: &str) -> Result<()> {
+        count(&COUNTERS.deletes);
         match self.block_on(self.inner.op.delete(path)) {
             Ok(()) => Ok(()),
             Err(e) if is_missing_object(&e) => Ok(()),
@@ -425,9 +624,18 @@ impl Storage {
     fn err(&self, op: &'static str, path: &str, e: opendal::Error) -> RepoError {
         let full = redact(&e.to_string(), &self.inner.secrets);
         tracing::debug!(path, error = %full, "storage request failed");
-        let hint = if is_container_missing(&e) {
+        let status = http_status(&full);
+        // OpenDAL marks every error that passed its retry layer "persistent", retried or not, so
+        // only the HTTP status tells a refusal (4xx: retrying cannot help, and was not done)
+        // from an outage.
+        let refused = status.filter(|s| (400..500).contains(s) && *s != 408 && *s != 429);
+        let hint = if is_container_missing(&e) || (op == "write" && e.kind() == ErrorKind::NotFound)
+        {
+            // A new object's name cannot be missing: its bucket, container or (WebDAV) base
+            // folder is. Some servers say so (S3, Azure, GCS), others only answer 404
+            // (fake-gcs-server, WebDAV servers).
             format!(
-                "the bucket or container of {} does not exist (create it first)",
+                "the bucket, container or folder of {} does not exist (create it first)",
                 self.inner.location
             )
         } else if full.contains("signing credential") || full.contains("load credential") {
@@ -435,18 +643,23 @@ impl Storage {
                 "no usable credentials for {} (set them as README \"Storage backends\" says)",
                 self.inner.location
             )
+        } else if e.kind() == ErrorKind::PermissionDenied || matches!(status, Some(401 | 403)) {
+            format!(
+                "access denied by {}: check the credentials and their permissions on this bucket/folder",
+                self.inner.location
+            )
         } else {
             match e.kind() {
-                ErrorKind::PermissionDenied => format!(
-                    "access denied by {}: check the credentials and their permissions on this bucket/folder",
-                    self.inner.location
-                ),
                 ErrorKind::ConfigInvalid => {
                     format!("bad storage configuration for {}", self.inner.location)
                 }
                 ErrorKind::RateLimited => format!(
                     "throttled by the storage service; gave up after {} attempts",
                     self.inner.attempts
+                ),
+                _ if refused.is_some() => format!(
+                    "{} refused the request (not retried: retrying cannot help)",
+                    self.inner.location
                 ),
                 _ if e.is_persistent() || e.is_temporary() => format!(
                     "storage unavailable (server error, timeout or network failure); gave up after {} attempts",
@@ -456,7 +669,7 @@ impl Storage {
             }
         };
         let mut detail = e.message().to_string();
-        if let Some(status) = http_status(&full) {
+        if let Some(status) = status {
             detail = format!("HTTP {status}: {detail}");
         }
         let mut src = std::error::Error::source(&e);
@@ -558,7 +771,7 @@ fn bad_location(location: &str, e: opendal::Error) -> RepoError {
 }
 
 /// Builds the operator for `location` (no layers yet).
-fn build(location: &str) -> Result<Built> {
+fn build(location: &str, settings: &Settings) -> Result<Built> {
     if let Some(rest) = location.strip_prefix("memory://") {
         let b = opendal::services::Memory::default().root(&format!("/{rest}"));
         return Ok(Built {
@@ -571,7 +784,7 @@ fn build(location: &str) -> Result<Built> {
     if let Some((scheme, rest)) = location.split_once("://")
         && scheme != "file"
     {
-        return build_cloud(location, &scheme.to_ascii_lowercase(), rest);
+        return build_cloud(location, &scheme.to_ascii_lowercase(), rest, settings);
     }
     let path = location.strip_prefix("file://").unwrap_or(location);
     if path.is_empty() {
@@ -622,7 +835,7 @@ impl CloudUrl<'_> {
     }
 }
 
-fn build_cloud(location: &str, scheme: &str, rest: &str) -> Result<Built> {
+fn build_cloud(location: &str, scheme: &str, rest: &str, settings: &Settings) -> Result<Built> {
     let Some(&(_, feature)) = CLOUD_SCHEMES.iter().find(|(s, _)| *s == scheme) else {
         let known: Vec<&str> = CLOUD_SCHEMES.iter().map(|(s, _)| *s).collect();
         return Err(RepoError::Invalid(format!(
@@ -649,7 +862,7 @@ fn build_cloud(location: &str, scheme: &str, rest: &str) -> Result<Built> {
         authority,
         path: path.trim_matches('/'),
     };
-    build_backend(location, scheme, feature, &url)
+    build_backend(location, scheme, feature, &url, settings)
 }
 
 #[cfg(not(feature = "_http"))]
@@ -658,6 +871,7 @@ fn build_backend(
     scheme: &str,
     feature: &str,
     _url: &CloudUrl<'_>,
+    _settings: &Settings,
 ) -> Result<Built> {
     Err(not_compiled(location, scheme, feature))
 }
@@ -671,9 +885,15 @@ fn not_compiled(location: &str, scheme: &str, feature: &str) -> RepoError {
 }
 
 #[cfg(feature = "_http")]
-fn build_backend(location: &str, scheme: &str, feature: &str, url: &CloudUrl<'_>) -> Result<Built> {
+fn build_backend(
+    location: &str,
+    scheme: &str,
+    feature: &str,
+    url: &CloudUrl<'_>,
+    settings: &Settings,
+) -> Result<Built> {
     http::init()?;
-    let mut creds = http::Creds::load()?;
+    let mut creds = http::Creds::load(settings)?;
     let built = match scheme {
         #[cfg(feature = "s3")]
         "s3" => http::s3(location, url, &mut creds)?,
@@ -711,7 +931,7 @@ mod http {
     use opendal::Operator;
 
     #[allow(unused_imports)]
-    use super::{Built, CloudUrl, bad_location, env_nonempty};
+    use super::{Built, CloudUrl, Settings, bad_location};
     use crate::error::{RepoError, Result};
 
     /// Installs the TLS provider and the process-wide HTTP transport once.
@@ -725,27 +945,58 @@ mod http {
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build()
                 .map_err(|e| format!("cannot start the HTTPS client: {e}"))?;
-            opendal::HttpTransporter::install_default(
+            opendal::HttpTransporter::install_default(Counted(
                 opendal_http_transport_reqwest::ReqwestTransport::new(client),
-            );
+            ));
             Ok(())
         })
         .clone()
         .map_err(RepoError::Invalid)
     }
 
+    /// The HTTP transport, counting requests (by method, and part uploads) for
+    /// [`super::stats`].
+    struct Counted(opendal_http_transport_reqwest::ReqwestTransport);
+
+    impl opendal::HttpTransport for Counted {
+        fn fetch(
+            &self,
+            req: http::Request<opendal::Buffer>,
+        ) -> impl Future<Output = opendal::Result<http::Response<opendal::HttpBody>>> + Send
+        {
+            let c = &super::COUNTERS;
+            let method = req.method().as_str();
+            let slot = super::HTTP_METHODS
+                .iter()
+                .position(|m| *m == method)
+                .unwrap_or(super::HTTP_METHODS.len());
+            super::count(&c.http[slot]);
+            // S3 and GCS multipart parts, Azure blocks, GCS resumable-upload chunks.
+            let query = req.uri().query().unwrap_or("");
+            if method == "PUT"
+                && ["partNumber=", "blockid=", "upload_id="]
+                    .iter()
+                    .any(|k| query.contains(k))
+            {
+                super::count(&c.part_uploads);
+            }
+            self.0.fetch(req)
+        }
+    }
+
     /// Credential lookup: the environment first, then `CHATVAULT_CREDENTIALS_FILE` (lines of
     /// `NAME=VALUE`, `#` comments, optional `export ` prefix and quotes). Every secret value
     /// handed out is remembered so error messages can be scrubbed.
     pub(super) struct Creds {
+        settings: Settings,
         file: HashMap<String, String>,
         pub(super) secrets: Vec<String>,
     }
 
     impl Creds {
-        pub(super) fn load() -> Result<Creds> {
+        pub(super) fn load(settings: &Settings) -> Result<Creds> {
             let mut file = HashMap::new();
-            if let Some(path) = env_nonempty("CHATVAULT_CREDENTIALS_FILE") {
+            if let Some(path) = settings.get("CHATVAULT_CREDENTIALS_FILE") {
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     RepoError::io(
                         "reading the credentials file (CHATVAULT_CREDENTIALS_FILE)",
@@ -766,6 +1017,7 @@ mod http {
                 }
             }
             Ok(Creds {
+                settings: settings.clone(),
                 file,
                 secrets: Vec::new(),
             })
@@ -773,7 +1025,9 @@ mod http {
 
         /// A non-secret setting (region, endpoint, account name, client id).
         pub(super) fn get(&self, name: &str) -> Option<String> {
-            env_nonempty(name).or_else(|| self.file.get(name).filter(|v| !v.is_empty()).cloned())
+            self.settings
+                .get(name)
+                .or_else(|| self.file.get(name).filter(|v| !v.is_empty()).cloned())
         }
 
         /// A secret: remembered for scrubbing.
@@ -890,6 +1144,9 @@ mod http {
         }
         if let Some(e) = creds.get("CHATVAULT_GCS_ENDPOINT") {
             b = b.endpoint(&e);
+            // An emulator or proxy: no VM metadata service to ask for a token (its address is
+            // not on this machine, and waiting for it would only delay a clear error).
+            b = b.disable_vm_metadata();
         }
         Ok(Built {
             op: Operator::new(b).map_err(|e| bad_location(location, e))?,
@@ -1116,6 +1373,53 @@ mod tests {
             .to_string();
         assert!(e.contains("must not contain credentials"), "{e}");
         assert!(!e.contains("pw"), "{e}");
+    }
+
+    #[test]
+    fn explicit_settings_win_over_the_environment_and_empty_means_unset() {
+        let s = Settings {
+            explicit: vec![
+                ("PATH".into(), "first".into()),
+                ("PATH".into(), "".into()),
+                ("CHATVAULT_X".into(), "a".into()),
+                ("CHATVAULT_X".into(), "b".into()),
+            ],
+        };
+        assert_eq!(
+            s.get("PATH"),
+            None,
+            "the last value given wins; empty is unset"
+        );
+        assert_eq!(s.get("CHATVAULT_X").as_deref(), Some("b"));
+        // They reach the tuning as well as the credentials.
+        let e = Storage::open_with("memory://settings", &[("CHATVAULT_STORAGE_ATTEMPTS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CHATVAULT_STORAGE_ATTEMPTS=\"0\""), "{e}");
+    }
+
+    #[test]
+    fn stats_count_operations_and_record_how_a_backend_writes() {
+        let s = Storage::open("memory://stats").unwrap();
+        let before = stats();
+        assert!(s.write_new("a", b"x".to_vec()).unwrap());
+        assert!(!s.write_new("a", b"y".to_vec()).unwrap());
+        assert_eq!(s.read_range("a", 0, 1).unwrap().unwrap(), b"x");
+        s.list("", false).unwrap();
+        s.delete("a").unwrap();
+        let after = stats();
+        // Other tests in this process count too: at least ours.
+        assert!(after.writes >= before.writes + 2, "{after:?}");
+        assert!(after.ranged_reads > before.ranged_reads);
+        assert!(after.lists > before.lists && after.deletes > before.deletes);
+        assert_eq!(
+            after.backends.get("memory"),
+            Some(&BackendWrites {
+                atomic_write_once: true,
+                part_size: None
+            })
+        );
+        assert!(after.to_string().contains("writes"), "{after}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Assertions shared by the CLI integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod backends;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -73,4 +75,35 @@ pub fn tree(root: &Path) -> Tree {
     let mut out = BTreeMap::new();
     walk(root, root, &mut out);
     out
+}
+
+/// `restored` holds what `src` held: every file byte for byte, except SQLite databases, which
+/// are compared logically (a backup stores a consistent copy, docs/FORMAT.md §5.1), and their
+/// `-wal`/`-shm`/`-journal` files, which are never stored.
+pub fn assert_restored(src: &Path, restored: &Path) {
+    let is_db = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| b.starts_with(b"SQLite format 3\0"))
+            .unwrap_or(false)
+    };
+    let skip = |p: &Path| {
+        let n = p.to_string_lossy();
+        n.ends_with("-wal") || n.ends_with("-shm") || n.ends_with("-journal")
+    };
+    let want = tree(src);
+    let got = tree(restored);
+    let names = |t: &Tree| -> Vec<PathBuf> { t.keys().filter(|p| !skip(p)).cloned().collect() };
+    assert_eq!(names(&got), names(&want), "restored file names");
+    for (rel, w) in want.iter().filter(|(p, _)| !skip(p)) {
+        if is_db(&src.join(rel)) {
+            assert_eq!(
+                chatvault_repo::sqlite::logical_digest(&restored.join(rel)).unwrap(),
+                chatvault_repo::sqlite::logical_digest(&src.join(rel)).unwrap(),
+                "{}",
+                rel.display()
+            );
+        } else {
+            assert_eq!(&got[rel], w, "{}", rel.display());
+        }
+    }
 }
