@@ -75,6 +75,9 @@ pub trait Progress: Sync {
     fn bytes(&self, _n: u64) {}
     /// Something was skipped or is suspicious; the run goes on.
     fn warn(&self, _message: &str) {}
+    /// A restore's milestone (files placed, messages ready, …): the observer hook an app uses
+    /// to open its chats before the media is back.
+    fn restore_event(&self, _event: &crate::restore::RestoreEvent) {}
 }
 
 /// A [`Progress`] that ignores everything.
