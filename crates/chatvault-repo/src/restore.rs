@@ -438,7 +438,6 @@ pub fn restore(
         failed: failed_first,
     });
     writer.write(&rest);
-    drop(writer);
     // 2. Symbolic links, once nothing else will be written beneath any name.
     for job in &links {
         match restore_symlink(root.as_fd(), &dirs[job.dir], job, opts.overwrite) {
