@@ -867,7 +867,8 @@ fn migrate_on_a_new_repository_is_a_no_op_and_its_packs_are_padded() {
 /// even started (no `file` event, and no temporary entry, in Media/ until then — the observer
 /// sees it in order; the library test `restore::tests::…messages_ready…` checks the start of each
 /// temporary file too); a `summary` ends the stream. The same restore under `--limit-download`
-/// completes identically (the rate itself is a bench figure, bench/restore.sh).
+/// completes identically (the rate itself is a bench figure, bench/restore.sh), so does a backup
+/// under `--limit-upload`, and without `--json` the terminal gets the `messages ready` line.
 #[test]
 fn restore_json_puts_the_databases_first_and_signals_messages_ready() {
     let w = World::new();
@@ -959,4 +960,28 @@ fn restore_json_puts_the_databases_first_and_signals_messages_ready() {
             .unwrap();
         assert_eq!(count, 5000);
     }
+    // Uploads go through the limiter too: a paced backup stores a new file that restores.
+    std::fs::write(src.join("AMedia/second.jpg"), noise(8, 900_000)).unwrap();
+    let out = w
+        .cv("phone")
+        .args(["--limit-upload", "8192", "backup"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let target = w.p("restored-3");
+    let out = w
+        .cv("new")
+        .env("CHATVAULT_KEY", &key)
+        .args(["--repo", &w.repo(), "restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("messages ready: 1 database(s)"), "{text}");
+    assert_eq!(
+        std::fs::read(target.join("chats/AMedia/second.jpg")).unwrap(),
+        noise(8, 900_000)
+    );
 }
