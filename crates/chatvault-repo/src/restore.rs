@@ -1057,6 +1057,10 @@ impl Writer<'_, '_> {
         }
         if existing == Some(FileType::RegularFile) {
             if self.verify_existing(dir.as_fd(), job, &ids, *size) {
+                // Rule 7 holds for a kept database too: no journal beside it to replay.
+                if is_database(&job.node) {
+                    clear_journals(dir.as_fd(), &job.name)?;
+                }
                 return Ok(Started::Kept);
             }
             if !self.overwrite {
@@ -1613,6 +1617,9 @@ mod tests {
         )
         .unwrap();
         std::fs::write(target.join(".chatvault-partial-fedcba9876543210"), b"y").unwrap();
+        // A journal that appeared beside the complete database would be replayed over it.
+        let wal = target.join("chats/Databases/msgstore.db-wal");
+        std::fs::write(&wal, b"stale frames").unwrap();
         let stats = repo.storage.stats();
 
         let rec = Recorder::default();
@@ -1642,6 +1649,10 @@ mod tests {
         assert!(
             log.iter().any(|l| l.ends_with("msgstore.db kept=true")),
             "{log:#?}"
+        );
+        assert!(
+            !wal.exists(),
+            "the kept database's stale journal was left beside it"
         );
 
         let opts = RestoreOptions {
