@@ -19,7 +19,7 @@
 //!   directory (deepest first, at the very end).
 //!
 //! The steps, in order: `Plan` walks the snapshot's trees, creates the directories and removes
-//! the temporary entries a killed restore left; [`Writer`] writes the files — first every SQLite
+//! the temporary entries a killed restore left; `Writer` writes the files — first every SQLite
 //! database and the rest of its folder, then (after [`RestoreEvent::MessagesReady`]) everything
 //! else in tree order; `restore_symlink` creates the links; directory metadata is applied last.
 //!
