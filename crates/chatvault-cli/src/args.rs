@@ -43,6 +43,13 @@ pub struct Cli {
     /// No progress output.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Most download bandwidth, in KiB/s (restore, check --read-data, and every other read of
+    /// the repository); paced evenly by a token bucket.
+    #[arg(long, global = true, env = "CHATVAULT_LIMIT_DOWNLOAD", value_name = "KIB/S", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_download: Option<u64>,
+    /// Most upload bandwidth, in KiB/s (backup, prune, …).
+    #[arg(long, global = true, env = "CHATVAULT_LIMIT_UPLOAD", value_name = "KIB/S", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_upload: Option<u64>,
     /// Go on although the repository looks rolled back (its newest snapshot is older than one
     /// this device or the vault saw before; exit code 9 otherwise).
     #[arg(long, global = true)]
@@ -162,7 +169,12 @@ pub struct RestoreArgs {
     /// Replace files that already exist in the target.
     #[arg(long)]
     pub overwrite: bool,
-    /// Print the result as JSON.
+    /// Parallel readers of the repository (default: one per core on a local folder, 8 on a
+    /// cloud backend).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub readers: Option<u16>,
+    /// Print progress as newline-delimited JSON events (`started`, `file`, `failed`,
+    /// `messages_ready`), ending with a `summary` event.
     #[arg(long)]
     pub json: bool,
 }

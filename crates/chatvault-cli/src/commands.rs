@@ -15,6 +15,7 @@ use chatvault_repo::prune::{self, KeepPolicy, PruneOptions, PruneReport};
 use chatvault_repo::repair::{self, RepairOptions};
 use chatvault_repo::repository::Repository;
 use chatvault_repo::restore::{self, RestoreOptions};
+use chatvault_repo::storage::Limits;
 use chatvault_vault_client::{SecretString, ServerIdentity};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -77,6 +78,7 @@ struct Ctx {
     account_token_file: Option<PathBuf>,
     vault_identity: Option<String>,
     accept_rollback: bool,
+    limits: Limits,
 }
 
 fn default_home() -> PathBuf {
@@ -98,6 +100,10 @@ impl Ctx {
             account_token_file: cli.account_token_file.clone(),
             vault_identity: cli.vault_identity.clone(),
             accept_rollback: cli.accept_rollback,
+            limits: Limits {
+                download: cli.limit_download.map(|k| k.saturating_mul(1024)),
+                upload: cli.limit_upload.map(|k| k.saturating_mul(1024)),
+            },
         })
     }
 
@@ -222,6 +228,7 @@ impl Ctx {
         let location = self.location()?;
         let key = self.key()?;
         let mut repo = chatvault_client::open(&location, &key)?;
+        repo.storage().set_limits(self.limits);
         // FORMAT §12.3: metadata the device fetched once is read locally (verified) next time.
         if std::env::var_os("CHATVAULT_NO_CACHE").is_none() {
             repo.set_cache(&self.home.dir().join("cache"));
@@ -521,22 +528,39 @@ fn restore_cmd(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         include: a.include.clone(),
         overwrite: a.overwrite,
         max_entries: None,
+        readers: a.readers.map(usize::from),
     };
-    let r = restore::restore(&repo, &snap, &a.target, &opts, &bar);
+    let r = if a.json {
+        restore::restore(&repo, &snap, &a.target, &opts, &ui::JsonEvents)
+    } else {
+        restore::restore(&repo, &snap, &a.target, &opts, &bar)
+    };
     bar.finish();
     let out = r?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"snapshot": id, "files": out.files, "dirs": out.dirs,
-                "bytes": out.bytes, "failed": out.failed.iter().map(|(p, e)| json!({"path": p, "error": e})).collect::<Vec<_>>(),
-                "skipped": out.skipped.iter().map(|(p, e)| json!({"path": p, "reason": e})).collect::<Vec<_>>()})
-            )?
+        let failed: Vec<_> = out
+            .failed
+            .iter()
+            .map(|(p, e)| json!({"path": p, "error": e}))
+            .collect();
+        let skipped: Vec<_> = out
+            .skipped
+            .iter()
+            .map(|(p, e)| json!({"path": p, "reason": e}))
+            .collect();
+        ui::json_line(
+            &json!({"event": "summary", "snapshot": id, "files": out.files,
+            "kept": out.kept, "dirs": out.dirs, "bytes": out.bytes, "cleaned": out.cleaned,
+            "downloaded_bytes": out.downloaded_bytes, "failed": failed, "skipped": skipped}),
         );
     } else {
+        let kept = if out.kept > 0 {
+            format!(" ({} already complete from an earlier run, kept)", out.kept)
+        } else {
+            String::new()
+        };
         println!(
-            "restored snapshot {} ({}) to {}: {} files, {} dirs, {} bytes",
+            "restored snapshot {} ({}) to {}: {} files{kept}, {} dirs, {} bytes",
             id.short(),
             snap.time,
             a.target.display(),

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use chatvault_repo::backup::Progress;
+use chatvault_repo::restore::RestoreEvent;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Progress on stderr: a spinner with bytes and the current file, only when stderr is a TTY.
@@ -49,6 +50,47 @@ impl Progress for Bar {
             Some(b) => b.println(format!("warning: {message}")),
             None => eprintln!("warning: {message}"),
         }
+    }
+    fn restore_event(&self, event: &RestoreEvent) {
+        if let RestoreEvent::MessagesReady { databases, failed } = event {
+            let line = if *failed == 0 {
+                format!(
+                    "messages ready: {databases} database(s) restored and verified; media follows"
+                )
+            } else {
+                format!(
+                    "messages restored with errors: {databases} database(s) in place, {failed} \
+                     file(s) of their folders failed (listed at the end); media follows"
+                )
+            };
+            match &self.bar {
+                Some(b) => b.suspend(|| println!("{line}")),
+                None => println!("{line}"),
+            }
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+    }
+}
+
+/// Restore progress as newline-delimited JSON on stdout (`restore --json`); warnings on stderr.
+pub struct JsonEvents;
+
+impl Progress for JsonEvents {
+    fn warn(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+    fn restore_event(&self, event: &RestoreEvent) {
+        json_line(event);
+    }
+}
+
+/// Prints one JSON value on one line of stdout and flushes it (a reader may be waiting for it).
+pub fn json_line(v: &impl serde::Serialize) {
+    let mut out = std::io::stdout().lock();
+    if let Ok(text) = serde_json::to_string(v) {
+        let _ = std::io::Write::write_all(&mut out, text.as_bytes());
+        let _ = std::io::Write::write_all(&mut out, b"\n");
+        let _ = std::io::Write::flush(&mut out);
     }
 }
 

@@ -861,3 +861,127 @@ fn migrate_on_a_new_repository_is_a_no_op_and_its_packs_are_padded() {
         );
     }
 }
+
+/// `restore --json` (README "Restoring"): newline-delimited events; every database and the rest
+/// of its folder are placed before `messages_ready`, which comes before the first media file is
+/// even started (no `file` event, and no temporary entry, in Media/ until then — the observer
+/// sees it in order; the library test `restore::tests::…messages_ready…` checks the start of each
+/// temporary file too); a `summary` ends the stream. The same restore under `--limit-download`
+/// completes identically (the rate itself is a bench figure, bench/restore.sh), so does a backup
+/// under `--limit-upload`, and without `--json` the terminal gets the `messages ready` line.
+#[test]
+fn restore_json_puts_the_databases_first_and_signals_messages_ready() {
+    let w = World::new();
+    let src = w.p("chats");
+    std::fs::create_dir_all(src.join("Databases")).unwrap();
+    std::fs::create_dir_all(src.join("Media/Video")).unwrap();
+    // Media sorts before and after the database folder, so tree order alone would interleave.
+    std::fs::create_dir_all(src.join("AMedia")).unwrap();
+    std::fs::write(src.join("AMedia/first.jpg"), noise(7, 300_000)).unwrap();
+    for i in 0..4 {
+        std::fs::write(src.join(format!("Media/Video/v{i}.mp4")), noise(i, 700_000)).unwrap();
+    }
+    let db = rusqlite::Connection::open(src.join("Databases/msgstore.db")).unwrap();
+    db.execute_batch(
+        "CREATE TABLE m(id INTEGER PRIMARY KEY, t TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 5000)
+         INSERT INTO m(t) SELECT 'hello ' || i FROM n;",
+    )
+    .unwrap();
+    drop(db);
+    std::fs::write(src.join("Databases/wa.txt"), b"contacts").unwrap();
+    let key = w.init("phone");
+    assert_ok(&w.cv("phone").arg("backup").arg(&src).output().unwrap());
+
+    for (n, limit) in [(1, None), (2, Some("4096"))] {
+        let target = w.p(&format!("restored-{n}"));
+        let mut c = w.cv("new");
+        c.env("CHATVAULT_KEY", &key)
+            .args([
+                "--repo",
+                &w.repo(),
+                "restore",
+                "latest",
+                "--json",
+                "--target",
+            ])
+            .arg(&target);
+        if let Some(l) = limit {
+            c.args(["--limit-download", l]);
+        }
+        let out = c.output().unwrap();
+        assert_ok(&out);
+        let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
+            .collect();
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds.first(), Some(&"started"), "{kinds:?}");
+        assert_eq!(kinds.last(), Some(&"summary"), "{kinds:?}");
+        assert_eq!(events[0]["databases"], 1);
+        let ready = kinds
+            .iter()
+            .position(|k| *k == "messages_ready")
+            .expect("a messages_ready event");
+        assert_eq!(kinds.iter().filter(|k| **k == "messages_ready").count(), 1);
+        assert_eq!(events[ready]["databases"], 1);
+        assert_eq!(events[ready]["failed"], 0);
+        let path_of = |e: &serde_json::Value| e["path"].as_str().unwrap().to_string();
+        let files: Vec<(usize, String)> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e["event"] == "file")
+            .map(|(i, e)| (i, path_of(e)))
+            .collect();
+        assert_eq!(files.len(), 7, "{events:?}");
+        for (i, p) in &files {
+            if p.contains("/Databases/") {
+                assert!(*i < ready, "{p} placed after messages_ready");
+            } else {
+                assert!(*i > ready, "media {p} placed before messages_ready");
+            }
+        }
+        let summary = events.last().unwrap();
+        assert_eq!(summary["files"], 7);
+        assert_eq!(summary["failed"].as_array().unwrap().len(), 0);
+        assert!(summary["downloaded_bytes"].as_u64().unwrap() > 2_800_000);
+        assert_eq!(
+            std::fs::read(target.join("chats/Media/Video/v3.mp4")).unwrap(),
+            noise(3, 700_000)
+        );
+        let restored =
+            rusqlite::Connection::open(target.join("chats/Databases/msgstore.db")).unwrap();
+        let count: i64 = restored
+            .query_row("SELECT count(*) FROM m", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 5000);
+    }
+    // Uploads go through the limiter too: a paced backup stores a new file that restores.
+    std::fs::write(src.join("AMedia/second.jpg"), noise(8, 900_000)).unwrap();
+    let out = w
+        .cv("phone")
+        .args(["--limit-upload", "8192", "backup"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let target = w.p("restored-3");
+    let out = w
+        .cv("new")
+        .env("CHATVAULT_KEY", &key)
+        .args(["--repo", &w.repo(), "restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("messages ready: 1 database(s)"), "{text}");
+    assert_eq!(
+        std::fs::read(target.join("chats/AMedia/second.jpg")).unwrap(),
+        noise(8, 900_000)
+    );
+}

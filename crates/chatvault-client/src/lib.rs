@@ -30,6 +30,16 @@ use serde::{Deserialize, Serialize};
 pub mod rollback;
 pub mod vault;
 
+/// Restoring, as an app embeds it: [`restore::restore`] with an observer ([`restore::Progress`])
+/// whose `restore_event` receives [`restore::RestoreEvent::MessagesReady`] as soon as every chat
+/// database is back and verified (open the chats then; media keeps coming), and bandwidth
+/// limits set on the repository's storage ([`restore::Limits`], `repo.storage().set_limits`).
+pub mod restore {
+    pub use chatvault_repo::backup::{NoProgress, Progress};
+    pub use chatvault_repo::restore::{RestoreEvent, RestoreOptions, RestoreOutcome, restore};
+    pub use chatvault_repo::storage::{Limits, TransferStats};
+}
+
 /// Errors of the client layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -75,6 +75,9 @@ pub trait Progress: Sync {
     fn bytes(&self, _n: u64) {}
     /// Something was skipped or is suspicious; the run goes on.
     fn warn(&self, _message: &str) {}
+    /// A restore's milestone (files placed, messages ready, …): the observer hook an app uses
+    /// to open its chats before the media is back.
+    fn restore_event(&self, _event: &crate::restore::RestoreEvent) {}
 }
 
 /// A [`Progress`] that ignores everything.
@@ -562,19 +565,23 @@ impl Walker<'_, '_> {
         let mut nodes = Vec::new();
         for (path, name, meta) in roots {
             let pnode = parent.and_then(|t| t.nodes.iter().find(|n| n.name.0 == *name));
-            if let Some(n) = self.node(path, name.clone(), meta, pnode)? {
+            let journaled = sqlite::has_journal_file(path);
+            if let Some(n) = self.node(path, name.clone(), meta, pnode, journaled)? {
                 nodes.push(n);
             }
         }
         self.store_tree(Path::new("/"), nodes)
     }
 
+    /// The node of `path`; `journaled`: a SQLite journal (`-wal`, `-shm`, `-journal`) of this
+    /// name exists beside it.
     fn node(
         &mut self,
         path: &Path,
         name: Vec<u8>,
         meta: &Metadata,
         parent: Option<&Node>,
+        journaled: bool,
     ) -> Result<Option<Node>> {
         self.check_abort()?;
         self.guard.refresh_if_due()?;
@@ -591,7 +598,7 @@ impl Walker<'_, '_> {
             self.summary.dirs += 1;
             NodeKind::Dir { subtree }
         } else if ft.is_file() {
-            match self.file(path, meta, parent) {
+            match self.file(path, meta, parent, journaled) {
                 Ok(k) => k,
                 Err(FileError::Fatal(e)) => return Err(e),
                 Err(FileError::Unreadable(e)) => {
@@ -638,24 +645,20 @@ impl Walker<'_, '_> {
         let by_name: HashMap<&[u8], &Node> = parent
             .map(|t| t.nodes.iter().map(|n| (n.name.0.as_slice(), n)).collect())
             .unwrap_or_default();
+        // Names that have a SQLite journal beside them, and the databases stored consistently
+        // so far (a name sorts before its journals).
+        let journaled: HashSet<Vec<u8>> = entries
+            .iter()
+            .filter_map(|e| sqlite::journal_base(e.file_name().as_bytes()).map(<[u8]>::to_vec))
+            .collect();
+        let mut databases: HashSet<Vec<u8>> = HashSet::new();
         let mut nodes: Vec<Node> = Vec::with_capacity(entries.len());
         for e in entries {
             let child = e.path();
             let name = e.file_name().as_bytes().to_vec();
             // A database copied consistently already contains its WAL; a stale `-wal` restored
             // next to it would be replayed over the copy, so journals are not backed up.
-            if let Some(db) = nodes
-                .iter()
-                .rev()
-                .find(|n| sqlite::is_journal_of(&name, &n.name.0))
-                && matches!(
-                    db.kind,
-                    NodeKind::File {
-                        sqlite_snapshot: true,
-                        ..
-                    }
-                )
-            {
+            if sqlite::journal_base(&name).is_some_and(|db| databases.contains(db)) {
                 tracing::debug!(path = %child.display(), "journal of a consistently copied database: skipped");
                 continue;
             }
@@ -667,7 +670,15 @@ impl Walker<'_, '_> {
                 }
             };
             let pnode = by_name.get(name.as_slice()).copied();
-            if let Some(n) = self.node(&child, name, &meta, pnode)? {
+            let has_journal = journaled.contains(&name);
+            if let Some(n) = self.node(&child, name, &meta, pnode, has_journal)? {
+                if let NodeKind::File {
+                    sqlite_snapshot: true,
+                    ..
+                } = n.kind
+                {
+                    databases.insert(n.name.0.clone());
+                }
                 nodes.push(n);
             }
         }
@@ -679,9 +690,41 @@ impl Walker<'_, '_> {
         path: &Path,
         meta: &Metadata,
         parent: Option<&Node>,
+        journaled: bool,
     ) -> Result<NodeKind, FileError> {
         self.summary.files += 1;
         self.summary.bytes += meta.len();
+        // A plain file unchanged since the parent snapshot (same size, mtime, ctime, inode) whose
+        // blobs are all still indexed: its content list is reused without opening the file (not
+        // even to look for a SQLite header: a year of media is thousands of files, most of them
+        // no longer in the page cache). A file with a journal beside it is looked at again: it
+        // may be a database stored raw last time (its copy failed) whose WAL changed.
+        if let Some(p) = parent
+            && !journaled
+            && let NodeKind::File {
+                size,
+                content,
+                lists,
+                changed_while_reading: false,
+                sqlite_snapshot: false,
+                ..
+            } = &p.kind
+            && *size == meta.len()
+            && (p.mtime_s, p.mtime_ns) == mtime(meta)
+            && (p.ctime_s, p.ctime_ns) == (meta.ctime(), meta.ctime_nsec() as u32)
+            && p.inode == meta.ino()
+            && self.reusable_content(content, lists)
+        {
+            self.progress.bytes(*size);
+            return Ok(NodeKind::File {
+                size: *size,
+                content: content.clone(),
+                lists: lists.clone(),
+                changed_while_reading: false,
+                sqlite_snapshot: false,
+                sqlite_source: None,
+            });
+        }
         if sqlite::is_sqlite(path) {
             // Stamps of the database and its WAL taken before the copy: a write after this
             // point changes them, so the next backup copies again (FORMAT §5.1).
@@ -719,32 +762,6 @@ impl Walker<'_, '_> {
                     ));
                 }
             }
-        }
-        // Unchanged since the parent snapshot (same size, mtime, ctime, inode) and all its blobs
-        // are still indexed: reuse the content list without reading.
-        if let Some(p) = parent
-            && let NodeKind::File {
-                size,
-                content,
-                lists,
-                changed_while_reading: false,
-                ..
-            } = &p.kind
-            && *size == meta.len()
-            && (p.mtime_s, p.mtime_ns) == mtime(meta)
-            && (p.ctime_s, p.ctime_ns) == (meta.ctime(), meta.ctime_nsec() as u32)
-            && p.inode == meta.ino()
-            && self.reusable_content(content, lists)
-        {
-            self.progress.bytes(*size);
-            return Ok(NodeKind::File {
-                size: *size,
-                content: content.clone(),
-                lists: lists.clone(),
-                changed_while_reading: false,
-                sqlite_snapshot: false,
-                sqlite_source: None,
-            });
         }
         self.progress.file(path);
         self.summary.files_read += 1;

@@ -18,18 +18,33 @@
 //! - file mode and time are set through the open file, directory mode and time through the open
 //!   directory (deepest first, at the very end).
 //!
-//! The steps, in order: `Plan` walks the snapshot's trees and creates the directories;
-//! `restore_file` writes the files in parallel; `restore_symlink` creates the links;
-//! directory metadata is applied last.
+//! The steps, in order: `Plan` walks the snapshot's trees, creates the directories and removes
+//! the temporary entries a killed restore left; `Writer` writes the files — first every SQLite
+//! database and the rest of its folder, then (after [`RestoreEvent::MessagesReady`]) everything
+//! else in tree order; `restore_symlink` creates the links; directory metadata is applied last.
+//!
+//! The writer is a planner (docs/FORMAT.md §12.1 rule 11): files are taken in batches (at most
+//! [`BATCH_FILES`] files and [`BATCH_BLOBS`] blobs, so memory stays bounded whatever the
+//! snapshot); a batch's blobs are sorted by pack and offset and grouped into regions (neighbours
+//! with gaps of at most [`READ_GAP`], at most [`READ_RUN`] bytes); a pool of readers fetches each
+//! region once, opens and verifies its blobs on the reader's core (zstd contexts are reused per
+//! thread), and writes each plaintext with a positioned write into every temporary file that
+//! needs it, so files of a batch fill in parallel. A file is renamed into place by whichever
+//! reader verifies its last blob.
+//!
+//! Resuming (rule 12): a file already under its real name is kept when its content hashes to the
+//! snapshot's blob ids (not when its size or time match); the target is locked (`flock`) so two
+//! restores never write into it at once, which is what makes removing the leftovers safe.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::Write;
+use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use chatvault_format::blob::{self, BlobType};
 use chatvault_format::id::BlobId;
 use chatvault_format::objects::{Node, NodeKind, Snapshot, Tree};
 use rand_core::{OsRng, RngCore};
@@ -39,7 +54,7 @@ use rustix::io::Errno;
 use crate::backup::Progress;
 use crate::error::{RepoError, Result};
 use crate::lock;
-use crate::repository::{BlobLocation, Index, READ_RUN, Repository};
+use crate::repository::{BlobLocation, Index, READ_GAP, READ_RUN, Repository, layout};
 use crate::sqlite;
 
 /// Options of a restore.
@@ -54,6 +69,56 @@ pub struct RestoreOptions {
     /// Most entries to restore from one snapshot (default [`MAX_ENTRIES`]); the rest of a
     /// larger (hostile) snapshot is listed as not restored.
     pub max_entries: Option<usize>,
+    /// Parallel readers (each fetches a pack region, verifies and writes it). Default: one per
+    /// core (at least 2, at most 8) on a local folder, 8 on a cloud backend (round trips, not
+    /// CPU, bound those).
+    pub readers: Option<usize>,
+}
+
+/// What a restore reports while it runs, through [`Progress::restore_event`] (the library's
+/// observer hook; the CLI prints them as newline-delimited JSON with `restore --json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RestoreEvent {
+    /// The snapshot was walked and the directories made; the files follow.
+    Started {
+        /// Files to restore (including those an earlier run already completed).
+        files: u64,
+        /// Bytes of their content.
+        bytes: u64,
+        /// SQLite databases among them (restored first, with the rest of their folders).
+        databases: u64,
+        /// Temporary entries of an earlier, killed restore that were removed.
+        cleaned: u64,
+    },
+    /// A file is in place under its real name, verified.
+    File {
+        /// Path below the target.
+        path: String,
+        /// Its size.
+        bytes: u64,
+        /// It is a SQLite database.
+        database: bool,
+        /// It was already complete (an earlier, interrupted restore wrote it) and was kept.
+        kept: bool,
+    },
+    /// A file could not be restored; nothing was written under its name.
+    Failed {
+        /// Path below the target.
+        path: String,
+        /// Why.
+        error: String,
+    },
+    /// Every SQLite database of the snapshot, and every other file in a database's folder, is
+    /// in place and verified (or listed as failed); media follows. Sent exactly once per
+    /// restore, also when the snapshot holds no database.
+    MessagesReady {
+        /// Databases in place.
+        databases: u64,
+        /// Files of the database folders that failed.
+        failed: u64,
+    },
 }
 
 /// What a restore did.
@@ -72,6 +137,14 @@ pub struct RestoreOutcome {
     /// beside a consistent database copy (§5.1), which would be replayed over it. The restore
     /// is complete without them.
     pub skipped: Vec<(String, String)>,
+    /// Files that were already complete in the target (an earlier, interrupted restore wrote
+    /// them: their content hashed to the snapshot's blob ids) and were kept; counted in `files`.
+    pub kept: u64,
+    /// Temporary entries (`.chatvault-partial-*`) of an earlier, killed restore that were
+    /// removed.
+    pub cleaned: u64,
+    /// Bytes read from storage during the restore (metadata and pack data).
+    pub downloaded_bytes: u64,
 }
 
 /// Deepest directory nesting a restore (and `check`) follows; deeper trees are listed as not
@@ -88,6 +161,13 @@ pub const MAX_ENTRIES: usize = 10_000_000;
 
 /// Prefix of the temporary names restore creates (followed by 16 random hex digits).
 pub const PARTIAL_PREFIX: &str = ".chatvault-partial-";
+
+/// Files the writer has open at once (their temporary files; a batch). Tiny in unit tests, so
+/// they cross batch boundaries.
+pub const BATCH_FILES: usize = if cfg!(test) { 3 } else { 256 };
+/// Blobs the writer plans at once (about 100 bytes each): a batch of a huge database is a
+/// slice of its pages.
+pub const BATCH_BLOBS: usize = if cfg!(test) { 50 } else { 1 << 16 };
 
 /// Why a tree entry is not restored (FORMAT §12.1). Computed by [`refusals`], shared by
 /// restore and `check`.
@@ -216,6 +296,7 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
+    let downloaded_before = repo.storage.transfers().read_bytes;
     let _guard = lock::lock(repo, "restore", false)?;
     let index = repo.load_index()?;
     for (id, why) in &index.damaged {
@@ -248,6 +329,20 @@ pub fn restore(
         Mode::empty(),
     )
     .map_err(|e| RepoError::io("opening the restore target", target, e.into()))?;
+    // One restore per target at a time (rule 12): the lock dies with its process, so a killed
+    // restore's leftovers are removable by the next run, and never a live run's.
+    match rfs::flock(&root, rfs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(Errno::WOULDBLOCK) => {
+            return Err(RepoError::Invalid(format!(
+                "another restore is writing into {}; wait for it to finish (or stop it) and \
+                 run this one again: it continues where the other stopped",
+                target.display()
+            )));
+        }
+        // A file system without locks: restore anyway.
+        Err(_) => {}
+    }
     let mut out = RestoreOutcome::default();
     let root_tree = match repo.load_tree(&index, &snapshot.tree) {
         Ok(t) => t,
@@ -292,44 +387,57 @@ pub fn restore(
         )));
     }
 
-    // 1. Files in parallel, two at a time per core.
-    let jobs = Mutex::new(files.into_iter());
-    let results = Mutex::new(&mut out);
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let Some(job) = jobs.lock().expect("jobs").next() else {
-                        break;
-                    };
-                    let r = restore_file(
-                        repo,
-                        &index,
-                        root.as_fd(),
-                        &dirs[job.dir],
-                        &job,
-                        opts.overwrite,
-                        target,
-                        progress,
-                    );
-                    let mut o = results.lock().expect("results");
-                    match r {
-                        Ok(n) => {
-                            o.files += 1;
-                            o.bytes += n;
-                        }
-                        Err(e) => {
-                            progress.warn(&format!("{}: {e}", job.shown));
-                            o.failed.push((job.shown.clone(), e.to_string()));
-                        }
-                    }
-                }
-            });
-        }
+    // 1. Files: the databases' folders first, then the rest in tree order (rule 11).
+    let database_dirs: HashSet<usize> = files
+        .iter()
+        .filter(|j| is_database(&j.node))
+        .map(|j| j.dir)
+        .collect();
+    let (first, rest): (Vec<usize>, Vec<usize>) =
+        (0..files.len()).partition(|&i| database_dirs.contains(&files[i].dir));
+    let readers = opts
+        .readers
+        .unwrap_or_else(|| match repo.storage.backend() {
+            "fs" | "memory" => std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 8),
+            _ => 8,
+        });
+    progress.restore_event(&RestoreEvent::Started {
+        files: files.len() as u64,
+        bytes: files.iter().map(|j| file_size(&j.node)).sum(),
+        databases: files.iter().filter(|j| is_database(&j.node)).count() as u64,
+        cleaned: out.cleaned,
     });
+    let writer = Writer {
+        repo,
+        index: &index,
+        root: root.as_fd(),
+        dirs: &dirs,
+        files: &files,
+        overwrite: opts.overwrite,
+        target,
+        progress,
+        readers: readers.max(1),
+        out: Mutex::new(&mut out),
+    };
+    let failed_before = writer.failed();
+    writer.write(&first);
+    let databases = first
+        .iter()
+        .filter(|&&i| is_database(&files[i].node))
+        .count() as u64;
+    let failed_first = (writer.failed() - failed_before) as u64;
+    progress.restore_event(&RestoreEvent::MessagesReady {
+        databases: databases.saturating_sub(
+            first
+                .iter()
+                .filter(|&&i| is_database(&files[i].node) && writer.has_failed(&files[i].shown))
+                .count() as u64,
+        ),
+        failed: failed_first,
+    });
+    writer.write(&rest);
     // 2. Symbolic links, once nothing else will be written beneath any name.
     for job in &links {
         match restore_symlink(root.as_fd(), &dirs[job.dir], job, opts.overwrite) {
@@ -353,7 +461,25 @@ pub fn restore(
     }
     out.failed.sort();
     out.skipped.sort();
+    out.downloaded_bytes = repo.storage.transfers().read_bytes - downloaded_before;
     Ok(out)
+}
+
+fn is_database(node: &Node) -> bool {
+    matches!(
+        node.kind,
+        NodeKind::File {
+            sqlite_snapshot: true,
+            ..
+        }
+    )
+}
+
+fn file_size(node: &Node) -> u64 {
+    match node.kind {
+        NodeKind::File { size, .. } => size,
+        _ => 0,
+    }
 }
 
 /// Step 0: walks the trees, creates the directories, and queues files and links.
@@ -381,6 +507,7 @@ impl Plan<'_> {
         include: Option<&[Vec<u8>]>,
     ) -> Result<()> {
         let shown = self.dirs[dir].shown.clone();
+        self.out.cleaned += clean_partials(dir_fd);
         for (node, refusal) in tree.nodes.iter().zip(refusals(tree)) {
             let name = &node.name.0;
             let shown_child = format!("{shown}{}", String::from_utf8_lossy(name));
@@ -683,93 +810,574 @@ fn times_of(node: &Node) -> Timestamps {
     }
 }
 
-/// Step 1: writes one file under a temporary name, then renames it into place.
-#[allow(clippy::too_many_arguments)]
-fn restore_file(
-    repo: &Repository,
-    index: &Index,
-    root: BorrowedFd<'_>,
-    dir: &DirRec,
-    job: &Job,
-    overwrite: bool,
-    target: &Path,
-    progress: &dyn Progress,
-) -> Result<u64> {
-    let NodeKind::File {
-        size,
-        sqlite_snapshot,
-        ..
-    } = &job.node.kind
-    else {
-        return Err(RepoError::Invalid("not a file".into()));
+/// Removes the temporary entries (files and links named [`PARTIAL_PREFIX`]…) that a killed
+/// restore left in `dir`, never following a link; returns how many. Only called while holding
+/// the target's lock, so none of them belongs to a live restore.
+fn clean_partials(dir: BorrowedFd<'_>) -> u64 {
+    let Ok(entries) = rfs::Dir::read_from(dir) else {
+        return 0;
     };
-    let dfd = open_dir(root, &dir.names)
-        .map_err(|e| RepoError::Invalid(format!("opening its directory in the target: {e}")))?;
-    check_free(dfd.as_fd(), &job.name, overwrite)?;
-    progress.file(&target.join(&job.shown));
-    let (tmp, fd) = create_partial(|n| {
-        rfs::openat(
-            &dfd,
-            n,
-            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-    })?;
-    let shown_path = || PathBuf::from(&job.shown);
-    let result = (|| -> Result<u64> {
-        let mut f = File::from(fd);
-        let mut written = 0u64;
-        // Consecutive chunks usually lie back to back in one pack (a database's pages, a
-        // video's chunks): fetch each such run with one ranged read of up to READ_RUN bytes.
-        let mut run: Vec<(BlobId, BlobLocation)> = Vec::new();
-        let mut flush = |run: &mut Vec<(BlobId, BlobLocation)>, f: &mut File| {
-            for data in repo.read_adjacent_blobs(run)? {
-                f.write_all(&data)
-                    .map_err(|e| RepoError::io("writing", shown_path(), e))?;
-                written += data.len() as u64;
-                progress.bytes(data.len() as u64);
+    let mut names = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_bytes();
+        if name.starts_with(PARTIAL_PREFIX.as_bytes()) {
+            names.push(name.to_vec());
+        }
+    }
+    let mut removed = 0;
+    for name in names {
+        // A directory of that name is not ours (we never make one): unlinkat fails on it.
+        if let Ok(Some(FileType::RegularFile | FileType::Symlink)) = entry_type(dir, &name)
+            && rfs::unlinkat(dir, name.as_slice(), AtFlags::empty()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Step 1: writes files (module documentation: the planner).
+struct Writer<'a, 'o> {
+    repo: &'a Repository,
+    index: &'a Index,
+    root: BorrowedFd<'a>,
+    dirs: &'a [DirRec],
+    files: &'a [Job],
+    overwrite: bool,
+    target: &'a Path,
+    progress: &'a dyn Progress,
+    readers: usize,
+    out: Mutex<&'o mut RestoreOutcome>,
+}
+
+/// A file being written under its temporary name.
+struct Open {
+    /// Index into [`Writer::files`].
+    job: usize,
+    dir: Arc<OwnedFd>,
+    tmp: String,
+    fd: OwnedFd,
+    /// Blobs not yet written (or failed); the reader that takes it to 0 finishes the file.
+    remaining: AtomicUsize,
+    /// The failure at the lowest file offset, if any (the one reported, whatever the order the
+    /// readers met them in).
+    error: Mutex<Option<(u64, String)>>,
+}
+
+impl Open {
+    fn fail(&self, offset: u64, why: String) {
+        let mut e = self.error.lock().expect("file error");
+        if e.as_ref().is_none_or(|(o, _)| offset < *o) {
+            *e = Some((offset, why));
+        }
+    }
+}
+
+/// One blob to place at `offset` of the batch's file `file`.
+struct Piece {
+    loc: BlobLocation,
+    id: BlobId,
+    file: u32,
+    offset: u64,
+}
+
+/// Most slices in one positioned write (`IOV_MAX` is 1024 on Linux).
+const WRITE_SLICES: usize = 1024;
+
+/// A file whose blobs did not all fit into one batch: it goes on in the next.
+struct Carry {
+    open: Arc<Open>,
+    ids: Vec<BlobId>,
+    next: usize,
+    offset: u64,
+}
+
+impl Writer<'_, '_> {
+    fn failed(&self) -> usize {
+        self.out.lock().expect("outcome").failed.len()
+    }
+
+    fn has_failed(&self, shown: &str) -> bool {
+        self.out
+            .lock()
+            .expect("outcome")
+            .failed
+            .iter()
+            .any(|(p, _)| p == shown)
+    }
+
+    fn report_failure(&self, job: &Job, e: &str) {
+        self.progress.warn(&format!("{}: {e}", job.shown));
+        self.progress.restore_event(&RestoreEvent::Failed {
+            path: job.shown.clone(),
+            error: e.to_string(),
+        });
+        self.out
+            .lock()
+            .expect("outcome")
+            .failed
+            .push((job.shown.clone(), e.to_string()));
+    }
+
+    fn report_done(&self, job: &Job, written: u64, kept: bool) {
+        let size = file_size(&job.node);
+        {
+            let mut o = self.out.lock().expect("outcome");
+            o.files += 1;
+            o.bytes += written;
+            o.kept += u64::from(kept);
+        }
+        self.progress.restore_event(&RestoreEvent::File {
+            path: job.shown.clone(),
+            bytes: size,
+            database: is_database(&job.node),
+            kept,
+        });
+    }
+
+    /// Writes the files `order` (indices into `files`), batch after batch.
+    fn write(&self, order: &[usize]) {
+        let mut queue = order.iter().copied();
+        let mut carry: Option<Carry> = None;
+        loop {
+            let mut opens: Vec<Arc<Open>> = Vec::new();
+            let mut pieces: Vec<Piece> = Vec::new();
+            let mut dir_fds: HashMap<usize, Arc<OwnedFd>> = HashMap::new();
+            while pieces.len() < BATCH_BLOBS && opens.len() < BATCH_FILES {
+                let mut c = match carry.take() {
+                    Some(c) => c,
+                    None => {
+                        let Some(f) = queue.next() else { break };
+                        match self.start(f, &mut dir_fds) {
+                            Some((open, ids)) => Carry {
+                                open,
+                                ids,
+                                next: 0,
+                                offset: 0,
+                            },
+                            None => continue,
+                        }
+                    }
+                };
+                let file = opens.len() as u32;
+                opens.push(c.open.clone());
+                let end = (c.next + (BATCH_BLOBS - pieces.len())).min(c.ids.len());
+                for id in &c.ids[c.next..end] {
+                    let loc = self
+                        .index
+                        .get(id)
+                        .expect("every blob was looked up when the file started");
+                    pieces.push(Piece {
+                        loc,
+                        id: *id,
+                        file,
+                        offset: c.offset,
+                    });
+                    c.offset += u64::from(loc.raw_length);
+                }
+                c.next = end;
+                if c.next < c.ids.len() {
+                    carry = Some(c);
+                }
             }
-            run.clear();
-            Ok::<(), RepoError>(())
+            if pieces.is_empty() {
+                break;
+            }
+            self.run_batch(&opens, pieces);
+        }
+    }
+
+    /// Starts file `f`: keeps it when the target already holds it verified, refuses it when
+    /// something else is in its way, otherwise opens its temporary file. Returns the open file
+    /// and its blob ids when there is something to write.
+    fn start(
+        &self,
+        f: usize,
+        dir_fds: &mut HashMap<usize, Arc<OwnedFd>>,
+    ) -> Option<(Arc<Open>, Vec<BlobId>)> {
+        let job = &self.files[f];
+        match self.try_start(f, dir_fds) {
+            Ok(Started::Write(open, ids)) => Some((open, ids)),
+            Ok(Started::Kept) => {
+                self.report_done(job, 0, true);
+                None
+            }
+            Ok(Started::Empty(open)) => {
+                self.finish(&open);
+                None
+            }
+            Err(e) => {
+                self.report_failure(job, &e.to_string());
+                None
+            }
+        }
+    }
+
+    fn try_start(&self, f: usize, dir_fds: &mut HashMap<usize, Arc<OwnedFd>>) -> Result<Started> {
+        let job = &self.files[f];
+        let NodeKind::File { size, .. } = &job.node.kind else {
+            return Err(RepoError::Invalid("not a file".into()));
         };
-        for id in file_content(repo, index, &job.node)? {
-            let loc = index.get(&id).ok_or_else(|| {
+        let dir = match dir_fds.get(&job.dir) {
+            Some(d) => d.clone(),
+            None => {
+                let d = Arc::new(open_dir(self.root, &self.dirs[job.dir].names).map_err(|e| {
+                    RepoError::Invalid(format!("opening its directory in the target: {e}"))
+                })?);
+                dir_fds.insert(job.dir, d.clone());
+                d
+            }
+        };
+        // Before any blob is read: something that is not a file in the way, without
+        // --overwrite, is refused at once.
+        let existing = entry_type(dir.as_fd(), &job.name)
+            .map_err(|e| RepoError::Invalid(format!("inspecting the target: {e}")))?;
+        if let Some(t) = existing
+            && t != FileType::RegularFile
+            && !self.overwrite
+        {
+            return Err(RepoError::Invalid(format!(
+                "{} already exists in the target (use --overwrite to replace it)",
+                describe(t)
+            )));
+        }
+        let ids = file_content(self.repo, self.index, &job.node)?;
+        let mut total = 0u64;
+        for id in &ids {
+            let loc = self.index.get(id).ok_or_else(|| {
                 RepoError::corrupted(format!("data blob {}", id.short()), "not in any index")
             })?;
-            let extends = run.last().is_some_and(|(_, prev)| {
-                prev.pack == loc.pack
-                    && loc.offset == prev.offset + u64::from(prev.length)
-                    && loc.offset + u64::from(loc.length) - run[0].1.offset <= READ_RUN
-            });
-            if !extends {
-                flush(&mut run, &mut f)?;
-            }
-            run.push((id, loc));
+            total += u64::from(loc.raw_length);
         }
-        flush(&mut run, &mut f)?;
-        if written != *size {
+        if total != *size {
             return Err(RepoError::corrupted(
                 "snapshot",
-                format!("file content is {written} bytes, the snapshot says {size}"),
+                format!("file content is {total} bytes, the snapshot says {size}"),
             ));
         }
-        f.sync_all()
-            .map_err(|e| RepoError::io("syncing", shown_path(), e))?;
-        // Best effort, through the open file: a mode or time that cannot be set does not make
-        // the content wrong.
+        if existing == Some(FileType::RegularFile) {
+            if self.verify_existing(dir.as_fd(), job, &ids, *size) {
+                // Rule 7 holds for a kept database too: no journal beside it to replay.
+                if is_database(&job.node) {
+                    clear_journals(dir.as_fd(), &job.name)?;
+                }
+                return Ok(Started::Kept);
+            }
+            if !self.overwrite {
+                return Err(RepoError::Invalid(
+                    "a file already exists in the target (use --overwrite to replace it)".into(),
+                ));
+            }
+        }
+        self.progress.file(&self.target.join(&job.shown));
+        let (tmp, fd) = create_partial(|n| {
+            rfs::openat(
+                dir.as_fd(),
+                n,
+                OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        })?;
+        let open = Arc::new(Open {
+            job: f,
+            dir,
+            tmp,
+            fd,
+            remaining: AtomicUsize::new(ids.len()),
+            error: Mutex::new(None),
+        });
+        Ok(if ids.is_empty() {
+            Started::Empty(open)
+        } else {
+            Started::Write(open, ids)
+        })
+    }
+
+    /// Whether the file `job.name` in `dir` already holds exactly the snapshot's content:
+    /// a regular file (not followed if a link) of `size` bytes whose consecutive pieces, cut at
+    /// the blobs' lengths, hash to the blob ids (the keyed BLAKE3 of §4.2; FORMAT §12.1 rule 12).
+    /// Its mode and time are then set again through the open file.
+    fn verify_existing(&self, dir: BorrowedFd<'_>, job: &Job, ids: &[BlobId], size: u64) -> bool {
+        let Ok(fd) = rfs::openat(
+            dir,
+            job.name.as_slice(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return false;
+        };
+        match rfs::fstat(&fd) {
+            Ok(st) if file_type(&st) == FileType::RegularFile && st.st_size as u64 == size => {}
+            _ => return false,
+        }
+        let mut r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::from(fd));
+        let mut buf = Vec::new();
+        for id in ids {
+            let Some(loc) = self.index.get(id) else {
+                return false;
+            };
+            buf.resize(loc.raw_length as usize, 0);
+            if r.read_exact(&mut buf).is_err()
+                || blob::blob_id(&self.repo.keys, BlobType::Data, &buf) != *id
+            {
+                return false;
+            }
+        }
+        // Nothing may follow (the file could have grown since the stat).
+        if !matches!(r.read(&mut [0u8; 1]), Ok(0)) {
+            return false;
+        }
+        let f = r.into_inner();
         let _ = rfs::fchmod(&f, mode_of(&job.node));
         let _ = rfs::futimens(&f, &times_of(&job.node));
-        drop(f);
-        if *sqlite_snapshot {
-            clear_journals(dfd.as_fd(), &job.name)?;
-        }
-        place(dfd.as_fd(), &tmp, &job.name, overwrite)?;
-        Ok(written)
-    })();
-    if result.is_err() {
-        let _ = rfs::unlinkat(&dfd, tmp.as_str(), AtFlags::empty());
+        true
     }
-    result
+
+    /// Reads, verifies and writes one batch: its blobs sorted by pack and offset, grouped into
+    /// regions, each region read once by one of the readers.
+    fn run_batch(&self, opens: &[Arc<Open>], mut pieces: Vec<Piece>) {
+        pieces.sort_unstable_by_key(|p| (p.loc.pack, p.loc.offset));
+        let mut regions: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut start = 0;
+        while start < pieces.len() {
+            let mut end = start + 1;
+            while end < pieces.len() {
+                let (prev, next) = (&pieces[end - 1].loc, &pieces[end].loc);
+                let prev_end = prev.offset + u64::from(prev.length);
+                let same = next.pack == prev.pack && next.offset == prev.offset;
+                let joins = next.pack == prev.pack
+                    && next.offset >= prev_end
+                    && next.offset - prev_end <= READ_GAP
+                    && next.offset + u64::from(next.length) - pieces[start].loc.offset <= READ_RUN;
+                if !(same || joins) {
+                    break;
+                }
+                end += 1;
+            }
+            regions.push(start..end);
+            start = end;
+        }
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..self.readers.min(regions.len()) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(r) = regions.get(i) else { break };
+                        self.region(opens, &pieces[r.clone()]);
+                    }
+                });
+            }
+        });
+    }
+
+    /// Reads one region, opens and verifies each blob, writes it where it goes.
+    fn region(&self, opens: &[Arc<Open>], pieces: &[Piece]) {
+        let first = pieces[0].loc;
+        let last = pieces[pieces.len() - 1].loc;
+        let total = last.offset + u64::from(last.length) - first.offset;
+        let data =
+            match self
+                .repo
+                .storage
+                .read_range(&layout::pack(&first.pack), first.offset, total)
+            {
+                Ok(Some(d)) => Ok(d),
+                Ok(None) => Err(RepoError::corrupted(
+                    format!("pack {}", first.pack.short()),
+                    "missing",
+                )
+                .to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+        // Open and verify every blob of the region first (each once, however many places need
+        // it), then write them sorted by file and offset: plaintexts that continue each other
+        // in one file (a database's pages, which a backup packs in no strict order) go out with
+        // one positioned write (`pwritev`), not one per blob.
+        let mut plains: Vec<Vec<u8>> = Vec::new();
+        let mut dests: Vec<(u32, u64, usize)> = Vec::with_capacity(pieces.len());
+        let mut prev: Option<(u64, BlobId, std::result::Result<usize, String>)> = None;
+        for p in pieces {
+            if prev
+                .as_ref()
+                .is_none_or(|(o, id, _)| *o != p.loc.offset || *id != p.id)
+            {
+                let plain = match &data {
+                    Ok(d) => self.open_blob(d, first.offset, p).map(|v| {
+                        plains.push(v);
+                        plains.len() - 1
+                    }),
+                    Err(e) => Err(e.clone()),
+                };
+                prev = Some((p.loc.offset, p.id, plain));
+            }
+            match &prev.as_ref().expect("just set").2 {
+                Ok(k) => dests.push((p.file, p.offset, *k)),
+                Err(e) => {
+                    let open = &opens[p.file as usize];
+                    open.fail(p.offset, e.clone());
+                    self.done(open, 1);
+                }
+            }
+        }
+        drop(data);
+        dests.sort_unstable_by_key(|&(file, offset, _)| (file, offset));
+        let mut start = 0;
+        while start < dests.len() {
+            let (file, offset, _) = dests[start];
+            let mut end = start + 1;
+            let mut next = offset + plains[dests[start].2].len() as u64;
+            while end < dests.len()
+                && end - start < WRITE_SLICES
+                && dests[end].0 == file
+                && dests[end].1 == next
+            {
+                next += plains[dests[end].2].len() as u64;
+                end += 1;
+            }
+            let open = &opens[file as usize];
+            let slices: Vec<&[u8]> = dests[start..end]
+                .iter()
+                .map(|&(_, _, k)| plains[k].as_slice())
+                .collect();
+            match pwritev_all(open.fd.as_fd(), &slices, offset) {
+                Ok(()) => self.progress.bytes(next - offset),
+                Err(e) => open.fail(offset, format!("writing: {e}")),
+            }
+            self.done(open, end - start);
+            start = end;
+        }
+    }
+
+    /// `n` more blobs of `open` were handled; the last one finishes the file.
+    fn done(&self, open: &Open, n: usize) {
+        if open.remaining.fetch_sub(n, Ordering::AcqRel) == n {
+            self.finish(open);
+        }
+    }
+
+    /// Opens and verifies the blob of `p` from a region read at `base`.
+    fn open_blob(
+        &self,
+        region: &[u8],
+        base: u64,
+        p: &Piece,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let what = || {
+            format!(
+                "{} {} in pack {}",
+                p.loc.ty.kind().name(),
+                p.id.short(),
+                p.loc.pack.short()
+            )
+        };
+        let start = (p.loc.offset - base) as usize;
+        let sealed = region
+            .get(start..start + p.loc.length as usize)
+            .ok_or_else(|| {
+                RepoError::corrupted(format!("pack {}", p.loc.pack.short()), "truncated")
+                    .to_string()
+            })?;
+        if p.loc.ty != BlobType::Data {
+            return Err(RepoError::corrupted(
+                format!("data blob {}", p.id.short()),
+                format!("indexed as a {}", p.loc.ty.kind().name()),
+            )
+            .to_string());
+        }
+        let plain = blob::open_blob(&self.repo.keys, p.loc.ty, &p.id, sealed)
+            .map_err(|e| RepoError::corrupted(what(), e).to_string())?;
+        if plain.len() != p.loc.raw_length as usize {
+            return Err(RepoError::corrupted(
+                what(),
+                format!("{} bytes, the index says {}", plain.len(), p.loc.raw_length),
+            )
+            .to_string());
+        }
+        Ok(plain)
+    }
+
+    /// Every blob of `open` was handled: syncs it, sets its metadata and renames it into place
+    /// if they all verified; otherwise removes it and reports the file.
+    fn finish(&self, open: &Open) {
+        let job = &self.files[open.job];
+        let failure = open.error.lock().expect("file error").take();
+        let result = match failure {
+            Some((_, e)) => Err(e),
+            None => self.place_file(open, job).map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(()) => self.report_done(job, file_size(&job.node), false),
+            Err(e) => {
+                let _ = rfs::unlinkat(open.dir.as_fd(), open.tmp.as_str(), AtFlags::empty());
+                self.report_failure(job, &e);
+            }
+        }
+    }
+
+    fn place_file(&self, open: &Open, job: &Job) -> Result<()> {
+        rfs::fsync(&open.fd)
+            .map_err(|e| RepoError::io("syncing", self.target.join(&job.shown), e.into()))?;
+        // Best effort, through the open file: a mode or time that cannot be set does not make
+        // the content wrong.
+        let _ = rfs::fchmod(&open.fd, mode_of(&job.node));
+        let _ = rfs::futimens(&open.fd, &times_of(&job.node));
+        if is_database(&job.node) {
+            clear_journals(open.dir.as_fd(), &job.name)?;
+        }
+        place(open.dir.as_fd(), &open.tmp, &job.name, self.overwrite)
+    }
+}
+
+/// What starting a file found.
+enum Started {
+    /// Blobs to write into the open temporary file.
+    Write(Arc<Open>, Vec<BlobId>),
+    /// An empty file: only to place.
+    Empty(Arc<Open>),
+    /// Already complete in the target.
+    Kept,
+}
+
+/// `pwritev` until all of `slices` is written, in order, from `offset`.
+fn pwritev_all(fd: BorrowedFd<'_>, slices: &[&[u8]], offset: u64) -> rustix::io::Result<()> {
+    let iov: Vec<std::io::IoSlice<'_>> = slices.iter().map(|s| std::io::IoSlice::new(s)).collect();
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    let written = loop {
+        match rustix::io::pwritev(fd, &iov, offset) {
+            Err(Errno::INTR) => {}
+            r => break r?,
+        }
+    };
+    if written == total {
+        return Ok(());
+    }
+    // A short write: the rest one slice at a time.
+    let mut at = offset;
+    let mut skip = written;
+    for s in slices {
+        let n = s.len().min(skip);
+        skip -= n;
+        pwrite_all(fd, &s[n..], at + n as u64)?;
+        at += s.len() as u64;
+    }
+    Ok(())
+}
+
+/// `pwrite` until all of `buf` is written at `offset`.
+fn pwrite_all(fd: BorrowedFd<'_>, mut buf: &[u8], mut offset: u64) -> rustix::io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::pwrite(fd, buf, offset) {
+            Ok(0) => return Err(Errno::IO),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Step 2: creates one symbolic link (under a temporary name, then renamed into place).
@@ -885,6 +1493,216 @@ mod tests {
                 first: false
             })
         );
+    }
+
+    use crate::backup::{BackupOptions, NoProgress, backup};
+    use crate::test_util::{memory_repo, noise};
+
+    /// Records, in order, temporary files started (`file`) and restore events.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+    impl Progress for Recorder {
+        fn file(&self, path: &Path) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("start {}", path.display()));
+        }
+        fn restore_event(&self, e: &RestoreEvent) {
+            let line = match e {
+                RestoreEvent::File { path, kept, .. } => format!("file {path} kept={kept}"),
+                RestoreEvent::MessagesReady { databases, failed } => {
+                    format!("ready {databases} {failed}")
+                }
+                RestoreEvent::Failed { path, error } => format!("failed {path}: {error}"),
+                RestoreEvent::Started { files, .. } => format!("started {files}"),
+            };
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    /// chats/Databases/{msgstore.db (SQLite, ~100 pages: several batches of 50), keys.txt},
+    /// chats/A/{0..4}.jpg and chats/Media/clip.mp4 (A sorts before Databases).
+    fn chats(root: &Path) {
+        std::fs::create_dir_all(root.join("Databases")).unwrap();
+        std::fs::create_dir_all(root.join("A")).unwrap();
+        std::fs::create_dir_all(root.join("Media")).unwrap();
+        let db = rusqlite::Connection::open(root.join("Databases/msgstore.db")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE m(id INTEGER PRIMARY KEY, t TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 20000)
+             INSERT INTO m(t) SELECT 'message ' || i FROM n;",
+        )
+        .unwrap();
+        drop(db);
+        std::fs::write(root.join("Databases/keys.txt"), b"k").unwrap();
+        for i in 0..5 {
+            std::fs::write(root.join(format!("A/{i}.jpg")), noise(i, 200_000)).unwrap();
+        }
+        std::fs::write(root.join("Media/clip.mp4"), noise(9, 3 << 20)).unwrap();
+    }
+
+    fn restored_rows(target: &Path) -> i64 {
+        let c = rusqlite::Connection::open(target.join("chats/Databases/msgstore.db")).unwrap();
+        c.query_row("SELECT count(*) FROM m", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn backed_up(name: &str) -> (tempfile::TempDir, Repository, Snapshot) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("chats");
+        chats(&src);
+        let repo = memory_repo(name);
+        let out = backup(&repo, &[src], &BackupOptions::default(), &NoProgress).unwrap();
+        (dir, repo, out.snapshot)
+    }
+
+    #[test]
+    fn databases_restore_first_and_messages_ready_precedes_any_media_write() {
+        let (dir, repo, snap) = backed_up("restore-order");
+        let target = dir.path().join("out");
+        let rec = Recorder::default();
+        let out = restore(&repo, &snap, &target, &RestoreOptions::default(), &rec).unwrap();
+        assert!(out.failed.is_empty(), "{:?}", out.failed);
+        assert_eq!(out.files, 8);
+        let log = rec.0.into_inner().unwrap();
+        let ready = log.iter().position(|l| l == "ready 1 0").expect("ready");
+        assert_eq!(log.iter().filter(|l| l.starts_with("ready")).count(), 1);
+        for (i, l) in log.iter().enumerate() {
+            if l.contains("/Databases/") {
+                assert!(i < ready, "{l} after messages ready: {log:#?}");
+            } else if l.contains("/A/") || l.contains("/Media/") {
+                assert!(i > ready, "{l} before messages ready: {log:#?}");
+            }
+        }
+        assert_eq!(restored_rows(&target), 20000);
+        for i in 0..5 {
+            let got = std::fs::read(target.join(format!("chats/A/{i}.jpg"))).unwrap();
+            assert_eq!(got, noise(i, 200_000));
+        }
+        assert_eq!(
+            std::fs::read(target.join("chats/Media/clip.mp4")).unwrap(),
+            noise(9, 3 << 20)
+        );
+    }
+
+    #[test]
+    fn a_rerun_keeps_verified_files_removes_leftovers_and_refuses_altered_ones() {
+        let (dir, repo, snap) = backed_up("restore-resume");
+        let target = dir.path().join("out");
+        let first = restore(
+            &repo,
+            &snap,
+            &target,
+            &RestoreOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(first.failed.is_empty() && first.kept == 0, "{first:?}");
+        // A dead run's state: one file missing, one altered in place (same size and time: a
+        // size-and-mtime check would keep it), leftovers of two temporary files.
+        let clip = target.join("chats/Media/clip.mp4");
+        std::fs::remove_file(&clip).unwrap();
+        let jpg = target.join("chats/A/2.jpg");
+        let meta = std::fs::metadata(&jpg).unwrap();
+        let mut altered = noise(2, 200_000);
+        altered[100_000] ^= 1;
+        std::fs::write(&jpg, &altered).unwrap();
+        let f = std::fs::File::options().write(true).open(&jpg).unwrap();
+        f.set_modified(meta.modified().unwrap()).unwrap();
+        drop(f);
+        std::fs::write(
+            target.join("chats/Media/.chatvault-partial-0123456789abcdef"),
+            b"x",
+        )
+        .unwrap();
+        std::fs::write(target.join(".chatvault-partial-fedcba9876543210"), b"y").unwrap();
+        // A journal that appeared beside the complete database would be replayed over it.
+        let wal = target.join("chats/Databases/msgstore.db-wal");
+        std::fs::write(&wal, b"stale frames").unwrap();
+        let stats = repo.storage.transfers();
+
+        let rec = Recorder::default();
+        let again = restore(&repo, &snap, &target, &RestoreOptions::default(), &rec).unwrap();
+        assert_eq!(again.cleaned, 2);
+        assert_eq!(again.kept, 6, "{again:?}");
+        assert_eq!(again.files, 7);
+        assert_eq!(again.bytes, 3 << 20, "only the missing file is written");
+        assert_eq!(again.failed.len(), 1, "{:?}", again.failed);
+        assert!(again.failed[0].0.ends_with("A/2.jpg"));
+        assert!(
+            again.failed[0].1.contains("already exists"),
+            "{:?}",
+            again.failed
+        );
+        assert_eq!(
+            std::fs::read(&jpg).unwrap(),
+            altered,
+            "not replaced without --overwrite"
+        );
+        assert_eq!(std::fs::read(&clip).unwrap(), noise(9, 3 << 20));
+        // What was downloaded: the missing file's packs and the metadata, not the kept files.
+        let read = repo.storage.transfers().read_bytes - stats.read_bytes;
+        assert_eq!(read, again.downloaded_bytes);
+        assert!(read < (3 << 20) + (1 << 20), "{read}");
+        let log = rec.0.into_inner().unwrap();
+        assert!(
+            log.iter().any(|l| l.ends_with("msgstore.db kept=true")),
+            "{log:#?}"
+        );
+        assert!(
+            !wal.exists(),
+            "the kept database's stale journal was left beside it"
+        );
+
+        let opts = RestoreOptions {
+            overwrite: true,
+            ..Default::default()
+        };
+        let fixed = restore(&repo, &snap, &target, &opts, &NoProgress).unwrap();
+        assert!(fixed.failed.is_empty(), "{:?}", fixed.failed);
+        assert_eq!((fixed.kept, fixed.bytes), (7, 200_000));
+        assert_eq!(std::fs::read(&jpg).unwrap(), noise(2, 200_000));
+        assert_eq!(restored_rows(&target), 20000);
+        let leftovers: Vec<_> = std::fs::read_dir(target.join("chats/Media"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, [std::ffi::OsString::from("clip.mp4")]);
+    }
+
+    #[test]
+    fn a_second_restore_into_a_busy_target_is_refused() {
+        let (dir, repo, snap) = backed_up("restore-busy");
+        let target = dir.path().join("out");
+        std::fs::create_dir_all(&target).unwrap();
+        let held = std::fs::File::open(&target).unwrap();
+        rfs::flock(&held, rfs::FlockOperation::NonBlockingLockExclusive).unwrap();
+        std::fs::write(target.join(".chatvault-partial-0123456789abcdef"), b"live").unwrap();
+        let e = restore(
+            &repo,
+            &snap,
+            &target,
+            &RestoreOptions::default(),
+            &NoProgress,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("another restore is writing into"), "{e}");
+        assert!(
+            target.join(".chatvault-partial-0123456789abcdef").exists(),
+            "a live restore's temporary file was removed"
+        );
+        drop(held);
+        let out = restore(
+            &repo,
+            &snap,
+            &target,
+            &RestoreOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(out.failed.is_empty() && out.cleaned == 1, "{out:?}");
     }
 
     #[test]

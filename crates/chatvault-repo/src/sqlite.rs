@@ -295,6 +295,23 @@ pub fn wal_path(db: &Path) -> std::path::PathBuf {
     j.into()
 }
 
+/// The database name whose journal `name` would be (`x-wal`, `x-shm`, `x-journal` → `x`).
+pub fn journal_base(name: &[u8]) -> Option<&[u8]> {
+    [b"-wal".as_slice(), b"-shm", b"-journal"]
+        .into_iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .filter(|base| !base.is_empty())
+}
+
+/// Whether a SQLite journal of the file at `path` exists beside it.
+pub fn has_journal_file(path: &Path) -> bool {
+    ["-wal", "-shm", "-journal"].iter().any(|suffix| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        std::fs::symlink_metadata(p).is_ok()
+    })
+}
+
 pub fn is_journal_of(name: &[u8], db_name: &[u8]) -> bool {
     name.len() > db_name.len()
         && name.starts_with(db_name)
@@ -331,6 +348,13 @@ mod tests {
         assert_eq!(ok, "ok");
         assert!(is_journal_of(b"live.db-wal", b"live.db"));
         assert!(!is_journal_of(b"live.db2", b"live.db"));
+        assert_eq!(
+            journal_base(b"live.db-journal"),
+            Some(b"live.db".as_slice())
+        );
+        assert_eq!(journal_base(b"live.db-shm"), Some(b"live.db".as_slice()));
+        assert_eq!(journal_base(b"-wal"), None);
+        assert_eq!(journal_base(b"live.db"), None);
         assert_eq!(page_size(&std::fs::read(&copy).unwrap()), Some(4096));
     }
 }

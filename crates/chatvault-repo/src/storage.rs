@@ -40,6 +40,14 @@
 //! suffixes accepted; default 8 MiB, at least 5 MiB), `CHATVAULT_S3_VIRTUAL_HOST` (1/0: force
 //! virtual-host or path-style addressing).
 //!
+//! Bandwidth: [`Storage::set_limits`] paces downloads and uploads with a token bucket each
+//! ([`Limits`]; CLI `--limit-download` / `--limit-upload`). Downloads are paced as they are
+//! requested: a ranged read larger than a quarter second's budget is fetched as several ranged
+//! requests, each admitted by the bucket, so a limited transfer flows evenly instead of in
+//! bursts. An upload is one conditional write (write-once, FORMAT §2) and cannot be split: it is
+//! admitted as a whole, so uploads keep the average rate with bursts of at most one object (a
+//! pack, ≤ ~18 MB). [`Storage::transfers`] counts the bytes one storage moved (restore reports, tests).
+//!
 //! Every request is counted, process-wide and cheaply (a few atomic additions): [`stats`] gives
 //! the storage operations, the HTTP requests by method (cloud backends), part uploads and
 //! retries; `chatvault -v` prints them at exit.
@@ -48,7 +56,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
@@ -76,6 +84,104 @@ struct Inner {
     attempts: usize,
     /// Credential values to scrub from error messages. Never printed.
     secrets: Vec<String>,
+    /// Download and upload pacing ([`Storage::set_limits`]).
+    download: Pacer,
+    upload: Pacer,
+    /// Requests and bytes moved so far ([`Storage::transfers`]).
+    counters: Transfers,
+}
+
+/// Bandwidth limits of a [`Storage`], in bytes per second (`None`: unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes per second read from storage (pack data, metadata).
+    pub download: Option<u64>,
+    /// Most bytes per second written to storage.
+    pub upload: Option<u64>,
+}
+
+/// Requests made and bytes moved by one [`Storage`] since it was opened (all clones share them;
+/// [`stats`] counts operations of the whole process).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TransferStats {
+    /// Read requests (whole objects and ranges) that returned data.
+    pub read_requests: u64,
+    /// Bytes those reads returned.
+    pub read_bytes: u64,
+    /// Write requests (new objects and replacements) that stored data.
+    pub write_requests: u64,
+    /// Bytes those writes stored.
+    pub written_bytes: u64,
+}
+
+#[derive(Default)]
+struct Transfers {
+    read_requests: AtomicU64,
+    read_bytes: AtomicU64,
+    write_requests: AtomicU64,
+    written_bytes: AtomicU64,
+}
+
+impl Transfers {
+    fn read(&self, n: usize) {
+        self.read_requests.fetch_add(1, Ordering::Relaxed);
+        self.read_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    fn wrote(&self, n: usize) {
+        self.write_requests.fetch_add(1, Ordering::Relaxed);
+        self.written_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// A token bucket in its "virtual scheduling" form (GCRA): each transfer of `n` bytes moves a
+/// theoretical arrival time `tat` forward by `n / rate`; a transfer waits until `tat` is at most
+/// [`PACER_BURST`] ahead of now. Over any interval the bytes admitted are at most
+/// `rate · interval + burst`, and a steady stream of requests is admitted at exactly `rate`.
+#[derive(Default)]
+struct Pacer {
+    /// Bytes per second; 0 = unlimited.
+    rate: AtomicU64,
+    tat: std::sync::Mutex<Option<Instant>>,
+}
+
+/// Bytes a paced transfer may run ahead of its rate (the bucket's depth), and the pieces a
+/// paced ranged read is split into at most: a quarter second of the rate, at least
+/// [`PACER_MIN_PIECE`].
+const PACER_BURST: Duration = Duration::from_millis(250);
+const PACER_MIN_PIECE: u64 = 64 << 10;
+
+impl Pacer {
+    fn set(&self, rate: Option<u64>) {
+        self.rate.store(rate.unwrap_or(0), Ordering::Relaxed);
+        *self.tat.lock().expect("pacer") = None;
+    }
+
+    fn rate(&self) -> Option<u64> {
+        Some(self.rate.load(Ordering::Relaxed)).filter(|r| *r > 0)
+    }
+
+    /// How long a transfer of `n` bytes must wait before it starts (and books it).
+    fn admit(&self, n: u64) -> Option<Duration> {
+        let rate = self.rate()?;
+        let now = Instant::now();
+        let mut tat = self.tat.lock().expect("pacer");
+        let start = tat.map_or(now, |t| t.max(now));
+        let next = start + Duration::from_secs_f64(n as f64 / rate as f64);
+        *tat = Some(next);
+        next.checked_duration_since(now + PACER_BURST)
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Largest piece a paced ranged read asks for at once.
+    fn piece(&self) -> Option<u64> {
+        self.rate().map(|r| (r / 4).max(PACER_MIN_PIECE))
+    }
+
+    async fn take(&self, n: u64) {
+        if let Some(d) = self.admit(n) {
+            tokio::time::sleep(d).await;
+        }
+    }
 }
 
 impl fmt::Debug for Storage {
@@ -447,6 +553,9 @@ impl Storage {
                 part_size,
                 attempts: tuning.attempts,
                 secrets: built.secrets,
+                download: Pacer::default(),
+                upload: Pacer::default(),
+                counters: Transfers::default(),
             }),
         })
     }
@@ -466,23 +575,85 @@ impl Storage {
         self.inner.rt.block_on(f.into_future())
     }
 
+    /// Sets (or lifts, with `None`) the bandwidth limits of this storage and of every clone of
+    /// it; transfers already admitted are not affected.
+    pub fn set_limits(&self, limits: Limits) {
+        self.inner.download.set(limits.download);
+        self.inner.upload.set(limits.upload);
+    }
+
+    /// The bandwidth limits in force.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            download: self.inner.download.rate(),
+            upload: self.inner.upload.rate(),
+        }
+    }
+
+    /// Requests made and bytes moved so far by this storage and its clones.
+    pub fn transfers(&self) -> TransferStats {
+        let c = &self.inner.counters;
+        TransferStats {
+            read_requests: c.read_requests.load(Ordering::Relaxed),
+            read_bytes: c.read_bytes.load(Ordering::Relaxed),
+            write_requests: c.write_requests.load(Ordering::Relaxed),
+            written_bytes: c.written_bytes.load(Ordering::Relaxed),
+        }
+    }
+
     /// Reads a whole object. A missing object is `Ok(None)`.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
         count(&COUNTERS.reads);
+        if self.inner.download.rate().is_some() {
+            // The size is needed to pace (and to split) the read.
+            return match self.size(path)? {
+                Some(len) => self.read_range(path, 0, len),
+                None => Ok(None),
+            };
+        }
         match self.block_on(self.inner.op.read(path)) {
-            Ok(b) => Ok(Some(b.to_vec())),
+            Ok(b) => {
+                self.inner.counters.read(b.len());
+                Ok(Some(b.to_vec()))
+            }
             Err(e) if is_missing_object(&e) => Ok(None),
             Err(e) => Err(self.err("read", path, e)),
         }
     }
 
-    /// Reads `len` bytes at `offset` of an object.
+    /// Reads `len` bytes at `offset` of an object. Under a download limit the range is fetched
+    /// in paced pieces (module documentation).
     pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Option<Vec<u8>>> {
-        count(&COUNTERS.ranged_reads);
-        match self.block_on(self.inner.op.read_with(path).range(offset..offset + len)) {
-            Ok(b) => Ok(Some(b.to_vec())),
-            Err(e) if is_missing_object(&e) => Ok(None),
-            Err(e) => Err(self.err("read", path, e)),
+        let piece = self.inner.download.piece().unwrap_or(u64::MAX).max(1);
+        let mut out: Vec<u8> = Vec::new();
+        let mut at = offset;
+        let end = offset + len;
+        loop {
+            let n = (end - at).min(piece);
+            count(&COUNTERS.ranged_reads);
+            let fetch = async {
+                self.inner.download.take(n).await;
+                self.inner.op.read_with(path).range(at..at + n).await
+            };
+            match self.block_on(fetch) {
+                Ok(b) => {
+                    self.inner.counters.read(b.len());
+                    if out.is_empty() && at + n == end {
+                        return Ok(Some(b.to_vec()));
+                    }
+                    let b = b.to_vec();
+                    out.reserve(len as usize - out.len().min(len as usize));
+                    let got = b.len() as u64;
+                    out.extend_from_slice(&b);
+                    at += got;
+                    // A short read means the object ended: return what there is.
+                    if at >= end || got < n {
+                        return Ok(Some(out));
+                    }
+                }
+                Err(e) if is_missing_object(&e) => return Ok(None),
+                Err(e) => return Err(self.err("read", path, e)),
+            }
         }
     }
 
@@ -511,6 +682,7 @@ impl Storage {
     }
 
     async fn write_new_async(&self, path: &str, bytes: Vec<u8>) -> Result<bool> {
+        self.inner.upload.take(bytes.len() as u64).await;
         if !self.inner.native_if_not_exists {
             count(&COUNTERS.stats);
             match self.inner.op.stat(path).await {
@@ -531,7 +703,10 @@ impl Storage {
             w = w.chunk(part);
         }
         match w.await {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.inner.counters.wrote(len);
+                Ok(true)
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -551,9 +726,13 @@ impl Storage {
     /// (fs: written under `tmp/` and renamed; S3/GCS/Azure: a single PUT).
     pub fn replace(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         count(&COUNTERS.writes);
-        self.block_on(self.inner.op.write(path, bytes))
-            .map(|_| ())
-            .map_err(|e| self.err("write", path, e))
+        let len = bytes.len();
+        self.block_on(async {
+            self.inner.upload.take(len as u64).await;
+            self.inner.op.write(path, bytes).await
+        })
+        .map(|_| self.inner.counters.wrote(len))
+        .map_err(|e| self.err("write", path, e))
     }
 
     /// Size of an object, or `None` if missing.
@@ -1339,6 +1518,54 @@ mod tests {
             s.contains("https://acct.blob.core.windows.net/c/x?[redacted]"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn pacer_admits_a_burst_then_the_rate() {
+        let p = Pacer::default();
+        assert_eq!(p.admit(1 << 30), None, "unlimited");
+        assert_eq!(p.piece(), None);
+        p.set(Some(1000));
+        assert_eq!(p.piece(), Some(PACER_MIN_PIECE));
+        // 250 bytes fit the quarter-second burst; each further 1000 bytes waits one more second.
+        assert_eq!(p.admit(250), None);
+        let w1 = p.admit(1000).expect("over the burst");
+        let w2 = p.admit(1000).expect("over the burst");
+        assert!(
+            w1 > Duration::from_millis(900) && w1 <= Duration::from_secs(1),
+            "{w1:?}"
+        );
+        assert!(
+            w2 > Duration::from_millis(1900) && w2 <= Duration::from_secs(2),
+            "{w2:?}"
+        );
+        p.set(Some(40 << 20));
+        assert_eq!(p.piece(), Some(10 << 20));
+        p.set(None);
+        assert_eq!(p.admit(1 << 30), None);
+    }
+
+    #[test]
+    fn limits_and_stats_are_shared_by_clones() {
+        let s = Storage::open("memory://limits").unwrap();
+        let c = s.clone();
+        s.set_limits(Limits {
+            download: Some(1 << 20),
+            upload: None,
+        });
+        assert_eq!(c.limits().download, Some(1 << 20));
+        assert!(c.write_new("a", vec![7; 300_000]).unwrap());
+        // Paced reads split into pieces of a quarter second (256 KiB here) and are counted.
+        assert_eq!(
+            s.read_range("a", 10, 299_990).unwrap().unwrap(),
+            vec![7; 299_990]
+        );
+        assert_eq!(s.read("a").unwrap().unwrap().len(), 300_000);
+        let st = c.transfers();
+        assert_eq!(st.write_requests, 1);
+        assert_eq!(st.written_bytes, 300_000);
+        assert_eq!(st.read_requests, 4);
+        assert_eq!(st.read_bytes, 599_990);
     }
 
     #[test]

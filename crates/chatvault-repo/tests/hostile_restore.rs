@@ -297,6 +297,7 @@ fn opts(overwrite: bool) -> RestoreOptions {
         include: None,
         overwrite,
         max_entries: None,
+        readers: None,
     }
 }
 
@@ -501,6 +502,7 @@ fn symlinks_are_restored_as_data_and_nothing_goes_through_them() {
                 include: Some("l/secret".into()),
                 overwrite: true,
                 max_entries: None,
+                readers: None,
             },
         )
         .unwrap_err();
@@ -695,6 +697,7 @@ fn a_snapshot_that_names_one_subtree_twice_per_level_is_not_expanded_without_bou
             include: None,
             overwrite: false,
             max_entries: Some(2_000),
+            readers: None,
         },
     );
     assert_eq!(out.failed.len(), 1, "{:?}", out.failed);
