@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use chatvault_vault_core::api::{self, b64_decode, b64_encode};
 use chatvault_vault_core::{
-    AccountId, BackupKey, Error as CoreError, Ke2Params, RecoveryClient, RegistrationClient,
-    WrappedKey,
+    AccountId, BackupKey, Error as CoreError, Ke2Params, ProofBinding, RecoveryClient,
+    RegistrationAnswer, RegistrationClient,
 };
 pub use chatvault_vault_core::{KsfParams, ServerIdentity};
 use secrecy::ExposeSecret as _;
@@ -119,10 +119,12 @@ impl From<CoreError> for Error {
     }
 }
 
-/// A recovery proof: authorises one change of the current record for a few minutes.
+/// A recovery proof: authorises one change of the current record for a few minutes, and only
+/// together with the binding key of the login that earned it (PROTOCOL.md §4.2).
 /// Redacted `Debug`; zeroized on drop.
 pub struct RecoveryProof {
     proof: SecretString,
+    binding: ProofBinding,
     /// Expiry (unix seconds).
     pub expires_at: u64,
 }
@@ -182,32 +184,43 @@ impl fmt::Debug for VaultClient {
     }
 }
 
-fn is_loopback_http(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
+/// Checks and normalises a vault base URL (PROTOCOL.md §1, SECURITY.md): parsed by a real URL
+/// parser; `https://`, or plain `http://` only to a loopback address (`localhost`, 127.0.0.0/8,
+/// `::1`); no user name or password (`http://localhost:1@evil.example/` is refused), no query,
+/// no fragment. Returns the URL without a trailing slash, so two spellings of one vault compare
+/// equal (the pin is kept per normalised URL).
+pub fn normalize_vault_url(text: &str) -> Result<String> {
+    let bad = |why: &str| Error::InvalidInput(format!("vault URL {why}"));
+    let url = url::Url::parse(text.trim()).map_err(|e| bad(&format!("does not parse ({e})")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not contain a user name or password"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must not have a query or fragment"));
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(bad("has no host")),
     };
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = if let Some(h) = host.strip_prefix('[') {
-        h.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(bad(
+                "must be https:// (plain http:// only to localhost, 127.0.0.1 or [::1])",
+            ));
+        }
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 impl VaultClient {
     /// A client for `account_id` at `base_url` (e.g. `https://vault.example`), authenticating
     /// with the account `token`. Registrations use [`KsfParams::PRODUCTION`].
     pub fn new(base_url: &str, account_id: &str, token: SecretString) -> Result<Self> {
-        let base = base_url.trim_end_matches('/').to_owned();
-        if !(base.starts_with("https://") || is_loopback_http(&base)) {
-            return Err(Error::InvalidInput(
-                "vault URL must be https:// (plain http:// only to localhost)".into(),
-            ));
-        }
+        let base = normalize_vault_url(base_url)?;
         let account = AccountId::new(account_id)?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -368,8 +381,31 @@ impl VaultClient {
         )?;
         check_versions(started.suite, started.record_version)?;
         let response = Self::decode(&started.response, "registration response")?;
+        let ticket = Self::decode(&started.ticket, "ticket")?;
+        let signature = Self::decode(&started.signature, "registration signature")?;
         let key = BackupKey::from_bytes(*backup_key);
-        let out = client.finish(&mut rng, pw, &response, &key, self.ksf, pinned)?;
+        // PROTOCOL.md §4.1: the signature is checked against the pin before anything is sent.
+        let out = client.finish(
+            &mut rng,
+            pw,
+            RegistrationAnswer {
+                response: &response,
+                ticket: &ticket,
+                signature: &signature,
+            },
+            &key,
+            self.ksf,
+            pinned,
+        )?;
+        let binding = proof.as_ref().map(|p| {
+            b64_encode(&p.binding.reregistration_mac(
+                &self.account,
+                &ticket,
+                &out.upload,
+                out.wrapped_key.as_bytes(),
+                &self.ksf,
+            ))
+        });
         let finished: api::RegisterFinishResponse = self.post(
             "/register/finish",
             &api::RegisterFinishRequest {
@@ -378,6 +414,7 @@ impl VaultClient {
                 wrapped_key: b64_encode(out.wrapped_key.as_bytes()),
                 ksf: self.ksf,
                 proof: proof.map(|p| p.proof.expose_secret().to_owned()),
+                binding,
             },
         )?;
         let announced = ServerIdentity::from_b64(&finished.server_public_key)?;
@@ -444,13 +481,13 @@ impl VaultClient {
                 ke3: b64_encode(&ke3),
             },
         )?;
-        let wrapped = WrappedKey::from_slice(&Self::decode(&finished.wrapped_key, "wrapped key")?)?;
-        let key = unwrapper.unwrap(&wrapped)?;
+        let released = unwrapper.open_release(&Self::decode(&finished.release, "release")?)?;
         Ok((
             Recovered {
-                backup_key: key.into_zeroizing(),
+                backup_key: released.backup_key.into_zeroizing(),
                 proof: RecoveryProof {
-                    proof: SecretString::from(finished.proof),
+                    proof: SecretString::from(b64_encode(&released.proof)),
+                    binding: released.binding,
                     expires_at: finished.proof_expires_at,
                 },
             },
@@ -459,7 +496,8 @@ impl VaultClient {
     }
 
     /// Changes the password: recovers with `old` (one attempt if wrong), then re-registers the
-    /// same backup key behind `new`. The backup key does not change.
+    /// same backup key behind `new`, bound to the session key of that login (PROTOCOL.md §4.2)
+    /// and to the pin (§4.1). The backup key does not change.
     pub fn change_password(
         &self,
         old: &SecretString,
@@ -609,11 +647,112 @@ mod tests {
         let t = || SecretString::from("t");
         assert!(VaultClient::new("http://vault.example", "alice", t()).is_err());
         assert!(VaultClient::new("http://127.0.0.1:8080", "alice", t()).is_ok());
+        assert!(VaultClient::new("http://127.0.0.2:8080", "alice", t()).is_ok());
         assert!(VaultClient::new("http://localhost:1/", "alice", t()).is_ok());
         assert!(VaultClient::new("http://[::1]:1", "alice", t()).is_ok());
         assert!(VaultClient::new("http://127.0.0.1.evil.example", "alice", t()).is_err());
         assert!(VaultClient::new("https://vault.example", "alice", t()).is_ok());
         assert!(VaultClient::new("https://vault.example", "bad id", t()).is_err());
+    }
+
+    #[test]
+    fn url_guard_rejects_userinfo_and_other_tricks() {
+        for bad in [
+            "http://localhost:1@evil.example/",
+            "http://localhost@evil.example",
+            "http://127.0.0.1:80@evil.example:80/",
+            "https://user:pw@vault.example",
+            "http://[::1]@evil.example",
+            "http://evil.example#@localhost",
+            "http://evil.example?@localhost",
+            "http://evil.example\\@localhost",
+            "ftp://localhost/",
+            "http://0x7f000001.evil.example",
+            "localhost:8700",
+        ] {
+            assert!(normalize_vault_url(bad).is_err(), "{bad} accepted");
+        }
+        // The WHATWG parser canonicalises these to loopback addresses.
+        assert!(normalize_vault_url("http://0x7f000001:1").is_ok());
+        assert!(normalize_vault_url("http://LOCALHOST:1").is_ok());
+    }
+
+    #[test]
+    fn url_normalised_without_trailing_slash() {
+        assert_eq!(
+            normalize_vault_url("https://vault.example/").unwrap(),
+            normalize_vault_url("https://vault.example").unwrap()
+        );
+        assert_eq!(
+            normalize_vault_url("http://127.0.0.1:8700/").unwrap(),
+            "http://127.0.0.1:8700"
+        );
+        assert_eq!(
+            normalize_vault_url("https://vault.example/base/").unwrap(),
+            "https://vault.example/base"
+        );
+    }
+
+    /// A binding key from a real (in-memory) login, for the redaction test.
+    fn test_binding() -> ProofBinding {
+        use chatvault_vault_core::*;
+        let mut rng = rand_core::OsRng;
+        let vault = Vault::new(VaultKeys::generate(&mut rng), VaultConfig::default());
+        let account = AccountId::new("a").unwrap();
+        let (reg, req) = RegistrationClient::start(&mut rng, &account, b"pw").unwrap();
+        let st = vault.register_start(&mut rng, 0, &account, &req).unwrap();
+        let out = reg
+            .finish(
+                &mut rng,
+                b"pw",
+                RegistrationAnswer {
+                    response: &st.response,
+                    ticket: &st.ticket,
+                    signature: &st.signature,
+                },
+                &BackupKey::from_bytes([1; 32]),
+                KsfParams::INSECURE_FOR_TESTS,
+                None,
+            )
+            .unwrap();
+        let new = vault
+            .register_finish(
+                &mut rng,
+                0,
+                &account,
+                &AccountState::NoRecord { generation: 0 },
+                RegistrationFinish {
+                    ticket: &st.ticket,
+                    upload: &out.upload,
+                    wrapped_key: out.wrapped_key.as_bytes(),
+                    ksf: KsfParams::INSECURE_FOR_TESTS,
+                    proof: None,
+                    binding: None,
+                },
+                10,
+            )
+            .unwrap();
+        let record = vault
+            .open_record(&account, new.generation, &new.sealed, &new.counter)
+            .unwrap();
+        let counted = new.counter.count_guess().unwrap();
+        let (rc, ke1) = RecoveryClient::start(&mut rng, &account, b"pw").unwrap();
+        let s = vault
+            .recover_start(&mut rng, 0, &account, Some((&record, &counted)), &ke1, 10)
+            .unwrap();
+        let params = Ke2Params {
+            ksf: s.ksf,
+            suite: SUITE_ID,
+            record_version: RECORD_VERSION,
+        };
+        let (ke3, unwrapper) = rc
+            .finish(&mut rng, b"pw", &s.ke2, params, &vault.server_identity())
+            .unwrap();
+        let login = vault.open_login_state(0, &account, &s.state).unwrap();
+        let session = login.finish(&account, &ke3).unwrap();
+        let (proof, _) = vault.issue_proof(&mut rng, 0, &account, new.generation, &session);
+        let release = vault.seal_release(&mut rng, &account, &session, &record.wrapped_key, &proof);
+        unwrapper.open_release(&release).unwrap().binding
     }
 
     #[test]
@@ -629,6 +768,7 @@ mod tests {
             backup_key: Zeroizing::new([0xAB; 32]),
             proof: RecoveryProof {
                 proof: SecretString::from("PROOF-SECRET"),
+                binding: test_binding(),
                 expires_at: 5,
             },
         };

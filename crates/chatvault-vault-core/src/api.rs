@@ -45,6 +45,9 @@ pub struct RegisterStartResponse {
     pub response: String,
     /// Sealed registration ticket.
     pub ticket: String,
+    /// Signature of the registration transcript with the server key, 64 bytes
+    /// (PROTOCOL.md §4.1). The client checks it against its pin before uploading anything.
+    pub signature: String,
     /// Suite id (1).
     pub suite: u16,
     /// Record version (1).
@@ -66,6 +69,10 @@ pub struct RegisterFinishRequest {
     /// Recovery proof (required to replace a live record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<String>,
+    /// With `proof`: the 32-byte MAC binding this re-registration to the login that earned the
+    /// proof (PROTOCOL.md §4.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
 }
 
 /// `register/finish` response.
@@ -117,10 +124,9 @@ pub struct RecoverFinishRequest {
 /// `recover/finish` response.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct RecoverFinishResponse {
-    /// Wrapped backup key, 72 bytes.
-    pub wrapped_key: String,
-    /// Recovery proof for change-password / delete.
-    pub proof: String,
+    /// The wrapped backup key and the recovery proof, sealed under a key derived from the
+    /// OPAQUE session key (PROTOCOL.md §6.5).
+    pub release: String,
     /// Proof expiry (unix seconds).
     pub proof_expires_at: u64,
 }

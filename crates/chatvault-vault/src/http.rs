@@ -216,6 +216,24 @@ fn authorize<S>(
     headers: &HeaderMap,
     account: &str,
 ) -> Result<AccountId, ApiError> {
+    authorize_fresh(st, headers, account).map(|(account, _)| account)
+}
+
+/// 401 for a valid token that is not recent enough for a destructive change (PROTOCOL.md §8).
+fn token_not_recent() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "token_not_recent",
+        "this change needs an account token issued in the last minutes; sign in again",
+    )
+}
+
+/// Like [`authorize`], also telling whether the token is recent (PROTOCOL.md §8).
+fn authorize_fresh<S>(
+    st: &AppState<S>,
+    headers: &HeaderMap,
+    account: &str,
+) -> Result<(AccountId, bool), ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
     let value = headers
         .get(header::AUTHORIZATION)
@@ -225,10 +243,13 @@ fn authorize<S>(
     let token = value
         .strip_prefix("Bearer ")
         .ok_or_else(|| unauthorized("Authorization must be a Bearer token"))?;
-    let subject = st.verifier.verify(token.trim(), unix_now()).map_err(|e| {
+    let now = unix_now();
+    let verified = st.verifier.verify_claims(token.trim(), now).map_err(|e| {
         tracing::info!(reason = %e, "token rejected");
         unauthorized("account token invalid or expired")
     })?;
+    let recent = st.verifier.is_recent(verified.iat, now);
+    let subject = verified.sub;
     if subject != account {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -248,7 +269,7 @@ fn authorize<S>(
             "too many requests for this account; wait a minute",
         ));
     }
-    Ok(account)
+    Ok((account, recent))
 }
 
 async fn register_start<S: Store>(
@@ -265,6 +286,7 @@ async fn register_start<S: Store>(
     Ok(Json(api::RegisterStartResponse {
         response: b64_encode(&started.response),
         ticket: b64_encode(&started.ticket),
+        signature: b64_encode(&started.signature),
         suite: SUITE_ID,
         record_version: RECORD_VERSION,
     }))
@@ -276,7 +298,7 @@ async fn register_finish<S: Store>(
     headers: HeaderMap,
     ApiJson(req): ApiJson<api::RegisterFinishRequest>,
 ) -> Result<Json<api::RegisterFinishResponse>, ApiError> {
-    let account = authorize(&st, &headers, &account)?;
+    let (account, recent) = authorize_fresh(&st, &headers, &account)?;
     let ticket = decode(&req.ticket, "ticket", None)?;
     let upload = decode(&req.upload, "upload", Some(192))?;
     let wrapped = decode(&req.wrapped_key, "wrapped_key", Some(72))?;
@@ -285,8 +307,17 @@ async fn register_finish<S: Store>(
         .as_deref()
         .map(|p| decode(p, "proof", None))
         .transpose()?;
+    let binding = req
+        .binding
+        .as_deref()
+        .map(|b| decode(b, "binding", Some(chatvault_vault_core::BINDING_LEN)))
+        .transpose()?;
     let now = unix_now();
     let state = st.store.load(&account).await.map_err(ApiError::store)?;
+    // Replacing a live record (change of password) needs a recent token (PROTOCOL.md §8).
+    if matches!(state, AccountState::Registered { .. }) && !recent && req.proof.is_some() {
+        return Err(token_not_recent());
+    }
     let new = st.vault.register_finish(
         &mut rand_core::OsRng,
         now,
@@ -298,6 +329,7 @@ async fn register_finish<S: Store>(
             wrapped_key: &wrapped,
             ksf: req.ksf,
             proof: proof.as_deref(),
+            binding: binding.as_deref(),
         },
         st.settings.max_attempts,
     )?;
@@ -445,10 +477,13 @@ async fn recover_finish<S: Store>(
         return Err(CoreError::StaleState.into());
     }
     let seq = login.guess_seq;
-    if let Err(e) = login.finish(&account, &ke3) {
-        st.metrics.ke3_failed.inc();
-        return Err(e.into());
-    }
+    let session = match login.finish(&account, &ke3) {
+        Ok(session) => session,
+        Err(e) => {
+            st.metrics.ke3_failed.inc();
+            return Err(e.into());
+        }
+    };
     if !st
         .store
         .record_success(&account, generation, seq, now)
@@ -463,12 +498,18 @@ async fn recover_finish<S: Store>(
         .map_err(ApiError::record)?;
     let (proof, proof_expires_at) =
         st.vault
-            .issue_proof(&mut rand_core::OsRng, now, &account, generation);
+            .issue_proof(&mut rand_core::OsRng, now, &account, generation, &session);
+    let release = st.vault.seal_release(
+        &mut rand_core::OsRng,
+        &account,
+        &session,
+        &record.wrapped_key,
+        &proof,
+    );
     st.metrics.recoveries_succeeded.inc();
     tracing::info!(account = %account, "recovery succeeded");
     Ok(Json(api::RecoverFinishResponse {
-        wrapped_key: b64_encode(record.wrapped_key.as_bytes()),
-        proof: b64_encode(&proof),
+        release: b64_encode(&release),
         proof_expires_at,
     }))
 }
@@ -505,7 +546,11 @@ async fn reset<S: Store>(
     Path(account): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let account = authorize(&st, &headers, &account)?;
+    let (account, recent) = authorize_fresh(&st, &headers, &account)?;
+    // Erasing a record without a password needs a recent token (PROTOCOL.md §8, §9).
+    if !recent {
+        return Err(token_not_recent());
+    }
     st.store
         .remove(&account, None, unix_now())
         .await

@@ -30,7 +30,13 @@ impl Drop for Server {
 impl Server {
     fn spawn(data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chatvault-vault"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--dev-issuer",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -189,15 +195,16 @@ fn change_password_old_fails_new_works() {
     assert_eq!(*c.recover(&pw("new"), &pinned).unwrap().backup_key, KEY);
 }
 
-/// Runs a recovery through the raw HTTP API; returns the finish request body and the
-/// `recover/finish` answer (status, body).
+/// Runs a recovery through the raw HTTP API; returns the finish request body, the
+/// `recover/finish` answer (status, body) and, on success, the proof (base64url) opened from
+/// the release with the session key.
 fn raw_recover(
     server: &Server,
     data_dir: &Path,
     account: &str,
     password: &[u8],
     pinned: &ServerIdentity,
-) -> (String, u16, String) {
+) -> (String, u16, String, Option<String>) {
     use chatvault_vault_core::api::{self, b64_decode, b64_encode};
     use chatvault_vault_core::{AccountId, Ke2Params, RecoveryClient};
     let kf = KeyFile::load_or_create(data_dir).unwrap();
@@ -210,7 +217,7 @@ fn raw_recover(
         &format!(r#"{{"ke1":"{}"}}"#, b64_encode(&ke1)),
     );
     let started: api::RecoverStartResponse = serde_json::from_str(&body).unwrap();
-    let (ke3, _) = rc
+    let (ke3, unwrapper) = rc
         .finish(
             &mut rand::rngs::OsRng,
             password,
@@ -233,7 +240,14 @@ fn raw_recover(
         Some(&tok),
         &finish,
     );
-    (finish, status, text)
+    let proof = (status == 200).then(|| {
+        let fin: api::RecoverFinishResponse = serde_json::from_str(&text).unwrap();
+        let released = unwrapper
+            .open_release(&b64_decode(&fin.release, "release").unwrap())
+            .unwrap();
+        b64_encode(&released.proof)
+    });
+    (finish, status, text, proof)
 }
 
 #[test]
@@ -242,13 +256,12 @@ fn proof_single_use_second_use_stale() {
     let server = Server::spawn(dir.path(), NO_LIMITS);
     let c = client(&server, dir.path(), "bob");
     let pinned = c.register(&pw("old"), &KEY).unwrap();
-    let (_, status, text) = raw_recover(&server, dir.path(), "bob", b"old", &pinned);
+    let (_, status, text, proof) = raw_recover(&server, dir.path(), "bob", b"old", &pinned);
     assert_eq!(status, 200, "{text}");
-    let fin: chatvault_vault_core::api::RecoverFinishResponse =
-        serde_json::from_str(&text).unwrap();
+    let proof = proof.unwrap();
     let kf = KeyFile::load_or_create(dir.path()).unwrap();
     let tok = token::issue(&kf.issuer, "bob", now(), 60);
-    let del = format!(r#"{{"proof":"{}"}}"#, fin.proof);
+    let del = format!(r#"{{"proof":"{proof}"}}"#);
     let url = format!("{}/v1/accounts/bob/delete", server.url);
     assert_eq!(raw_post(&url, Some(&tok), &del).0, 204);
     let (status, text) = raw_post(&url, Some(&tok), &del);
@@ -258,10 +271,12 @@ fn proof_single_use_second_use_stale() {
     c.register_pinned(&pw("p"), &KEY, &pinned).unwrap();
     let other = client(&server, dir.path(), "bea");
     other.register(&pw("p"), &KEY).unwrap();
-    let (_, _, text) = raw_recover(&server, dir.path(), "bea", b"p", &pinned);
-    let fin: chatvault_vault_core::api::RecoverFinishResponse =
-        serde_json::from_str(&text).unwrap();
-    let (status, text) = raw_post(&url, Some(&tok), &format!(r#"{{"proof":"{}"}}"#, fin.proof));
+    let (_, _, _, proof) = raw_recover(&server, dir.path(), "bea", b"p", &pinned);
+    let (status, text) = raw_post(
+        &url,
+        Some(&tok),
+        &format!(r#"{{"proof":"{}"}}"#, proof.unwrap()),
+    );
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("invalid_proof"), "{text}");
 }
@@ -485,7 +500,7 @@ fn recover_finish_replay_and_cross_account_rejected() {
         .register(&pw("pw"), &KEY)
         .unwrap();
     let tok = |a: &str| token::issue(&kf.issuer, a, now(), 60);
-    let (finish, status, text) = raw_recover(&server, dir.path(), "kim", b"pw", &pinned);
+    let (finish, status, text, _) = raw_recover(&server, dir.path(), "kim", b"pw", &pinned);
     assert_eq!(status, 200, "{text}");
     // Replayed KE3.
     let (status, text) = raw_post(
@@ -1428,9 +1443,17 @@ fn bad_requests_never_touch_the_counter() {
     let other_issuer = KeyFile::load_or_create(other_dir.path()).unwrap().issuer;
     let header = r#"{"alg":"EdDSA","typ":"JWT"}"#;
     let claims = |sub: &str, aud: &str, iat: u64, exp: u64| {
-        format!(r#"{{"sub":"{sub}","aud":"{aud}","iat":{iat},"exp":{exp}}}"#)
+        format!(
+            r#"{{"iss":"chatvault-vault-dev","sub":"{sub}","aud":"{aud}","iat":{iat},"exp":{exp}}}"#
+        )
     };
     let n = now();
+    let with = |extra: &str| {
+        format!(
+            r#"{{"iss":"chatvault-vault-dev","sub":"ulla","aud":"chatvault-vault","iat":{n},"exp":{}{extra}}}"#,
+            n + 60
+        )
+    };
     for (what, token) in [
         (
             "token of another issuer (another vault's dev key)",
@@ -1471,6 +1494,47 @@ fn bad_requests_never_touch_the_counter() {
             ),
         ),
         ("garbage", "a.b.c".to_owned()),
+        // Token policy (PROTOCOL.md §8).
+        (
+            "exp - iat over the maximum (1 h)",
+            custom_token(
+                &kf.issuer,
+                header,
+                &claims("ulla", "chatvault-vault", n, n + 3601),
+            ),
+        ),
+        (
+            "wrong iss",
+            custom_token(
+                &kf.issuer,
+                header,
+                &with("").replace("chatvault-vault-dev", "accounts.evil.example"),
+            ),
+        ),
+        (
+            "no iss",
+            custom_token(
+                &kf.issuer,
+                header,
+                &with("").replace(r#""iss":"chatvault-vault-dev","#, ""),
+            ),
+        ),
+        (
+            "crit",
+            custom_token(
+                &kf.issuer,
+                r#"{"alg":"EdDSA","typ":"JWT","crit":["b64"],"b64":false}"#,
+                &with(""),
+            ),
+        ),
+        (
+            "typ other than JWT",
+            custom_token(&kf.issuer, r#"{"alg":"EdDSA","typ":"at+jwt"}"#, &with("")),
+        ),
+        (
+            "nbf in the future",
+            custom_token(&kf.issuer, header, &with(&format!(r#","nbf":{}"#, n + 600))),
+        ),
     ] {
         check(
             what,
@@ -1622,4 +1686,87 @@ fn expired_login_state_410_and_counter_unchanged() {
     assert_eq!(*c.recover(&pw("pw"), &pinned).unwrap().backup_key, KEY);
     let after = sqlite_row(dir.path(), "walt");
     assert_eq!((after.0, after.1), (0, 2));
+}
+
+/// PROTOCOL.md §8: `serve` refuses to start without a token issuer, and says what to pass.
+#[test]
+fn serve_without_issuer_or_dev_issuer_exits_with_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_chatvault-vault"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no account-token issuer configured")
+            && err.contains("--issuer-public-key")
+            && err.contains("--dev-issuer"),
+        "{err}"
+    );
+    // With --dev-issuer it starts, and warns loudly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatvault-vault"))
+        .args([
+            "serve",
+            "--dev-issuer",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on "), "{line}");
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WARNING: --dev-issuer"), "{err}");
+}
+
+/// PROTOCOL.md §8: a token holder cannot reset a record or replace it (change of password) with
+/// a token older than 5 minutes; a recent token can.
+#[test]
+fn reset_and_reregistration_need_a_recent_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), NO_LIMITS);
+    let kf = KeyFile::load_or_create(dir.path()).unwrap();
+    let c = client(&server, dir.path(), "olga");
+    let pinned = c.register(&pw("pw"), &KEY).unwrap();
+    // Issued 10 minutes ago, valid for 20: accepted for recovery, not for destructive changes.
+    let old = SecretString::from(token::issue(&kf.issuer, "olga", now() - 600, 1200));
+    let stale = VaultClient::new(&server.url, "olga", old)
+        .unwrap()
+        .with_registration_ksf(KsfParams::INSECURE_FOR_TESTS)
+        .unwrap();
+    let recovered = stale.recover(&pw("pw"), &pinned).unwrap();
+    assert_eq!(*recovered.backup_key, KEY);
+    assert!(matches!(stale.reset(), Err(Error::Unauthorized)));
+    assert!(matches!(
+        stale.change_password(&pw("pw"), &pw("new"), &pinned),
+        Err(Error::Unauthorized)
+    ));
+    let url = format!("{}/v1/accounts/olga", server.url);
+    let (status, text) = raw(
+        "DELETE",
+        &url,
+        Some(&token::issue(&kf.issuer, "olga", now() - 600, 1200)),
+        None,
+    );
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("token_not_recent"), "{text}");
+    // The record is intact; a recent token can do both.
+    assert_eq!(*c.recover(&pw("pw"), &pinned).unwrap().backup_key, KEY);
+    c.change_password(&pw("pw"), &pw("new"), &pinned).unwrap();
+    c.reset().unwrap();
+    assert!(matches!(
+        c.recover(&pw("new"), &pinned),
+        Err(Error::WrongPassword { .. })
+    ));
 }
