@@ -95,7 +95,7 @@ pub enum Error {
     #[error("protocol error talking to the vault: {0}")]
     Protocol(String),
     /// The account has no registered (live) backup key at the vault: never registered, deleted,
-    /// reset or destroyed (HTTP 404 `not_registered`).
+    /// reset or destroyed (HTTP 409 `not_registered`).
     #[error("no backup key is registered for this account at the vault")]
     NotRegistered,
     /// Invalid argument (account id, URL, KSF parameters).
@@ -182,6 +182,18 @@ impl fmt::Debug for VaultClient {
             .field("ksf", &self.ksf)
             .finish()
     }
+}
+
+/// The password as the protocol sees it (PROTOCOL.md §2.2): Unicode NFKC, so that the same
+/// password typed on two keyboards (composed or decomposed accents, full-width digits from an
+/// IME, a no-break space) gives the same bytes. The buffer is sized so that normalisation never
+/// reallocates (NFKC expands a character to at most 18), and is zeroized on drop.
+pub fn normalize_password(password: &SecretString) -> Zeroizing<String> {
+    use unicode_normalization::UnicodeNormalization as _;
+    let raw = password.expose_secret();
+    let mut out = Zeroizing::new(String::with_capacity(raw.len().saturating_mul(18)));
+    out.extend(raw.nfkc());
+    out
 }
 
 /// Checks and normalises a vault base URL (PROTOCOL.md §1, SECURITY.md): parsed by a real URL
@@ -299,7 +311,7 @@ impl VaultClient {
             (403, "forbidden") => Error::Forbidden,
             (423, _) | (_, "locked") => Error::Locked,
             (409, "already_registered") => Error::AlreadyRegistered,
-            (404, "not_registered") => Error::NotRegistered,
+            (409 | 404, "not_registered") => Error::NotRegistered,
             (429, _) => Error::RateLimited,
             (409, "stale_state" | "stale_proof" | "conflict") | (410, _) | (408, _) | (503, _) => {
                 Error::Retry(if message.is_empty() {
@@ -371,7 +383,8 @@ impl VaultClient {
         proof: Option<RecoveryProof>,
     ) -> Result<ServerIdentity> {
         let mut rng = rand_core::OsRng;
-        let pw = password.expose_secret().as_bytes();
+        let pw = normalize_password(password);
+        let pw = pw.as_bytes();
         let (client, request) = RegistrationClient::start(&mut rng, &self.account, pw)?;
         let started: api::RegisterStartResponse = self.post(
             "/register/start",
@@ -445,7 +458,8 @@ impl VaultClient {
         pinned: Option<&ServerIdentity>,
     ) -> Result<(Recovered, ServerIdentity)> {
         let mut rng = rand_core::OsRng;
-        let pw = password.expose_secret().as_bytes();
+        let pw = normalize_password(password);
+        let pw = pw.as_bytes();
         let (client, ke1) = RecoveryClient::start(&mut rng, &self.account, pw)?;
         let started: api::RecoverStartResponse = self.post(
             "/recover/start",
@@ -615,6 +629,7 @@ impl VaultClient {
                     ..
                 }) => Ok(CommitmentPut::Stale { current_seq }),
                 Some(c) if c.error == "conflict" => Err(Error::Retry(c.message)),
+                Some(c) if c.error == "not_registered" => Err(Error::NotRegistered),
                 Some(c) => Err(Error::Server {
                     status: 409,
                     code: c.error,
@@ -675,6 +690,18 @@ mod tests {
         // The WHATWG parser canonicalises these to loopback addresses.
         assert!(normalize_vault_url("http://0x7f000001:1").is_ok());
         assert!(normalize_vault_url("http://LOCALHOST:1").is_ok());
+    }
+
+    #[test]
+    fn password_normalised_nfkc() {
+        let n = |s: &str| normalize_password(&SecretString::from(s.to_owned())).to_string();
+        assert_eq!(n("cafe\u{301}"), n("caf\u{e9}"));
+        assert_eq!(n("\u{ff11}\u{ff12}\u{ff13}"), "123");
+        assert_eq!(n("a\u{a0}b"), "a b");
+        assert_eq!(n("\u{fb01}"), "fi");
+        assert_ne!(n("Secret"), n("secret"));
+        let long = "\u{fdfa}".repeat(10);
+        assert!(n(&long).chars().count() == 180);
     }
 
     #[test]

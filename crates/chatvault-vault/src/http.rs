@@ -59,6 +59,8 @@ pub struct AppState<S> {
     pub metrics: Metrics,
     ip_limit: RateLimiter<IpAddr>,
     account_limit: RateLimiter<String>,
+    /// The last `/healthz` database ping: when, and whether it succeeded.
+    health: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 impl<S> AppState<S> {
@@ -72,6 +74,7 @@ impl<S> AppState<S> {
             verifier,
             settings,
             metrics: Metrics::default(),
+            health: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -375,7 +378,7 @@ async fn recover_start<S: Store>(
         let started = match state {
             AccountState::Destroyed { .. } => return Err(locked()),
             AccountState::NoRecord { .. } => {
-                st.metrics.dummy_ke2.inc();
+                st.metrics.recover_starts.inc();
                 st.vault.recover_start(
                     &mut rand_core::OsRng,
                     now,
@@ -402,7 +405,7 @@ async fn recover_start<S: Store>(
                     .map_err(ApiError::store)?
                 {
                     Some(counted) => {
-                        st.metrics.guesses_counted.inc();
+                        st.metrics.recover_starts.inc();
                         tracing::info!(account = %account, attempts = counted.attempts,
                             max = counted.max_attempts, "guess counted");
                         st.vault.recover_start(
@@ -463,8 +466,12 @@ async fn recover_finish<S: Store>(
         match st.store.load(&account).await.map_err(ApiError::store)? {
             AccountState::Destroyed { .. } => return Err(locked()),
             AccountState::NoRecord { .. } => {
-                // A dummy state can only fail; a real one lost its record (deleted/reset).
-                login.finish(&account, &ke3)?;
+                // A dummy state can only fail (counted like any failed KE3, so the metrics do
+                // not tell unknown accounts apart); a real one lost its record (deleted/reset).
+                if let Err(e) = login.finish(&account, &ke3) {
+                    st.metrics.ke3_failed.inc();
+                    return Err(e.into());
+                }
                 return Err(CoreError::StaleState.into());
             }
             AccountState::Registered {
@@ -563,9 +570,11 @@ async fn reset<S: Store>(
 /// commitment: longer strings are refused before decoding.
 const MAX_COMMITMENT_B64_LEN: usize = chatvault_vault_core::MAX_COMMITMENT_LEN.div_ceil(3) * 4;
 
+/// `PUT …/commitment` without a live record: 409, the state of the account conflicts with the
+/// request (a 404 would read as "no such endpoint").
 fn not_registered() -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
+        StatusCode::CONFLICT,
         "not_registered",
         "no backup key is registered for this account",
     )
@@ -649,10 +658,39 @@ async fn get_commitment<S: Store>(
     }
 }
 
+/// How long a `/healthz` database ping answers for all callers.
+const HEALTH_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /healthz`: pings the database at most once per [`HEALTH_CACHE`]; concurrent callers wait
+/// for the one ping in flight and share its result, so the endpoint cannot be used to load the
+/// database.
 async fn healthz<S: Store>(State(st): State<Arc<AppState<S>>>) -> Response {
-    match st.store.ping().await {
-        Ok(()) => "ok\n".into_response(),
-        Err(e) => ApiError::store(e).into_response(),
+    let mut last = st.health.lock().await;
+    let ok = match *last {
+        Some((at, ok)) if at.elapsed() < HEALTH_CACHE => ok,
+        _ => {
+            st.metrics.health_pings.inc();
+            let ok = match st.store.ping().await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "health check: database unreachable");
+                    false
+                }
+            };
+            *last = Some((std::time::Instant::now(), ok));
+            ok
+        }
+    };
+    drop(last);
+    if ok {
+        "ok\n".into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the vault's database is unavailable; try again later",
+        )
+        .into_response()
     }
 }
 

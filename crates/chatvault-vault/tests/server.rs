@@ -555,7 +555,7 @@ fn restart_keeps_keys_and_records_openapi_metrics_healthz() {
     );
     let (_, metrics) = raw_get(&format!("{}/metrics", server.url));
     assert!(
-        metrics.contains("chatvault_vault_guesses_counted_total 2"),
+        metrics.contains("chatvault_vault_recover_starts_total 2"),
         "{metrics}"
     );
     assert!(
@@ -827,7 +827,7 @@ fn postgres_three_processes_race_exactly_max_attempts_counted() {
         .map(|s| {
             let (_, m) = raw_get(&format!("{}/metrics", s.url));
             m.lines()
-                .find_map(|l| l.strip_prefix("chatvault_vault_guesses_counted_total "))
+                .find_map(|l| l.strip_prefix("chatvault_vault_recover_starts_total "))
                 .unwrap()
                 .parse::<u64>()
                 .unwrap()
@@ -1037,7 +1037,7 @@ fn commitment_bad_requests_auth_and_unregistered() {
         c.put_commitment(3, &[]),
         Err(Error::InvalidInput(_))
     ));
-    // An account without a record: 404 for both.
+    // An account without a record: 409 not_registered for PUT, 404 no_commitment for GET.
     let e = client(&server, dir.path(), "eve");
     assert_eq!(e.get_commitment().unwrap(), None);
     assert!(matches!(
@@ -1046,7 +1046,7 @@ fn commitment_bad_requests_auth_and_unregistered() {
     ));
     let eve_url = format!("{}/v1/accounts/eve/commitment", server.url);
     let (status, text) = raw("PUT", &eve_url, Some(&other), Some(&body));
-    assert_eq!(status, 404, "{text}");
+    assert_eq!(status, 409, "{text}");
     assert!(text.contains("\"not_registered\""), "{text}");
     let (status, text) = raw("GET", &eve_url, Some(&other), None);
     assert_eq!(status, 404, "{text}");
@@ -1769,4 +1769,90 @@ fn reset_and_reregistration_need_a_recent_token() {
         c.recover(&pw("new"), &pinned),
         Err(Error::WrongPassword { .. })
     ));
+}
+
+/// The database is private to the vault user, and an erased record does not survive in the WAL.
+#[test]
+fn sqlite_file_0600_and_wal_truncated_after_reset() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), NO_LIMITS);
+    let c = client(&server, dir.path(), "paul");
+    c.register(&pw("pw"), &KEY).unwrap();
+    for name in ["vault.sqlite3", "vault.sqlite3-wal", "vault.sqlite3-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{name}: {mode:o}");
+    }
+    c.reset().unwrap();
+    let wal = std::fs::metadata(dir.path().join("vault.sqlite3-wal")).unwrap();
+    assert_eq!(wal.len(), 0, "WAL not truncated after the erasure");
+}
+
+/// `/healthz` pings the database at most once per second however often it is asked.
+#[test]
+fn healthz_pings_the_database_at_most_once_per_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), NO_LIMITS);
+    let start = Instant::now();
+    for _ in 0..50 {
+        assert_eq!(raw_get(&format!("{}/healthz", server.url)).0, 200);
+    }
+    let secs = start.elapsed().as_secs();
+    let (_, m) = raw_get(&format!("{}/metrics", server.url));
+    let pings: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("chatvault_vault_health_pings_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pings >= 1 && pings <= secs + 1, "{pings} pings in {secs} s");
+}
+
+/// `/metrics` is public: a recovery attempt for a registered and for an unknown account change
+/// the same counters.
+#[test]
+fn metrics_do_not_tell_registered_from_unknown_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), NO_LIMITS);
+    let c = client(&server, dir.path(), "rita");
+    let pinned = c.register(&pw("pw"), &KEY).unwrap();
+    let counters = || {
+        let (_, m) = raw_get(&format!("{}/metrics", server.url));
+        m.lines()
+            .filter(|l| l.starts_with("chatvault_vault_") && !l.contains("http_requests"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let before = counters();
+    let _ = c.recover(&pw("wrong"), &pinned);
+    let registered = counters();
+    let nobody = client(&server, dir.path(), "nobody");
+    let _ = nobody.recover(&pw("wrong"), &pinned);
+    let unknown = counters();
+    let diff = |a: &[String], b: &[String]| {
+        a.iter()
+            .zip(b)
+            .filter(|(x, y)| x != y)
+            .map(|(_, y)| y.split(' ').next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(diff(&before, &registered), diff(&registered, &unknown));
+}
+
+/// PROTOCOL.md §2.2: the same password typed in another Unicode form recovers the key.
+#[test]
+fn password_in_another_unicode_form_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), NO_LIMITS);
+    let c = client(&server, dir.path(), "zoe");
+    let pinned = c
+        .register(&pw("cafe\u{301} \u{ff11}\u{ff12}"), &KEY)
+        .unwrap();
+    assert_eq!(
+        *c.recover(&pw("caf\u{e9} 12"), &pinned).unwrap().backup_key,
+        KEY
+    );
 }
