@@ -38,6 +38,10 @@ pub struct Cli {
         value_name = "KEY"
     )]
     pub vault_identity: Option<String>,
+    /// PEM file of the CA(s) that issued the vault's TLS certificate, for a vault with a private
+    /// CA; without it the public web PKI is trusted for https:// vault URLs.
+    #[arg(long, global = true, env = "CHATVAULT_VAULT_CA", value_name = "FILE")]
+    pub vault_ca: Option<PathBuf>,
     /// More log output (-v info, -vv debug); logs never contain keys.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

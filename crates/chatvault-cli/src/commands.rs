@@ -76,6 +76,7 @@ struct Ctx {
     account: Option<String>,
     account_token_file: Option<PathBuf>,
     vault_identity: Option<String>,
+    vault_ca: Option<PathBuf>,
     accept_rollback: bool,
 }
 
@@ -97,6 +98,7 @@ impl Ctx {
             account: cli.account.clone(),
             account_token_file: cli.account_token_file.clone(),
             vault_identity: cli.vault_identity.clone(),
+            vault_ca: cli.vault_ca.clone(),
             accept_rollback: cli.accept_rollback,
         })
     }
@@ -158,11 +160,18 @@ impl Ctx {
             (None, Some(stored)) => Some(vault::parse_identity(&stored)?),
             (None, None) => None,
         };
+        let ca_pem = match &self.vault_ca {
+            Some(p) => Some(
+                std::fs::read(p).with_context(|| format!("reading --vault-ca {}", p.display()))?,
+            ),
+            None => None,
+        };
         Ok(Some((
             VaultAccess {
                 url,
                 account,
                 token: self.account_token()?,
+                ca_pem,
             },
             pinned,
         )))

@@ -54,6 +54,7 @@ pub fn run(keep: Option<&Path>, quiet: bool) -> Result<u8> {
         url: vault.url.clone(),
         account: "demo-user".into(),
         token: SecretString::from(vault.token("demo-user")),
+        ca_pem: None,
     };
     // The demo's password is never printed.
     let password = SecretString::from(format!(

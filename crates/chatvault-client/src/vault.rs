@@ -18,11 +18,17 @@ pub struct VaultAccess {
     pub account: String,
     /// Account token issued by the app's account service.
     pub token: SecretString,
+    /// PEM CA certificates to trust for the vault's `https://` instead of the web PKI (a
+    /// private CA), if any.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl VaultAccess {
     pub(crate) fn client(&self) -> Result<VaultClient> {
-        let c = VaultClient::new(&self.url, &self.account, self.token.clone())?;
+        let mut c = VaultClient::new(&self.url, &self.account, self.token.clone())?;
+        if let Some(pem) = &self.ca_pem {
+            c = c.with_ca_pem(pem)?;
+        }
         Ok(match test_ksf() {
             Some(k) => c.with_registration_ksf(k)?,
             None => c,

@@ -234,12 +234,7 @@ impl VaultClient {
     pub fn new(base_url: &str, account_id: &str, token: SecretString) -> Result<Self> {
         let base = normalize_vault_url(base_url)?;
         let account = AccountId::new(account_id)?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .user_agent("chatvault-vault-client/1")
-            .build()
-            .into();
+        let agent = Self::agent(Self::agent_config())?;
         Ok(Self {
             base,
             account,
@@ -247,6 +242,44 @@ impl VaultClient {
             agent,
             ksf: KsfParams::PRODUCTION,
         })
+    }
+
+    fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .user_agent("chatvault-vault-client/1")
+    }
+
+    fn agent(
+        config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
+    ) -> Result<ureq::Agent> {
+        Ok(config.build().into())
+    }
+
+    /// Trusts only the CA certificates in `pem` (PEM, one or more) for `https://`, instead of
+    /// the public web PKI: for a vault with a private CA (`chatvault --vault-ca FILE`).
+    #[cfg(feature = "tls")]
+    pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<Self> {
+        use ureq::tls::{Certificate, RootCerts, TlsConfig};
+        let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::InvalidInput(format!("vault CA file: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::InvalidInput(
+                "vault CA file: no PEM certificate in it".into(),
+            ));
+        }
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::Specific(std::sync::Arc::new(certs)))
+            .build();
+        self.agent = Self::agent(Self::agent_config().tls_config(tls))?;
+        Ok(self)
     }
 
     /// Uses `ksf` for new registrations (default [`KsfParams::PRODUCTION`]). Cheaper parameters

@@ -10,7 +10,7 @@ use chatvault_vault::http::AppState;
 use chatvault_vault::keyfile::{self, KeyFile};
 use chatvault_vault::store::{PgStore, SqliteStore, Store};
 use chatvault_vault::token::{self, Verifier};
-use chatvault_vault::{Settings, serve, unix_now};
+use chatvault_vault::{Settings, Tls, serve_with, unix_now};
 use chatvault_vault_core::{AccountId, Vault, VaultConfig};
 use clap::{Parser, Subcommand};
 
@@ -84,6 +84,12 @@ struct ServeArgs {
     /// Whole-request timeout in seconds.
     #[arg(long, default_value_t = 15)]
     request_timeout: u64,
+    /// PEM certificate chain to serve HTTPS with (with --tls-key). Reloaded on SIGHUP.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (reloaded with it on SIGHUP).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// PostgreSQL connections per process.
     #[arg(long, default_value_t = 16)]
     pg_pool_size: usize,
@@ -163,6 +169,10 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         ..Settings::default()
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
+        _ => None,
+    };
     let vault = Vault::new(kf.vault, settings.vault);
     let identity = vault.server_identity();
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -175,10 +185,13 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .context("connecting to PostgreSQL")?;
             tracing::info!("store: PostgreSQL");
-            start(
-                listener, addr, identity, vault, store, issuer, policy, settings,
-            )
-            .await
+            let served = Served {
+                listener,
+                addr,
+                identity,
+                tls,
+            };
+            start(served, vault, store, issuer, policy, settings).await
         }
         Some(_) => bail!("--db must be a postgres:// URL (SQLite is the default without --db)"),
         None => {
@@ -186,19 +199,27 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             let store =
                 SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
             tracing::info!(path = %path.display(), "store: SQLite");
-            start(
-                listener, addr, identity, vault, store, issuer, policy, settings,
-            )
-            .await
+            let served = Served {
+                listener,
+                addr,
+                identity,
+                tls,
+            };
+            start(served, vault, store, issuer, policy, settings).await
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn start<S: Store>(
+/// Where and how the API is served.
+struct Served {
     listener: tokio::net::TcpListener,
     addr: std::net::SocketAddr,
     identity: chatvault_vault_core::ServerIdentity,
+    tls: Option<Arc<Tls>>,
+}
+
+async fn start<S: Store>(
+    served: Served,
     vault: Vault,
     store: S,
     issuer: ed25519_dalek::VerifyingKey,
@@ -211,14 +232,40 @@ async fn start<S: Store>(
         Verifier::with_policy(issuer, policy),
         settings,
     ));
+    let Served {
+        listener,
+        addr,
+        identity,
+        tls,
+    } = served;
     tracing::info!(server_identity = %identity, "vault OPAQUE server public key");
+    if let Some(tls) = &tls {
+        let tls = tls.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate")
+                    }
+                }
+            }
+        });
+    } else if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "serving plain HTTP on a non-loopback address: clients only accept https:// (use --tls-cert/--tls-key or a TLS proxy)"
+        );
+    }
     {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "listening on http://{addr}");
+        let _ = writeln!(out, "listening on {scheme}://{addr}");
         let _ = writeln!(out, "server identity {identity}");
         let _ = out.flush();
     }
-    serve(listener, state, shutdown_signal()).await?;
+    serve_with(listener, state, tls, shutdown_signal()).await?;
     tracing::info!("shut down");
     Ok(())
 }

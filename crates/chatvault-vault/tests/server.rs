@@ -1856,3 +1856,146 @@ fn password_in_another_unicode_form_recovers() {
         KEY
     );
 }
+
+/// A test CA and a server certificate for 127.0.0.1 / localhost signed by it, as PEM files in
+/// `dir` (`<name>-ca.pem`, `<name>-cert.pem`, `<name>-key.pem`). Returns the CA PEM.
+fn test_ca(dir: &Path, name: &str) -> Vec<u8> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("chatvault test CA {name}"),
+    );
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join(format!("{name}-cert.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    let ca = ca_cert.pem().into_bytes();
+    std::fs::write(dir.join(format!("{name}-ca.pem")), &ca).unwrap();
+    ca
+}
+
+/// TLS end to end (PROTOCOL.md §9.2): `serve --tls-cert --tls-key` with a certificate from a test
+/// CA; a client trusting that CA registers and recovers over https; one that trusts only the web
+/// PKI, or another CA, cannot connect; plain http to the TLS port fails; after SIGHUP the vault
+/// serves the replaced certificate to new connections.
+#[test]
+fn tls_end_to_end_with_a_test_ca_and_reload_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let ca1 = test_ca(pki.path(), "one");
+    let ca2 = test_ca(pki.path(), "two");
+    let cert = pki.path().join("served-cert.pem");
+    let key = pki.path().join("served-key.pem");
+    std::fs::copy(pki.path().join("one-cert.pem"), &cert).unwrap();
+    std::fs::copy(pki.path().join("one-key.pem"), &key).unwrap();
+    let mut args = NO_LIMITS.to_vec();
+    let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    args.extend(["--tls-cert", c, "--tls-key", k]);
+    let server = Server::spawn(dir.path(), &args);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let tok = || token_for(dir.path(), "tina", 600);
+    let with_ca = |ca: &[u8]| {
+        VaultClient::new(&server.url, "tina", tok())
+            .unwrap()
+            .with_registration_ksf(KsfParams::INSECURE_FOR_TESTS)
+            .unwrap()
+            .with_ca_pem(ca)
+            .unwrap()
+    };
+    let pinned = with_ca(&ca1).register(&pw("pw"), &KEY).unwrap();
+    assert_eq!(server.identity, pinned);
+    assert_eq!(
+        *with_ca(&ca1)
+            .recover(&pw("pw"), &pinned)
+            .unwrap()
+            .backup_key,
+        KEY
+    );
+    // Web PKI only, or the other CA: the TLS handshake fails, nothing is counted.
+    let web = VaultClient::new(&server.url, "tina", tok()).unwrap();
+    assert!(matches!(
+        web.recover(&pw("pw"), &pinned),
+        Err(Error::Unreachable(_))
+    ));
+    assert!(matches!(
+        with_ca(&ca2).recover(&pw("pw"), &pinned),
+        Err(Error::Unreachable(_))
+    ));
+    // Plain HTTP to the TLS port is not served.
+    let plain = server.url.replace("https://", "http://");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    assert!(agent.get(&format!("{plain}/healthz")).call().is_err());
+
+    // Replace the certificate with one from CA two, and reload.
+    std::fs::copy(pki.path().join("two-cert.pem"), &cert).unwrap();
+    std::fs::copy(pki.path().join("two-key.pem"), &key).unwrap();
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match with_ca(&ca2).recover(&pw("pw"), &pinned) {
+            Ok(r) => {
+                assert_eq!(*r.backup_key, KEY);
+                break;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no reload: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+    assert!(matches!(
+        with_ca(&ca1).recover(&pw("pw"), &pinned),
+        Err(Error::Unreachable(_))
+    ));
+}
+
+/// A client that sends its request headers too slowly is disconnected
+/// (`chatvault_vault::HEADER_READ_TIMEOUT`) instead of holding a connection forever.
+#[test]
+fn slow_header_connection_closed_after_header_read_timeout() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), NO_LIMITS);
+    let addr = server.url.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(
+        chatvault_vault::HEADER_READ_TIMEOUT + std::time::Duration::from_secs(10),
+    ))
+    .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let waited = start.elapsed();
+    assert!(
+        waited >= chatvault_vault::HEADER_READ_TIMEOUT - std::time::Duration::from_secs(1)
+            && waited < chatvault_vault::HEADER_READ_TIMEOUT + std::time::Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("ok"),
+        "served: {buf:?}"
+    );
+}
