@@ -23,7 +23,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use chatvault_vault_core::api::{self, b64_decode, b64_encode};
+pub use chatvault_vault_core::api::ErrorCode as WireErrorCode;
+use chatvault_vault_core::api::{self, ErrorCode, b64_decode, b64_encode};
 use chatvault_vault_core::{
     AccountId, BackupKey, Error as CoreError, Ke2Params, ProofBinding, RecoveryClient,
     RegistrationAnswer, RegistrationClient,
@@ -84,7 +85,7 @@ pub enum Error {
         /// HTTP status.
         status: u16,
         /// Error code from the body.
-        code: String,
+        code: ErrorCode,
         /// Message from the body.
         message: String,
     },
@@ -338,22 +339,23 @@ impl VaultClient {
             .ok();
         let (code, message) = body
             .map(|b| (b.error, b.message))
-            .unwrap_or_else(|| (String::new(), String::new()));
-        Err(match (status, code.as_str()) {
+            .unwrap_or_else(|| (ErrorCode::Unknown, String::new()));
+        Err(match (status, code) {
             (401, _) => Error::Unauthorized,
-            (403, "forbidden") => Error::Forbidden,
-            (423, _) | (_, "locked") => Error::Locked,
-            (409, "already_registered") => Error::AlreadyRegistered,
-            (409 | 404, "not_registered") => Error::NotRegistered,
+            (403, ErrorCode::Forbidden) => Error::Forbidden,
+            (423, _) | (_, ErrorCode::Locked) => Error::Locked,
+            (409, ErrorCode::AlreadyRegistered) => Error::AlreadyRegistered,
+            (409 | 404, ErrorCode::NotRegistered) => Error::NotRegistered,
             (429, _) => Error::RateLimited,
-            (409, "stale_state" | "stale_proof" | "conflict") | (410, _) | (408, _) | (503, _) => {
-                Error::Retry(if message.is_empty() {
-                    format!("HTTP {status}")
-                } else {
-                    message
-                })
-            }
-            (_, "unsupported_version") => Error::UnsupportedVersion(message),
+            (409, ErrorCode::StaleState | ErrorCode::StaleProof | ErrorCode::Conflict)
+            | (410, _)
+            | (408, _)
+            | (503, _) => Error::Retry(if message.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                message
+            }),
+            (_, ErrorCode::UnsupportedVersion) => Error::UnsupportedVersion(message),
             _ => Error::Server {
                 status,
                 code,
@@ -603,7 +605,7 @@ impl VaultClient {
                 .read_json()
                 .ok();
             return match body {
-                Some(b) if b.error == "no_commitment" => Ok(None),
+                Some(b) if b.error == ErrorCode::NoCommitment => Ok(None),
                 Some(b) => Err(Error::Server {
                     status: 404,
                     code: b.error,
@@ -611,7 +613,7 @@ impl VaultClient {
                 }),
                 None => Err(Error::Server {
                     status: 404,
-                    code: String::new(),
+                    code: ErrorCode::Unknown,
                     message: "the vault does not support rollback commitments".into(),
                 }),
             };
@@ -644,8 +646,7 @@ impl VaultClient {
             /// Any 409 body: `stale_commitment` carries `current_seq`.
             #[derive(serde::Deserialize)]
             struct Conflict {
-                #[serde(default)]
-                error: String,
+                error: ErrorCode,
                 #[serde(default)]
                 message: String,
                 current_seq: Option<u64>,
@@ -661,8 +662,8 @@ impl VaultClient {
                     current_seq: Some(current_seq),
                     ..
                 }) => Ok(CommitmentPut::Stale { current_seq }),
-                Some(c) if c.error == "conflict" => Err(Error::Retry(c.message)),
-                Some(c) if c.error == "not_registered" => Err(Error::NotRegistered),
+                Some(c) if c.error == ErrorCode::Conflict => Err(Error::Retry(c.message)),
+                Some(c) if c.error == ErrorCode::NotRegistered => Err(Error::NotRegistered),
                 Some(c) => Err(Error::Server {
                     status: 409,
                     code: c.error,

@@ -12,7 +12,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chatvault_vault_core::api::{self, b64_decode, b64_encode, b64std_decode, b64std_encode};
+use chatvault_vault_core::api::{
+    self, ErrorCode, b64_decode, b64_encode, b64std_decode, b64std_encode,
+};
 use chatvault_vault_core::{
     AccountId, AccountState, Error as CoreError, RECORD_VERSION, RegistrationFinish, SUITE_ID,
     Vault,
@@ -83,12 +85,12 @@ impl<S> AppState<S> {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -97,14 +99,14 @@ impl ApiError {
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 
     fn store(e: crate::Error) -> Self {
         tracing::error!(error = %e, "store failure");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ErrorCode::Unavailable,
             "the vault's database is unavailable; try again later",
         )
     }
@@ -115,12 +117,12 @@ impl ApiError {
         match e {
             CoreError::UnsupportedVersion { .. } => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "unsupported_version",
+                ErrorCode::UnsupportedVersion,
                 e.to_string(),
             ),
             _ => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "stored record is corrupted",
             ),
         }
@@ -132,23 +134,25 @@ impl From<CoreError> for ApiError {
         let msg = e.to_string();
         let (status, code) = match &e {
             CoreError::UnsupportedVersion { .. } => {
-                (StatusCode::BAD_REQUEST, "unsupported_version")
+                (StatusCode::BAD_REQUEST, ErrorCode::UnsupportedVersion)
             }
             CoreError::Corrupted { what } if *what == "recovery proof" => {
-                (StatusCode::BAD_REQUEST, "invalid_proof")
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidProof)
             }
-            CoreError::Corrupted { .. } => (StatusCode::BAD_REQUEST, "invalid_state"),
+            CoreError::Corrupted { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidState),
             CoreError::Malformed { .. }
             | CoreError::InvalidAccountId
             | CoreError::InvalidKsfParams(_)
-            | CoreError::Protocol(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            CoreError::Expired { .. } => (StatusCode::GONE, "expired"),
-            CoreError::AuthenticationFailed => (StatusCode::FORBIDDEN, "authentication_failed"),
-            CoreError::AlreadyRegistered => (StatusCode::CONFLICT, "already_registered"),
-            CoreError::StaleProof => (StatusCode::CONFLICT, "stale_proof"),
-            CoreError::StaleState => (StatusCode::CONFLICT, "stale_state"),
-            CoreError::Locked => (StatusCode::LOCKED, "locked"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            | CoreError::Protocol(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            CoreError::Expired { .. } => (StatusCode::GONE, ErrorCode::Expired),
+            CoreError::AuthenticationFailed => {
+                (StatusCode::FORBIDDEN, ErrorCode::AuthenticationFailed)
+            }
+            CoreError::AlreadyRegistered => (StatusCode::CONFLICT, ErrorCode::AlreadyRegistered),
+            CoreError::StaleProof => (StatusCode::CONFLICT, ErrorCode::StaleProof),
+            CoreError::StaleState => (StatusCode::CONFLICT, ErrorCode::StaleState),
+            CoreError::Locked => (StatusCode::LOCKED, ErrorCode::Locked),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         };
         Self::new(status, code, msg)
     }
@@ -159,7 +163,7 @@ impl IntoResponse for ApiError {
         let mut resp = (
             self.status,
             Json(api::ErrorBody {
-                error: self.code.to_owned(),
+                error: self.code,
                 message: self.message,
             }),
         )
@@ -189,11 +193,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(status, "payload_too_large", "request body too large")
+        ApiError::new(status, ErrorCode::PayloadTooLarge, "request body too large")
     } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         ApiError::new(
             status,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/json",
         )
     } else {
@@ -226,7 +230,7 @@ fn authorize<S>(
 fn token_not_recent() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "token_not_recent",
+        ErrorCode::TokenNotRecent,
         "this change needs an account token issued in the last minutes; sign in again",
     )
 }
@@ -237,7 +241,8 @@ fn authorize_fresh<S>(
     headers: &HeaderMap,
     account: &str,
 ) -> Result<(AccountId, bool), ApiError> {
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let unauthorized =
+        |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, m);
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| unauthorized("missing Authorization: Bearer token"))?
@@ -256,7 +261,7 @@ fn authorize_fresh<S>(
     if subject != account {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "the account token is for another account",
         ));
     }
@@ -268,7 +273,7 @@ fn authorize_fresh<S>(
         st.metrics.rate_limited.inc();
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             "too many requests for this account; wait a minute",
         ));
     }
@@ -344,7 +349,7 @@ async fn register_finish<S: Store>(
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "conflict",
+            ErrorCode::Conflict,
             "the record changed concurrently; start again",
         ));
     }
@@ -446,7 +451,7 @@ async fn recover_start<S: Store>(
     }
     Err(ApiError::new(
         StatusCode::CONFLICT,
-        "conflict",
+        ErrorCode::Conflict,
         "the record changed concurrently; start again",
     ))
 }
@@ -575,7 +580,7 @@ const MAX_COMMITMENT_B64_LEN: usize = chatvault_vault_core::MAX_COMMITMENT_LEN.d
 fn not_registered() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
-        "not_registered",
+        ErrorCode::NotRegistered,
         "no backup key is registered for this account",
     )
 }
@@ -601,7 +606,7 @@ async fn put_commitment<S: Store>(
         Err(crate::Error::Conflict) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "conflict",
+                ErrorCode::Conflict,
                 "the record changed concurrently; start again",
             ));
         }
@@ -620,7 +625,7 @@ async fn put_commitment<S: Store>(
             Ok((
                 StatusCode::CONFLICT,
                 Json(api::CommitmentConflict {
-                    error: "stale_commitment".to_owned(),
+                    error: ErrorCode::StaleCommitment,
                     message: format!(
                         "a commitment with sequence number {current_seq} is stored; the new one must be higher"
                     ),
@@ -652,7 +657,7 @@ async fn get_commitment<S: Store>(
         })),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "no_commitment",
+            ErrorCode::NoCommitment,
             "no rollback commitment is stored for this account (or no backup key is registered)",
         )),
     }
@@ -687,7 +692,7 @@ async fn healthz<S: Store>(State(st): State<Arc<AppState<S>>>) -> Response {
     } else {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ErrorCode::Unavailable,
             "the vault's database is unavailable; try again later",
         )
         .into_response()
@@ -707,7 +712,11 @@ async fn openapi() -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such endpoint",
+    )
 }
 
 /// Counts requests by route and status; applies the per-IP limit to `/v1`.
@@ -726,7 +735,7 @@ async fn track<S: Store>(State(st): State<Arc<AppState<S>>>, req: Request, next:
             st.metrics.rate_limited.inc();
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 "too many requests from this address; wait a minute",
             )
             .into_response()
@@ -753,14 +762,14 @@ async fn json_errors(resp: Response) -> Response {
         return resp;
     }
     let (code, message) = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body too large"),
-        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "request body too large"),
+        StatusCode::REQUEST_TIMEOUT => (ErrorCode::Timeout, "the request took too long"),
         StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "this endpoint does not support the method",
         ),
-        s if s.is_server_error() => ("internal", "internal error"),
-        _ => ("bad_request", "bad request"),
+        s if s.is_server_error() => (ErrorCode::Internal, "internal error"),
+        _ => (ErrorCode::BadRequest, "bad request"),
     };
     let (mut parts, _) = resp.into_parts();
     parts.headers.remove(header::CONTENT_TYPE);
