@@ -847,7 +847,21 @@ fn registration_through_a_proxy_to_another_vault_is_refused_by_a_pinned_client()
 #[test]
 fn pin_kept_when_the_url_differs_by_a_trailing_slash() {
     let w = World::new();
-    w.init("phone-a", "correct horse");
+    // No pin on a new device: trust on first use, and the CLI says so.
+    let out = w
+        .cv("phone-a", None)
+        .env("CHATVAULT_NEW_PASSWORD", "correct horse")
+        .args(["init", "--password", "--repo", &w.repo(), "--vault"])
+        .arg(&w.vault.url)
+        .args(["--account", "alice"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("on first use (TOFU)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = w
         .cv("phone-a", None)
         .env("CHATVAULT_PASSWORD", "correct horse")

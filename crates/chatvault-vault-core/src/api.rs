@@ -234,6 +234,35 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code a server writes (all but [`ErrorCode::Unknown`]).
+    pub const ALL: &[ErrorCode] = &[
+        Self::BadRequest,
+        Self::UnsupportedVersion,
+        Self::InvalidState,
+        Self::InvalidProof,
+        Self::Unauthorized,
+        Self::TokenNotRecent,
+        Self::Forbidden,
+        Self::AuthenticationFailed,
+        Self::NotFound,
+        Self::NotRegistered,
+        Self::NoCommitment,
+        Self::AlreadyRegistered,
+        Self::StaleState,
+        Self::StaleProof,
+        Self::Conflict,
+        Self::StaleCommitment,
+        Self::Expired,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::MethodNotAllowed,
+        Self::Timeout,
+        Self::Locked,
+        Self::RateLimited,
+        Self::Internal,
+        Self::Unavailable,
+    ];
+
     /// The wire string.
     pub fn as_str(self) -> &'static str {
         match self {

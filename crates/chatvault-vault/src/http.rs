@@ -829,6 +829,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn openapi_error_schema_lists_every_error_code() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        let listed: Vec<&str> =
+            doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+        for code in ErrorCode::ALL {
+            assert!(listed.contains(&code.as_str()), "{code} missing");
+        }
+    }
+
+    #[test]
     fn openapi_lists_exactly_the_routes() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
         assert_eq!(doc["openapi"].as_str().unwrap().chars().next(), Some('3'));
