@@ -21,7 +21,7 @@ OUT="$ROOT/bench/results/vault-load-$(date -u +%Y-%m-%d).jsonl"
 log() { echo "vault-load: $*" >&2; }
 
 log "building release binaries (vault + load generator)"
-(cd "$ROOT" && cargo build --release -q -p chatvault-vault --bins --examples)
+[ -n "${SKIP_BUILD:-}" ] || (cd "$ROOT" && cargo build --release -q -p chatvault-vault --bins --examples)
 BIN="$ROOT/target/release/chatvault-vault"
 GEN="$ROOT/target/release/examples/loadgen"
 
@@ -92,7 +92,7 @@ if [ -n "${CHATVAULT_TEST_POSTGRES_URL:-}" ]; then
     run "postgres-3proc-max" "${urls[@]}"
     run "postgres-3proc-${RATE}per_s" "${urls[@]}" --rate "$RATE"
     stop_vaults
-    psql "$CHATVAULT_TEST_POSTGRES_URL" -qc "DROP DATABASE $DB" >/dev/null || true
+    psql "$CHATVAULT_TEST_POSTGRES_URL" -qc "DROP DATABASE $DB WITH (FORCE)" >/dev/null || true
 else
     log "CHATVAULT_TEST_POSTGRES_URL not set: PostgreSQL runs skipped"
 fi
