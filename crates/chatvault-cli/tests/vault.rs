@@ -27,6 +27,11 @@ impl Vault {
 
     /// Starts the vault; with `log`, at the most verbose level into that file.
     fn start_logging(data: &Path, log: Option<&Path>) -> Vault {
+        Self::start_with(data, log, &[])
+    }
+
+    /// Starts the vault with extra `serve` arguments.
+    fn start_with(data: &Path, log: Option<&Path>, extra: &[&str]) -> Vault {
         let bin = assert_cmd::cargo::cargo_bin("chatvault-vault");
         assert!(
             bin.exists(),
@@ -46,6 +51,7 @@ impl Vault {
                 "--data-dir",
             ])
             .arg(data)
+            .args(extra)
             .env("RUST_LOG", "trace")
             .stdout(Stdio::piped())
             .stderr(match log {
@@ -892,4 +898,64 @@ fn pin_kept_when_the_url_differs_by_a_trailing_slash() {
         .output()
         .unwrap();
     assert_code(&out, 1, "user name or password");
+}
+
+/// PROTOCOL.md §9.2 through the CLI: a vault serving TLS with a certificate of a private CA is
+/// reached with `--vault-ca`; without it the web PKI does not know the CA and nothing happens.
+#[test]
+fn https_vault_with_a_private_ca_through_vault_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let p = |n: &str| dir.path().join(n);
+    std::fs::write(p("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(p("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(p("ca.pem"), ca_cert.pem()).unwrap();
+    let vault = Vault::start_with(
+        &p("vault-data"),
+        None,
+        &[
+            "--tls-cert",
+            p("cert.pem").to_str().unwrap(),
+            "--tls-key",
+            p("key.pem").to_str().unwrap(),
+        ],
+    );
+    assert!(vault.url.starts_with("https://"), "{}", vault.url);
+    let init = |home: &str, ca: Option<&Path>| {
+        let mut c = Command::cargo_bin("chatvault").unwrap();
+        for v in [
+            "CHATVAULT_KEY",
+            "CHATVAULT_REPO",
+            "CHATVAULT_HOME",
+            "CHATVAULT_VAULT_CA",
+        ] {
+            c.env_remove(v);
+        }
+        c.env("CHATVAULT_ACCOUNT_TOKEN", vault.token("alice"))
+            .env("CHATVAULT_INSECURE_TEST_KSF", "1")
+            .env("CHATVAULT_NEW_PASSWORD", "correct horse")
+            .arg("--home")
+            .arg(p(home));
+        if let Some(ca) = ca {
+            c.arg("--vault-ca").arg(ca);
+        }
+        c.args(["init", "--password", "--repo"])
+            .arg(p(&format!("repo-{home}")))
+            .args(["--vault", &vault.url, "--account", "alice"])
+            .output()
+            .unwrap()
+    };
+    let out = init("untrusting", None);
+    assert_code(&out, 1, "cannot reach the vault");
+    assert_ok(&init("phone", Some(&p("ca.pem"))));
 }
