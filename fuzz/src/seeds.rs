@@ -502,6 +502,7 @@ fn vault_seeds(o: &mut Out) {
                 wrapped_key: b64_encode(&f.wrapped_key),
                 ksf: KsfParams::INSECURE_FOR_TESTS,
                 proof: None,
+                binding: None,
             }),
         ),
         (
@@ -513,6 +514,13 @@ fn vault_seeds(o: &mut Out) {
                 wrapped_key: b64_encode(&f.wrapped_key),
                 ksf: KsfParams::PRODUCTION,
                 proof: Some(b64_encode(&f.proof)),
+                binding: Some(b64_encode(&f.binding.reregistration_mac(
+                    &f.account,
+                    &f.ticket,
+                    &f.upload,
+                    &f.wrapped_key,
+                    &KsfParams::PRODUCTION,
+                ))),
             }),
         ),
         (
@@ -617,7 +625,8 @@ fn vault_seeds(o: &mut Out) {
         ("registration-upload", 3, &f.upload),
         ("ke2", 4, &f.ke2),
         ("registration-response", 5, &f.registration_response),
-        ("wrapped-key", 6, &f.wrapped_key),
+        ("release", 6, &f.release),
+        ("registration-signature", 7, &f.signature),
     ] {
         o.put("vault_opaque", name, Some(mode), msg);
     }

@@ -28,8 +28,9 @@ pub struct Cli {
     /// File holding the account token for the vault (or set CHATVAULT_ACCOUNT_TOKEN).
     #[arg(long, global = true, value_name = "FILE")]
     pub account_token_file: Option<PathBuf>,
-    /// The vault's server key (base64url) to pin on a device that has none yet. Without it, a new
-    /// device pins the key authenticated by its first successful recovery.
+    /// The vault's server key (base64url) to pin. Every registration (init --password,
+    /// key to-password, key change-password) and recovery is refused unless the vault proves this
+    /// key. Without it (and no pin in the home) the vault's key is trusted on first use.
     #[arg(
         long,
         global = true,
@@ -37,6 +38,10 @@ pub struct Cli {
         value_name = "KEY"
     )]
     pub vault_identity: Option<String>,
+    /// PEM file of the CA(s) that issued the vault's TLS certificate, for a vault with a private
+    /// CA; without it the public web PKI is trusted for https:// vault URLs.
+    #[arg(long, global = true, env = "CHATVAULT_VAULT_CA", value_name = "FILE")]
+    pub vault_ca: Option<PathBuf>,
     /// More log output (-v info, -vv debug); logs never contain keys.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

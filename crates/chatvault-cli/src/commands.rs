@@ -77,6 +77,7 @@ struct Ctx {
     account: Option<String>,
     account_token_file: Option<PathBuf>,
     vault_identity: Option<String>,
+    vault_ca: Option<PathBuf>,
     accept_rollback: bool,
     limits: Limits,
 }
@@ -99,6 +100,7 @@ impl Ctx {
             account: cli.account.clone(),
             account_token_file: cli.account_token_file.clone(),
             vault_identity: cli.vault_identity.clone(),
+            vault_ca: cli.vault_ca.clone(),
             accept_rollback: cli.accept_rollback,
             limits: Limits {
                 download: cli.limit_download.map(|k| k.saturating_mul(1024)),
@@ -136,7 +138,11 @@ impl Ctx {
                         vault,
                         account,
                         server_key,
-                    }) if vault == *u && account == *a => Some(server_key),
+                    }) if vault::normalize_url(&vault) == vault::normalize_url(u)
+                        && account == *a =>
+                    {
+                        Some(server_key)
+                    }
                     _ => None,
                 };
                 (u.clone(), a.clone(), pinned)
@@ -160,11 +166,18 @@ impl Ctx {
             (None, Some(stored)) => Some(vault::parse_identity(&stored)?),
             (None, None) => None,
         };
+        let ca_pem = match &self.vault_ca {
+            Some(p) => Some(
+                std::fs::read(p).with_context(|| format!("reading --vault-ca {}", p.display()))?,
+            ),
+            None => None,
+        };
         Ok(Some((
             VaultAccess {
                 url,
                 account,
                 token: self.account_token()?,
+                ca_pem,
             },
             pinned,
         )))
@@ -203,6 +216,7 @@ impl Ctx {
             return Ok(k);
         }
         if let Some((access, pinned)) = self.vault_access()? {
+            warn_if_tofu(pinned.as_ref());
             let password = read_password("Backup password: ", false)?;
             let (key, identity) = vault::recover_key(&access, &password, pinned.as_ref())?;
             if cfg.is_none() {
@@ -251,6 +265,15 @@ impl Ctx {
         let status = rollback::check_rollback(&self.home, &repo, access.as_ref())?;
         for w in &status.warnings {
             eprintln!("warning: {w}");
+        }
+        if let Some(t) = status.tampered {
+            if !self.accept_rollback {
+                return Err(
+                    RolledBack(format!("{t}. To go on anyway, pass --accept-rollback")).into(),
+                );
+            }
+            eprintln!("WARNING: {t}.");
+            eprintln!("WARNING: going on because of --accept-rollback.");
         }
         if let Some(r) = status.rollback {
             if !self.accept_rollback {
@@ -342,10 +365,11 @@ fn init(ctx: &Ctx, a: &InitArgs) -> Result<u8> {
         if a.key_out.is_some() {
             bail!("--key-out is for --key mode; in password mode the vault keeps the key");
         }
-        let (access, _) = ctx.require_vault()?;
+        let (access, pinned) = ctx.require_vault()?;
+        warn_if_tofu(pinned.as_ref());
         let password = read_password("Choose a backup password: ", true)?;
         let (repo, identity) =
-            vault::enable_with_password(&ctx.home, &location, &access, &password)?;
+            vault::enable_with_password(&ctx.home, &location, &access, &password, pinned.as_ref())?;
         println!("End-to-end encrypted backup is on, protected by your password.");
         println!(
             "Repository: {} (id {})",
@@ -407,11 +431,20 @@ fn backup_cmd(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
     let r = backup::backup(&repo, &a.paths, &opts, &bar);
     bar.finish();
     let out = r?;
-    if let Some(w) =
-        rollback::record_snapshot(&ctx.home, &repo, access.as_ref(), &out.id, &out.snapshot)?
-    {
-        eprintln!("warning: {w}");
-    }
+    let tampered =
+        match rollback::record_snapshot(&ctx.home, &repo, access.as_ref(), &out.id, &out.snapshot)?
+        {
+            rollback::Recorded::Done => None,
+            rollback::Recorded::Warning(w) => {
+                eprintln!("warning: {w}");
+                None
+            }
+            rollback::Recorded::Tampered(t) if ctx.accept_rollback => {
+                eprintln!("WARNING: {t}.");
+                None
+            }
+            rollback::Recorded::Tampered(t) => Some(t),
+        };
     let s = &out.snapshot.summary;
     if a.json {
         println!(
@@ -436,6 +469,9 @@ fn backup_cmd(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
         for p in &s.changed_while_reading {
             eprintln!("changed while reading (may be inconsistent): {p}");
         }
+    }
+    if let Some(t) = tampered {
+        return Err(RolledBack(format!("snapshot {} is saved, but {t}", out.id.short())).into());
     }
     if s.is_complete() {
         Ok(exit::OK)
@@ -890,6 +926,17 @@ fn key_show(ctx: &Ctx, yes: bool) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// Says so when there is no pinned vault key: the vault's key is then trusted on first use
+/// (docs/SECURITY.md, "Backup Key Vault").
+fn warn_if_tofu(pinned: Option<&ServerIdentity>) {
+    if pinned.is_none() {
+        eprintln!(
+            "note: no pinned vault key (--vault-identity / CHATVAULT_VAULT_IDENTITY): trusting the \
+             key this vault proves on first use (TOFU) and pinning it from now on"
+        );
+    }
+}
+
 fn pinned_or_fail(pinned: Option<ServerIdentity>) -> Result<ServerIdentity> {
     pinned.ok_or_else(|| anyhow!("this device has no pinned vault key: pass --vault-identity KEY"))
 }
@@ -920,9 +967,10 @@ fn to_key(ctx: &Ctx) -> Result<u8> {
 }
 
 fn to_password(ctx: &Ctx) -> Result<u8> {
-    let (access, _) = ctx.require_vault()?;
+    let (access, pinned) = ctx.require_vault()?;
+    warn_if_tofu(pinned.as_ref());
     let password = read_password("Choose a backup password: ", true)?;
-    let identity = vault::to_password(&ctx.home, &access, &password)?;
+    let identity = vault::to_password(&ctx.home, &access, &password, pinned.as_ref())?;
     println!(
         "Switched to password mode: the vault {} keeps the key (server key {identity} pinned).",
         access.url

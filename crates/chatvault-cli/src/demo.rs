@@ -54,6 +54,7 @@ pub fn run(keep: Option<&Path>, quiet: bool) -> Result<u8> {
         url: vault.url.clone(),
         account: "demo-user".into(),
         token: SecretString::from(vault.token("demo-user")),
+        ca_pem: None,
     };
     // The demo's password is never printed.
     let password = SecretString::from(format!(
@@ -66,7 +67,7 @@ pub fn run(keep: Option<&Path>, quiet: bool) -> Result<u8> {
         "Enabling end-to-end encrypted backup with a password (the cloud is a local folder)",
     );
     let home_a = Home::at(root.join("phone-a/home"));
-    let (repo, _) = vault::enable_with_password(&home_a, &location, &access(), &password)?;
+    let (repo, _) = vault::enable_with_password(&home_a, &location, &access(), &password, None)?;
     println!(
         "    repository {} created; random 256-bit key stored at the vault behind the password",
         repo.id().short()

@@ -16,6 +16,8 @@ struct Vault {
     _stdout: BufReader<std::process::ChildStdout>,
     url: String,
     data: PathBuf,
+    /// The vault's server identity (base64url), as `serve` prints it.
+    identity: String,
 }
 
 impl Vault {
@@ -25,6 +27,11 @@ impl Vault {
 
     /// Starts the vault; with `log`, at the most verbose level into that file.
     fn start_logging(data: &Path, log: Option<&Path>) -> Vault {
+        Self::start_with(data, log, &[])
+    }
+
+    /// Starts the vault with extra `serve` arguments.
+    fn start_with(data: &Path, log: Option<&Path>, extra: &[&str]) -> Vault {
         let bin = assert_cmd::cargo::cargo_bin("chatvault-vault");
         assert!(
             bin.exists(),
@@ -34,6 +41,7 @@ impl Vault {
         let mut child = StdCommand::new(bin)
             .args([
                 "serve",
+                "--dev-issuer",
                 "--listen",
                 "127.0.0.1:0",
                 "--rate-limit-ip",
@@ -43,6 +51,7 @@ impl Vault {
                 "--data-dir",
             ])
             .arg(data)
+            .args(extra)
             .env("RUST_LOG", "trace")
             .stdout(Stdio::piped())
             .stderr(match log {
@@ -61,12 +70,17 @@ impl Vault {
             .to_string();
         let mut identity = String::new();
         stdout.read_line(&mut identity).unwrap();
-        assert!(identity.starts_with("server identity "), "{identity}");
+        let identity = identity
+            .trim()
+            .strip_prefix("server identity ")
+            .unwrap_or_else(|| panic!("{identity}"))
+            .to_owned();
         Vault {
             child,
             _stdout: stdout,
             url,
             data: data.to_path_buf(),
+            identity,
         }
     }
 
@@ -541,7 +555,8 @@ fn new_device_detects_a_rolled_back_repository_through_the_vault_commitment() {
     std::fs::write(&newest, hidden).unwrap();
     assert_ok(&w.cv("phone-a", None).arg("snapshots").output().unwrap());
 
-    // A forged commitment (the vault cannot seal one) is ignored with a warning.
+    // A forged commitment (the vault cannot seal one) is an alarm (PROTOCOL.md §9.1), not a
+    // warning: exit 9 until --accept-rollback.
     let client = chatvault_vault_client::VaultClient::new(
         &w.vault.url,
         "alice",
@@ -550,16 +565,12 @@ fn new_device_detects_a_rolled_back_repository_through_the_vault_commitment() {
     .unwrap();
     client.put_commitment(1000, &[0u8; 64]).unwrap();
     let out = w.cv("phone-a", None).arg("snapshots").output().unwrap();
-    assert_ok(&out);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("does not open"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // A backup cannot commit over the jammed commitment and says so (the backup itself stands).
+    assert_code(&out, 9, "does not open");
+    // With --accept-rollback a backup goes on, cannot commit over the jammed commitment and
+    // says so (the backup itself stands).
     let out = w
         .cv("phone-a", None)
-        .arg("backup")
+        .args(["--accept-rollback", "backup"])
         .arg(&src)
         .output()
         .unwrap();
@@ -569,4 +580,382 @@ fn new_device_detects_a_rolled_back_repository_through_the_vault_commitment() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// PROTOCOL.md §9.1, the token holder's jam: the genuine commitment PUT back with seq 2^63-1, so
+/// that every honest PUT gets 409. The authenticated seq inside is the witness: the next backup
+/// and a new device both stop with exit 9.
+#[test]
+fn commitment_replayed_with_max_seq_is_exit_9_on_next_backup_and_on_a_new_device() {
+    let w = World::new();
+    let src = w.p("chats");
+    make_source(&src);
+    w.init("phone-a", "correct horse");
+    let backup = |extra: &[&str]| {
+        w.cv("phone-a", None)
+            .args(extra)
+            .arg("backup")
+            .arg(&src)
+            .output()
+            .unwrap()
+    };
+    assert_ok(&backup(&[]));
+    let attacker = chatvault_vault_client::VaultClient::new(
+        &w.vault.url,
+        "alice",
+        chatvault_vault_client::SecretString::from(w.token.clone()),
+    )
+    .unwrap();
+    let (seq, genuine) = attacker.get_commitment().unwrap().expect("a commitment");
+    assert_eq!(seq, 1);
+    let max = (1u64 << 63) - 1;
+    assert_eq!(
+        attacker.put_commitment(max, &genuine).unwrap(),
+        chatvault_vault_client::CommitmentPut::Stored
+    );
+    // The next backup on the phone.
+    std::fs::write(src.join("chat.txt"), "new message\n").unwrap();
+    let out = backup(&[]);
+    assert_code(
+        &out,
+        9,
+        "declares #9223372036854775807 but commits to snapshot #1",
+    );
+    // A new device.
+    let out = w
+        .new_device("phone-b", "correct horse")
+        .args(["restore", "latest", "--target"])
+        .arg(w.p("r1"))
+        .output()
+        .unwrap();
+    assert_code(&out, 9, "declares #9223372036854775807");
+    assert!(!w.p("r1").exists());
+    // A backup that races the jam (the jam lands between the check and the commit) ends in
+    // exit 9 too, after saving its snapshot: simulated by accepting the check only.
+    let out = backup(&["--accept-rollback"]);
+    assert_ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be committed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A man in the middle for registration: forwards every HTTP request to `upstream` (another
+/// vault) and, if `splice` is given, writes that key into the `register/start` answer in place of
+/// the upstream vault's own (the pinned key is public, so a real attacker would). Records every
+/// request line it forwards.
+struct Mitm {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Mitm {
+    fn start(upstream: &str, splice: Option<[u8; 32]>) -> Mitm {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.strip_prefix("http://").unwrap().to_owned();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        /// Reads one HTTP message (head and Content-Length body) from `s`.
+        fn read_message(s: &mut std::net::TcpStream, to_eof: bool) -> Option<(String, Vec<u8>)> {
+            let mut buf = Vec::new();
+            let mut byte = [0u8; 1];
+            while !buf.ends_with(b"\r\n\r\n") {
+                if s.read(&mut byte).ok()? == 0 {
+                    return None;
+                }
+                buf.push(byte[0]);
+            }
+            let head = String::from_utf8(buf).ok()?;
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            s.read_exact(&mut body).ok()?;
+            if to_eof {
+                s.read_to_end(&mut body).ok()?;
+            }
+            Some((head, body))
+        }
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { return };
+                let Some((head, body)) = read_message(&mut client, false) else {
+                    continue;
+                };
+                let request_line = head.lines().next().unwrap_or("").to_owned();
+                log.lock().unwrap().push(request_line.clone());
+                let mut up = std::net::TcpStream::connect(&upstream).unwrap();
+                let head: String = head
+                    .lines()
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:") && !l.is_empty())
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                up.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
+                    .unwrap();
+                up.write_all(&body).unwrap();
+                let Some((rhead, mut rbody)) = read_message(&mut up, true) else {
+                    continue;
+                };
+                if let Some(key) = splice
+                    && request_line.contains("/register/start")
+                    && rhead.starts_with("HTTP/1.1 200")
+                {
+                    let mut v: serde_json::Value = serde_json::from_slice(&rbody).unwrap();
+                    let mut r = chatvault_vault_core::api::b64_decode(
+                        v["response"].as_str().unwrap(),
+                        "response",
+                    )
+                    .unwrap();
+                    r[32..].copy_from_slice(&key);
+                    v["response"] = chatvault_vault_core::api::b64_encode(&r).into();
+                    rbody = serde_json::to_vec(&v).unwrap();
+                }
+                let rhead: String = rhead
+                    .lines()
+                    .filter(|l| {
+                        let l = l.to_ascii_lowercase();
+                        !l.starts_with("content-length:")
+                            && !l.starts_with("connection:")
+                            && !l.is_empty()
+                    })
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                let _ = client.write_all(
+                    format!(
+                        "{rhead}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        rbody.len()
+                    )
+                    .as_bytes(),
+                );
+                let _ = client.write_all(&rbody);
+            }
+        });
+        Mitm { url, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// PROTOCOL.md §4.1: a proxy that forwards registration to a different vault (and splices the
+/// pinned vault's public key into the answer) is refused by a client that pins the real vault,
+/// before anything is uploaded; the same proxy in front of the pinned vault works (it is
+/// transparent), and `key to-password` honours `--vault-identity` the same way.
+#[test]
+fn registration_through_a_proxy_to_another_vault_is_refused_by_a_pinned_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = Vault::start(&dir.path().join("real"));
+    let other = Vault::start(&dir.path().join("other"));
+    let pinned_key: [u8; 32] = chatvault_vault_core::ServerIdentity::from_b64(&real.identity)
+        .unwrap()
+        .as_bytes()
+        .to_owned();
+    let run = |home: &str, url: &str, token: &str, args: &[&str]| {
+        let mut c = Command::cargo_bin("chatvault").unwrap();
+        for v in [
+            "CHATVAULT_KEY",
+            "CHATVAULT_REPO",
+            "CHATVAULT_HOME",
+            "CHATVAULT_PASSWORD",
+            "CHATVAULT_VAULT",
+            "CHATVAULT_ACCOUNT",
+            "CHATVAULT_VAULT_IDENTITY",
+        ] {
+            c.env_remove(v);
+        }
+        c.env("CHATVAULT_ACCOUNT_TOKEN", token)
+            .env("CHATVAULT_INSECURE_TEST_KSF", "1")
+            .env("CHATVAULT_NEW_PASSWORD", "correct horse")
+            .arg("--home")
+            .arg(dir.path().join(home))
+            .args(["--vault", url, "--account", "alice"])
+            .args(["--vault-identity", &real.identity])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let repo = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+
+    // The attack: the proxy forwards to the other vault and splices in the pinned key.
+    let mitm = Mitm::start(&other.url, Some(pinned_key));
+    let out = run(
+        "phone",
+        &mitm.url,
+        &other.token("alice"),
+        &["init", "--password", "--repo", &repo("repo-a")],
+    );
+    assert_code(&out, 1, "server key differs from the pinned one");
+    let seen = mitm.seen();
+    assert!(
+        seen.iter().any(|l| l.contains("/register/start")),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("/register/finish")),
+        "something was uploaded: {seen:?}"
+    );
+    assert!(!dir.path().join("repo-a/config").exists());
+    // Without splicing, the other vault's own key is refused just the same.
+    let plain = Mitm::start(&other.url, None);
+    let out = run(
+        "phone",
+        &plain.url,
+        &other.token("alice"),
+        &["init", "--password", "--repo", &repo("repo-a")],
+    );
+    assert_code(&out, 1, "server key differs from the pinned one");
+    assert!(!plain.seen().iter().any(|l| l.contains("/register/finish")));
+
+    // Control: the same proxy in front of the pinned vault is transparent.
+    let good = Mitm::start(&real.url, None);
+    let out = run(
+        "phone",
+        &good.url,
+        &real.token("alice"),
+        &["init", "--password", "--repo", &repo("repo-b")],
+    );
+    assert_ok(&out);
+    assert!(good.seen().iter().any(|l| l.contains("/register/finish")));
+
+    // `key to-password` on a device in key mode honours --vault-identity too.
+    let mut c = Command::cargo_bin("chatvault").unwrap();
+    c.env_remove("CHATVAULT_KEY")
+        .arg("--home")
+        .arg(dir.path().join("keyphone"))
+        .args(["init", "--key", "--repo", &repo("repo-c")]);
+    assert_ok(&c.output().unwrap());
+    let bob_mitm = Mitm::start(&other.url, Some(pinned_key));
+    let out = run(
+        "keyphone",
+        &bob_mitm.url,
+        &other.token("alice"),
+        &["key", "to-password"],
+    );
+    assert_code(&out, 1, "server key differs from the pinned one");
+    assert!(
+        !bob_mitm
+            .seen()
+            .iter()
+            .any(|l| l.contains("/register/finish"))
+    );
+}
+
+/// The pin is kept when the vault URL is spelled with a trailing slash (PROTOCOL.md §1).
+#[test]
+fn pin_kept_when_the_url_differs_by_a_trailing_slash() {
+    let w = World::new();
+    // No pin on a new device: trust on first use, and the CLI says so.
+    let out = w
+        .cv("phone-a", None)
+        .env("CHATVAULT_NEW_PASSWORD", "correct horse")
+        .args(["init", "--password", "--repo", &w.repo(), "--vault"])
+        .arg(&w.vault.url)
+        .args(["--account", "alice"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("on first use (TOFU)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = w
+        .cv("phone-a", None)
+        .env("CHATVAULT_PASSWORD", "correct horse")
+        .env("CHATVAULT_NEW_PASSWORD", "new horse battery")
+        .args([
+            "--vault",
+            &format!("{}/", w.vault.url),
+            "--account",
+            "alice",
+        ])
+        .args(["key", "change-password"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    // A URL with user info is refused outright.
+    let port = w.vault.url.rsplit(':').next().unwrap();
+    let out = w
+        .cv("phone-b", Some("new horse battery"))
+        .args([
+            "--repo",
+            &w.repo(),
+            "--vault",
+            &format!("http://localhost:{port}@evil.example/"),
+            "--account",
+            "alice",
+            "snapshots",
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 1, "user name or password");
+}
+
+/// PROTOCOL.md §9.2 through the CLI: a vault serving TLS with a certificate of a private CA is
+/// reached with `--vault-ca`; without it the web PKI does not know the CA and nothing happens.
+#[test]
+fn https_vault_with_a_private_ca_through_vault_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let p = |n: &str| dir.path().join(n);
+    std::fs::write(p("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(p("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(p("ca.pem"), ca_cert.pem()).unwrap();
+    let vault = Vault::start_with(
+        &p("vault-data"),
+        None,
+        &[
+            "--tls-cert",
+            p("cert.pem").to_str().unwrap(),
+            "--tls-key",
+            p("key.pem").to_str().unwrap(),
+        ],
+    );
+    assert!(vault.url.starts_with("https://"), "{}", vault.url);
+    let init = |home: &str, ca: Option<&Path>| {
+        let mut c = Command::cargo_bin("chatvault").unwrap();
+        for v in [
+            "CHATVAULT_KEY",
+            "CHATVAULT_REPO",
+            "CHATVAULT_HOME",
+            "CHATVAULT_VAULT_CA",
+        ] {
+            c.env_remove(v);
+        }
+        c.env("CHATVAULT_ACCOUNT_TOKEN", vault.token("alice"))
+            .env("CHATVAULT_INSECURE_TEST_KSF", "1")
+            .env("CHATVAULT_NEW_PASSWORD", "correct horse")
+            .arg("--home")
+            .arg(p(home));
+        if let Some(ca) = ca {
+            c.arg("--vault-ca").arg(ca);
+        }
+        c.args(["init", "--password", "--repo"])
+            .arg(p(&format!("repo-{home}")))
+            .args(["--vault", &vault.url, "--account", "alice"])
+            .output()
+            .unwrap()
+    };
+    let out = init("untrusting", None);
+    assert_code(&out, 1, "cannot reach the vault");
+    assert_ok(&init("phone", Some(&p("ca.pem"))));
 }

@@ -102,9 +102,23 @@ impl Home {
 pub struct RollbackStatus {
     /// The rollback, if any.
     pub rollback: Option<Rollback>,
-    /// Problems that did not prevent the check (vault unreachable, bad commitment), for a
-    /// warning.
+    /// The vault's commitment was tampered with (PROTOCOL.md §9.1): it does not open with the
+    /// repository's key, or its declared sequence number differs from the authenticated one
+    /// inside. A rollback-class failure: the newest snapshot cannot be vouched for.
+    pub tampered: Option<String>,
+    /// Problems that did not prevent the check (vault unreachable), for a warning.
     pub warnings: Vec<String>,
+}
+
+/// The message for a commitment whose declared `seq` is not the authenticated one inside, or
+/// that does not open.
+fn tampered_message(what: &str) -> String {
+    format!(
+        "the vault's rollback commitment {what}: someone with the account token or the vault \
+         itself replaced it, which hides newer snapshots from new devices. Nothing was changed. \
+         Re-register the vault record (`chatvault key to-key`, then `key to-password`) to store a \
+         fresh commitment"
+    )
 }
 
 /// Compares the repository's newest snapshot with what this device and (in password mode) the
@@ -125,6 +139,9 @@ pub fn check_rollback(
     }
     if let Some(v) = vault {
         match v.client().and_then(|c| Ok(c.get_commitment()?)) {
+            // The authenticated seq inside is the witness; a declared seq that differs from it
+            // (e.g. a genuine commitment PUT back with seq 2^63-1, which jams every later PUT)
+            // or a commitment that does not open is an alarm, not a warning.
             Ok(Some((seq, bytes))) => match repo.open_commitment(&v.account, &bytes) {
                 Ok(c) if c.seq == seq => witnesses.push((
                     "the vault",
@@ -134,14 +151,17 @@ pub fn check_rollback(
                         time: c.time,
                     },
                 )),
-                Ok(c) => status.warnings.push(format!(
-                    "the vault's rollback commitment says #{seq} outside and #{} inside; ignored",
-                    c.seq
-                )),
-                Err(e) => status.warnings.push(format!(
-                    "the vault's rollback commitment does not open with this repository's key \
-                     ({e}); ignored"
-                )),
+                Ok(c) => {
+                    status.tampered = Some(tampered_message(&format!(
+                        "declares #{seq} but commits to snapshot #{}",
+                        c.seq
+                    )))
+                }
+                Err(e) => {
+                    status.tampered = Some(tampered_message(&format!(
+                        "does not open with this repository's key ({e})"
+                    )))
+                }
             },
             Ok(None) => {}
             Err(e) => status.warnings.push(format!(
@@ -191,38 +211,63 @@ pub fn check_rollback(
     Ok(status)
 }
 
+/// What [`record_snapshot`] did at the vault.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Committed (or no vault, or a genuine newer commitment from another device is there).
+    Done,
+    /// The vault could not be updated; the backup stands, a new device cannot vouch for it.
+    Warning(String),
+    /// The vault holds a commitment that was tampered with (PROTOCOL.md §9.1): rollback-class.
+    Tampered(String),
+}
+
 /// After a backup: remember the new snapshot on this device and, in password mode, store a
-/// sealed commitment to it at the vault. Returns a warning if the vault could not be updated
-/// (the backup itself stands).
+/// sealed commitment to it at the vault. The backup itself stands whatever the vault answers.
 pub fn record_snapshot(
     home: &Home,
     repo: &Repository,
     vault: Option<&VaultAccess>,
     id: &SnapshotId,
     snapshot: &Snapshot,
-) -> Result<Option<String>> {
+) -> Result<Recorded> {
     home.remember(repo, seen_of(id, snapshot))?;
-    let Some(v) = vault else { return Ok(None) };
+    let Some(v) = vault else {
+        return Ok(Recorded::Done);
+    };
     let sealed = repo.seal_commitment(&v.account, &Commitment::to(*id, snapshot));
     let client = match v.client() {
         Ok(c) => c,
-        Err(e) => return Ok(Some(format!("could not reach the vault ({e})"))),
+        Err(e) => {
+            return Ok(Recorded::Warning(format!(
+                "could not reach the vault ({e})"
+            )));
+        }
     };
     match client.put_commitment(snapshot.seq, &sealed) {
-        Ok(CommitmentPut::Stored) => Ok(None),
+        Ok(CommitmentPut::Stored) => Ok(Recorded::Done),
         // Another device already committed to a newer (or equally new) snapshot: fine, if that
-        // commitment is genuine. One that does not open means someone with the account token
-        // jammed it with a huge sequence number.
+        // commitment is genuine, i.e. opens and declares the seq it authenticates. Anything
+        // else is a jammed commitment (a huge declared seq, or garbage).
         Ok(CommitmentPut::Stale { current_seq }) => match client.get_commitment() {
-            Ok(Some((_, bytes))) if repo.open_commitment(&v.account, &bytes).is_ok() => Ok(None),
-            Ok(_) | Err(_) => Ok(Some(format!(
-                "the vault keeps a rollback commitment (#{current_seq}) that this repository's key \
-                 does not open, so new snapshots cannot be committed; new devices cannot detect a \
-                 rollback until the vault record is registered again (`chatvault key to-key`, then \
-                 `key to-password`)"
+            Ok(Some((seq, bytes))) => match repo.open_commitment(&v.account, &bytes) {
+                Ok(c) if c.seq == seq && c.seq >= snapshot.seq => Ok(Recorded::Done),
+                Ok(c) => Ok(Recorded::Tampered(tampered_message(&format!(
+                    "declares #{seq} but commits to snapshot #{}, so snapshot #{} cannot be \
+                     committed",
+                    c.seq, snapshot.seq
+                )))),
+                Err(e) => Ok(Recorded::Tampered(tampered_message(&format!(
+                    "(#{current_seq}) does not open with this repository's key ({e}), so new \
+                     snapshots cannot be committed"
+                )))),
+            },
+            Ok(None) | Err(_) => Ok(Recorded::Warning(format!(
+                "the vault refused the rollback commitment (it holds #{current_seq}) but does not \
+                 show it; a new device will not be able to detect a rollback of this snapshot"
             ))),
         },
-        Err(e) => Ok(Some(format!(
+        Err(e) => Ok(Recorded::Warning(format!(
             "could not store the rollback commitment at the vault ({e}); a new device will not \
              be able to detect a rollback of this snapshot"
         ))),

@@ -18,11 +18,17 @@ pub struct VaultAccess {
     pub account: String,
     /// Account token issued by the app's account service.
     pub token: SecretString,
+    /// PEM CA certificates to trust for the vault's `https://` instead of the web PKI (a
+    /// private CA), if any.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl VaultAccess {
     pub(crate) fn client(&self) -> Result<VaultClient> {
-        let c = VaultClient::new(&self.url, &self.account, self.token.clone())?;
+        let mut c = VaultClient::new(&self.url, &self.account, self.token.clone())?;
+        if let Some(pem) = &self.ca_pem {
+            c = c.with_ca_pem(pem)?;
+        }
         Ok(match test_ksf() {
             Some(k) => c.with_registration_ksf(k)?,
             None => c,
@@ -30,11 +36,24 @@ impl VaultAccess {
     }
 }
 
-/// Cheap Argon2 parameters for test suites only, selected by `CHATVAULT_INSECURE_TEST_KSF=1`.
-/// They only affect new registrations; the parameters are stored in the record.
+/// Cheap Argon2 parameters for test suites only, selected by `CHATVAULT_INSECURE_TEST_KSF=1`
+/// **in builds with the `insecure-test-ksf` feature** (the workspace's test builds); release
+/// builds ignore the variable, and their vault refuses such parameters (PROTOCOL.md §2.1).
+#[cfg(feature = "insecure-test-ksf")]
 fn test_ksf() -> Option<chatvault_vault_client::KsfParams> {
     (std::env::var("CHATVAULT_INSECURE_TEST_KSF").as_deref() == Ok("1"))
         .then_some(chatvault_vault_client::KsfParams::INSECURE_FOR_TESTS)
+}
+
+#[cfg(not(feature = "insecure-test-ksf"))]
+fn test_ksf() -> Option<chatvault_vault_client::KsfParams> {
+    None
+}
+
+/// The normalised form of a vault URL (no trailing slash), or the text itself if it is not a
+/// valid vault URL (the client refuses it later with a clear message).
+pub fn normalize_url(url: &str) -> String {
+    chatvault_vault_client::normalize_vault_url(url).unwrap_or_else(|_| url.to_owned())
 }
 
 /// Parses a pinned vault identity (base64url).
@@ -42,15 +61,31 @@ pub fn parse_identity(text: &str) -> Result<ServerIdentity> {
     Ok(ServerIdentity::from_b64(text.trim()).map_err(chatvault_vault_client::Error::from)?)
 }
 
+/// Registers `key` at the vault: checked against `pinned` (PROTOCOL.md §4.1), or trust on first
+/// use without a pin.
+fn register(
+    vault: &VaultAccess,
+    password: &SecretString,
+    key: &BackupKey,
+    pinned: Option<&ServerIdentity>,
+) -> Result<ServerIdentity> {
+    let client = vault.client()?;
+    Ok(match pinned {
+        Some(p) => client.register_pinned(password, key.expose_bytes(), p)?,
+        None => client.register(password, key.expose_bytes())?,
+    })
+}
+
 /// Enables E2EE backup in password mode: creates the repository with a fresh random key, stores
-/// the key at the vault behind `password` (pinning the vault's server key), and configures the
-/// home. If the vault refuses, the just-created repository header is removed again so the user
-/// can retry.
+/// the key at the vault behind `password` (checking the vault's signature against `pinned`, or
+/// trusting its key on first use when there is no pin), and configures the home. If the vault
+/// refuses, the just-created repository header is removed again so the user can retry.
 pub fn enable_with_password(
     home: &Home,
     location: &str,
     vault: &VaultAccess,
     password: &SecretString,
+    pinned: Option<&ServerIdentity>,
 ) -> Result<(Repository, ServerIdentity)> {
     if home.config()?.is_some() {
         return Err(ClientError::AlreadyConfigured(home.dir().to_path_buf()));
@@ -58,11 +93,11 @@ pub fn enable_with_password(
     let key = BackupKey::generate(&mut OsRng);
     let storage = Storage::open(location)?;
     let repo = Repository::init(storage.clone(), &key)?;
-    let identity = match vault.client()?.register(password, key.expose_bytes()) {
+    let identity = match register(vault, password, &key, pinned) {
         Ok(i) => i,
         Err(e) => {
             let _ = storage.delete(chatvault_repo::repository::layout::CONFIG);
-            return Err(e.into());
+            return Err(e);
         }
     };
     home.store_key(&key)?;
@@ -70,7 +105,7 @@ pub fn enable_with_password(
         version: 1,
         repo: crate::remembered_location(location),
         custody: Custody::Password {
-            vault: vault.url.clone(),
+            vault: normalize_url(&vault.url),
             account: vault.account.clone(),
             server_key: identity.to_string(),
         },
@@ -107,7 +142,7 @@ pub fn adopt_device(
         version: 1,
         repo: crate::remembered_location(location),
         custody: Custody::Password {
-            vault: vault.url.clone(),
+            vault: normalize_url(&vault.url),
             account: vault.account.clone(),
             server_key: identity.to_string(),
         },
@@ -142,19 +177,21 @@ pub fn to_key(
     Ok(key)
 }
 
-/// Switches this device from the 64-digit key to a password kept by the vault.
+/// Switches this device from the 64-digit key to a password kept by the vault, checked against
+/// `pinned` (PROTOCOL.md §4.1) or trusted on first use without a pin.
 pub fn to_password(
     home: &Home,
     vault: &VaultAccess,
     password: &SecretString,
+    pinned: Option<&ServerIdentity>,
 ) -> Result<ServerIdentity> {
     let mut cfg = home.require_config()?;
     let key = home
         .load_key()?
         .ok_or_else(|| ClientError::NotConfigured(home.dir().to_path_buf()))?;
-    let identity = vault.client()?.register(password, key.expose_bytes())?;
+    let identity = register(vault, password, &key, pinned)?;
     cfg.custody = Custody::Password {
-        vault: vault.url.clone(),
+        vault: normalize_url(&vault.url),
         account: vault.account.clone(),
         server_key: identity.to_string(),
     };

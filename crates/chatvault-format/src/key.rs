@@ -122,8 +122,14 @@ impl BackupKey {
     }
 
     /// The 64 lowercase hex digits, ungrouped (for key files).
+    /// Every intermediate buffer is zeroized, and the string has room for one more character
+    /// (a newline) so that pushing it does not leave a freed copy behind.
     pub fn to_hex(&self) -> Zeroizing<String> {
-        Zeroizing::new(hex::encode(self.0.as_ref()))
+        let mut buf = Zeroizing::new([0u8; 2 * KEY_LEN]);
+        hex::encode_to_slice(self.0.as_ref(), &mut buf[..]).expect("64 bytes for 32");
+        let mut s = Zeroizing::new(String::with_capacity(2 * KEY_LEN + 1));
+        s.push_str(std::str::from_utf8(&buf[..]).expect("hex digits are ASCII"));
+        s
     }
 
     /// The 64 hex digits in 16 groups of 4, separated by spaces (for showing to a person).

@@ -23,10 +23,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use chatvault_vault_core::api::{self, b64_decode, b64_encode};
+pub use chatvault_vault_core::api::ErrorCode as WireErrorCode;
+use chatvault_vault_core::api::{self, ErrorCode, b64_decode, b64_encode};
 use chatvault_vault_core::{
-    AccountId, BackupKey, Error as CoreError, Ke2Params, RecoveryClient, RegistrationClient,
-    WrappedKey,
+    AccountId, BackupKey, Error as CoreError, Ke2Params, ProofBinding, RecoveryClient,
+    RegistrationAnswer, RegistrationClient,
 };
 pub use chatvault_vault_core::{KsfParams, ServerIdentity};
 use secrecy::ExposeSecret as _;
@@ -84,7 +85,7 @@ pub enum Error {
         /// HTTP status.
         status: u16,
         /// Error code from the body.
-        code: String,
+        code: ErrorCode,
         /// Message from the body.
         message: String,
     },
@@ -95,7 +96,7 @@ pub enum Error {
     #[error("protocol error talking to the vault: {0}")]
     Protocol(String),
     /// The account has no registered (live) backup key at the vault: never registered, deleted,
-    /// reset or destroyed (HTTP 404 `not_registered`).
+    /// reset or destroyed (HTTP 409 `not_registered`).
     #[error("no backup key is registered for this account at the vault")]
     NotRegistered,
     /// Invalid argument (account id, URL, KSF parameters).
@@ -119,10 +120,12 @@ impl From<CoreError> for Error {
     }
 }
 
-/// A recovery proof: authorises one change of the current record for a few minutes.
+/// A recovery proof: authorises one change of the current record for a few minutes, and only
+/// together with the binding key of the login that earned it (PROTOCOL.md §4.2).
 /// Redacted `Debug`; zeroized on drop.
 pub struct RecoveryProof {
     proof: SecretString,
+    binding: ProofBinding,
     /// Expiry (unix seconds).
     pub expires_at: u64,
 }
@@ -182,39 +185,57 @@ impl fmt::Debug for VaultClient {
     }
 }
 
-fn is_loopback_http(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
+/// The password as the protocol sees it (PROTOCOL.md §2.2): Unicode NFKC, so that the same
+/// password typed on two keyboards (composed or decomposed accents, full-width digits from an
+/// IME, a no-break space) gives the same bytes. The buffer is sized so that normalisation never
+/// reallocates (NFKC expands a character to at most 18), and is zeroized on drop.
+pub fn normalize_password(password: &SecretString) -> Zeroizing<String> {
+    use unicode_normalization::UnicodeNormalization as _;
+    let raw = password.expose_secret();
+    let mut out = Zeroizing::new(String::with_capacity(raw.len().saturating_mul(18)));
+    out.extend(raw.nfkc());
+    out
+}
+
+/// Checks and normalises a vault base URL (PROTOCOL.md §1, SECURITY.md): parsed by a real URL
+/// parser; `https://`, or plain `http://` only to a loopback address (`localhost`, 127.0.0.0/8,
+/// `::1`); no user name or password (`http://localhost:1@evil.example/` is refused), no query,
+/// no fragment. Returns the URL without a trailing slash, so two spellings of one vault compare
+/// equal (the pin is kept per normalised URL).
+pub fn normalize_vault_url(text: &str) -> Result<String> {
+    let bad = |why: &str| Error::InvalidInput(format!("vault URL {why}"));
+    let url = url::Url::parse(text.trim()).map_err(|e| bad(&format!("does not parse ({e})")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not contain a user name or password"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must not have a query or fragment"));
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(bad("has no host")),
     };
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = if let Some(h) = host.strip_prefix('[') {
-        h.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(bad(
+                "must be https:// (plain http:// only to localhost, 127.0.0.1 or [::1])",
+            ));
+        }
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 impl VaultClient {
     /// A client for `account_id` at `base_url` (e.g. `https://vault.example`), authenticating
     /// with the account `token`. Registrations use [`KsfParams::PRODUCTION`].
     pub fn new(base_url: &str, account_id: &str, token: SecretString) -> Result<Self> {
-        let base = base_url.trim_end_matches('/').to_owned();
-        if !(base.starts_with("https://") || is_loopback_http(&base)) {
-            return Err(Error::InvalidInput(
-                "vault URL must be https:// (plain http:// only to localhost)".into(),
-            ));
-        }
+        let base = normalize_vault_url(base_url)?;
         let account = AccountId::new(account_id)?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .user_agent("chatvault-vault-client/1")
-            .build()
-            .into();
+        let agent = Self::agent(Self::agent_config())?;
         Ok(Self {
             base,
             account,
@@ -222,6 +243,44 @@ impl VaultClient {
             agent,
             ksf: KsfParams::PRODUCTION,
         })
+    }
+
+    fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .user_agent("chatvault-vault-client/1")
+    }
+
+    fn agent(
+        config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
+    ) -> Result<ureq::Agent> {
+        Ok(config.build().into())
+    }
+
+    /// Trusts only the CA certificates in `pem` (PEM, one or more) for `https://`, instead of
+    /// the public web PKI: for a vault with a private CA (`chatvault --vault-ca FILE`).
+    #[cfg(feature = "tls")]
+    pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<Self> {
+        use ureq::tls::{Certificate, RootCerts, TlsConfig};
+        let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::InvalidInput(format!("vault CA file: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::InvalidInput(
+                "vault CA file: no PEM certificate in it".into(),
+            ));
+        }
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::Specific(std::sync::Arc::new(certs)))
+            .build();
+        self.agent = Self::agent(Self::agent_config().tls_config(tls))?;
+        Ok(self)
     }
 
     /// Uses `ksf` for new registrations (default [`KsfParams::PRODUCTION`]). Cheaper parameters
@@ -280,22 +339,23 @@ impl VaultClient {
             .ok();
         let (code, message) = body
             .map(|b| (b.error, b.message))
-            .unwrap_or_else(|| (String::new(), String::new()));
-        Err(match (status, code.as_str()) {
+            .unwrap_or_else(|| (ErrorCode::Unknown, String::new()));
+        Err(match (status, code) {
             (401, _) => Error::Unauthorized,
-            (403, "forbidden") => Error::Forbidden,
-            (423, _) | (_, "locked") => Error::Locked,
-            (409, "already_registered") => Error::AlreadyRegistered,
-            (404, "not_registered") => Error::NotRegistered,
+            (403, ErrorCode::Forbidden) => Error::Forbidden,
+            (423, _) | (_, ErrorCode::Locked) => Error::Locked,
+            (409, ErrorCode::AlreadyRegistered) => Error::AlreadyRegistered,
+            (409 | 404, ErrorCode::NotRegistered) => Error::NotRegistered,
             (429, _) => Error::RateLimited,
-            (409, "stale_state" | "stale_proof" | "conflict") | (410, _) | (408, _) | (503, _) => {
-                Error::Retry(if message.is_empty() {
-                    format!("HTTP {status}")
-                } else {
-                    message
-                })
-            }
-            (_, "unsupported_version") => Error::UnsupportedVersion(message),
+            (409, ErrorCode::StaleState | ErrorCode::StaleProof | ErrorCode::Conflict)
+            | (410, _)
+            | (408, _)
+            | (503, _) => Error::Retry(if message.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                message
+            }),
+            (_, ErrorCode::UnsupportedVersion) => Error::UnsupportedVersion(message),
             _ => Error::Server {
                 status,
                 code,
@@ -358,7 +418,8 @@ impl VaultClient {
         proof: Option<RecoveryProof>,
     ) -> Result<ServerIdentity> {
         let mut rng = rand_core::OsRng;
-        let pw = password.expose_secret().as_bytes();
+        let pw = normalize_password(password);
+        let pw = pw.as_bytes();
         let (client, request) = RegistrationClient::start(&mut rng, &self.account, pw)?;
         let started: api::RegisterStartResponse = self.post(
             "/register/start",
@@ -368,8 +429,31 @@ impl VaultClient {
         )?;
         check_versions(started.suite, started.record_version)?;
         let response = Self::decode(&started.response, "registration response")?;
+        let ticket = Self::decode(&started.ticket, "ticket")?;
+        let signature = Self::decode(&started.signature, "registration signature")?;
         let key = BackupKey::from_bytes(*backup_key);
-        let out = client.finish(&mut rng, pw, &response, &key, self.ksf, pinned)?;
+        // PROTOCOL.md §4.1: the signature is checked against the pin before anything is sent.
+        let out = client.finish(
+            &mut rng,
+            pw,
+            RegistrationAnswer {
+                response: &response,
+                ticket: &ticket,
+                signature: &signature,
+            },
+            &key,
+            self.ksf,
+            pinned,
+        )?;
+        let binding = proof.as_ref().map(|p| {
+            b64_encode(&p.binding.reregistration_mac(
+                &self.account,
+                &ticket,
+                &out.upload,
+                out.wrapped_key.as_bytes(),
+                &self.ksf,
+            ))
+        });
         let finished: api::RegisterFinishResponse = self.post(
             "/register/finish",
             &api::RegisterFinishRequest {
@@ -378,6 +462,7 @@ impl VaultClient {
                 wrapped_key: b64_encode(out.wrapped_key.as_bytes()),
                 ksf: self.ksf,
                 proof: proof.map(|p| p.proof.expose_secret().to_owned()),
+                binding,
             },
         )?;
         let announced = ServerIdentity::from_b64(&finished.server_public_key)?;
@@ -408,7 +493,8 @@ impl VaultClient {
         pinned: Option<&ServerIdentity>,
     ) -> Result<(Recovered, ServerIdentity)> {
         let mut rng = rand_core::OsRng;
-        let pw = password.expose_secret().as_bytes();
+        let pw = normalize_password(password);
+        let pw = pw.as_bytes();
         let (client, ke1) = RecoveryClient::start(&mut rng, &self.account, pw)?;
         let started: api::RecoverStartResponse = self.post(
             "/recover/start",
@@ -444,13 +530,13 @@ impl VaultClient {
                 ke3: b64_encode(&ke3),
             },
         )?;
-        let wrapped = WrappedKey::from_slice(&Self::decode(&finished.wrapped_key, "wrapped key")?)?;
-        let key = unwrapper.unwrap(&wrapped)?;
+        let released = unwrapper.open_release(&Self::decode(&finished.release, "release")?)?;
         Ok((
             Recovered {
-                backup_key: key.into_zeroizing(),
+                backup_key: released.backup_key.into_zeroizing(),
                 proof: RecoveryProof {
-                    proof: SecretString::from(finished.proof),
+                    proof: SecretString::from(b64_encode(&released.proof)),
+                    binding: released.binding,
                     expires_at: finished.proof_expires_at,
                 },
             },
@@ -459,7 +545,8 @@ impl VaultClient {
     }
 
     /// Changes the password: recovers with `old` (one attempt if wrong), then re-registers the
-    /// same backup key behind `new`. The backup key does not change.
+    /// same backup key behind `new`, bound to the session key of that login (PROTOCOL.md §4.2)
+    /// and to the pin (§4.1). The backup key does not change.
     pub fn change_password(
         &self,
         old: &SecretString,
@@ -518,7 +605,7 @@ impl VaultClient {
                 .read_json()
                 .ok();
             return match body {
-                Some(b) if b.error == "no_commitment" => Ok(None),
+                Some(b) if b.error == ErrorCode::NoCommitment => Ok(None),
                 Some(b) => Err(Error::Server {
                     status: 404,
                     code: b.error,
@@ -526,7 +613,7 @@ impl VaultClient {
                 }),
                 None => Err(Error::Server {
                     status: 404,
-                    code: String::new(),
+                    code: ErrorCode::Unknown,
                     message: "the vault does not support rollback commitments".into(),
                 }),
             };
@@ -559,8 +646,7 @@ impl VaultClient {
             /// Any 409 body: `stale_commitment` carries `current_seq`.
             #[derive(serde::Deserialize)]
             struct Conflict {
-                #[serde(default)]
-                error: String,
+                error: ErrorCode,
                 #[serde(default)]
                 message: String,
                 current_seq: Option<u64>,
@@ -576,7 +662,8 @@ impl VaultClient {
                     current_seq: Some(current_seq),
                     ..
                 }) => Ok(CommitmentPut::Stale { current_seq }),
-                Some(c) if c.error == "conflict" => Err(Error::Retry(c.message)),
+                Some(c) if c.error == ErrorCode::Conflict => Err(Error::Retry(c.message)),
+                Some(c) if c.error == ErrorCode::NotRegistered => Err(Error::NotRegistered),
                 Some(c) => Err(Error::Server {
                     status: 409,
                     code: c.error,
@@ -609,11 +696,124 @@ mod tests {
         let t = || SecretString::from("t");
         assert!(VaultClient::new("http://vault.example", "alice", t()).is_err());
         assert!(VaultClient::new("http://127.0.0.1:8080", "alice", t()).is_ok());
+        assert!(VaultClient::new("http://127.0.0.2:8080", "alice", t()).is_ok());
         assert!(VaultClient::new("http://localhost:1/", "alice", t()).is_ok());
         assert!(VaultClient::new("http://[::1]:1", "alice", t()).is_ok());
         assert!(VaultClient::new("http://127.0.0.1.evil.example", "alice", t()).is_err());
         assert!(VaultClient::new("https://vault.example", "alice", t()).is_ok());
         assert!(VaultClient::new("https://vault.example", "bad id", t()).is_err());
+    }
+
+    #[test]
+    fn url_guard_rejects_userinfo_and_other_tricks() {
+        for bad in [
+            "http://localhost:1@evil.example/",
+            "http://localhost@evil.example",
+            "http://127.0.0.1:80@evil.example:80/",
+            "https://user:pw@vault.example",
+            "http://[::1]@evil.example",
+            "http://evil.example#@localhost",
+            "http://evil.example?@localhost",
+            "http://evil.example\\@localhost",
+            "ftp://localhost/",
+            "http://0x7f000001.evil.example",
+            "localhost:8700",
+        ] {
+            assert!(normalize_vault_url(bad).is_err(), "{bad} accepted");
+        }
+        // The WHATWG parser canonicalises these to loopback addresses.
+        assert!(normalize_vault_url("http://0x7f000001:1").is_ok());
+        assert!(normalize_vault_url("http://LOCALHOST:1").is_ok());
+    }
+
+    #[test]
+    fn password_normalised_nfkc() {
+        let n = |s: &str| normalize_password(&SecretString::from(s.to_owned())).to_string();
+        assert_eq!(n("cafe\u{301}"), n("caf\u{e9}"));
+        assert_eq!(n("\u{ff11}\u{ff12}\u{ff13}"), "123");
+        assert_eq!(n("a\u{a0}b"), "a b");
+        assert_eq!(n("\u{fb01}"), "fi");
+        assert_ne!(n("Secret"), n("secret"));
+        let long = "\u{fdfa}".repeat(10);
+        assert!(n(&long).chars().count() == 180);
+    }
+
+    #[test]
+    fn url_normalised_without_trailing_slash() {
+        assert_eq!(
+            normalize_vault_url("https://vault.example/").unwrap(),
+            normalize_vault_url("https://vault.example").unwrap()
+        );
+        assert_eq!(
+            normalize_vault_url("http://127.0.0.1:8700/").unwrap(),
+            "http://127.0.0.1:8700"
+        );
+        assert_eq!(
+            normalize_vault_url("https://vault.example/base/").unwrap(),
+            "https://vault.example/base"
+        );
+    }
+
+    /// A binding key from a real (in-memory) login, for the redaction test.
+    fn test_binding() -> ProofBinding {
+        use chatvault_vault_core::*;
+        let mut rng = rand_core::OsRng;
+        let vault = Vault::new(VaultKeys::generate(&mut rng), VaultConfig::default());
+        let account = AccountId::new("a").unwrap();
+        let (reg, req) = RegistrationClient::start(&mut rng, &account, b"pw").unwrap();
+        let st = vault.register_start(&mut rng, 0, &account, &req).unwrap();
+        let out = reg
+            .finish(
+                &mut rng,
+                b"pw",
+                RegistrationAnswer {
+                    response: &st.response,
+                    ticket: &st.ticket,
+                    signature: &st.signature,
+                },
+                &BackupKey::from_bytes([1; 32]),
+                KsfParams::INSECURE_FOR_TESTS,
+                None,
+            )
+            .unwrap();
+        let new = vault
+            .register_finish(
+                &mut rng,
+                0,
+                &account,
+                &AccountState::NoRecord { generation: 0 },
+                RegistrationFinish {
+                    ticket: &st.ticket,
+                    upload: &out.upload,
+                    wrapped_key: out.wrapped_key.as_bytes(),
+                    ksf: KsfParams::INSECURE_FOR_TESTS,
+                    proof: None,
+                    binding: None,
+                },
+                10,
+            )
+            .unwrap();
+        let record = vault
+            .open_record(&account, new.generation, &new.sealed, &new.counter)
+            .unwrap();
+        let counted = new.counter.count_guess().unwrap();
+        let (rc, ke1) = RecoveryClient::start(&mut rng, &account, b"pw").unwrap();
+        let s = vault
+            .recover_start(&mut rng, 0, &account, Some((&record, &counted)), &ke1, 10)
+            .unwrap();
+        let params = Ke2Params {
+            ksf: s.ksf,
+            suite: SUITE_ID,
+            record_version: RECORD_VERSION,
+        };
+        let (ke3, unwrapper) = rc
+            .finish(&mut rng, b"pw", &s.ke2, params, &vault.server_identity())
+            .unwrap();
+        let login = vault.open_login_state(0, &account, &s.state).unwrap();
+        let session = login.finish(&account, &ke3).unwrap();
+        let (proof, _) = vault.issue_proof(&mut rng, 0, &account, new.generation, &session);
+        let release = vault.seal_release(&mut rng, &account, &session, &record.wrapped_key, &proof);
+        unwrapper.open_release(&release).unwrap().binding
     }
 
     #[test]
@@ -629,6 +829,7 @@ mod tests {
             backup_key: Zeroizing::new([0xAB; 32]),
             proof: RecoveryProof {
                 proof: SecretString::from("PROOF-SECRET"),
+                binding: test_binding(),
                 expires_at: 5,
             },
         };

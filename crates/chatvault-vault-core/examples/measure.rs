@@ -16,7 +16,11 @@ fn main() -> Result<()> {
     let out = reg.finish(
         &mut rng,
         pw,
-        &started.response,
+        RegistrationAnswer {
+            response: &started.response,
+            ticket: &started.ticket,
+            signature: &started.signature,
+        },
         &BackupKey::from_bytes([1; 32]),
         KsfParams::PRODUCTION,
         Some(&pinned),
@@ -36,6 +40,7 @@ fn main() -> Result<()> {
             wrapped_key: out.wrapped_key.as_bytes(),
             ksf: KsfParams::PRODUCTION,
             proof: None,
+            binding: None,
         },
         10,
     )?;

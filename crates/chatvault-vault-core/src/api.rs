@@ -45,6 +45,9 @@ pub struct RegisterStartResponse {
     pub response: String,
     /// Sealed registration ticket.
     pub ticket: String,
+    /// Signature of the registration transcript with the server key, 64 bytes
+    /// (PROTOCOL.md §4.1). The client checks it against its pin before uploading anything.
+    pub signature: String,
     /// Suite id (1).
     pub suite: u16,
     /// Record version (1).
@@ -66,6 +69,10 @@ pub struct RegisterFinishRequest {
     /// Recovery proof (required to replace a live record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<String>,
+    /// With `proof`: the 32-byte MAC binding this re-registration to the login that earned the
+    /// proof (PROTOCOL.md §4.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
 }
 
 /// `register/finish` response.
@@ -117,10 +124,9 @@ pub struct RecoverFinishRequest {
 /// `recover/finish` response.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct RecoverFinishResponse {
-    /// Wrapped backup key, 72 bytes.
-    pub wrapped_key: String,
-    /// Recovery proof for change-password / delete.
-    pub proof: String,
+    /// The wrapped backup key and the recovery proof, sealed under a key derived from the
+    /// OPAQUE session key (PROTOCOL.md §6.5).
+    pub release: String,
     /// Proof expiry (unix seconds).
     pub proof_expires_at: u64,
 }
@@ -157,18 +163,150 @@ pub struct CommitmentResponse {
 #[derive(Serialize, Deserialize, Debug)]
 pub struct CommitmentConflict {
     /// `stale_commitment`.
-    pub error: String,
+    pub error: ErrorCode,
     /// Human-readable message.
     pub message: String,
     /// Sequence number currently stored.
     pub current_seq: u64,
 }
 
+/// The machine-readable error codes of the API (PROTOCOL.md §9), shared by the server, which
+/// writes them, and the client, which matches on them: one list instead of string literals on
+/// both sides. Serialized as the snake_case string; a code this build does not know reads as
+/// [`ErrorCode::Unknown`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// `bad_request`: malformed JSON, unknown field, bad base64url, wrong field size, bad account id, KSF bounds, invalid OPAQUE message.
+    BadRequest,
+    /// `unsupported_version`: a sealed blob or stored record has an unknown version.
+    UnsupportedVersion,
+    /// `invalid_state`: login state or ticket does not open for this account.
+    InvalidState,
+    /// `invalid_proof`: recovery proof (or its binding) does not open or verify for this account.
+    InvalidProof,
+    /// `unauthorized`: missing, malformed, forged or expired account token, or one breaking the token policy.
+    Unauthorized,
+    /// `token_not_recent`: reset or re-registration over a live record with a token older than 5 minutes.
+    TokenNotRecent,
+    /// `forbidden`: token for another account.
+    Forbidden,
+    /// `authentication_failed`: KE3 did not verify.
+    AuthenticationFailed,
+    /// `not_found`: no such endpoint.
+    NotFound,
+    /// `not_registered`: PUT …/commitment without a live record.
+    NotRegistered,
+    /// `no_commitment`: GET …/commitment: none stored.
+    NoCommitment,
+    /// `already_registered`: register/finish over a live record without proof.
+    AlreadyRegistered,
+    /// `stale_state`: state already used, superseded, or for another generation.
+    StaleState,
+    /// `stale_proof`: proof already used, superseded, or for another generation.
+    StaleProof,
+    /// `conflict`: concurrent change of the same row; start again.
+    Conflict,
+    /// `stale_commitment`: PUT …/commitment with seq not above the stored one.
+    StaleCommitment,
+    /// `expired`: state, ticket or proof past its expiry.
+    Expired,
+    /// `payload_too_large`: body over the size limit.
+    PayloadTooLarge,
+    /// `unsupported_media_type`: JSON body without Content-Type: application/json.
+    UnsupportedMediaType,
+    /// `method_not_allowed`: method not supported by the endpoint.
+    MethodNotAllowed,
+    /// `timeout`: request exceeded the server timeout.
+    Timeout,
+    /// `locked`: record destroyed after too many wrong guesses.
+    Locked,
+    /// `rate_limited`: in-memory per-IP / per-account limits.
+    RateLimited,
+    /// `internal`: a stored record does not open, or another server fault.
+    Internal,
+    /// `unavailable`: database unreachable.
+    Unavailable,
+    /// A code from a newer server.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// Every code a server writes (all but [`ErrorCode::Unknown`]).
+    pub const ALL: &[ErrorCode] = &[
+        Self::BadRequest,
+        Self::UnsupportedVersion,
+        Self::InvalidState,
+        Self::InvalidProof,
+        Self::Unauthorized,
+        Self::TokenNotRecent,
+        Self::Forbidden,
+        Self::AuthenticationFailed,
+        Self::NotFound,
+        Self::NotRegistered,
+        Self::NoCommitment,
+        Self::AlreadyRegistered,
+        Self::StaleState,
+        Self::StaleProof,
+        Self::Conflict,
+        Self::StaleCommitment,
+        Self::Expired,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::MethodNotAllowed,
+        Self::Timeout,
+        Self::Locked,
+        Self::RateLimited,
+        Self::Internal,
+        Self::Unavailable,
+    ];
+
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::InvalidState => "invalid_state",
+            Self::InvalidProof => "invalid_proof",
+            Self::Unauthorized => "unauthorized",
+            Self::TokenNotRecent => "token_not_recent",
+            Self::Forbidden => "forbidden",
+            Self::AuthenticationFailed => "authentication_failed",
+            Self::NotFound => "not_found",
+            Self::NotRegistered => "not_registered",
+            Self::NoCommitment => "no_commitment",
+            Self::AlreadyRegistered => "already_registered",
+            Self::StaleState => "stale_state",
+            Self::StaleProof => "stale_proof",
+            Self::Conflict => "conflict",
+            Self::StaleCommitment => "stale_commitment",
+            Self::Expired => "expired",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Timeout => "timeout",
+            Self::Locked => "locked",
+            Self::RateLimited => "rate_limited",
+            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl core::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Error body of every non-2xx answer.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct ErrorBody {
     /// Machine-readable code (PROTOCOL.md §9).
-    pub error: String,
+    pub error: ErrorCode,
     /// Human-readable message (never contains secrets).
     pub message: String,
 }
@@ -184,6 +322,23 @@ mod tests {
         assert!(b64_decode("+/8", "x").is_err());
         assert!(b64_decode("A Q", "x").is_err());
         assert_eq!(b64_encode(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn error_codes_round_trip_and_unknown_tolerated() {
+        for code in [
+            ErrorCode::StaleCommitment,
+            ErrorCode::TokenNotRecent,
+            ErrorCode::Locked,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+        }
+        assert_eq!(
+            serde_json::from_str::<ErrorCode>("\"from_the_future\"").unwrap(),
+            ErrorCode::Unknown
+        );
     }
 
     #[test]

@@ -11,9 +11,11 @@ use opaque_ke::{
 use crate::error::{Error, Result};
 use crate::labels;
 use crate::seal;
+use crate::session::{ProofBinding, SessionKeys, release_ad};
+use crate::sign;
 use crate::types::{
     AccountId, BackupKey, Key32, KsfParams, RECORD_VERSION, SUITE_ID, ServerIdentity, Suite,
-    WrappedKey,
+    WRAPPED_KEY_LEN, WrappedKey,
 };
 
 fn identifiers(account: &AccountId) -> Identifiers<'_> {
@@ -63,6 +65,18 @@ fn check_versions(suite: u16, record_version: u16) -> Result<()> {
 pub struct RegistrationClient {
     account: AccountId,
     state: ClientRegistration<Suite>,
+    request: Vec<u8>,
+}
+
+/// The vault's answer to `register/start`, as the client received it.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistrationAnswer<'a> {
+    /// `RegistrationResponse` (64 bytes).
+    pub response: &'a [u8],
+    /// The sealed ticket (opaque to the client, but signed).
+    pub ticket: &'a [u8],
+    /// Signature of the transcript with the server key (64 bytes, PROTOCOL.md §4.1).
+    pub signature: &'a [u8],
 }
 
 impl fmt::Debug for RegistrationClient {
@@ -90,30 +104,63 @@ impl RegistrationClient {
     ) -> Result<(Self, Vec<u8>)> {
         let started = ClientRegistration::<Suite>::start(rng, password)
             .map_err(|_| Error::Protocol("registration start"))?;
+        let request = started.message.serialize().to_vec();
         Ok((
             Self {
                 account: account.clone(),
                 state: started.state,
+                request: request.clone(),
             },
-            started.message.serialize().to_vec(),
+            request,
         ))
     }
 
     /// Finishes OPAQUE registration with KSF `ksf` and wraps `backup_key` under the export key.
-    /// If `pinned` is given, a different server key is refused with [`Error::ServerKeyMismatch`].
+    ///
+    /// First (PROTOCOL.md §4.1) the signature of the transcript (account, request, response,
+    /// ticket) is checked against `pinned`, or, with no pin (trust on first use), against the key
+    /// the response names; a vault that does not hold the pinned key fails with
+    /// [`Error::ServerKeyMismatch`] before anything that allows an offline attack exists.
     pub fn finish(
         self,
         rng: &mut impl rand_core::CryptoRngCore,
         password: &[u8],
-        response: &[u8],
+        answer: RegistrationAnswer<'_>,
         backup_key: &BackupKey,
         ksf: KsfParams,
         pinned: Option<&ServerIdentity>,
     ) -> Result<RegistrationOutput> {
+        ksf.validate_registration()?;
         let argon = ksf.argon2()?;
-        let response =
-            RegistrationResponse::<Suite>::deserialize(response).map_err(|_| Error::Malformed {
+        // RegistrationResponse = evaluated element[32] || server public key[32].
+        let named: [u8; 32] = answer
+            .response
+            .get(32..64)
+            .filter(|_| answer.response.len() == 64)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(Error::Malformed {
                 what: "registration response",
+            })?;
+        let named = ServerIdentity::from_bytes(named);
+        let expected = pinned.copied().unwrap_or(named);
+        if !expected.ct_matches(&named) {
+            return Err(Error::ServerKeyMismatch);
+        }
+        sign::verify(
+            &expected,
+            &sign::registration_transcript(
+                &self.account,
+                &self.request,
+                answer.response,
+                answer.ticket,
+            ),
+            answer.signature,
+        )?;
+        let response =
+            RegistrationResponse::<Suite>::deserialize(answer.response).map_err(|_| {
+                Error::Malformed {
+                    what: "registration response",
+                }
             })?;
         let finished = self
             .state
@@ -134,7 +181,7 @@ impl RegistrationClient {
                     what: "server public key",
                 })?,
         );
-        if pinned.is_some_and(|pinned| !pinned.ct_matches(&server_identity)) {
+        if !expected.ct_matches(&server_identity) {
             return Err(Error::ServerKeyMismatch);
         }
         let key = wrap_key(&finished.export_key);
@@ -175,10 +222,12 @@ pub struct Ke2Params {
     pub record_version: u16,
 }
 
-/// Holds the wrap key between KE3 and the server's `wrapped_key` answer. Zeroized on drop.
+/// Holds the wrap key and the session keys between KE3 and the server's release. Zeroized on
+/// drop.
 pub struct Unwrapper {
     account: AccountId,
     key: Key32,
+    session: SessionKeys,
 }
 
 impl fmt::Debug for Unwrapper {
@@ -187,12 +236,40 @@ impl fmt::Debug for Unwrapper {
     }
 }
 
+/// What a successful recovery yields (PROTOCOL.md §6.5).
+pub struct Released {
+    /// The backup key.
+    pub backup_key: BackupKey,
+    /// The recovery proof (authorises one delete or re-registration for a few minutes).
+    pub proof: Vec<u8>,
+    /// Binds a re-registration with `proof` to this login.
+    pub binding: ProofBinding,
+}
+
+impl fmt::Debug for Released {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Released(redacted)")
+    }
+}
+
 impl Unwrapper {
-    /// Unwraps the backup key released after a valid KE3.
-    pub fn unwrap(self, wrapped: &WrappedKey) -> Result<BackupKey> {
+    /// Opens the `release` of `recover/finish` (sealed under this session's release key) and
+    /// unwraps the backup key in it.
+    pub fn open_release(self, release: &[u8]) -> Result<Released> {
+        const WHAT: &str = "released key";
+        let pt = seal::xopen(
+            self.session.release.expose_secret(),
+            &release_ad(&self.account),
+            release,
+            WHAT,
+        )?;
+        if pt.len() <= WRAPPED_KEY_LEN {
+            return Err(Error::Malformed { what: WHAT });
+        }
+        let wrapped = WrappedKey::from_slice(&pt[..WRAPPED_KEY_LEN])?;
         let bytes = wrapped.as_bytes();
         let cipher = chacha20poly1305::XChaCha20Poly1305::new(self.key.expose_secret().into());
-        let pt = zeroize::Zeroizing::new(
+        let key = zeroize::Zeroizing::new(
             cipher
                 .decrypt(
                     chacha20poly1305::XNonce::from_slice(&bytes[..seal::NONCE_LEN]),
@@ -205,11 +282,17 @@ impl Unwrapper {
                     what: "wrapped backup key",
                 })?,
         );
-        let key: [u8; 32] = pt
+        let key: [u8; 32] = key
             .as_slice()
             .try_into()
             .map_err(|_| Error::Malformed { what: "backup key" })?;
-        Ok(BackupKey::from_bytes(key))
+        Ok(Released {
+            backup_key: BackupKey::from_bytes(key),
+            proof: pt[WRAPPED_KEY_LEN..].to_vec(),
+            binding: ProofBinding::from_key(Key32::from_bytes(
+                *self.session.binding.expose_secret(),
+            )),
+        })
     }
 }
 
@@ -271,6 +354,7 @@ impl RecoveryClient {
         pinned: Option<&ServerIdentity>,
     ) -> Result<(Vec<u8>, Unwrapper, ServerIdentity)> {
         check_versions(params.suite, params.record_version)?;
+        params.ksf.validate_recovery()?;
         let argon = params.ksf.argon2()?;
         let ke2 = CredentialResponse::<Suite>::deserialize(ke2)
             .map_err(|_| Error::Malformed { what: "KE2" })?;
@@ -308,6 +392,7 @@ impl RecoveryClient {
             Unwrapper {
                 account: self.account,
                 key: wrap_key(&finished.export_key),
+                session: SessionKeys::derive(&finished.session_key),
             },
             seen,
         ))

@@ -20,6 +20,20 @@ pub const LOGIN_STATE_AD: &[u8] = b"chatvault/v1/vault/login-state";
 pub const TICKET_AD: &[u8] = b"chatvault/v1/vault/registration-ticket";
 /// AD prefix of sealed recovery proofs (PROTOCOL.md §7).
 pub const PROOF_AD: &[u8] = b"chatvault/v1/vault/recovery-proof";
+/// Prefix of the signed registration transcript (PROTOCOL.md §4.1).
+pub const REG_TRANSCRIPT: &[u8] = b"chatvault/v1/vault/registration-transcript";
+/// Hash prefix of the Schnorr signature nonce (PROTOCOL.md §4.1).
+pub const SIG_NONCE: &[u8] = b"chatvault/v1/vault/signature-nonce";
+/// Hash prefix of the Schnorr signature challenge (PROTOCOL.md §4.1).
+pub const SIG_CHALLENGE: &[u8] = b"chatvault/v1/vault/signature-challenge";
+/// HKDF info of the release key derived from the OPAQUE session key (PROTOCOL.md §6.5).
+pub const RELEASE_KEY: &[u8] = b"chatvault/v1/vault/release-key";
+/// AD prefix of the sealed release (PROTOCOL.md §6.5).
+pub const RELEASE_AD: &[u8] = b"chatvault/v1/vault/release";
+/// HKDF info of the proof binding key derived from the OPAQUE session key (PROTOCOL.md §6.5).
+pub const PROOF_BINDING: &[u8] = b"chatvault/v1/vault/proof-binding";
+/// MAC prefix of a re-registration bound to a login (PROTOCOL.md §4.2).
+pub const REREGISTRATION: &[u8] = b"chatvault/v1/vault/reregistration";
 /// `aud` claim of account tokens (PROTOCOL.md §8).
 pub const TOKEN_AUDIENCE: &str = "chatvault-vault";
 /// Magic bytes at the start of the server key file (PROTOCOL.md §9).
@@ -31,7 +45,7 @@ mod tests {
 
     #[test]
     fn labels_golden_unchanged() {
-        let all: [(&str, &[u8]); 11] = [
+        let all: [(&str, &[u8]); 18] = [
             ("wrap-key", WRAP_KEY_INFO),
             ("wrap-ad", WRAP_AD),
             ("context", OPAQUE_CONTEXT),
@@ -43,6 +57,13 @@ mod tests {
             ("proof", PROOF_AD),
             ("audience", TOKEN_AUDIENCE.as_bytes()),
             ("magic", KEY_FILE_MAGIC),
+            ("transcript", REG_TRANSCRIPT),
+            ("sig-nonce", SIG_NONCE),
+            ("sig-challenge", SIG_CHALLENGE),
+            ("release-key", RELEASE_KEY),
+            ("release", RELEASE_AD),
+            ("binding", PROOF_BINDING),
+            ("reregistration", REREGISTRATION),
         ];
         let rendered: Vec<String> = all
             .iter()
@@ -60,7 +81,14 @@ mod tests {
              ticket=chatvault/v1/vault/registration-ticket\n\
              proof=chatvault/v1/vault/recovery-proof\n\
              audience=chatvault-vault\n\
-             magic=CVVKEY"
+             magic=CVVKEY\n\
+             transcript=chatvault/v1/vault/registration-transcript\n\
+             sig-nonce=chatvault/v1/vault/signature-nonce\n\
+             sig-challenge=chatvault/v1/vault/signature-challenge\n\
+             release-key=chatvault/v1/vault/release-key\n\
+             release=chatvault/v1/vault/release\n\
+             binding=chatvault/v1/vault/proof-binding\n\
+             reregistration=chatvault/v1/vault/reregistration"
         );
         // Labels must be pairwise distinct (domain separation).
         for (i, (_, a)) in all.iter().enumerate() {

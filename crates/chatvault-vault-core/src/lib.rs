@@ -26,8 +26,13 @@
 //! let (reg, request) = RegistrationClient::start(&mut rng, &account, b"pw")?;
 //! let started = vault.register_start(&mut rng, 0, &account, &request)?;
 //! let key = BackupKey::from_bytes([7; 32]);
-//! let out = reg.finish(&mut rng, b"pw", &started.response, &key,
-//!                      KsfParams::INSECURE_FOR_TESTS, Some(&pinned))?;
+//! let answer = RegistrationAnswer {
+//!     response: &started.response,
+//!     ticket: &started.ticket,
+//!     signature: &started.signature,
+//! };
+//! let out = reg.finish(&mut rng, b"pw", answer, &key, KsfParams::MIN_REGISTRATION,
+//!                      Some(&pinned))?;
 //! assert!(out.server_identity.ct_matches(&pinned));
 //! # Ok::<(), Error>(())
 //! ```
@@ -40,10 +45,15 @@ mod error;
 pub mod labels;
 mod record;
 mod seal;
+mod session;
+mod sign;
 mod types;
 mod vault;
 
-pub use client::{Ke2Params, RecoveryClient, RegistrationClient, RegistrationOutput, Unwrapper};
+pub use client::{
+    Ke2Params, RecoveryClient, RegistrationAnswer, RegistrationClient, RegistrationOutput,
+    Released, Unwrapper,
+};
 pub use commitment::{
     CommitmentDecision, MAX_COMMITMENT_LEN, MAX_COMMITMENT_SEQ, MIN_COMMITMENT_SEQ,
     decide_commitment, validate_commitment,
@@ -51,6 +61,8 @@ pub use commitment::{
 pub use counter::{AccountState, Exhausted, GuessCounter, Stale};
 pub use error::{Error, Result};
 pub use record::{PASSWORD_FILE_LEN, RECORD_PLAINTEXT_LEN, Record, SEALED_RECORD_LEN};
+pub use session::{BINDING_LEN, ProofBinding, SessionKeys};
+pub use sign::{SIGNATURE_LEN, registration_transcript, verify as verify_signature};
 pub use types::{
     AccountId, BLOB_VERSION, BackupKey, Key32, KsfParams, MAX_ACCOUNT_LEN, RECORD_VERSION,
     SUITE_ID, ServerIdentity, Suite, WRAPPED_KEY_LEN, WrappedKey,

@@ -21,9 +21,23 @@ struct Model {
     now: u64,
 }
 
+/// A recovery proof and the binding key of the login that earned it.
+struct Proof {
+    proof: Vec<u8>,
+    binding: ProofBinding,
+}
+
 struct Started {
     client: RecoveryClient,
     server: RecoverStarted,
+}
+
+fn answer(started: &RegistrationStarted) -> RegistrationAnswer<'_> {
+    RegistrationAnswer {
+        response: &started.response,
+        ticket: &started.ticket,
+        signature: &started.signature,
+    }
 }
 
 impl Model {
@@ -50,7 +64,7 @@ impl Model {
         &mut self,
         account: &str,
         pw: &[u8],
-        proof: Option<&[u8]>,
+        proof: Option<&Proof>,
     ) -> Result<ServerIdentity> {
         let account = AccountId::new(account)?;
         let (client, request) = RegistrationClient::start(&mut self.rng, &account, pw)?;
@@ -60,11 +74,20 @@ impl Model {
         let out = client.finish(
             &mut self.rng,
             pw,
-            &started.response,
+            answer(&started),
             &BackupKey::from_bytes(KEY),
             KsfParams::INSECURE_FOR_TESTS,
             None,
         )?;
+        let binding = proof.map(|p| {
+            p.binding.reregistration_mac(
+                &account,
+                &started.ticket,
+                &out.upload,
+                out.wrapped_key.as_bytes(),
+                &KsfParams::INSECURE_FOR_TESTS,
+            )
+        });
         let state = self.state(&account);
         let new = self.vault.register_finish(
             &mut self.rng,
@@ -76,7 +99,8 @@ impl Model {
                 upload: &out.upload,
                 wrapped_key: out.wrapped_key.as_bytes(),
                 ksf: KsfParams::INSECURE_FOR_TESTS,
-                proof,
+                proof: proof.map(|p| p.proof.as_slice()),
+                binding: binding.as_ref().map(|b| b.as_slice()),
             },
             self.max_attempts,
         )?;
@@ -170,12 +194,7 @@ impl Model {
     }
 
     /// `recover/finish` as the server does it (PROTOCOL.md §6.3).
-    fn server_finish(
-        &mut self,
-        account: &str,
-        state: &[u8],
-        ke3: &[u8],
-    ) -> Result<(WrappedKey, Vec<u8>)> {
+    fn server_finish(&mut self, account: &str, state: &[u8], ke3: &[u8]) -> Result<Vec<u8>> {
         let account = AccountId::new(account)?;
         let login = self.vault.open_login_state(self.now, &account, state)?;
         let (generation, sealed, counter) = match self.state(&account) {
@@ -194,7 +213,7 @@ impl Model {
             return Err(Error::StaleState);
         }
         let seq = login.guess_seq;
-        login.finish(&account, ke3)?;
+        let session = login.finish(&account, ke3)?;
         let next = counter
             .record_success(seq)
             .map_err(|Stale| Error::StaleState)?;
@@ -209,10 +228,16 @@ impl Model {
                 counter: next,
             },
         );
-        let (proof, _) = self
-            .vault
-            .issue_proof(&mut self.rng, self.now, &account, generation);
-        Ok((record.wrapped_key.clone(), proof))
+        let (proof, _) =
+            self.vault
+                .issue_proof(&mut self.rng, self.now, &account, generation, &session);
+        Ok(self.vault.seal_release(
+            &mut self.rng,
+            &account,
+            &session,
+            &record.wrapped_key,
+            &proof,
+        ))
     }
 
     fn recover(
@@ -220,11 +245,18 @@ impl Model {
         account: &str,
         pw: &[u8],
         pinned: &ServerIdentity,
-    ) -> Result<(BackupKey, Vec<u8>)> {
+    ) -> Result<(BackupKey, Proof)> {
         let started = self.recover_start(account, pw)?;
         let (ke3, unwrapper, state) = self.client_finish(account, started, pw, pinned)?;
-        let (wrapped, proof) = self.server_finish(account, &state, &ke3)?;
-        Ok((unwrapper.unwrap(&wrapped)?, proof))
+        let release = self.server_finish(account, &state, &ke3)?;
+        let r = unwrapper.open_release(&release)?;
+        Ok((
+            r.backup_key,
+            Proof {
+                proof: r.proof,
+                binding: r.binding,
+            },
+        ))
     }
 
     fn counter(&self, account: &str) -> GuessCounter {
@@ -502,7 +534,15 @@ fn register_over_live_record_requires_fresh_proof() {
         Some(Error::AlreadyRegistered)
     );
     assert_eq!(
-        m.register("alice", b"other", Some(b"garbage")).err(),
+        m.register(
+            "alice",
+            b"other",
+            Some(&Proof {
+                proof: b"garbage".to_vec(),
+                binding: ProofBinding::from_key(Key32::from_bytes([0; 32])),
+            })
+        )
+        .err(),
         Some(Error::UnsupportedVersion {
             what: "recovery proof",
             found: u16::from_be_bytes(*b"ga"),
@@ -568,7 +608,7 @@ fn register_ticket_expired_or_other_account_rejected() {
         .finish(
             &mut m.rng,
             PW,
-            &started.response,
+            answer(&started),
             &BackupKey::from_bytes(KEY),
             KsfParams::INSECURE_FOR_TESTS,
             None,
@@ -580,6 +620,7 @@ fn register_ticket_expired_or_other_account_rejected() {
         wrapped_key: out.wrapped_key.as_bytes(),
         ksf: KsfParams::INSECURE_FOR_TESTS,
         proof: None,
+        binding: None,
     };
     let none = AccountState::NoRecord { generation: 0 };
     let err = m
@@ -730,22 +771,107 @@ fn login_state_unsupported_version_rejected() {
 }
 
 #[test]
-fn wrapped_key_tampered_rejected() {
+fn release_tampered_rejected() {
     let mut m = Model::new();
     let pinned = m.register("alice", PW, None).unwrap();
     let s = m.recover_start("alice", PW).unwrap();
     let (ke3, unwrapper, state) = m.client_finish("alice", s, PW, &pinned).unwrap();
-    let (wrapped, _) = m.server_finish("alice", &state, &ke3).unwrap();
-    let mut bytes = *wrapped.as_bytes();
-    bytes[40] ^= 1;
+    let mut release = m.server_finish("alice", &state, &ke3).unwrap();
+    release[40] ^= 1;
     assert_eq!(
-        unwrapper
-            .unwrap(&WrappedKey::from_slice(&bytes).unwrap())
-            .err(),
+        unwrapper.open_release(&release).err(),
         Some(Error::Corrupted {
-            what: "wrapped backup key"
+            what: "released key"
         })
     );
+}
+
+/// PROTOCOL.md §6.5: whoever replays a captured (state, KE3) first gets a release that only the
+/// session of the login that made the KE3 can open, and no usable proof.
+#[test]
+fn release_of_replayed_ke3_opens_only_for_its_session() {
+    let mut m = Model::new();
+    let pinned = m.register("alice", PW, None).unwrap();
+    let s = m.recover_start("alice", PW).unwrap();
+    let (ke3, victim, state) = m.client_finish("alice", s, PW, &pinned).unwrap();
+    // The attacker forwards the captured pair first and holds an Unwrapper of its own login.
+    let captured = m.server_finish("alice", &state, &ke3).unwrap();
+    let s2 = m.recover_start("alice", PW).unwrap();
+    let (_, attacker, _) = m.client_finish("alice", s2, PW, &pinned).unwrap();
+    assert_eq!(
+        attacker.open_release(&captured).err(),
+        Some(Error::Corrupted {
+            what: "released key"
+        })
+    );
+    assert!(victim.open_release(&captured).is_ok());
+}
+
+/// PROTOCOL.md §4.2: a proof is only usable with the binding MAC of the login that earned it.
+#[test]
+fn reregistration_with_proof_of_another_session_rejected() {
+    let mut m = Model::new();
+    let pinned = m.register("alice", PW, None).unwrap();
+    let (_, proof) = m.recover("alice", PW, &pinned).unwrap();
+    let (_, other) = m.recover("alice", PW, &pinned).unwrap();
+    // The newer login superseded nothing (same generation): only the binding differs.
+    let stolen = Proof {
+        proof: proof.proof.clone(),
+        binding: other.binding,
+    };
+    assert_eq!(
+        m.register("alice", b"new", Some(&stolen)).err(),
+        Some(Error::Corrupted {
+            what: "recovery proof"
+        })
+    );
+    m.register("alice", b"new", Some(&proof)).unwrap();
+}
+
+/// PROTOCOL.md §4.1: a man in the middle answering `register/start` from another vault, even
+/// with the pinned public key spliced into the response, is refused before any upload exists.
+#[test]
+fn register_answer_from_another_vault_refused_by_pinned_client() {
+    let mut m = Model::new();
+    let pinned = m.vault.server_identity();
+    let mitm = Vault::new(VaultKeys::generate(&mut m.rng), VaultConfig::default());
+    let alice = AccountId::new("alice").unwrap();
+    for splice in [false, true] {
+        let (client, req) = RegistrationClient::start(&mut m.rng, &alice, PW).unwrap();
+        let mut started = mitm.register_start(&mut m.rng, T0, &alice, &req).unwrap();
+        if splice {
+            started.response[32..].copy_from_slice(pinned.as_bytes());
+        }
+        let err = client
+            .finish(
+                &mut m.rng,
+                PW,
+                answer(&started),
+                &BackupKey::from_bytes(KEY),
+                KsfParams::INSECURE_FOR_TESTS,
+                Some(&pinned),
+            )
+            .err();
+        assert_eq!(err, Some(Error::ServerKeyMismatch), "splice={splice}");
+    }
+    // Without a pin (trust on first use) a tampered signature is still refused.
+    let (client, req) = RegistrationClient::start(&mut m.rng, &alice, PW).unwrap();
+    let mut started = m
+        .vault
+        .register_start(&mut m.rng, T0, &alice, &req)
+        .unwrap();
+    started.ticket[5] ^= 1;
+    let err = client
+        .finish(
+            &mut m.rng,
+            PW,
+            answer(&started),
+            &BackupKey::from_bytes(KEY),
+            KsfParams::INSECURE_FOR_TESTS,
+            None,
+        )
+        .err();
+    assert_eq!(err, Some(Error::ServerKeyMismatch));
 }
 
 #[test]

@@ -84,22 +84,41 @@ impl KsfParams {
         p: 1,
     };
 
+    /// The cheapest parameters a vault accepts at registration (PROTOCOL.md §2.1): Argon2id
+    /// 19 MiB, t = 2 (the OWASP minimum).
+    pub const MIN_REGISTRATION: KsfParams = KsfParams {
+        m_kib: 19456,
+        t: 2,
+        p: 1,
+    };
+
+    /// The most expensive parameters a client accepts from a vault on recovery (PROTOCOL.md
+    /// §2.1): 256 MiB, t = 8, p = 4. A malicious vault cannot make a phone spend more.
+    pub const MAX_RECOVERY: KsfParams = KsfParams {
+        m_kib: 256 * 1024,
+        t: 8,
+        p: 4,
+    };
+
     /// The cheapest valid parameters (8 KiB, t = 1). **For tests only**: a record registered with
     /// these gives no protection against an attacker who steals the vault's OPRF seed and records.
+    /// Exists, and is accepted by [`KsfParams::validate_registration`], only in `cfg(test)` and
+    /// with the `insecure-test-ksf` cargo feature (test builds of the workspace).
+    #[cfg(any(test, feature = "insecure-test-ksf"))]
     pub const INSECURE_FOR_TESTS: KsfParams = KsfParams {
         m_kib: 8,
         t: 1,
         p: 1,
     };
 
-    /// Validated constructor.
+    /// Validated constructor (structural bounds only, see [`KsfParams::validate`]).
     pub fn new(m_kib: u32, t: u32, p: u32) -> Result<Self> {
         let params = Self { m_kib, t, p };
         params.validate()?;
         Ok(params)
     }
 
-    /// Checks the bounds every party enforces: `8·p ≤ m ≤ 1 GiB`, `1 ≤ t ≤ 64`, `1 ≤ p ≤ 16`.
+    /// Checks the structural bounds: `8·p ≤ m ≤ 1 GiB`, `1 ≤ t ≤ 64`, `1 ≤ p ≤ 16`.
     pub fn validate(&self) -> Result<()> {
         if !(1..=16).contains(&self.p) {
             return Err(Error::InvalidKsfParams("p must be 1..=16"));
@@ -109,6 +128,36 @@ impl KsfParams {
         }
         if self.m_kib < 8 * self.p || self.m_kib > 1 << 20 {
             return Err(Error::InvalidKsfParams("m must be 8*p KiB ..= 1 GiB"));
+        }
+        Ok(())
+    }
+
+    /// The client's ceiling on recovery (PROTOCOL.md §2.1): structural bounds and at most
+    /// [`KsfParams::MAX_RECOVERY`] in every dimension.
+    pub fn validate_recovery(&self) -> Result<()> {
+        self.validate()?;
+        let max = Self::MAX_RECOVERY;
+        if self.m_kib > max.m_kib || self.t > max.t || self.p > max.p {
+            return Err(Error::InvalidKsfParams(
+                "the vault asks for more than 256 MiB, t = 8 or p = 4; refused",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The vault's policy at registration (PROTOCOL.md §2.1): within the recovery ceiling and at
+    /// least [`KsfParams::MIN_REGISTRATION`] (or exactly the test parameters, in test builds).
+    pub fn validate_registration(&self) -> Result<()> {
+        self.validate_recovery()?;
+        #[cfg(any(test, feature = "insecure-test-ksf"))]
+        if *self == Self::INSECURE_FOR_TESTS {
+            return Ok(());
+        }
+        let min = Self::MIN_REGISTRATION;
+        if self.m_kib < min.m_kib || self.t < min.t {
+            return Err(Error::InvalidKsfParams(
+                "below the vault's minimum (Argon2id 19 MiB, t = 2)",
+            ));
         }
         Ok(())
     }
@@ -267,6 +316,40 @@ mod tests {
     fn ksf_params_bounds_enforced() {
         assert!(KsfParams::PRODUCTION.validate().is_ok());
         assert!(KsfParams::INSECURE_FOR_TESTS.validate().is_ok());
+        assert!(KsfParams::PRODUCTION.validate_registration().is_ok());
+        assert!(KsfParams::MIN_REGISTRATION.validate_registration().is_ok());
+        assert!(
+            KsfParams::new(16384, 3, 1)
+                .unwrap()
+                .validate_registration()
+                .is_err()
+        );
+        assert!(
+            KsfParams::new(65536, 1, 1)
+                .unwrap()
+                .validate_registration()
+                .is_err()
+        );
+        // What a malicious vault could ask a phone for on recovery.
+        assert!(
+            KsfParams::new(1 << 20, 3, 1)
+                .unwrap()
+                .validate_recovery()
+                .is_err()
+        );
+        assert!(
+            KsfParams::new(65536, 64, 1)
+                .unwrap()
+                .validate_recovery()
+                .is_err()
+        );
+        assert!(
+            KsfParams::new(65536, 3, 16)
+                .unwrap()
+                .validate_recovery()
+                .is_err()
+        );
+        assert!(KsfParams::MAX_RECOVERY.validate_recovery().is_ok());
         assert!(KsfParams::new(7, 1, 1).is_err());
         assert!(KsfParams::new(16, 1, 3).is_err());
         assert!(KsfParams::new(1 << 21, 1, 1).is_err());

@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 use crate::labels;
 use crate::record::{PASSWORD_FILE_LEN, Record};
 use crate::seal::{self, Reader};
+use crate::session::{ProofBinding, SessionKeys, release_ad};
+use crate::sign;
 use crate::types::{AccountId, BLOB_VERSION, Key32, KsfParams, ServerIdentity, Suite, WrappedKey};
 
 /// Size of the serialized OPAQUE `ServerSetup`.
@@ -24,7 +26,7 @@ pub const SERVER_SETUP_LEN: usize = 128;
 pub const SERVER_LOGIN_LEN: usize = 128;
 const LOGIN_STATE_PT_LEN: usize = 1 + 8 + 8 + 8 + SERVER_LOGIN_LEN;
 const TICKET_PT_LEN: usize = 32 + 8;
-const PROOF_PT_LEN: usize = 8 + 8;
+const PROOF_PT_LEN: usize = 8 + 8 + 32;
 
 /// The vault's long-term secrets (PROTOCOL.md §3). Zeroized on drop; `Debug` is redacted.
 pub struct VaultKeys {
@@ -119,6 +121,8 @@ pub struct RegistrationStarted {
     pub response: Vec<u8>,
     /// Sealed registration ticket to echo in `register/finish`.
     pub ticket: Vec<u8>,
+    /// Schnorr signature of the registration transcript with the server key (PROTOCOL.md §4.1).
+    pub signature: [u8; sign::SIGNATURE_LEN],
 }
 
 /// Contents of `register/finish`.
@@ -133,6 +137,9 @@ pub struct RegistrationFinish<'a> {
     pub ksf: KsfParams,
     /// Recovery proof, required if a live record exists.
     pub proof: Option<&'a [u8]>,
+    /// `binding` MAC of a re-registration with a proof (PROTOCOL.md §4.2), keyed by the session
+    /// key of the login that produced the proof.
+    pub binding: Option<&'a [u8]>,
 }
 
 /// A record ready to be written with a compare-and-swap on `expected_generation`.
@@ -183,9 +190,10 @@ impl fmt::Debug for LoginState {
 }
 
 impl LoginState {
-    /// Verifies the client's KE3 against this state (PROTOCOL.md §6.3 step 3). Consumes the state.
-    /// A dummy state never verifies.
-    pub fn finish(self, account: &AccountId, ke3: &[u8]) -> Result<()> {
+    /// Verifies the client's KE3 against this state (PROTOCOL.md §6.3 step 3). Consumes the state
+    /// and returns the keys derived from the OPAQUE session key (PROTOCOL.md §6.5). A dummy state
+    /// never verifies.
+    pub fn finish(self, account: &AccountId, ke3: &[u8]) -> Result<SessionKeys> {
         let server_login =
             ServerLogin::<Suite>::deserialize(&self.server_login[..]).map_err(|_| {
                 Error::Malformed {
@@ -195,10 +203,10 @@ impl LoginState {
         let ke3 = CredentialFinalization::<Suite>::deserialize(ke3)
             .map_err(|_| Error::Malformed { what: "KE3" })?;
         let result = server_login.finish(ke3, login_params(account));
-        if self.dummy || result.is_err() {
-            return Err(Error::AuthenticationFailed);
+        match result {
+            Ok(finished) if !self.dummy => Ok(SessionKeys::derive(&finished.session_key)),
+            _ => Err(Error::AuthenticationFailed),
         }
-        Ok(())
     }
 }
 
@@ -260,6 +268,7 @@ impl Vault {
         account: &AccountId,
         request: &[u8],
     ) -> Result<RegistrationStarted> {
+        let request_bytes = request;
         let request =
             RegistrationRequest::<Suite>::deserialize(request).map_err(|_| Error::Malformed {
                 what: "registration request",
@@ -282,9 +291,20 @@ impl Vault {
             &seal::ad(labels::TICKET_AD, BLOB_VERSION, account, &[]),
             &pt,
         );
+        let response = response.message.serialize().to_vec();
+        let sk = Zeroizing::new(<[u8; 32]>::from(
+            self.keys.setup.keypair().private().serialize(),
+        ));
+        let signature = sign::sign(
+            rng,
+            &sk,
+            &self.server_identity(),
+            &sign::registration_transcript(account, request_bytes, &response, &ticket),
+        );
         Ok(RegistrationStarted {
-            response: response.message.serialize().to_vec(),
+            response,
             ticket,
+            signature,
         })
     }
 
@@ -313,7 +333,7 @@ impl Vault {
         if now >= r.u64()? {
             return Err(Error::Expired { what: TICKET });
         }
-        input.ksf.validate()?;
+        input.ksf.validate_registration()?;
         let wrapped_key = WrappedKey::from_slice(input.wrapped_key)?;
         let upload = RegistrationUpload::<Suite>::deserialize(input.upload).map_err(|_| {
             Error::Malformed {
@@ -323,7 +343,20 @@ impl Vault {
         if let AccountState::Registered { generation, .. } = state {
             match input.proof {
                 None => return Err(Error::AlreadyRegistered),
-                Some(proof) => self.check_proof(now, account, proof, *generation)?,
+                Some(proof) => {
+                    let binding = self.check_proof(now, account, proof, *generation)?;
+                    let mac = input.binding.ok_or(Error::Malformed {
+                        what: "re-registration binding (missing)",
+                    })?;
+                    binding.verify_reregistration(
+                        account,
+                        input.ticket,
+                        input.upload,
+                        input.wrapped_key,
+                        &input.ksf,
+                        mac,
+                    )?;
+                }
             }
         }
         let password_file = ServerRegistration::<Suite>::finish(upload).serialize();
@@ -476,19 +509,21 @@ impl Vault {
         Ok(state)
     }
 
-    /// Issues a recovery proof for `generation` (PROTOCOL.md §6.3 step 5). Returns the proof and
-    /// its expiry.
+    /// Issues a recovery proof for `generation` (PROTOCOL.md §6.3 step 5), bound to the session
+    /// of the login that earned it. Returns the proof and its expiry.
     pub fn issue_proof(
         &self,
         rng: &mut impl rand_core::CryptoRngCore,
         now: u64,
         account: &AccountId,
         generation: u64,
+        session: &SessionKeys,
     ) -> (Vec<u8>, u64) {
         let expires_at = now.saturating_add(self.config.proof_ttl);
-        let mut pt = Vec::with_capacity(PROOF_PT_LEN);
+        let mut pt = Zeroizing::new(Vec::with_capacity(PROOF_PT_LEN));
         pt.extend_from_slice(&generation.to_be_bytes());
         pt.extend_from_slice(&expires_at.to_be_bytes());
+        pt.extend_from_slice(session.binding.expose_secret());
         let proof = seal::seal_versioned(
             rng,
             &self.keys.state_key,
@@ -499,14 +534,36 @@ impl Vault {
         (proof, expires_at)
     }
 
-    /// Checks a recovery proof for the record's `current_generation`.
+    /// Seals what `recover/finish` releases (the wrapped key and the proof) under the session's
+    /// release key (PROTOCOL.md §6.5): only the client that ran this login can open it.
+    pub fn seal_release(
+        &self,
+        rng: &mut impl rand_core::CryptoRngCore,
+        account: &AccountId,
+        session: &SessionKeys,
+        wrapped_key: &WrappedKey,
+        proof: &[u8],
+    ) -> Vec<u8> {
+        let mut pt = Vec::with_capacity(wrapped_key.as_bytes().len() + proof.len());
+        pt.extend_from_slice(wrapped_key.as_bytes());
+        pt.extend_from_slice(proof);
+        seal::xseal(
+            rng,
+            session.release.expose_secret(),
+            &release_ad(account),
+            &pt,
+        )
+    }
+
+    /// Checks a recovery proof for the record's `current_generation`; returns the binding key of
+    /// the login session that earned it.
     pub fn check_proof(
         &self,
         now: u64,
         account: &AccountId,
         proof: &[u8],
         current_generation: u64,
-    ) -> Result<()> {
+    ) -> Result<ProofBinding> {
         const WHAT: &str = "recovery proof";
         let pt = seal::open_versioned(
             &self.keys.state_key,
@@ -519,13 +576,14 @@ impl Vault {
         let mut r = Reader::new(&pt, WHAT);
         let generation = r.u64()?;
         let expires_at = r.u64()?;
+        let binding = ProofBinding::from_key(Key32::from_bytes(r.array()?));
         if now >= expires_at {
             return Err(Error::Expired { what: WHAT });
         }
         if generation != current_generation {
             return Err(Error::StaleProof);
         }
-        Ok(())
+        Ok(binding)
     }
 
     fn dummy_nonce(&self, account: &AccountId) -> [u8; 32] {

@@ -13,6 +13,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The key file exists but is not a valid vault key file.
     #[error("vault key file {path} is invalid: {reason}")]
     KeyFile {

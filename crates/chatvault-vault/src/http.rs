@@ -12,7 +12,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chatvault_vault_core::api::{self, b64_decode, b64_encode, b64std_decode, b64std_encode};
+use chatvault_vault_core::api::{
+    self, ErrorCode, b64_decode, b64_encode, b64std_decode, b64std_encode,
+};
 use chatvault_vault_core::{
     AccountId, AccountState, Error as CoreError, RECORD_VERSION, RegistrationFinish, SUITE_ID,
     Vault,
@@ -59,6 +61,8 @@ pub struct AppState<S> {
     pub metrics: Metrics,
     ip_limit: RateLimiter<IpAddr>,
     account_limit: RateLimiter<String>,
+    /// The last `/healthz` database ping: when, and whether it succeeded.
+    health: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 impl<S> AppState<S> {
@@ -72,6 +76,7 @@ impl<S> AppState<S> {
             verifier,
             settings,
             metrics: Metrics::default(),
+            health: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -80,12 +85,12 @@ impl<S> AppState<S> {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -94,14 +99,14 @@ impl ApiError {
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 
     fn store(e: crate::Error) -> Self {
         tracing::error!(error = %e, "store failure");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ErrorCode::Unavailable,
             "the vault's database is unavailable; try again later",
         )
     }
@@ -112,12 +117,12 @@ impl ApiError {
         match e {
             CoreError::UnsupportedVersion { .. } => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "unsupported_version",
+                ErrorCode::UnsupportedVersion,
                 e.to_string(),
             ),
             _ => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "stored record is corrupted",
             ),
         }
@@ -129,23 +134,25 @@ impl From<CoreError> for ApiError {
         let msg = e.to_string();
         let (status, code) = match &e {
             CoreError::UnsupportedVersion { .. } => {
-                (StatusCode::BAD_REQUEST, "unsupported_version")
+                (StatusCode::BAD_REQUEST, ErrorCode::UnsupportedVersion)
             }
             CoreError::Corrupted { what } if *what == "recovery proof" => {
-                (StatusCode::BAD_REQUEST, "invalid_proof")
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidProof)
             }
-            CoreError::Corrupted { .. } => (StatusCode::BAD_REQUEST, "invalid_state"),
+            CoreError::Corrupted { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidState),
             CoreError::Malformed { .. }
             | CoreError::InvalidAccountId
             | CoreError::InvalidKsfParams(_)
-            | CoreError::Protocol(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            CoreError::Expired { .. } => (StatusCode::GONE, "expired"),
-            CoreError::AuthenticationFailed => (StatusCode::FORBIDDEN, "authentication_failed"),
-            CoreError::AlreadyRegistered => (StatusCode::CONFLICT, "already_registered"),
-            CoreError::StaleProof => (StatusCode::CONFLICT, "stale_proof"),
-            CoreError::StaleState => (StatusCode::CONFLICT, "stale_state"),
-            CoreError::Locked => (StatusCode::LOCKED, "locked"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            | CoreError::Protocol(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            CoreError::Expired { .. } => (StatusCode::GONE, ErrorCode::Expired),
+            CoreError::AuthenticationFailed => {
+                (StatusCode::FORBIDDEN, ErrorCode::AuthenticationFailed)
+            }
+            CoreError::AlreadyRegistered => (StatusCode::CONFLICT, ErrorCode::AlreadyRegistered),
+            CoreError::StaleProof => (StatusCode::CONFLICT, ErrorCode::StaleProof),
+            CoreError::StaleState => (StatusCode::CONFLICT, ErrorCode::StaleState),
+            CoreError::Locked => (StatusCode::LOCKED, ErrorCode::Locked),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         };
         Self::new(status, code, msg)
     }
@@ -156,7 +163,7 @@ impl IntoResponse for ApiError {
         let mut resp = (
             self.status,
             Json(api::ErrorBody {
-                error: self.code.to_owned(),
+                error: self.code,
                 message: self.message,
             }),
         )
@@ -186,11 +193,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(status, "payload_too_large", "request body too large")
+        ApiError::new(status, ErrorCode::PayloadTooLarge, "request body too large")
     } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         ApiError::new(
             status,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/json",
         )
     } else {
@@ -216,7 +223,26 @@ fn authorize<S>(
     headers: &HeaderMap,
     account: &str,
 ) -> Result<AccountId, ApiError> {
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    authorize_fresh(st, headers, account).map(|(account, _)| account)
+}
+
+/// 401 for a valid token that is not recent enough for a destructive change (PROTOCOL.md §8).
+fn token_not_recent() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::TokenNotRecent,
+        "this change needs an account token issued in the last minutes; sign in again",
+    )
+}
+
+/// Like [`authorize`], also telling whether the token is recent (PROTOCOL.md §8).
+fn authorize_fresh<S>(
+    st: &AppState<S>,
+    headers: &HeaderMap,
+    account: &str,
+) -> Result<(AccountId, bool), ApiError> {
+    let unauthorized =
+        |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, m);
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| unauthorized("missing Authorization: Bearer token"))?
@@ -225,14 +251,17 @@ fn authorize<S>(
     let token = value
         .strip_prefix("Bearer ")
         .ok_or_else(|| unauthorized("Authorization must be a Bearer token"))?;
-    let subject = st.verifier.verify(token.trim(), unix_now()).map_err(|e| {
+    let now = unix_now();
+    let verified = st.verifier.verify_claims(token.trim(), now).map_err(|e| {
         tracing::info!(reason = %e, "token rejected");
         unauthorized("account token invalid or expired")
     })?;
+    let recent = st.verifier.is_recent(verified.iat, now);
+    let subject = verified.sub;
     if subject != account {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "the account token is for another account",
         ));
     }
@@ -244,11 +273,11 @@ fn authorize<S>(
         st.metrics.rate_limited.inc();
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             "too many requests for this account; wait a minute",
         ));
     }
-    Ok(account)
+    Ok((account, recent))
 }
 
 async fn register_start<S: Store>(
@@ -265,6 +294,7 @@ async fn register_start<S: Store>(
     Ok(Json(api::RegisterStartResponse {
         response: b64_encode(&started.response),
         ticket: b64_encode(&started.ticket),
+        signature: b64_encode(&started.signature),
         suite: SUITE_ID,
         record_version: RECORD_VERSION,
     }))
@@ -276,7 +306,7 @@ async fn register_finish<S: Store>(
     headers: HeaderMap,
     ApiJson(req): ApiJson<api::RegisterFinishRequest>,
 ) -> Result<Json<api::RegisterFinishResponse>, ApiError> {
-    let account = authorize(&st, &headers, &account)?;
+    let (account, recent) = authorize_fresh(&st, &headers, &account)?;
     let ticket = decode(&req.ticket, "ticket", None)?;
     let upload = decode(&req.upload, "upload", Some(192))?;
     let wrapped = decode(&req.wrapped_key, "wrapped_key", Some(72))?;
@@ -285,8 +315,17 @@ async fn register_finish<S: Store>(
         .as_deref()
         .map(|p| decode(p, "proof", None))
         .transpose()?;
+    let binding = req
+        .binding
+        .as_deref()
+        .map(|b| decode(b, "binding", Some(chatvault_vault_core::BINDING_LEN)))
+        .transpose()?;
     let now = unix_now();
     let state = st.store.load(&account).await.map_err(ApiError::store)?;
+    // Replacing a live record (change of password) needs a recent token (PROTOCOL.md §8).
+    if matches!(state, AccountState::Registered { .. }) && !recent && req.proof.is_some() {
+        return Err(token_not_recent());
+    }
     let new = st.vault.register_finish(
         &mut rand_core::OsRng,
         now,
@@ -298,6 +337,7 @@ async fn register_finish<S: Store>(
             wrapped_key: &wrapped,
             ksf: req.ksf,
             proof: proof.as_deref(),
+            binding: binding.as_deref(),
         },
         st.settings.max_attempts,
     )?;
@@ -309,7 +349,7 @@ async fn register_finish<S: Store>(
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "conflict",
+            ErrorCode::Conflict,
             "the record changed concurrently; start again",
         ));
     }
@@ -343,7 +383,7 @@ async fn recover_start<S: Store>(
         let started = match state {
             AccountState::Destroyed { .. } => return Err(locked()),
             AccountState::NoRecord { .. } => {
-                st.metrics.dummy_ke2.inc();
+                st.metrics.recover_starts.inc();
                 st.vault.recover_start(
                     &mut rand_core::OsRng,
                     now,
@@ -370,7 +410,7 @@ async fn recover_start<S: Store>(
                     .map_err(ApiError::store)?
                 {
                     Some(counted) => {
-                        st.metrics.guesses_counted.inc();
+                        st.metrics.recover_starts.inc();
                         tracing::info!(account = %account, attempts = counted.attempts,
                             max = counted.max_attempts, "guess counted");
                         st.vault.recover_start(
@@ -411,7 +451,7 @@ async fn recover_start<S: Store>(
     }
     Err(ApiError::new(
         StatusCode::CONFLICT,
-        "conflict",
+        ErrorCode::Conflict,
         "the record changed concurrently; start again",
     ))
 }
@@ -431,8 +471,12 @@ async fn recover_finish<S: Store>(
         match st.store.load(&account).await.map_err(ApiError::store)? {
             AccountState::Destroyed { .. } => return Err(locked()),
             AccountState::NoRecord { .. } => {
-                // A dummy state can only fail; a real one lost its record (deleted/reset).
-                login.finish(&account, &ke3)?;
+                // A dummy state can only fail (counted like any failed KE3, so the metrics do
+                // not tell unknown accounts apart); a real one lost its record (deleted/reset).
+                if let Err(e) = login.finish(&account, &ke3) {
+                    st.metrics.ke3_failed.inc();
+                    return Err(e.into());
+                }
                 return Err(CoreError::StaleState.into());
             }
             AccountState::Registered {
@@ -445,10 +489,13 @@ async fn recover_finish<S: Store>(
         return Err(CoreError::StaleState.into());
     }
     let seq = login.guess_seq;
-    if let Err(e) = login.finish(&account, &ke3) {
-        st.metrics.ke3_failed.inc();
-        return Err(e.into());
-    }
+    let session = match login.finish(&account, &ke3) {
+        Ok(session) => session,
+        Err(e) => {
+            st.metrics.ke3_failed.inc();
+            return Err(e.into());
+        }
+    };
     if !st
         .store
         .record_success(&account, generation, seq, now)
@@ -463,12 +510,18 @@ async fn recover_finish<S: Store>(
         .map_err(ApiError::record)?;
     let (proof, proof_expires_at) =
         st.vault
-            .issue_proof(&mut rand_core::OsRng, now, &account, generation);
+            .issue_proof(&mut rand_core::OsRng, now, &account, generation, &session);
+    let release = st.vault.seal_release(
+        &mut rand_core::OsRng,
+        &account,
+        &session,
+        &record.wrapped_key,
+        &proof,
+    );
     st.metrics.recoveries_succeeded.inc();
     tracing::info!(account = %account, "recovery succeeded");
     Ok(Json(api::RecoverFinishResponse {
-        wrapped_key: b64_encode(record.wrapped_key.as_bytes()),
-        proof: b64_encode(&proof),
+        release: b64_encode(&release),
         proof_expires_at,
     }))
 }
@@ -505,7 +558,11 @@ async fn reset<S: Store>(
     Path(account): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let account = authorize(&st, &headers, &account)?;
+    let (account, recent) = authorize_fresh(&st, &headers, &account)?;
+    // Erasing a record without a password needs a recent token (PROTOCOL.md §8, §9).
+    if !recent {
+        return Err(token_not_recent());
+    }
     st.store
         .remove(&account, None, unix_now())
         .await
@@ -518,10 +575,12 @@ async fn reset<S: Store>(
 /// commitment: longer strings are refused before decoding.
 const MAX_COMMITMENT_B64_LEN: usize = chatvault_vault_core::MAX_COMMITMENT_LEN.div_ceil(3) * 4;
 
+/// `PUT …/commitment` without a live record: 409, the state of the account conflicts with the
+/// request (a 404 would read as "no such endpoint").
 fn not_registered() -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_registered",
+        StatusCode::CONFLICT,
+        ErrorCode::NotRegistered,
         "no backup key is registered for this account",
     )
 }
@@ -547,7 +606,7 @@ async fn put_commitment<S: Store>(
         Err(crate::Error::Conflict) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "conflict",
+                ErrorCode::Conflict,
                 "the record changed concurrently; start again",
             ));
         }
@@ -566,7 +625,7 @@ async fn put_commitment<S: Store>(
             Ok((
                 StatusCode::CONFLICT,
                 Json(api::CommitmentConflict {
-                    error: "stale_commitment".to_owned(),
+                    error: ErrorCode::StaleCommitment,
                     message: format!(
                         "a commitment with sequence number {current_seq} is stored; the new one must be higher"
                     ),
@@ -598,16 +657,45 @@ async fn get_commitment<S: Store>(
         })),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "no_commitment",
+            ErrorCode::NoCommitment,
             "no rollback commitment is stored for this account (or no backup key is registered)",
         )),
     }
 }
 
+/// How long a `/healthz` database ping answers for all callers.
+const HEALTH_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /healthz`: pings the database at most once per [`HEALTH_CACHE`]; concurrent callers wait
+/// for the one ping in flight and share its result, so the endpoint cannot be used to load the
+/// database.
 async fn healthz<S: Store>(State(st): State<Arc<AppState<S>>>) -> Response {
-    match st.store.ping().await {
-        Ok(()) => "ok\n".into_response(),
-        Err(e) => ApiError::store(e).into_response(),
+    let mut last = st.health.lock().await;
+    let ok = match *last {
+        Some((at, ok)) if at.elapsed() < HEALTH_CACHE => ok,
+        _ => {
+            st.metrics.health_pings.inc();
+            let ok = match st.store.ping().await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "health check: database unreachable");
+                    false
+                }
+            };
+            *last = Some((std::time::Instant::now(), ok));
+            ok
+        }
+    };
+    drop(last);
+    if ok {
+        "ok\n".into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "the vault's database is unavailable; try again later",
+        )
+        .into_response()
     }
 }
 
@@ -624,7 +712,11 @@ async fn openapi() -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such endpoint",
+    )
 }
 
 /// Counts requests by route and status; applies the per-IP limit to `/v1`.
@@ -643,7 +735,7 @@ async fn track<S: Store>(State(st): State<Arc<AppState<S>>>, req: Request, next:
             st.metrics.rate_limited.inc();
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 "too many requests from this address; wait a minute",
             )
             .into_response()
@@ -670,14 +762,14 @@ async fn json_errors(resp: Response) -> Response {
         return resp;
     }
     let (code, message) = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body too large"),
-        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "request body too large"),
+        StatusCode::REQUEST_TIMEOUT => (ErrorCode::Timeout, "the request took too long"),
         StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "this endpoint does not support the method",
         ),
-        s if s.is_server_error() => ("internal", "internal error"),
-        _ => ("bad_request", "bad request"),
+        s if s.is_server_error() => (ErrorCode::Internal, "internal error"),
+        _ => (ErrorCode::BadRequest, "bad request"),
     };
     let (mut parts, _) = resp.into_parts();
     parts.headers.remove(header::CONTENT_TYPE);
@@ -735,6 +827,21 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openapi_error_schema_lists_every_error_code() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        let listed: Vec<&str> =
+            doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+        for code in ErrorCode::ALL {
+            assert!(listed.contains(&code.as_str()), "{code} missing");
+        }
+    }
 
     #[test]
     fn openapi_lists_exactly_the_routes() {

@@ -10,7 +10,7 @@ use chatvault_vault::http::AppState;
 use chatvault_vault::keyfile::{self, KeyFile};
 use chatvault_vault::store::{PgStore, SqliteStore, Store};
 use chatvault_vault::token::{self, Verifier};
-use chatvault_vault::{Settings, serve, unix_now};
+use chatvault_vault::{Settings, Tls, serve_with, unix_now};
 use chatvault_vault_core::{AccountId, Vault, VaultConfig};
 use clap::{Parser, Subcommand};
 
@@ -37,7 +37,7 @@ enum Command {
         /// Data directory holding vault.key.
         #[arg(long)]
         data_dir: PathBuf,
-        /// Lifetime in seconds.
+        /// Lifetime in seconds (the vault accepts at most --max-token-lifetime, default 3600).
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
@@ -58,9 +58,20 @@ struct ServeArgs {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     max_attempts: u32,
     /// File with the account-token issuer's Ed25519 public key (32 bytes, base64url).
-    /// Default: the development issuer key in DATA_DIR (DATA_DIR/issuer.pub).
-    #[arg(long)]
+    /// Needs --token-issuer. Either this or --dev-issuer is required.
+    #[arg(long, requires = "token_issuer", conflicts_with = "dev_issuer")]
     issuer_public_key: Option<PathBuf>,
+    /// The `iss` claim the account service puts in its tokens (with --issuer-public-key).
+    #[arg(long)]
+    token_issuer: Option<String>,
+    /// DEVELOPMENT ONLY: accept tokens signed with the development issuer key in DATA_DIR
+    /// (`chatvault-vault token`). Anyone with a copy of DATA_DIR can then mint tokens for every
+    /// account.
+    #[arg(long)]
+    dev_issuer: bool,
+    /// Maximum token lifetime (exp − iat) in seconds.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    max_token_lifetime: u64,
     /// Requests per minute per client IP on /v1 (0 = unlimited).
     #[arg(long, default_value_t = 120)]
     rate_limit_ip: u32,
@@ -73,6 +84,12 @@ struct ServeArgs {
     /// Whole-request timeout in seconds.
     #[arg(long, default_value_t = 15)]
     request_timeout: u64,
+    /// PEM certificate chain to serve HTTPS with (with --tls-key). Reloaded on SIGHUP.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (reloaded with it on SIGHUP).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// PostgreSQL connections per process.
     #[arg(long, default_value_t = 16)]
     pg_pool_size: usize,
@@ -109,17 +126,35 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.issuer_public_key.is_none() && !args.dev_issuer {
+        bail!(
+            "no account-token issuer configured: pass --issuer-public-key FILE --token-issuer NAME \
+             (the app's account service), or --dev-issuer for development only"
+        );
+    }
     let kf = KeyFile::load_or_create(&args.data_dir)?;
-    let issuer_path = args
-        .issuer_public_key
-        .clone()
-        .unwrap_or_else(|| keyfile::issuer_pub_path(&args.data_dir));
+    let (issuer_path, issuer_name) = match (&args.issuer_public_key, &args.token_issuer) {
+        (Some(path), Some(name)) => (path.clone(), name.clone()),
+        _ => (
+            keyfile::issuer_pub_path(&args.data_dir),
+            token::DEV_ISSUER.to_owned(),
+        ),
+    };
     let text = std::fs::read_to_string(&issuer_path)
         .with_context(|| format!("reading issuer public key {}", issuer_path.display()))?;
     let issuer = token::parse_public_key(&text, &issuer_path.display().to_string())?;
-    if args.issuer_public_key.is_none() {
-        tracing::warn!("accepting account tokens from the local development issuer key");
+    if args.dev_issuer {
+        let warning = "WARNING: --dev-issuer: accepting account tokens signed with the development \
+                       issuer key in the data directory; anyone with a copy of it can act as every \
+                       account. Never run production like this.";
+        eprintln!("{warning}");
+        tracing::warn!("{warning}");
     }
+    let policy = token::TokenPolicy {
+        issuer: issuer_name,
+        max_lifetime: args.max_token_lifetime,
+        recent: token::DEFAULT_RECENT,
+    };
     if args.state_ttl == 0 || args.state_ttl > 3600 {
         bail!("--state-ttl must be 1..=3600 seconds");
     }
@@ -134,6 +169,10 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         ..Settings::default()
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
+        _ => None,
+    };
     let vault = Vault::new(kf.vault, settings.vault);
     let identity = vault.server_identity();
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -146,7 +185,13 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .context("connecting to PostgreSQL")?;
             tracing::info!("store: PostgreSQL");
-            start(listener, addr, identity, vault, store, issuer, settings).await
+            let served = Served {
+                listener,
+                addr,
+                identity,
+                tls,
+            };
+            start(served, vault, store, issuer, policy, settings).await
         }
         Some(_) => bail!("--db must be a postgres:// URL (SQLite is the default without --db)"),
         None => {
@@ -154,29 +199,73 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             let store =
                 SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
             tracing::info!(path = %path.display(), "store: SQLite");
-            start(listener, addr, identity, vault, store, issuer, settings).await
+            let served = Served {
+                listener,
+                addr,
+                identity,
+                tls,
+            };
+            start(served, vault, store, issuer, policy, settings).await
         }
     }
 }
 
-async fn start<S: Store>(
+/// Where and how the API is served.
+struct Served {
     listener: tokio::net::TcpListener,
     addr: std::net::SocketAddr,
     identity: chatvault_vault_core::ServerIdentity,
+    tls: Option<Arc<Tls>>,
+}
+
+async fn start<S: Store>(
+    served: Served,
     vault: Vault,
     store: S,
     issuer: ed25519_dalek::VerifyingKey,
+    policy: token::TokenPolicy,
     settings: Settings,
 ) -> anyhow::Result<()> {
-    let state = Arc::new(AppState::new(vault, store, Verifier::new(issuer), settings));
+    let state = Arc::new(AppState::new(
+        vault,
+        store,
+        Verifier::with_policy(issuer, policy),
+        settings,
+    ));
+    let Served {
+        listener,
+        addr,
+        identity,
+        tls,
+    } = served;
     tracing::info!(server_identity = %identity, "vault OPAQUE server public key");
+    if let Some(tls) = &tls {
+        let tls = tls.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate")
+                    }
+                }
+            }
+        });
+    } else if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "serving plain HTTP on a non-loopback address: clients only accept https:// (use --tls-cert/--tls-key or a TLS proxy)"
+        );
+    }
     {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "listening on http://{addr}");
+        let _ = writeln!(out, "listening on {scheme}://{addr}");
         let _ = writeln!(out, "server identity {identity}");
         let _ = out.flush();
     }
-    serve(listener, state, shutdown_signal()).await?;
+    serve_with(listener, state, tls, shutdown_signal()).await?;
     tracing::info!("shut down");
     Ok(())
 }

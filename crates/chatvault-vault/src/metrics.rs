@@ -30,10 +30,10 @@ impl Counter {
 #[derive(Default, Debug)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
-    /// Guesses durably counted before a KE2 (registered accounts).
-    pub guesses_counted: Counter,
-    /// Dummy KE2s for accounts without a record.
-    pub dummy_ke2: Counter,
+    /// KE2s answered, for registered and unknown accounts alike: `/metrics` is public, and
+    /// separate counts would tell anyone watching a quiet vault whether the account a token
+    /// holder just probed has a record (PROTOCOL.md §10).
+    pub recover_starts: Counter,
     /// Successful recoveries (valid KE3).
     pub recoveries_succeeded: Counter,
     /// Failed KE3s.
@@ -44,6 +44,8 @@ pub struct Metrics {
     pub records_registered: Counter,
     /// Requests refused by the in-memory rate limits.
     pub rate_limited: Counter,
+    /// Database pings made by `/healthz` (at most one per second, however often it is asked).
+    pub health_pings: Counter,
     /// Rollback commitments stored (PROTOCOL.md §9.1).
     pub commitments_stored: Counter,
     /// Rollback commitment updates refused because the stored sequence number was not lower.
@@ -75,14 +77,9 @@ impl Metrics {
         }
         for (name, help, c) in [
             (
-                "guesses_counted",
-                "Password guesses durably counted before KE2.",
-                &self.guesses_counted,
-            ),
-            (
-                "dummy_ke2",
-                "Dummy KE2 answers for accounts without a record.",
-                &self.dummy_ke2,
+                "recover_starts",
+                "KE2 answers (registered and unknown accounts together).",
+                &self.recover_starts,
             ),
             (
                 "recoveries_succeeded",
@@ -108,6 +105,11 @@ impl Metrics {
                 "rate_limited",
                 "Requests refused by in-memory rate limits.",
                 &self.rate_limited,
+            ),
+            (
+                "health_pings",
+                "Database pings by /healthz (at most one per second).",
+                &self.health_pings,
             ),
             (
                 "commitments_stored",
@@ -137,13 +139,13 @@ mod tests {
         let m = Metrics::default();
         m.observe("/healthz", 200);
         m.observe("/healthz", 200);
-        m.guesses_counted.add(3);
+        m.recover_starts.add(3);
         let text = m.render();
         assert!(
             text.contains(
                 "chatvault_vault_http_requests_total{route=\"/healthz\",status=\"200\"} 2"
             )
         );
-        assert!(text.contains("chatvault_vault_guesses_counted_total 3"));
+        assert!(text.contains("chatvault_vault_recover_starts_total 3"));
     }
 }

@@ -11,33 +11,56 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The only accepted JOSE header.
+/// The JOSE header [`issue`] writes.
 const HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
 /// Maximum accepted token length.
 pub const MAX_TOKEN_LEN: usize = 4096;
-/// Accepted clock skew for `iat` (seconds).
-const IAT_LEEWAY: u64 = 60;
+/// Accepted clock skew for `iat` and `nbf` (seconds).
+const LEEWAY: u64 = 60;
+/// `iss` of tokens from the development issuer key in a vault's data directory.
+pub const DEV_ISSUER: &str = "chatvault-vault-dev";
+/// Default maximum of `exp − iat` (seconds).
+pub const DEFAULT_MAX_LIFETIME: u64 = 3600;
+/// Default age (`now − iat`, seconds) under which a token counts as recent (PROTOCOL.md §8).
+pub const DEFAULT_RECENT: u64 = 300;
 
+/// Claims (RFC 7519 §4.1). Other claims are ignored (§4).
 #[derive(Serialize, Deserialize)]
 struct Claims {
+    iss: String,
     sub: String,
     aud: String,
     iat: u64,
     exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
 }
 
+/// The JOSE header (RFC 7515 §4.1). Unknown header parameters are ignored (RFC 7515 §4), except
+/// that `crit` is always refused: this verifier implements no extension (§4.1.11).
 #[derive(Deserialize)]
 struct Header {
     alg: String,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
 }
 
-/// Issues a token for `account`, valid for `ttl` seconds from `now`.
+/// Issues a development token for `account` (issuer [`DEV_ISSUER`]), valid for `ttl` seconds.
 pub fn issue(key: &SigningKey, account: &str, now: u64, ttl: u64) -> String {
+    issue_as(key, DEV_ISSUER, account, now, ttl)
+}
+
+/// Issues a token for `account` from `issuer`, valid for `ttl` seconds from `now`.
+pub fn issue_as(key: &SigningKey, issuer: &str, account: &str, now: u64, ttl: u64) -> String {
     let claims = Claims {
+        iss: issuer.to_owned(),
         sub: account.to_owned(),
         aud: TOKEN_AUDIENCE.to_owned(),
         iat: now,
         exp: now.saturating_add(ttl),
+        nbf: None,
     };
     let signing_input = format!(
         "{}.{}",
@@ -48,20 +71,67 @@ pub fn issue(key: &SigningKey, account: &str, now: u64, ttl: u64) -> String {
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
 }
 
-/// Verifies tokens against the issuer's public key.
+/// What the vault requires of account tokens (PROTOCOL.md §8).
+#[derive(Clone, Debug)]
+pub struct TokenPolicy {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Maximum `exp − iat` in seconds.
+    pub max_lifetime: u64,
+    /// A token is recent if `now − iat` ≤ this (for reset and re-registration over a record).
+    pub recent: u64,
+}
+
+impl TokenPolicy {
+    /// The policy for the development issuer: `iss` = [`DEV_ISSUER`], 1 h, 5 min.
+    pub fn dev() -> Self {
+        Self {
+            issuer: DEV_ISSUER.to_owned(),
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            recent: DEFAULT_RECENT,
+        }
+    }
+}
+
+/// A verified token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The account (`sub`).
+    pub sub: String,
+    /// Issued at (unix seconds).
+    pub iat: u64,
+}
+
+/// Verifies tokens against the issuer's public key and a [`TokenPolicy`].
 #[derive(Clone, Debug)]
 pub struct Verifier {
     key: VerifyingKey,
+    policy: TokenPolicy,
 }
 
 impl Verifier {
-    /// A verifier for `key`.
+    /// A verifier for the development issuer `key` ([`TokenPolicy::dev`]).
     pub fn new(key: VerifyingKey) -> Self {
-        Self { key }
+        Self::with_policy(key, TokenPolicy::dev())
     }
 
-    /// Checks signature, header, audience and time; returns the account (`sub`).
+    /// A verifier for `key` with `policy`.
+    pub fn with_policy(key: VerifyingKey, policy: TokenPolicy) -> Self {
+        Self { key, policy }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &TokenPolicy {
+        &self.policy
+    }
+
+    /// Checks signature, header, issuer, audience and times; returns the account (`sub`).
     pub fn verify(&self, token: &str, now: u64) -> Result<String> {
+        self.verify_claims(token, now).map(|v| v.sub)
+    }
+
+    /// Like [`Verifier::verify`], also returning `iat`.
+    pub fn verify_claims(&self, token: &str, now: u64) -> Result<Verified> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(Error::Token("too long"));
         }
@@ -82,6 +152,18 @@ impl Verifier {
         if header.alg != "EdDSA" {
             return Err(Error::Token("algorithm must be EdDSA"));
         }
+        // RFC 7519 §5.1: `typ` is optional; if present it must say JWT (case-insensitive).
+        if header
+            .typ
+            .as_deref()
+            .is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
+        {
+            return Err(Error::Token("typ must be JWT"));
+        }
+        // RFC 7515 §4.1.11: extensions listed in `crit` must be understood; none are.
+        if header.crit.is_some() {
+            return Err(Error::Token("crit: unsupported critical header parameters"));
+        }
         let sig: [u8; 64] = URL_SAFE_NO_PAD
             .decode(s)
             .ok()
@@ -97,16 +179,36 @@ impl Verifier {
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|t| serde_json::from_str(&t).ok())
             .ok_or(Error::Token("bad claims"))?;
+        if claims.iss != self.policy.issuer {
+            return Err(Error::Token("wrong issuer"));
+        }
         if claims.aud != TOKEN_AUDIENCE {
             return Err(Error::Token("wrong audience"));
         }
         if now >= claims.exp {
             return Err(Error::Token("expired"));
         }
-        if claims.iat > now.saturating_add(IAT_LEEWAY) {
+        if claims.iat > now.saturating_add(LEEWAY) {
             return Err(Error::Token("issued in the future"));
         }
-        Ok(claims.sub)
+        if claims.exp <= claims.iat || claims.exp - claims.iat > self.policy.max_lifetime {
+            return Err(Error::Token("lifetime (exp - iat) over the maximum"));
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY))
+        {
+            return Err(Error::Token("not yet valid (nbf)"));
+        }
+        Ok(Verified {
+            sub: claims.sub,
+            iat: claims.iat,
+        })
+    }
+
+    /// Whether a token issued at `iat` counts as recent at `now` (PROTOCOL.md §8).
+    pub fn is_recent(&self, iat: u64, now: u64) -> bool {
+        now.saturating_sub(iat) <= self.policy.recent
     }
 }
 
@@ -152,6 +254,115 @@ mod tests {
         assert!(v.verify(&spliced, 1000).is_err(), "altered claims");
         assert!(v.verify("a.b", 1000).is_err());
         assert!(v.verify(&format!("{t}.x"), 1000).is_err());
+    }
+
+    fn custom(key: &SigningKey, header: &str, claims: &str) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let sig = key.sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+    }
+
+    #[test]
+    fn verify_policy_iss_lifetime_nbf_typ_crit() {
+        let v = Verifier::new(key(1).verifying_key());
+        let ok = r#"{"alg":"EdDSA","typ":"JWT"}"#;
+        let claims = |iss: &str, iat: u64, exp: u64, extra: &str| {
+            format!(
+                r#"{{"iss":"{iss}","sub":"alice","aud":"chatvault-vault","iat":{iat},"exp":{exp}{extra}}}"#
+            )
+        };
+        let t = |h: &str, c: &str| custom(&key(1), h, c);
+        assert!(
+            v.verify(&t(ok, &claims(DEV_ISSUER, 1000, 1060, "")), 1000)
+                .is_ok()
+        );
+        assert!(
+            v.verify(
+                &t(r#"{"alg":"EdDSA"}"#, &claims(DEV_ISSUER, 1000, 1060, "")),
+                1000
+            )
+            .is_ok()
+        );
+        assert!(
+            v.verify(&t(ok, &claims("evil", 1000, 1060, "")), 1000)
+                .is_err(),
+            "iss"
+        );
+        assert!(
+            v.verify(&t(ok, &claims(DEV_ISSUER, 1000, 4601, "")), 1000)
+                .is_err(),
+            "lifetime"
+        );
+        assert!(
+            v.verify(&t(ok, &claims(DEV_ISSUER, 1000, 4600, "")), 1000)
+                .is_ok()
+        );
+        assert!(
+            v.verify(&t(ok, &claims(DEV_ISSUER, 1000, 1000, "")), 999)
+                .is_err(),
+            "exp=iat"
+        );
+        assert!(
+            v.verify(
+                &t(ok, &claims(DEV_ISSUER, 1000, 1060, r#","nbf":1100"#)),
+                1000
+            )
+            .is_err(),
+            "nbf"
+        );
+        assert!(
+            v.verify(
+                &t(ok, &claims(DEV_ISSUER, 1000, 1060, r#","nbf":1050"#)),
+                1000
+            )
+            .is_ok()
+        );
+        assert!(
+            v.verify(
+                &t(
+                    r#"{"alg":"EdDSA","typ":"JOSE+JSON"}"#,
+                    &claims(DEV_ISSUER, 1000, 1060, "")
+                ),
+                1000
+            )
+            .is_err(),
+            "typ"
+        );
+        assert!(
+            v.verify(
+                &t(
+                    r#"{"alg":"EdDSA","crit":["exp"]}"#,
+                    &claims(DEV_ISSUER, 1000, 1060, "")
+                ),
+                1000
+            )
+            .is_err(),
+            "crit"
+        );
+        assert!(
+            v.verify(
+                &t(
+                    ok,
+                    r#"{"sub":"alice","aud":"chatvault-vault","iat":1000,"exp":1060}"#
+                ),
+                1000
+            )
+            .is_err(),
+            "no iss"
+        );
+        assert!(
+            v.verify(
+                &t(ok, &claims(DEV_ISSUER, 1000, 1060, r#","scope":"x""#)),
+                1000
+            )
+            .is_ok(),
+            "other claims ignored"
+        );
+        assert!(v.is_recent(1000, 1300) && !v.is_recent(1000, 1301));
     }
 
     #[test]

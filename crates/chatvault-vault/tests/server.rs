@@ -30,7 +30,13 @@ impl Drop for Server {
 impl Server {
     fn spawn(data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chatvault-vault"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--dev-issuer",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -189,15 +195,16 @@ fn change_password_old_fails_new_works() {
     assert_eq!(*c.recover(&pw("new"), &pinned).unwrap().backup_key, KEY);
 }
 
-/// Runs a recovery through the raw HTTP API; returns the finish request body and the
-/// `recover/finish` answer (status, body).
+/// Runs a recovery through the raw HTTP API; returns the finish request body, the
+/// `recover/finish` answer (status, body) and, on success, the proof (base64url) opened from
+/// the release with the session key.
 fn raw_recover(
     server: &Server,
     data_dir: &Path,
     account: &str,
     password: &[u8],
     pinned: &ServerIdentity,
-) -> (String, u16, String) {
+) -> (String, u16, String, Option<String>) {
     use chatvault_vault_core::api::{self, b64_decode, b64_encode};
     use chatvault_vault_core::{AccountId, Ke2Params, RecoveryClient};
     let kf = KeyFile::load_or_create(data_dir).unwrap();
@@ -210,7 +217,7 @@ fn raw_recover(
         &format!(r#"{{"ke1":"{}"}}"#, b64_encode(&ke1)),
     );
     let started: api::RecoverStartResponse = serde_json::from_str(&body).unwrap();
-    let (ke3, _) = rc
+    let (ke3, unwrapper) = rc
         .finish(
             &mut rand::rngs::OsRng,
             password,
@@ -233,7 +240,14 @@ fn raw_recover(
         Some(&tok),
         &finish,
     );
-    (finish, status, text)
+    let proof = (status == 200).then(|| {
+        let fin: api::RecoverFinishResponse = serde_json::from_str(&text).unwrap();
+        let released = unwrapper
+            .open_release(&b64_decode(&fin.release, "release").unwrap())
+            .unwrap();
+        b64_encode(&released.proof)
+    });
+    (finish, status, text, proof)
 }
 
 #[test]
@@ -242,13 +256,12 @@ fn proof_single_use_second_use_stale() {
     let server = Server::spawn(dir.path(), NO_LIMITS);
     let c = client(&server, dir.path(), "bob");
     let pinned = c.register(&pw("old"), &KEY).unwrap();
-    let (_, status, text) = raw_recover(&server, dir.path(), "bob", b"old", &pinned);
+    let (_, status, text, proof) = raw_recover(&server, dir.path(), "bob", b"old", &pinned);
     assert_eq!(status, 200, "{text}");
-    let fin: chatvault_vault_core::api::RecoverFinishResponse =
-        serde_json::from_str(&text).unwrap();
+    let proof = proof.unwrap();
     let kf = KeyFile::load_or_create(dir.path()).unwrap();
     let tok = token::issue(&kf.issuer, "bob", now(), 60);
-    let del = format!(r#"{{"proof":"{}"}}"#, fin.proof);
+    let del = format!(r#"{{"proof":"{proof}"}}"#);
     let url = format!("{}/v1/accounts/bob/delete", server.url);
     assert_eq!(raw_post(&url, Some(&tok), &del).0, 204);
     let (status, text) = raw_post(&url, Some(&tok), &del);
@@ -258,10 +271,12 @@ fn proof_single_use_second_use_stale() {
     c.register_pinned(&pw("p"), &KEY, &pinned).unwrap();
     let other = client(&server, dir.path(), "bea");
     other.register(&pw("p"), &KEY).unwrap();
-    let (_, _, text) = raw_recover(&server, dir.path(), "bea", b"p", &pinned);
-    let fin: chatvault_vault_core::api::RecoverFinishResponse =
-        serde_json::from_str(&text).unwrap();
-    let (status, text) = raw_post(&url, Some(&tok), &format!(r#"{{"proof":"{}"}}"#, fin.proof));
+    let (_, _, _, proof) = raw_recover(&server, dir.path(), "bea", b"p", &pinned);
+    let (status, text) = raw_post(
+        &url,
+        Some(&tok),
+        &format!(r#"{{"proof":"{}"}}"#, proof.unwrap()),
+    );
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("invalid_proof"), "{text}");
 }
@@ -485,7 +500,7 @@ fn recover_finish_replay_and_cross_account_rejected() {
         .register(&pw("pw"), &KEY)
         .unwrap();
     let tok = |a: &str| token::issue(&kf.issuer, a, now(), 60);
-    let (finish, status, text) = raw_recover(&server, dir.path(), "kim", b"pw", &pinned);
+    let (finish, status, text, _) = raw_recover(&server, dir.path(), "kim", b"pw", &pinned);
     assert_eq!(status, 200, "{text}");
     // Replayed KE3.
     let (status, text) = raw_post(
@@ -540,7 +555,7 @@ fn restart_keeps_keys_and_records_openapi_metrics_healthz() {
     );
     let (_, metrics) = raw_get(&format!("{}/metrics", server.url));
     assert!(
-        metrics.contains("chatvault_vault_guesses_counted_total 2"),
+        metrics.contains("chatvault_vault_recover_starts_total 2"),
         "{metrics}"
     );
     assert!(
@@ -812,7 +827,7 @@ fn postgres_three_processes_race_exactly_max_attempts_counted() {
         .map(|s| {
             let (_, m) = raw_get(&format!("{}/metrics", s.url));
             m.lines()
-                .find_map(|l| l.strip_prefix("chatvault_vault_guesses_counted_total "))
+                .find_map(|l| l.strip_prefix("chatvault_vault_recover_starts_total "))
                 .unwrap()
                 .parse::<u64>()
                 .unwrap()
@@ -1022,7 +1037,7 @@ fn commitment_bad_requests_auth_and_unregistered() {
         c.put_commitment(3, &[]),
         Err(Error::InvalidInput(_))
     ));
-    // An account without a record: 404 for both.
+    // An account without a record: 409 not_registered for PUT, 404 no_commitment for GET.
     let e = client(&server, dir.path(), "eve");
     assert_eq!(e.get_commitment().unwrap(), None);
     assert!(matches!(
@@ -1031,7 +1046,7 @@ fn commitment_bad_requests_auth_and_unregistered() {
     ));
     let eve_url = format!("{}/v1/accounts/eve/commitment", server.url);
     let (status, text) = raw("PUT", &eve_url, Some(&other), Some(&body));
-    assert_eq!(status, 404, "{text}");
+    assert_eq!(status, 409, "{text}");
     assert!(text.contains("\"not_registered\""), "{text}");
     let (status, text) = raw("GET", &eve_url, Some(&other), None);
     assert_eq!(status, 404, "{text}");
@@ -1428,9 +1443,17 @@ fn bad_requests_never_touch_the_counter() {
     let other_issuer = KeyFile::load_or_create(other_dir.path()).unwrap().issuer;
     let header = r#"{"alg":"EdDSA","typ":"JWT"}"#;
     let claims = |sub: &str, aud: &str, iat: u64, exp: u64| {
-        format!(r#"{{"sub":"{sub}","aud":"{aud}","iat":{iat},"exp":{exp}}}"#)
+        format!(
+            r#"{{"iss":"chatvault-vault-dev","sub":"{sub}","aud":"{aud}","iat":{iat},"exp":{exp}}}"#
+        )
     };
     let n = now();
+    let with = |extra: &str| {
+        format!(
+            r#"{{"iss":"chatvault-vault-dev","sub":"ulla","aud":"chatvault-vault","iat":{n},"exp":{}{extra}}}"#,
+            n + 60
+        )
+    };
     for (what, token) in [
         (
             "token of another issuer (another vault's dev key)",
@@ -1471,6 +1494,47 @@ fn bad_requests_never_touch_the_counter() {
             ),
         ),
         ("garbage", "a.b.c".to_owned()),
+        // Token policy (PROTOCOL.md §8).
+        (
+            "exp - iat over the maximum (1 h)",
+            custom_token(
+                &kf.issuer,
+                header,
+                &claims("ulla", "chatvault-vault", n, n + 3601),
+            ),
+        ),
+        (
+            "wrong iss",
+            custom_token(
+                &kf.issuer,
+                header,
+                &with("").replace("chatvault-vault-dev", "accounts.evil.example"),
+            ),
+        ),
+        (
+            "no iss",
+            custom_token(
+                &kf.issuer,
+                header,
+                &with("").replace(r#""iss":"chatvault-vault-dev","#, ""),
+            ),
+        ),
+        (
+            "crit",
+            custom_token(
+                &kf.issuer,
+                r#"{"alg":"EdDSA","typ":"JWT","crit":["b64"],"b64":false}"#,
+                &with(""),
+            ),
+        ),
+        (
+            "typ other than JWT",
+            custom_token(&kf.issuer, r#"{"alg":"EdDSA","typ":"at+jwt"}"#, &with("")),
+        ),
+        (
+            "nbf in the future",
+            custom_token(&kf.issuer, header, &with(&format!(r#","nbf":{}"#, n + 600))),
+        ),
     ] {
         check(
             what,
@@ -1622,4 +1686,316 @@ fn expired_login_state_410_and_counter_unchanged() {
     assert_eq!(*c.recover(&pw("pw"), &pinned).unwrap().backup_key, KEY);
     let after = sqlite_row(dir.path(), "walt");
     assert_eq!((after.0, after.1), (0, 2));
+}
+
+/// PROTOCOL.md §8: `serve` refuses to start without a token issuer, and says what to pass.
+#[test]
+fn serve_without_issuer_or_dev_issuer_exits_with_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_chatvault-vault"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no account-token issuer configured")
+            && err.contains("--issuer-public-key")
+            && err.contains("--dev-issuer"),
+        "{err}"
+    );
+    // With --dev-issuer it starts, and warns loudly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatvault-vault"))
+        .args([
+            "serve",
+            "--dev-issuer",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on "), "{line}");
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WARNING: --dev-issuer"), "{err}");
+}
+
+/// PROTOCOL.md §8: a token holder cannot reset a record or replace it (change of password) with
+/// a token older than 5 minutes; a recent token can.
+#[test]
+fn reset_and_reregistration_need_a_recent_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), NO_LIMITS);
+    let kf = KeyFile::load_or_create(dir.path()).unwrap();
+    let c = client(&server, dir.path(), "olga");
+    let pinned = c.register(&pw("pw"), &KEY).unwrap();
+    // Issued 10 minutes ago, valid for 20: accepted for recovery, not for destructive changes.
+    let old = SecretString::from(token::issue(&kf.issuer, "olga", now() - 600, 1200));
+    let stale = VaultClient::new(&server.url, "olga", old)
+        .unwrap()
+        .with_registration_ksf(KsfParams::INSECURE_FOR_TESTS)
+        .unwrap();
+    let recovered = stale.recover(&pw("pw"), &pinned).unwrap();
+    assert_eq!(*recovered.backup_key, KEY);
+    assert!(matches!(stale.reset(), Err(Error::Unauthorized)));
+    assert!(matches!(
+        stale.change_password(&pw("pw"), &pw("new"), &pinned),
+        Err(Error::Unauthorized)
+    ));
+    let url = format!("{}/v1/accounts/olga", server.url);
+    let (status, text) = raw(
+        "DELETE",
+        &url,
+        Some(&token::issue(&kf.issuer, "olga", now() - 600, 1200)),
+        None,
+    );
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("token_not_recent"), "{text}");
+    // The record is intact; a recent token can do both.
+    assert_eq!(*c.recover(&pw("pw"), &pinned).unwrap().backup_key, KEY);
+    c.change_password(&pw("pw"), &pw("new"), &pinned).unwrap();
+    c.reset().unwrap();
+    assert!(matches!(
+        c.recover(&pw("new"), &pinned),
+        Err(Error::WrongPassword { .. })
+    ));
+}
+
+/// The database is private to the vault user, and an erased record does not survive in the WAL.
+#[test]
+fn sqlite_file_0600_and_wal_truncated_after_reset() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), NO_LIMITS);
+    let c = client(&server, dir.path(), "paul");
+    c.register(&pw("pw"), &KEY).unwrap();
+    for name in ["vault.sqlite3", "vault.sqlite3-wal", "vault.sqlite3-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{name}: {mode:o}");
+    }
+    c.reset().unwrap();
+    let wal = std::fs::metadata(dir.path().join("vault.sqlite3-wal")).unwrap();
+    assert_eq!(wal.len(), 0, "WAL not truncated after the erasure");
+}
+
+/// `/healthz` pings the database at most once per second however often it is asked.
+#[test]
+fn healthz_pings_the_database_at_most_once_per_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), NO_LIMITS);
+    let start = Instant::now();
+    for _ in 0..50 {
+        assert_eq!(raw_get(&format!("{}/healthz", server.url)).0, 200);
+    }
+    let secs = start.elapsed().as_secs();
+    let (_, m) = raw_get(&format!("{}/metrics", server.url));
+    let pings: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("chatvault_vault_health_pings_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pings >= 1 && pings <= secs + 1, "{pings} pings in {secs} s");
+}
+
+/// `/metrics` is public: a recovery attempt for a registered and for an unknown account change
+/// the same counters.
+#[test]
+fn metrics_do_not_tell_registered_from_unknown_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), NO_LIMITS);
+    let c = client(&server, dir.path(), "rita");
+    let pinned = c.register(&pw("pw"), &KEY).unwrap();
+    let counters = || {
+        let (_, m) = raw_get(&format!("{}/metrics", server.url));
+        m.lines()
+            .filter(|l| l.starts_with("chatvault_vault_") && !l.contains("http_requests"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let before = counters();
+    let _ = c.recover(&pw("wrong"), &pinned);
+    let registered = counters();
+    let nobody = client(&server, dir.path(), "nobody");
+    let _ = nobody.recover(&pw("wrong"), &pinned);
+    let unknown = counters();
+    let diff = |a: &[String], b: &[String]| {
+        a.iter()
+            .zip(b)
+            .filter(|(x, y)| x != y)
+            .map(|(_, y)| y.split(' ').next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(diff(&before, &registered), diff(&registered, &unknown));
+}
+
+/// PROTOCOL.md §2.2: the same password typed in another Unicode form recovers the key.
+#[test]
+fn password_in_another_unicode_form_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), NO_LIMITS);
+    let c = client(&server, dir.path(), "zoe");
+    let pinned = c
+        .register(&pw("cafe\u{301} \u{ff11}\u{ff12}"), &KEY)
+        .unwrap();
+    assert_eq!(
+        *c.recover(&pw("caf\u{e9} 12"), &pinned).unwrap().backup_key,
+        KEY
+    );
+}
+
+/// A test CA and a server certificate for 127.0.0.1 / localhost signed by it, as PEM files in
+/// `dir` (`<name>-ca.pem`, `<name>-cert.pem`, `<name>-key.pem`). Returns the CA PEM.
+fn test_ca(dir: &Path, name: &str) -> Vec<u8> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("chatvault test CA {name}"),
+    );
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join(format!("{name}-cert.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    let ca = ca_cert.pem().into_bytes();
+    std::fs::write(dir.join(format!("{name}-ca.pem")), &ca).unwrap();
+    ca
+}
+
+/// TLS end to end (PROTOCOL.md §9.2): `serve --tls-cert --tls-key` with a certificate from a test
+/// CA; a client trusting that CA registers and recovers over https; one that trusts only the web
+/// PKI, or another CA, cannot connect; plain http to the TLS port fails; after SIGHUP the vault
+/// serves the replaced certificate to new connections.
+#[test]
+fn tls_end_to_end_with_a_test_ca_and_reload_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let ca1 = test_ca(pki.path(), "one");
+    let ca2 = test_ca(pki.path(), "two");
+    let cert = pki.path().join("served-cert.pem");
+    let key = pki.path().join("served-key.pem");
+    std::fs::copy(pki.path().join("one-cert.pem"), &cert).unwrap();
+    std::fs::copy(pki.path().join("one-key.pem"), &key).unwrap();
+    let mut args = NO_LIMITS.to_vec();
+    let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    args.extend(["--tls-cert", c, "--tls-key", k]);
+    let server = Server::spawn(dir.path(), &args);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let tok = || token_for(dir.path(), "tina", 600);
+    let with_ca = |ca: &[u8]| {
+        VaultClient::new(&server.url, "tina", tok())
+            .unwrap()
+            .with_registration_ksf(KsfParams::INSECURE_FOR_TESTS)
+            .unwrap()
+            .with_ca_pem(ca)
+            .unwrap()
+    };
+    let pinned = with_ca(&ca1).register(&pw("pw"), &KEY).unwrap();
+    assert_eq!(server.identity, pinned);
+    assert_eq!(
+        *with_ca(&ca1)
+            .recover(&pw("pw"), &pinned)
+            .unwrap()
+            .backup_key,
+        KEY
+    );
+    // Web PKI only, or the other CA: the TLS handshake fails, nothing is counted.
+    let web = VaultClient::new(&server.url, "tina", tok()).unwrap();
+    assert!(matches!(
+        web.recover(&pw("pw"), &pinned),
+        Err(Error::Unreachable(_))
+    ));
+    assert!(matches!(
+        with_ca(&ca2).recover(&pw("pw"), &pinned),
+        Err(Error::Unreachable(_))
+    ));
+    // Plain HTTP to the TLS port is not served.
+    let plain = server.url.replace("https://", "http://");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    assert!(agent.get(&format!("{plain}/healthz")).call().is_err());
+
+    // Replace the certificate with one from CA two, and reload.
+    std::fs::copy(pki.path().join("two-cert.pem"), &cert).unwrap();
+    std::fs::copy(pki.path().join("two-key.pem"), &key).unwrap();
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match with_ca(&ca2).recover(&pw("pw"), &pinned) {
+            Ok(r) => {
+                assert_eq!(*r.backup_key, KEY);
+                break;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no reload: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+    assert!(matches!(
+        with_ca(&ca1).recover(&pw("pw"), &pinned),
+        Err(Error::Unreachable(_))
+    ));
+}
+
+/// A client that sends its request headers too slowly is disconnected
+/// (`chatvault_vault::HEADER_READ_TIMEOUT`) instead of holding a connection forever.
+#[test]
+fn slow_header_connection_closed_after_header_read_timeout() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), NO_LIMITS);
+    let addr = server.url.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(
+        chatvault_vault::HEADER_READ_TIMEOUT + std::time::Duration::from_secs(10),
+    ))
+    .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let waited = start.elapsed();
+    assert!(
+        waited >= chatvault_vault::HEADER_READ_TIMEOUT - std::time::Duration::from_secs(1)
+            && waited < chatvault_vault::HEADER_READ_TIMEOUT + std::time::Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("ok"),
+        "served: {buf:?}"
+    );
 }

@@ -25,12 +25,12 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use chatvault_vault_core::api::{self, b64_decode, b64_encode, b64std_decode, b64std_encode};
 use chatvault_vault_core::{
-    AccountId, AccountState, BLOB_VERSION, BackupKey, CommitmentDecision, Error, GuessCounter,
-    Ke2Params, Key32, KsfParams, MAX_COMMITMENT_LEN, MAX_COMMITMENT_SEQ, MIN_COMMITMENT_SEQ,
-    PASSWORD_FILE_LEN, RECORD_PLAINTEXT_LEN, RECORD_VERSION, Record, RecoveryClient,
-    RegistrationClient, RegistrationFinish, SEALED_RECORD_LEN, SUITE_ID, ServerIdentity, Vault,
-    VaultConfig, VaultKeys, WRAPPED_KEY_LEN, WrappedKey, decide_commitment, labels,
-    validate_commitment,
+    AccountId, AccountState, BINDING_LEN, BLOB_VERSION, BackupKey, CommitmentDecision, Error,
+    GuessCounter, Ke2Params, Key32, KsfParams, MAX_COMMITMENT_LEN, MAX_COMMITMENT_SEQ,
+    MIN_COMMITMENT_SEQ, PASSWORD_FILE_LEN, ProofBinding, RECORD_PLAINTEXT_LEN, RECORD_VERSION,
+    Record, RecoveryClient, RegistrationAnswer, RegistrationClient, RegistrationFinish,
+    SEALED_RECORD_LEN, SUITE_ID, ServerIdentity, Vault, VaultConfig, VaultKeys, WRAPPED_KEY_LEN,
+    decide_commitment, labels, registration_transcript, validate_commitment, verify_signature,
 };
 use rand_core::{CryptoRng, RngCore};
 
@@ -88,6 +88,8 @@ pub struct Fixture {
     pub registration_request: Vec<u8>,
     pub registration_response: Vec<u8>,
     pub ticket: Vec<u8>,
+    /// The vault's signature of that registration transcript.
+    pub signature: Vec<u8>,
     pub upload: Vec<u8>,
     pub wrapped_key: Vec<u8>,
     /// The registered record (generation 1) and its counter after one counted guess.
@@ -99,8 +101,10 @@ pub struct Fixture {
     pub ke2: Vec<u8>,
     pub login_state: Vec<u8>,
     pub ke3: Vec<u8>,
-    /// The proof issued after that login.
+    /// The proof issued after that login, the release that carried it, and the login's binding.
     pub proof: Vec<u8>,
+    pub release: Vec<u8>,
+    pub binding: ProofBinding,
     /// A dummy login state (unknown account path).
     pub dummy_state: Vec<u8>,
 }
@@ -137,7 +141,11 @@ fn build_fixture() -> Fixture {
         .finish(
             &mut client_rng(),
             FUZZ_PASSWORD,
-            &started.response,
+            RegistrationAnswer {
+                response: &started.response,
+                ticket: &started.ticket,
+                signature: &started.signature,
+            },
             &BackupKey::from_bytes(FUZZ_BACKUP_KEY),
             KsfParams::INSECURE_FOR_TESTS,
             Some(&identity),
@@ -155,6 +163,7 @@ fn build_fixture() -> Fixture {
                 wrapped_key: out.wrapped_key.as_bytes(),
                 ksf: KsfParams::INSECURE_FOR_TESTS,
                 proof: None,
+                binding: None,
             },
             FUZZ_MAX_ATTEMPTS,
         )
@@ -183,14 +192,16 @@ fn build_fixture() -> Fixture {
             &identity,
         )
         .unwrap();
-    vault
+    let session = vault
         .open_login_state(FUZZ_NOW, &account, &rs.state)
         .unwrap()
         .finish(&account, &ke3)
         .unwrap();
-    let key = unwrapper.unwrap(&record.wrapped_key).unwrap();
-    assert_eq!(*key.expose_secret(), FUZZ_BACKUP_KEY);
-    let (proof, _) = vault.issue_proof(&mut rng, FUZZ_NOW, &account, new.generation);
+    let (proof, _) = vault.issue_proof(&mut rng, FUZZ_NOW, &account, new.generation, &session);
+    let release = vault.seal_release(&mut rng, &account, &session, &record.wrapped_key, &proof);
+    let released = unwrapper.open_release(&release).unwrap();
+    assert_eq!(*released.backup_key.expose_secret(), FUZZ_BACKUP_KEY);
+    assert_eq!(released.proof, proof);
     let dummy = vault
         .recover_start(&mut rng, FUZZ_NOW, &account, None, &ke1, FUZZ_MAX_ATTEMPTS)
         .unwrap();
@@ -201,6 +212,7 @@ fn build_fixture() -> Fixture {
         registration_request,
         registration_response: started.response,
         ticket: started.ticket,
+        signature: started.signature.to_vec(),
         upload: out.upload,
         wrapped_key: out.wrapped_key.as_bytes().to_vec(),
         generation: new.generation,
@@ -211,6 +223,8 @@ fn build_fixture() -> Fixture {
         login_state: rs.state,
         ke3,
         proof,
+        release,
+        binding: released.binding,
         dummy_state: dummy.state,
         vault,
         account,
@@ -404,6 +418,13 @@ pub fn vault_request(data: &[u8]) {
                 },
                 None => None,
             };
+            let binding = match req.binding.as_deref() {
+                Some(b) => match decode(b, "binding", Some(BINDING_LEN)) {
+                    Some(b) => Some(b),
+                    None => return,
+                },
+                None => None,
+            };
             for state in [f.registered(), AccountState::NoRecord { generation: 7 }] {
                 let input = RegistrationFinish {
                     ticket: &ticket,
@@ -411,6 +432,7 @@ pub fn vault_request(data: &[u8]) {
                     wrapped_key: &wrapped,
                     ksf: req.ksf,
                     proof: proof.as_deref(),
+                    binding: binding.as_deref(),
                 };
                 let Ok(new) = f.vault.register_finish(
                     &mut rng,
@@ -428,6 +450,14 @@ pub fn vault_request(data: &[u8]) {
                         proof.as_deref(),
                         Some(&f.proof[..]),
                         "forged proof accepted"
+                    );
+                    let expected = f
+                        .binding
+                        .reregistration_mac(&f.account, &ticket, &upload, &wrapped, &req.ksf);
+                    assert_eq!(
+                        binding.as_deref(),
+                        Some(&expected[..]),
+                        "forged binding accepted"
                     );
                 }
                 check_new_record(&new, &state, req.ksf, &wrapped);
@@ -786,7 +816,10 @@ pub fn vault_login_state(data: &[u8]) {
 ///   built from an accepted upload must serve `recover/start`;
 /// - mode 4: KE2 as the client gets it (`RecoveryClient::finish` with the right password);
 /// - mode 5: `RegistrationResponse` as the client gets it (`RegistrationClient::finish`);
-/// - mode 6: the wrapped key `recover/finish` returns (`Unwrapper::unwrap` after a real login).
+/// - mode 6: the sealed release `recover/finish` returns (`Unwrapper::open_release` after a
+///   real login): only the real release opens;
+/// - mode 7: the registration signature (`verify_signature` over the fixture's transcript):
+///   only the vault's own signature verifies.
 pub fn vault_opaque(data: &[u8]) {
     let Some((mode, msg)) = split_mode(data) else {
         return;
@@ -823,6 +856,7 @@ pub fn vault_opaque(data: &[u8]) {
                 wrapped_key: &f.wrapped_key,
                 ksf: KsfParams::INSECURE_FOR_TESTS,
                 proof: None,
+                binding: None,
             };
             if let Ok(new) = f.vault.register_finish(
                 &mut rng,
@@ -848,12 +882,22 @@ pub fn vault_opaque(data: &[u8]) {
                 ke2_params(KsfParams::INSECURE_FOR_TESTS),
                 &f.identity,
             ) {
-                // Only the server that holds the record can answer so that the client accepts.
+                // Only the server that holds the record can answer so that the client accepts,
+                // and then both sides share the session key.
                 assert_eq!(ke3.len(), 64);
-                let key = unwrapper
-                    .unwrap(&record.wrapped_key)
-                    .expect("an accepted KE2 gives the wrap key");
-                assert_eq!(*key.expose_secret(), FUZZ_BACKUP_KEY);
+                let session = f
+                    .vault
+                    .open_login_state(FUZZ_NOW, &f.account, &f.login_state)
+                    .unwrap()
+                    .finish(&f.account, &ke3)
+                    .expect("the KE3 of an accepted KE2 verifies");
+                let release =
+                    f.vault
+                        .seal_release(&mut rng, &f.account, &session, &record.wrapped_key, b"p");
+                let released = unwrapper
+                    .open_release(&release)
+                    .expect("an accepted KE2 gives the session and wrap keys");
+                assert_eq!(*released.backup_key.expose_secret(), FUZZ_BACKUP_KEY);
             }
         }
         5 => {
@@ -863,13 +907,22 @@ pub fn vault_opaque(data: &[u8]) {
             if let Ok(out) = reg.finish(
                 &mut client_rng(),
                 FUZZ_PASSWORD,
-                msg,
+                RegistrationAnswer {
+                    response: msg,
+                    ticket: &f.ticket,
+                    signature: &f.signature,
+                },
                 &BackupKey::from_bytes(FUZZ_BACKUP_KEY),
                 KsfParams::INSECURE_FOR_TESTS,
                 Some(&f.identity),
             ) {
                 assert_eq!(out.upload.len(), 192);
                 assert!(out.server_identity.ct_matches(&f.identity));
+                assert_eq!(
+                    msg,
+                    &f.registration_response[..],
+                    "unsigned response accepted"
+                );
             }
         }
         6 => {
@@ -884,13 +937,25 @@ pub fn vault_opaque(data: &[u8]) {
                     &f.identity,
                 )
                 .unwrap();
-            let Ok(wrapped) = WrappedKey::from_slice(msg) else {
-                assert_ne!(msg.len(), WRAPPED_KEY_LEN);
-                return;
-            };
-            if let Ok(key) = unwrapper.unwrap(&wrapped) {
-                assert_eq!(msg, &f.wrapped_key[..], "forged wrapped key accepted");
-                assert_eq!(*key.expose_secret(), FUZZ_BACKUP_KEY);
+            if let Ok(released) = unwrapper.open_release(msg) {
+                assert_eq!(msg, &f.release[..], "forged release accepted");
+                assert_eq!(*released.backup_key.expose_secret(), FUZZ_BACKUP_KEY);
+                assert_eq!(released.proof, f.proof);
+            }
+        }
+        7 => {
+            let transcript = registration_transcript(
+                &f.account,
+                &f.registration_request,
+                &f.registration_response,
+                &f.ticket,
+            );
+            if verify_signature(&f.identity, &transcript, msg).is_ok() {
+                assert_eq!(
+                    msg,
+                    &f.signature[..],
+                    "forged registration signature accepted"
+                );
             }
         }
         _ => {}

@@ -26,6 +26,7 @@ struct HeaderCheck {
 
 #[derive(serde::Deserialize)]
 struct ClaimsCheck {
+    iss: String,
     sub: String,
     aud: String,
     iat: u64,
@@ -118,6 +119,14 @@ pub fn vault_token(data: &[u8]) {
     let (exp, iat) = (claims.exp, claims.iat);
     assert!(FUZZ_NOW < exp, "expired token accepted");
     assert!(iat <= FUZZ_NOW + 60, "token from the future accepted");
+    assert_eq!(claims.iss, token::DEV_ISSUER, "wrong issuer accepted");
+    assert!(
+        exp > iat && exp - iat <= token::DEFAULT_MAX_LIFETIME,
+        "overlong token accepted"
+    );
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    assert!(header.get("crit").is_none(), "crit accepted");
     // What the issuer would write for that subject verifies too.
     let again = token::issue(issuer(), &sub, FUZZ_NOW, 60);
     if again.len() <= MAX_TOKEN_LEN {
