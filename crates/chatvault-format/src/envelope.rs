@@ -4,7 +4,7 @@
 //! `ad = label || 0x00 || ENVELOPE_VERSION (= 1) || id[32]`. Nonces are 192 random bits from the OS RNG,
 //! so they do not repeat in practice (birthday bound 2^96 objects per key).
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand_core::{CryptoRng, RngCore};
 
@@ -176,6 +176,35 @@ pub fn open(
         .map_err(|_| EnvelopeError::Authentication)
 }
 
+/// [`open`] without a second buffer: decrypts `envelope` in place and returns the plaintext
+/// part of it (for large local objects such as a device's merged index, where a copy costs
+/// page faults). On failure the contents of `envelope` are unspecified.
+pub fn open_in_place<'a>(
+    keys: &RepoKeys,
+    kind: ObjectKind,
+    id: &[u8; 32],
+    envelope: &'a mut [u8],
+) -> Result<&'a [u8], EnvelopeError> {
+    if envelope.len() < OVERHEAD {
+        return Err(EnvelopeError::Truncated {
+            len: envelope.len(),
+        });
+    }
+    let (nonce, rest) = envelope.split_at_mut(NONCE_LEN);
+    let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+    let cipher = XChaCha20Poly1305::new(kind.key(keys).into());
+    let ad = kind.associated_data(id);
+    cipher
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            &ad,
+            body,
+            chacha20poly1305::Tag::from_slice(tag),
+        )
+        .map_err(|_| EnvelopeError::Authentication)?;
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +215,26 @@ mod tests {
 
     fn keys() -> RepoKeys {
         BackupKey::from_bytes([9; 32]).derive(&RepoId::from_bytes([1; 32]))
+    }
+
+    #[test]
+    fn open_in_place_matches_open() {
+        let k = keys();
+        let env = seal(&k, ObjectKind::CacheIndex, &[5; 32], b"merged", &mut OsRng);
+        let mut buf = env.clone();
+        assert_eq!(
+            open_in_place(&k, ObjectKind::CacheIndex, &[5; 32], &mut buf).unwrap(),
+            b"merged"
+        );
+        let mut bad = env.clone();
+        bad[30] ^= 1;
+        assert_eq!(
+            open_in_place(&k, ObjectKind::CacheIndex, &[5; 32], &mut bad),
+            Err(EnvelopeError::Authentication)
+        );
+        let mut other = env;
+        assert!(open_in_place(&k, ObjectKind::Index, &[5; 32], &mut other).is_err());
+        assert!(open_in_place(&k, ObjectKind::Index, &[5; 32], &mut [0; 39]).is_err());
     }
 
     #[test]

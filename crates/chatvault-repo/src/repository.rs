@@ -761,16 +761,15 @@ impl Repository {
         digest: &[u8; 32],
         listed: &[(IndexId, String)],
     ) -> Option<(Index, Sources)> {
-        let sealed = cache.get_file(cache::MERGED_INDEX)?;
-        let opened = chatvault_format::envelope::open(
+        let mut bytes = cache.get_file(cache::MERGED_INDEX)?;
+        let opened = chatvault_format::envelope::open_in_place(
             &self.keys,
             ObjectKind::CacheIndex,
             self.id().as_bytes(),
-            &sealed,
+            &mut bytes,
         );
-        let Some((index, sources, built_under)) =
-            opened.ok().as_deref().and_then(Index::decode_merged)
-        else {
+        let decoded = opened.ok().and_then(Index::decode_merged);
+        let Some((index, sources, built_under)) = decoded else {
             tracing::warn!("the cached merged index does not verify: rebuilding it");
             cache.remove_file(cache::MERGED_INDEX);
             return None;
