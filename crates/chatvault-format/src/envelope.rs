@@ -176,6 +176,30 @@ pub fn open(
         .map_err(|_| EnvelopeError::Authentication)
 }
 
+/// [`seal`] without a second buffer, for large local objects: `buf` holds [`NONCE_LEN`] bytes
+/// (overwritten with the nonce) followed by the plaintext, and becomes the envelope (the
+/// plaintext encrypted in place, the tag appended). Same output format as [`seal`].
+pub fn seal_in_place<R: RngCore + CryptoRng>(
+    keys: &RepoKeys,
+    kind: ObjectKind,
+    id: &[u8; 32],
+    buf: &mut Vec<u8>,
+    rng: &mut R,
+) {
+    assert!(
+        buf.len() >= NONCE_LEN,
+        "seal_in_place needs room for the nonce"
+    );
+    let (nonce, body) = buf.split_at_mut(NONCE_LEN);
+    rng.fill_bytes(nonce);
+    let cipher = XChaCha20Poly1305::new(kind.key(keys).into());
+    let ad = kind.associated_data(id);
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(nonce), &ad, body)
+        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+    buf.extend_from_slice(&tag);
+}
+
 /// [`open`] without a second buffer: decrypts `envelope` in place and returns the plaintext
 /// part of it (for large local objects such as a device's merged index, where a copy costs
 /// page faults). On failure the contents of `envelope` are unspecified.
@@ -231,6 +255,19 @@ mod tests {
         assert_eq!(
             open_in_place(&k, ObjectKind::CacheIndex, &[5; 32], &mut bad),
             Err(EnvelopeError::Authentication)
+        );
+        let mut inplace = vec![0u8; NONCE_LEN];
+        inplace.extend_from_slice(b"merged");
+        seal_in_place(
+            &k,
+            ObjectKind::CacheIndex,
+            &[5; 32],
+            &mut inplace,
+            &mut OsRng,
+        );
+        assert_eq!(
+            open(&k, ObjectKind::CacheIndex, &[5; 32], &inplace).unwrap(),
+            b"merged"
         );
         let mut other = env;
         assert!(open_in_place(&k, ObjectKind::Index, &[5; 32], &mut other).is_err());
