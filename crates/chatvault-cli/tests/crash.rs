@@ -415,12 +415,13 @@ fn kill9_during_backup_never_damages_a_local_repository() {
     );
 }
 
+/// A fresh repository URL under `prefix` on the local S3 server, or `None` (and a SKIPPED line)
+/// when no server is configured.
 #[cfg(feature = "s3")]
-#[test]
-fn kill9_during_backup_never_damages_an_s3_repository() {
+fn s3_repo(prefix: &str) -> Option<String> {
     if std::env::var("CHATVAULT_TEST_S3").ok().as_deref() != Some("1") {
         eprintln!("SKIPPED: no S3 server (run scripts/ci-s3.sh)");
-        return;
+        return None;
     }
     let bucket =
         std::env::var("CHATVAULT_TEST_S3_BUCKET").unwrap_or_else(|_| "chatvault-test".into());
@@ -428,7 +429,18 @@ fn kill9_during_backup_never_damages_an_s3_repository() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let repo = format!("s3://{bucket}/crash-{}-{nanos:x}", std::process::id());
+    Some(format!(
+        "s3://{bucket}/{prefix}-{}-{nanos:x}",
+        std::process::id()
+    ))
+}
+
+#[cfg(feature = "s3")]
+#[test]
+fn kill9_during_backup_never_damages_an_s3_repository() {
+    let Some(repo) = s3_repo("crash") else {
+        return;
+    };
     kill9_trials(
         "s3",
         repo,
@@ -684,19 +696,8 @@ fn kill9_during_restore_resumes_from_a_local_repository() {
 #[cfg(feature = "s3")]
 #[test]
 fn kill9_during_restore_resumes_from_an_s3_repository() {
-    if std::env::var("CHATVAULT_TEST_S3").ok().as_deref() != Some("1") {
-        eprintln!("SKIPPED: no S3 server (run scripts/ci-s3.sh)");
+    let Some(repo) = s3_repo("restore-crash") else {
         return;
-    }
-    let bucket =
-        std::env::var("CHATVAULT_TEST_S3_BUCKET").unwrap_or_else(|_| "chatvault-test".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let repo = format!(
-        "s3://{bucket}/restore-crash-{}-{nanos:x}",
-        std::process::id()
-    );
+    };
     restore_kill9_trials("restore-s3", repo, Vec::new(), 12);
 }
