@@ -238,7 +238,7 @@ async fn start<S: Store>(
         identity,
         tls,
     } = served;
-    tracing::info!(server_identity = %identity, "vault OPAQUE server public key");
+    tracing::info!(server_identity = %identity, "vault identity key (pin this)");
     if let Some(tls) = &tls {
         let tls = tls.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
