@@ -543,7 +543,7 @@ mod tests {
                             "INSERT INTO vault_meta (key, value) VALUES (?1, 'x')",
                             params![format!("k{n}")],
                         )?;
-                        if n % 3 == 0 {
+                        if n.is_multiple_of(3) {
                             // Fails after the insert: the insert must not survive.
                             c.execute("INSERT INTO no_such_table VALUES (1)", [])?;
                         }
@@ -582,7 +582,7 @@ mod tests {
         assert_eq!(keys.len(), 199);
         assert!(!keys.iter().any(|k| {
             let n: u32 = k[1..].parse().unwrap();
-            n % 3 == 0 || n == 7
+            n.is_multiple_of(3) || n == 7
         }));
         // The thread lives on after the panic.
         store.ping().await.unwrap();
