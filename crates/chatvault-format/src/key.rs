@@ -212,7 +212,30 @@ impl RepoKeys {
 
     /// The keyed id of an object with the given domain label (§4.2):
     /// `BLAKE3-keyed(K_id, label || 0x00 || plaintext)`.
+    ///
+    /// Small inputs (a 4 KiB SQLite page) are hashed from one contiguous copy of
+    /// `label || 0x00 || plaintext`: fed in two pieces, the label shifts every 1 KiB BLAKE3 chunk
+    /// boundary of the input, so the hasher compresses most chunks one block at a time instead of
+    /// several chunks side by side in SIMD lanes (measured: 2–3× slower per page). Same value.
     pub fn keyed_id(&self, label: &str, plaintext: &[u8]) -> [u8; 32] {
+        /// Below this the copy is cheap next to the hashing it speeds up.
+        const CONTIGUOUS_MAX: usize = 64 * 1024;
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        if plaintext.len() <= CONTIGUOUS_MAX {
+            return SCRATCH.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                buf.clear();
+                buf.extend_from_slice(label.as_bytes());
+                buf.push(0);
+                buf.extend_from_slice(plaintext);
+                let id = *blake3::keyed_hash(&self.id, &buf).as_bytes();
+                buf.as_mut_slice().zeroize();
+                buf.clear();
+                id
+            });
+        }
         let mut h = self.id_hasher(label);
         h.update(plaintext);
         *h.finalize().as_bytes()
@@ -235,6 +258,25 @@ impl fmt::Debug for RepoKeys {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keyed_id_equals_its_definition_at_every_size_around_chunk_boundaries() {
+        let keys = BackupKey::from_bytes([5; 32]).derive(&RepoId::from_bytes([6; 32]));
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        for len in [
+            0, 1, 999, 1000, 1023, 1024, 1025, 4096, 4097, 8192, 65_536, 65_537, 70_000,
+        ] {
+            let mut h = blake3::Hasher::new_keyed(&keys.id);
+            h.update(b"chatvault/v1/blob/data");
+            h.update(&[0]);
+            h.update(&data[..len]);
+            assert_eq!(
+                keys.keyed_id("chatvault/v1/blob/data", &data[..len]),
+                *h.finalize().as_bytes(),
+                "{len}"
+            );
+        }
+    }
+
     use super::*;
 
     const HEX: &str = "6730a595a1484d0c39c101dc0ac82ec5e401bb6f0e1b8ee2dc104a6b3687f017";
