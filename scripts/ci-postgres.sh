@@ -28,6 +28,13 @@ if ! command -v pg_lsclusters >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/
     apt-get install -y -qq postgresql >&2
 fi
 
+if ! command -v openssl >/dev/null 2>&1; then
+    log "installing openssl with apt-get (for the test CA)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq openssl >&2
+fi
+
 # Pick the newest installed major version.
 VERSION=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
 if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -q "^${VERSION} main$"; then
@@ -75,11 +82,13 @@ fi
 # TLS: a throwaway CA and a server certificate (EC P-256) for IP 127.0.0.1 only, kept while valid.
 DATA_DIR=$(pg_lsclusters -h | awk -v v="${VERSION}" '$1==v && $2=="main" {print $6}')
 TLS_DIR="${DATA_DIR}/chatvault-ci-tls"
+NEW_CERT=0
 if [ ! -s "${TLS_DIR}/ca.pem" ] || [ ! -s "${TLS_DIR}/server.key" ] || [ ! -s "${TLS_DIR}/server.crt" ] \
     || ! openssl x509 -in "${TLS_DIR}/server.crt" -noout -checkend 86400 >/dev/null 2>&1 \
     || ! openssl verify -CAfile "${TLS_DIR}/ca.pem" "${TLS_DIR}/server.crt" >/dev/null 2>&1; then
     log "creating a test CA and a server certificate for 127.0.0.1 in ${TLS_DIR}"
     rm -rf "${TLS_DIR}"
+    NEW_CERT=1
     install -d -o postgres -g postgres -m 0700 "${TLS_DIR}"
     (
         cd "${TLS_DIR}"
@@ -98,7 +107,8 @@ if [ ! -s "${TLS_DIR}/ca.pem" ] || [ ! -s "${TLS_DIR}/server.key" ] || [ ! -s "$
         chmod 0644 ca.pem server.crt
     )
 fi
-if [ "$(su postgres -c "psql -p ${PORT} -qtAc 'show ssl_cert_file'")" != "${TLS_DIR}/server.crt" ] \
+if [ "${NEW_CERT}" = 1 ] \
+    || [ "$(su postgres -c "psql -p ${PORT} -qtAc 'show ssl_cert_file'")" != "${TLS_DIR}/server.crt" ] \
     || [ "$(su postgres -c "psql -p ${PORT} -qtAc 'show ssl'")" != "on" ]; then
     log "enabling ssl with the test certificate (reload)"
     {
@@ -107,11 +117,19 @@ if [ "$(su postgres -c "psql -p ${PORT} -qtAc 'show ssl_cert_file'")" != "${TLS_
         echo "ALTER SYSTEM SET ssl = on;"
         echo "SELECT pg_reload_conf();"
     } | psql_admin
-    sleep 1
 fi
-# Check what the tests rely on: verify-full to 127.0.0.1 works with the CA.
-if ! PGPASSWORD="${PASSWORD}" psql "host=127.0.0.1 port=${PORT} user=${ROLE} dbname=${DB} sslmode=verify-full sslrootcert=${TLS_DIR}/ca.pem" \
-    -qtAc 'select ssl from pg_stat_ssl where pid = pg_backend_pid()' 2>&1 | grep -qx t; then
+# Check what the tests rely on: verify-full to 127.0.0.1 works with the CA (the reload is
+# asynchronous: a few tries).
+tls_ok=0
+for _ in $(seq 1 20); do
+    if PGPASSWORD="${PASSWORD}" psql "host=127.0.0.1 port=${PORT} user=${ROLE} dbname=${DB} sslmode=verify-full sslrootcert=${TLS_DIR}/ca.pem" \
+        -qtAc 'select ssl from pg_stat_ssl where pid = pg_backend_pid()' 2>/dev/null | grep -qx t; then
+        tls_ok=1
+        break
+    fi
+    sleep 0.5
+done
+if [ "${tls_ok}" != 1 ]; then
     log "ERROR: PostgreSQL does not accept sslmode=verify-full with ${TLS_DIR}/ca.pem (see the server log)"
     exit 1
 fi
