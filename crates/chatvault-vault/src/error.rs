@@ -39,6 +39,10 @@ pub enum Error {
     /// PostgreSQL failed.
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// The PostgreSQL URL's TLS settings are refused, or its CA file cannot be used
+    /// (PROTOCOL.md §9.2). Never quotes the URL.
+    #[error("PostgreSQL TLS: {0}")]
+    PgTls(String),
     /// The PostgreSQL pool could not be built or could not give a connection.
     #[error("PostgreSQL pool: {0}")]
     Pool(String),

@@ -52,8 +52,13 @@ struct ServeArgs {
     #[arg(long)]
     data_dir: PathBuf,
     /// PostgreSQL/CockroachDB URL (postgres://user:password@host:port/db). Default: SQLite in DATA_DIR.
+    /// TLS: add `?sslmode=verify-full&sslrootcert=CA.pem` (PROTOCOL.md §9.2).
     #[arg(long, env = "CHATVAULT_VAULT_DB")]
     db: Option<String>,
+    /// PEM CA certificate(s) that issued the PostgreSQL server's certificate (instead of
+    /// `sslrootcert=` in the URL); without `sslmode` in the URL this means `sslmode=verify-full`.
+    #[arg(long, env = "CHATVAULT_VAULT_DB_CA")]
+    db_ca: Option<PathBuf>,
     /// Wrong guesses allowed before a record is destroyed (applies to new registrations).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     max_attempts: u32,
@@ -181,9 +186,10 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     match args.db.as_deref() {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = PgStore::connect(url, args.pg_pool_size.max(1))
-                .await
-                .context("connecting to PostgreSQL")?;
+            let store =
+                PgStore::connect_with_ca(url, args.pg_pool_size.max(1), args.db_ca.as_deref())
+                    .await
+                    .context("connecting to PostgreSQL")?;
             tracing::info!("store: PostgreSQL");
             let served = Served {
                 listener,
@@ -194,6 +200,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             start(served, vault, store, issuer, policy, settings).await
         }
         Some(_) => bail!("--db must be a postgres:// URL (SQLite is the default without --db)"),
+        None if args.db_ca.is_some() => bail!("--db-ca needs --db postgres://…"),
         None => {
             let path = args.data_dir.join("vault.sqlite3");
             let store =

@@ -694,14 +694,9 @@ struct PgDb {
 
 impl PgDb {
     /// A fresh, uniquely named database, or `None` (with a visible SKIPPED message) if
-    /// `CHATVAULT_TEST_POSTGRES_URL` is unset.
+    /// `CHATVAULT_TEST_POSTGRES_URL` is unset (a failure under `CI=true`, see [`pg_env`]).
     fn create(test: &str) -> Option<PgDb> {
-        let Ok(admin_url) = std::env::var("CHATVAULT_TEST_POSTGRES_URL") else {
-            eprintln!(
-                "SKIPPED: {test} needs PostgreSQL (set CHATVAULT_TEST_POSTGRES_URL, see scripts/ci-postgres.sh)"
-            );
-            return None;
-        };
+        let admin_url = pg_env(test, "CHATVAULT_TEST_POSTGRES_URL")?;
         let name = format!(
             "cvtest_{}_{}",
             std::process::id(),
@@ -744,6 +739,23 @@ impl Drop for PgDb {
             &self.admin_url,
             &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
         );
+    }
+}
+
+/// `var` from the environment, or `None` after a visible SKIPPED message. Under `CI=true` a
+/// missing variable fails the test: a PostgreSQL suite that skips in CI proves nothing.
+fn pg_env(test: &str, var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!(
+                "{test}: {var} is not set but CI=true (run: eval \"$(bash scripts/ci-postgres.sh)\")"
+            )
+        }
+        _ => {
+            eprintln!("SKIPPED: {test} needs {var} (see scripts/ci-postgres.sh)");
+            None
+        }
     }
 }
 
@@ -2000,4 +2012,216 @@ fn slow_header_connection_closed_after_header_read_timeout() {
         !String::from_utf8_lossy(&buf).contains("ok"),
         "served: {buf:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL over TLS (PROTOCOL.md §9.2). scripts/ci-postgres.sh gives the cluster a certificate
+// for IP 127.0.0.1 only (not "localhost") from the CA in CHATVAULT_TEST_POSTGRES_CA.
+
+/// A fresh database and the test CA file, or `None` (SKIPPED; a failure under `CI=true`).
+fn pg_tls(test: &str) -> Option<(PgDb, String)> {
+    let ca = pg_env(test, "CHATVAULT_TEST_POSTGRES_CA")?;
+    let db = PgDb::create(test)?;
+    assert!(
+        db.url.contains("@127.0.0.1:"),
+        "the TLS tests expect CHATVAULT_TEST_POSTGRES_URL on 127.0.0.1"
+    );
+    Some((db, ca))
+}
+
+/// (TLS, plain) connections to the database `name`, as the server sees them (pg_stat_ssl).
+fn pg_connections_by_tls(admin_url: &str, name: &str) -> (i64, i64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+                 FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid
+                 WHERE a.datname = $1",
+                &[&name],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    })
+}
+
+/// Runs `serve` expecting it to exit non-zero before listening; returns its stderr.
+fn serve_must_fail(data_dir: &Path, extra: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatvault-vault"))
+        .args([
+            "serve",
+            "--dev-issuer",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn chatvault-vault");
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve {extra:?} did not exit within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!status.success(), "serve {extra:?} succeeded: {stdout}");
+    assert!(!stdout.contains("listening"), "{stdout}");
+    stderr
+}
+
+/// Registration, a wrong guess and recovery through `server`.
+fn register_and_recover(server: &Server, dir: &Path, account: &str) {
+    let c = client(server, dir, account);
+    let pinned = c.register(&pw("pw"), &KEY).unwrap();
+    assert!(matches!(
+        c.recover(&pw("no"), &pinned),
+        Err(Error::WrongPassword { attempts_left: 9 })
+    ));
+    assert_eq!(*c.recover(&pw("pw"), &pinned).unwrap().backup_key, KEY);
+}
+
+#[test]
+fn postgres_tls_verify_full_serves_with_channel_binding() {
+    let Some((db, ca)) = pg_tls("postgres_tls_verify_full_serves_with_channel_binding") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // channel_binding=require: the login is SCRAM-SHA-256-PLUS bound to this TLS session
+    // (the server rejects a wrong tls-server-end-point hash; tokio-postgres refuses none).
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={ca}&channel_binding=require",
+        db.url
+    );
+    let mut args = NO_LIMITS.to_vec();
+    args.extend(["--db", &url, "--pg-pool-size", "4"]);
+    let server = Server::spawn(dir.path(), &args);
+    register_and_recover(&server, dir.path(), "tls");
+    let (tls, plain) = pg_connections_by_tls(&db.admin_url, &db.name);
+    assert!(tls >= 1 && plain == 0, "tls {tls}, plain {plain}");
+    // The control: the plain URL really is plain (so the count above measures something).
+    drop(server);
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut args = NO_LIMITS.to_vec();
+    args.extend(["--db", &db.url, "--pg-pool-size", "4"]);
+    let server = Server::spawn(dir2.path(), &args);
+    register_and_recover(&server, dir2.path(), "plain");
+    let (_, plain) = pg_connections_by_tls(&db.admin_url, &db.name);
+    assert!(plain >= 1, "plain {plain}");
+}
+
+#[test]
+fn postgres_tls_wrong_ca_is_refused_at_start() {
+    let Some((db, _ca)) = pg_tls("postgres_tls_wrong_ca_is_refused_at_start") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A CA of our own making that never signed the server's certificate.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let wrong = dir.path().join("wrong-ca.pem");
+    std::fs::write(&wrong, params.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        db.url,
+        wrong.display()
+    );
+    let err = serve_must_fail(dir.path(), &["--db", &url]);
+    assert!(err.contains("certificate verification failed"), "{err}");
+    assert!(err.contains("127.0.0.1"), "{err}");
+    let password = db
+        .url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, p)| p.to_owned())
+        .unwrap();
+    assert!(!err.contains(&format!(":{password}@")), "{err}");
+    assert!(!err.contains(&db.url), "{err}");
+}
+
+#[test]
+fn postgres_tls_verify_full_checks_the_name_verify_ca_does_not() {
+    let Some((db, ca)) = pg_tls("postgres_tls_verify_full_checks_the_name_verify_ca_does_not")
+    else {
+        return;
+    };
+    // The certificate names IP 127.0.0.1 only; "localhost" reaches the same server.
+    let by_name = db.url.replace("@127.0.0.1:", "@localhost:");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{by_name}?sslmode=verify-full&sslrootcert={ca}");
+    let err = serve_must_fail(dir.path(), &["--db", &url]);
+    assert!(err.contains("certificate verification failed"), "{err}");
+    assert!(err.contains("localhost"), "{err}");
+    // sslmode=require is verify-full here (CA from --db-ca).
+    let url = format!("{by_name}?sslmode=require");
+    let err = serve_must_fail(dir.path(), &["--db", &url, "--db-ca", &ca]);
+    assert!(err.contains("certificate verification failed"), "{err}");
+    // verify-ca checks the chain only: serves, over TLS.
+    let url = format!("{by_name}?sslmode=verify-ca");
+    let mut args = NO_LIMITS.to_vec();
+    args.extend(["--db", &url, "--db-ca", &ca, "--pg-pool-size", "4"]);
+    let server = Server::spawn(dir.path(), &args);
+    register_and_recover(&server, dir.path(), "ca-only");
+    let (tls, plain) = pg_connections_by_tls(&db.admin_url, &db.name);
+    assert!(tls >= 1 && plain == 0, "tls {tls}, plain {plain}");
+}
+
+#[test]
+fn postgres_tls_without_ca_or_with_prefer_is_refused() {
+    // Refused before any connection: no database needed.
+    let dir = tempfile::tempdir().unwrap();
+    let err = serve_must_fail(
+        dir.path(),
+        &["--db", "postgres://u:s3cret@127.0.0.1:1/x?sslmode=require"],
+    );
+    assert!(err.contains("needs the CA certificate"), "{err}");
+    assert!(
+        err.contains("treats sslmode=require as verify-full"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    let err = serve_must_fail(
+        dir.path(),
+        &["--db", "postgres://u:s3cret@127.0.0.1:1/x?sslmode=prefer"],
+    );
+    assert!(err.contains("falls back to plain text"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}
+
+#[test]
+fn postgres_plain_tcp_to_a_remote_host_is_warned_about() {
+    // No database needed: the warning comes before the first connection (which fails here).
+    let dir = tempfile::tempdir().unwrap();
+    let err = serve_must_fail(
+        dir.path(),
+        &[
+            "--db",
+            "postgres://u:s3cret@db.invalid:5432/x?connect_timeout=2",
+        ],
+    );
+    assert!(err.contains("not a loopback address"), "{err}");
+    assert!(err.contains("db.invalid"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
 }

@@ -2,6 +2,7 @@
 //! transaction) mirroring a pure transition of `chatvault_vault_core::GuessCounter` /
 //! `AccountState`, so that any number of vault processes may share one database.
 
+mod pgtls;
 mod postgres;
 mod sqlite;
 
@@ -9,6 +10,7 @@ use std::future::Future;
 
 use chatvault_vault_core::{AccountId, AccountState, GuessCounter, NewRecord};
 
+pub use pgtls::{PgSslMode, PgTlsError, RustlsConnect, RustlsConnector, RustlsStream};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -2,8 +2,9 @@
 //! statement per operation, retried on SQLSTATE 40001 (serialization failure). Many vault
 //! processes may share one database: the guess counter is a single conditional `UPDATE`.
 //!
-//! Connections are made without TLS: run the database on the same host or a private network
-//! (see SECURITY.md, "Backup Key Vault").
+//! TLS (rustls) when the URL asks for it with `sslmode=verify-full` / `verify-ca` / `require`
+//! and a CA file (store/pgtls.rs, PROTOCOL.md §9.2); plain TCP otherwise, with a
+//! warning at start for a host that is not a loopback address.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
+use super::pgtls::{PgSslMode, RustlsConnect, non_loopback_hosts, parse_target};
 use super::{
     COMMITMENT_ROUNDS, CommitmentWrite, Row, SCHEMA_VERSION, STATUS_DESTROYED, STATUS_NONE,
     STATUS_REGISTERED, Store, explain_commitment_miss, i, u,
@@ -59,17 +61,77 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
     )
 }
 
+/// `e` and its sources ("error performing TLS handshake: certificate verification failed …"):
+/// the pool's and tokio-postgres' own messages leave the cause out. None of them quotes the URL.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
 impl PgStore {
-    /// Connects (pool of `pool_size` connections) and runs migrations.
+    /// Connects (pool of `pool_size` connections) and runs migrations. `url` is a
+    /// `postgres://` URL; its `sslmode` and `sslrootcert` select TLS (PROTOCOL.md §9.2).
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self> {
-        let config: tokio_postgres::Config = url.parse()?;
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        Self::connect_with_ca(url, pool_size, None).await
+    }
+
+    /// [`PgStore::connect`] with the CA file of `serve --db-ca` (instead of `sslrootcert` in the
+    /// URL; giving both is an error). A CA without `sslmode` means `verify-full`. The first
+    /// connection is made here, so a certificate that fails verification fails the call.
+    pub async fn connect_with_ca(
+        url: &str,
+        pool_size: usize,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self> {
+        let target = parse_target(url, ca_file)?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let hosts = target
+            .config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let manager = match (&target.ca, target.mode) {
+            (Some(ca), PgSslMode::VerifyCa | PgSslMode::VerifyFull) => {
+                let tls = RustlsConnect::new(target.mode, ca)?;
+                tracing::info!(
+                    %hosts,
+                    sslmode = target.mode.as_str(),
+                    ca = %ca.display(),
+                    "PostgreSQL over TLS"
+                );
+                Manager::from_config(target.config, tls, manager_config)
+            }
+            _ => {
+                let exposed = non_loopback_hosts(&target.config);
+                if exposed.is_empty() {
+                    tracing::info!(%hosts, "PostgreSQL over plain TCP (loopback or Unix socket)");
+                } else {
+                    tracing::warn!(
+                        hosts = %exposed.join(","),
+                        "PostgreSQL over plain TCP to a host that is not a loopback address: \
+                         anyone on the path can read records and reset guess counters; use \
+                         sslmode=verify-full with sslrootcert=FILE or --db-ca FILE"
+                    );
+                }
+                Manager::from_config(target.config, tokio_postgres::NoTls, manager_config)
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .wait_timeout(Some(Duration::from_secs(10)))
@@ -120,7 +182,7 @@ impl PgStore {
         self.pool
             .get()
             .await
-            .map_err(|e| Error::Pool(e.to_string()))
+            .map_err(|e| Error::Pool(with_causes(&e)))
     }
 
     /// Runs one statement returning rows, retrying on serialization failures.
