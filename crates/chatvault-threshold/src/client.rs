@@ -85,6 +85,7 @@ fn not_enough(phase: &'static str, needed: usize, usable: usize, failures: &[Str
 #[derive(Debug)]
 pub struct RegistrationPending {
     set: RealmSet,
+    account: AccountId,
     version: RegistrationVersion,
 }
 
@@ -173,6 +174,7 @@ pub fn register(
     Ok((
         RegistrationPending {
             set: set.clone(),
+            account: account.clone(),
             version,
         },
         requests,
@@ -185,17 +187,31 @@ impl RegistrationPending {
         &self.version
     }
 
-    /// Succeeds if at least `t` realms stored the registration.
-    pub fn finish(self, answers: Vec<Answer<()>>) -> Result<Registered> {
+    /// Succeeds if at least `t` realms stored the registration, each proven by a receipt signed
+    /// with its pinned identity key.
+    pub fn finish(self, answers: Vec<Answer<Register2Response>>) -> Result<Registered> {
         let mut stored_at = Vec::new();
         let mut failures = Vec::new();
         for (index, a) in answers {
-            match a {
-                Ok(()) if self.set.realm(index).is_some() && !stored_at.contains(&index) => {
-                    stored_at.push(index)
+            let name = self.set.name(index);
+            match (a, self.set.realm(index)) {
+                (Ok(r), Some(realm))
+                    if crate::realm_keys::verify_register_receipt(
+                        &realm.id,
+                        &self.account,
+                        &self.version,
+                        index,
+                        &r.receipt,
+                    ) =>
+                {
+                    if !stored_at.contains(&index) {
+                        stored_at.push(index)
+                    }
                 }
-                Ok(()) => failures.push(format!("realm #{index}: not in the configuration")),
-                Err(e) => failures.push(format!("{}: {e}", self.set.name(index))),
+                (Ok(_), _) => failures.push(format!(
+                    "{name}: receipt not signed by the pinned realm identity key"
+                )),
+                (Err(e), _) => failures.push(format!("{name}: {e}")),
             }
         }
         let t = usize::from(self.set.threshold);
@@ -384,14 +400,23 @@ impl Blinded {
             let checked = (|| {
                 let p = oprf::decode_point(r.oprf_public_key.as_bytes(), "public key").ok()?;
                 let z = oprf::decode_point(r.evaluation.as_bytes(), "evaluation").ok()?;
-                let signed = sign::verify(
-                    &r.verifying_key,
-                    &r.signature,
-                    &self.version,
+                let pinned = crate::realm_keys::verify_evaluation(
                     &realm.id,
-                    index,
-                    &r.oprf_public_key,
+                    &self.account,
+                    &self.version,
+                    &B64(self.blinded.compress().to_bytes()),
+                    &r.evaluation,
+                    &r.realm_signature,
                 );
+                let signed = pinned
+                    && sign::verify(
+                        &r.verifying_key,
+                        &r.signature,
+                        &self.version,
+                        &realm.id,
+                        index,
+                        &r.oprf_public_key,
+                    );
                 (signed && oprf::verify(&r.proof.0, &p, &self.blinded, &z)).then_some(z)
             })();
             match checked {
@@ -404,7 +429,8 @@ impl Blinded {
                     }
                 }
                 None => self.failures.push(format!(
-                    "{name}: evaluation proof or key signature invalid (misbehaving realm, skipped)"
+                    "{name}: evaluation proof, key signature or realm identity signature invalid \
+                     (misbehaving realm, skipped)"
                 )),
             }
         }

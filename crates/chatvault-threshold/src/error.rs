@@ -63,7 +63,7 @@ pub enum Error {
     #[error("registration version mismatch (the account was registered again); start again")]
     VersionMismatch,
     /// The realms agree on a commitment, but the released encrypted backup key does not open.
-    #[error("the realms returned an encrypted backup key that does not authenticate")]
+    #[error("authenticated decryption failed (tampered, or sealed for another account or key)")]
     Corrupted,
 }
 

@@ -23,8 +23,16 @@ pub const ENCRYPTION_KEY: &[u8] = b"chatvault/v1/threshold/encryption-key";
 pub const SECRET_COMMITMENT: &[u8] = b"chatvault/v1/threshold/secret-commitment";
 /// AEAD associated-data prefix of the encrypted backup key (§13.7).
 pub const SECRET_AD: &[u8] = b"chatvault/v1/threshold/encrypted-backup-key";
-/// Scalar derivation of the random OPRF root key and encryption scalar (§13.3).
-pub const RANDOM_SCALAR: &[u8] = b"chatvault/v1/threshold/random-scalar";
+/// HKDF info of the realm's Ed25519 identity key, derived from its key file (§13.1).
+pub const REALM_IDENTITY_KEY: &[u8] = b"chatvault/v1/threshold/realm-identity-key";
+/// HKDF info of the realm's record-sealing key, derived from its key file (§13.8).
+pub const REALM_SEAL_KEY: &[u8] = b"chatvault/v1/threshold/realm-seal-key";
+/// AD prefix of a sealed realm record (§13.8).
+pub const REALM_RECORD_AD: &[u8] = b"chatvault/v1/threshold/realm-record";
+/// Prefix of the realm's signed receipt of a registration (§13.1).
+pub const REGISTER_RECEIPT: &[u8] = b"chatvault/v1/threshold/register-receipt";
+/// Prefix of the realm's signature of an evaluation (§13.1).
+pub const EVALUATION_RECEIPT: &[u8] = b"chatvault/v1/threshold/evaluation-receipt";
 
 #[cfg(test)]
 mod tests {
@@ -32,7 +40,7 @@ mod tests {
 
     #[test]
     fn labels_golden_unchanged() {
-        let all: [(&str, &[u8]); 11] = [
+        let all: [(&str, &[u8]); 15] = [
             ("argon2-salt", ARGON2_SALT),
             ("h1", OPRF_HASH_TO_GROUP),
             ("h2", OPRF_OUTPUT),
@@ -43,7 +51,11 @@ mod tests {
             ("encryption-key", ENCRYPTION_KEY),
             ("secret-commitment", SECRET_COMMITMENT),
             ("secret-ad", SECRET_AD),
-            ("random-scalar", RANDOM_SCALAR),
+            ("realm-identity-key", REALM_IDENTITY_KEY),
+            ("realm-seal-key", REALM_SEAL_KEY),
+            ("realm-record", REALM_RECORD_AD),
+            ("register-receipt", REGISTER_RECEIPT),
+            ("evaluation-receipt", EVALUATION_RECEIPT),
         ];
         let rendered: Vec<String> = all
             .iter()
@@ -61,7 +73,11 @@ mod tests {
              encryption-key=chatvault/v1/threshold/encryption-key\n\
              secret-commitment=chatvault/v1/threshold/secret-commitment\n\
              secret-ad=chatvault/v1/threshold/encrypted-backup-key\n\
-             random-scalar=chatvault/v1/threshold/random-scalar"
+             realm-identity-key=chatvault/v1/threshold/realm-identity-key\n\
+             realm-seal-key=chatvault/v1/threshold/realm-seal-key\n\
+             realm-record=chatvault/v1/threshold/realm-record\n\
+             register-receipt=chatvault/v1/threshold/register-receipt\n\
+             evaluation-receipt=chatvault/v1/threshold/evaluation-receipt"
         );
         for (i, (_, a)) in all.iter().enumerate() {
             for (_, b) in &all[i + 1..] {

@@ -32,7 +32,8 @@
 //! use chatvault_threshold::*;
 //! use chatvault_vault_core::{AccountId, BackupKey, GuessCounter, KsfParams};
 //! # let mut rng = rand::rngs::OsRng;
-//! let ids: Vec<RealmId> = (1..=3u8).map(|i| B64([i; 32])).collect();
+//! let keys: Vec<RealmKeys> = (1..=3u8).map(|i| RealmKeys::derive(&[i; 32])).collect::<Result<_>>()?;
+//! let ids: Vec<RealmId> = keys.iter().map(|k| k.realm_id()).collect();
 //! let set = RealmSet::new(
 //!     ids.iter().enumerate().map(|(k, id)| Realm { id: *id, name: format!("realm{k}") }).collect(),
 //!     2,
@@ -45,15 +46,19 @@
 //!     .into_iter()
 //!     .map(|(i, req)| RealmRecord::register2(&ids[usize::from(i) - 1], req))
 //!     .collect::<Result<_>>()?;
-//! pending.finish((1..=3).map(|i| (i, Ok(()))).collect())?;
+//! let receipts = (1..=3u8).map(|i| {
+//!     let k = usize::from(i) - 1;
+//!     (i, Ok(Register2Response { receipt: keys[k].register_receipt(&account, records[k].version(), i) }))
+//! });
+//! pending.finish(receipts.collect())?;
 //!
 //! // Recover with realms 1 and 3 only.
-//! let chosen = Recovery::new(set, account)
+//! let chosen = Recovery::new(set, account.clone())
 //!     .choose([0, 2].iter().map(|&k| (k as u8 + 1, Ok(records[k].recover1()))).collect())?;
 //! let (blinded, req) = chosen.blind(&mut rng, b"pw")?;
 //! let counted = GuessCounter::new(10).count_guess().unwrap();
 //! let answers = [0, 2].iter()
-//!     .map(|&k| (k as u8 + 1, Ok(records[k].recover2(&mut rng, &counted, &req).unwrap())))
+//!     .map(|&k| (k as u8 + 1, Ok(records[k].recover2(&mut rng, &keys[k], &account, &counted, &req).unwrap())))
 //!     .collect();
 //! let (unlocked, tags) = blinded.finish(answers)?;
 //! let releases = tags.iter()
@@ -71,6 +76,7 @@ pub mod labels;
 pub mod messages;
 mod oprf;
 mod realm;
+mod realm_keys;
 mod shamir;
 mod sign;
 mod types;
@@ -81,6 +87,7 @@ pub use client::{
 pub use error::{Error, Result};
 pub use messages::*;
 pub use realm::{MAX_ATTEMPTS_LIMIT, REALM_RECORD_LEN, REALM_RECORD_VERSION, RealmRecord};
+pub use realm_keys::RealmKeys;
 pub use shamir::MAX_REALMS;
 pub use types::{B64, Realm, RealmId, RealmSet, RegistrationVersion, Secret32};
 

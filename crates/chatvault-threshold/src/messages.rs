@@ -56,6 +56,14 @@ pub struct Register2Request {
     pub secret_commitment: B64<32>,
 }
 
+/// `register2` response: the realm's signed receipt (checked against the pinned realm id).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Register2Response {
+    /// Ed25519 signature by the realm identity key of `(account, version, share_index)`.
+    pub receipt: B64<64>,
+}
+
 /// `recover1` response: which registration the realm holds.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +111,8 @@ pub struct Recover2Response {
     pub max_attempts: u32,
     /// Guesses counted since the last success, this one included.
     pub attempts: u32,
+    /// Ed25519 signature by the realm identity key of `(account, version, blinded, evaluation)`.
+    pub realm_signature: B64<64>,
 }
 
 /// `recover3` request: proof of the password.

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use chatvault_vault_core::{GuessCounter, KsfParams};
+use chatvault_vault_core::{AccountId, GuessCounter, KsfParams};
 use curve25519_dalek::scalar::Scalar;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
@@ -13,6 +13,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::error::{Error, Result};
 use crate::messages::*;
 use crate::oprf;
+use crate::realm_keys::RealmKeys;
 use crate::shamir::MAX_REALMS;
 use crate::sign;
 use crate::types::{B64, RealmId, RegistrationVersion, Secret32};
@@ -130,6 +131,11 @@ impl RealmRecord {
         self.max_attempts
     }
 
+    /// The realm's share index in this registration.
+    pub fn share_index(&self) -> u8 {
+        self.share_index
+    }
+
     /// The registration version.
     pub fn version(&self) -> &RegistrationVersion {
         &self.version
@@ -162,6 +168,8 @@ impl RealmRecord {
     pub fn recover2(
         &self,
         rng: &mut impl rand_core::CryptoRngCore,
+        keys: &RealmKeys,
+        account: &AccountId,
         counted: &GuessCounter,
         req: &Recover2Request,
     ) -> Result<Recover2Response> {
@@ -175,8 +183,15 @@ impl RealmRecord {
         let z = oprf::blind_evaluate(&self.oprf_key_share, &b);
         let p = oprf::decode_point(self.oprf_public_key.as_bytes(), "OPRF public key")?;
         let proof = oprf::prove(rng, &self.oprf_key_share, &p, &b, &z);
+        let evaluation = B64(z.compress().to_bytes());
         Ok(Recover2Response {
-            evaluation: B64(z.compress().to_bytes()),
+            realm_signature: keys.sign_evaluation(
+                account,
+                &self.version,
+                &req.blinded,
+                &evaluation,
+            ),
+            evaluation,
             proof: B64(proof),
             oprf_public_key: self.oprf_public_key,
             verifying_key: self.verifying_key,

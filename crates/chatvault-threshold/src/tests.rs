@@ -14,8 +14,14 @@ fn rng(seed: u64) -> ChaCha20Rng {
     ChaCha20Rng::seed_from_u64(seed)
 }
 
+fn realm_keys(n: u8) -> Vec<RealmKeys> {
+    (1..=n)
+        .map(|i| RealmKeys::derive(&[i; 32]).unwrap())
+        .collect()
+}
+
 fn realm_set(n: u8, t: u8) -> (RealmSet, Vec<RealmId>) {
-    let ids: Vec<RealmId> = (1..=n).map(|i| B64([i; 32])).collect();
+    let ids: Vec<RealmId> = realm_keys(n).iter().map(|k| k.realm_id()).collect();
     let set = RealmSet::new(
         ids.iter()
             .enumerate()
@@ -32,6 +38,7 @@ fn realm_set(n: u8, t: u8) -> (RealmSet, Vec<RealmId>) {
 
 struct Fixture {
     set: RealmSet,
+    keys: Vec<RealmKeys>,
     account: AccountId,
     records: Vec<RealmRecord>,
     counters: Vec<GuessCounter>,
@@ -48,11 +55,24 @@ fn setup(seed: u64, n: u8, t: u8, password: &[u8]) -> Fixture {
         .into_iter()
         .map(|(i, req)| RealmRecord::register2(&ids[usize::from(i) - 1], req).unwrap())
         .collect();
+    let keys = realm_keys(n);
     pending
-        .finish((1..=n).map(|i| (i, Ok(()))).collect())
+        .finish(
+            (1..=n)
+                .map(|i| {
+                    let receipt = keys[usize::from(i) - 1].register_receipt(
+                        &account,
+                        records[usize::from(i) - 1].version(),
+                        i,
+                    );
+                    (i, Ok(Register2Response { receipt }))
+                })
+                .collect(),
+        )
         .unwrap();
     Fixture {
         set,
+        keys,
         account,
         counters: vec![GuessCounter::new(10); usize::from(n)],
         records,
@@ -101,7 +121,9 @@ fn recover(
             continue;
         }
         f.counters[k] = f.counters[k].count_guess().expect("not exhausted");
-        let mut resp = f.records[k].recover2(&mut r, &f.counters[k], &req).unwrap();
+        let mut resp = f.records[k]
+            .recover2(&mut r, &f.keys[k], &f.account, &f.counters[k], &req)
+            .unwrap();
         if behave[k] == Behaviour::WrongEvaluation {
             let z = oprf::decode_point(&resp.evaluation.0, "z").unwrap()
                 + curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
@@ -207,6 +229,39 @@ fn recover_wrong_evaluation_without_spare_realm_fails_naming_it() {
 }
 
 #[test]
+fn recover_evaluation_signed_by_other_identity_skipped() {
+    let mut f = setup(25, 3, 2, b"pw");
+    // Realm 1's record served by an impostor holding another identity key.
+    f.keys[0] = RealmKeys::derive(&[99; 32]).unwrap();
+    let (key, faults) = recover(&mut f, 26, b"pw", &[Honest; 3]).unwrap();
+    assert_eq!(key.expose_secret(), f.key.expose_secret());
+    assert!(
+        faults.iter().any(|x| x.contains("realm1.test")),
+        "{faults:?}"
+    );
+}
+
+#[test]
+fn sealed_record_other_account_or_generation_rejected() {
+    let f = setup(27, 3, 2, b"pw");
+    let sealed = f.keys[0].seal_record(&mut rng(1), &f.account, 4, &f.records[0]);
+    assert!(f.keys[0].open_record(&f.account, 4, &sealed).is_ok());
+    assert_eq!(
+        f.keys[0].open_record(&f.account, 5, &sealed).unwrap_err(),
+        Error::Corrupted
+    );
+    let bob = AccountId::new("bob").unwrap();
+    assert_eq!(
+        f.keys[0].open_record(&bob, 4, &sealed).unwrap_err(),
+        Error::Corrupted
+    );
+    assert_eq!(
+        f.keys[1].open_record(&f.account, 4, &sealed).unwrap_err(),
+        Error::Corrupted
+    );
+}
+
+#[test]
 fn recover_wrong_release_detected_and_skipped() {
     let mut f = setup(11, 3, 2, b"pw");
     let (key, faults) = recover(&mut f, 12, b"pw", &[Honest, WrongRelease, Honest]).unwrap();
@@ -260,7 +315,13 @@ fn recover2_uncounted_guess_refused() {
     };
     assert!(
         f.records[0]
-            .recover2(&mut rng(1), &GuessCounter::new(10), &req)
+            .recover2(
+                &mut rng(1),
+                &f.keys[0],
+                &f.account,
+                &GuessCounter::new(10),
+                &req
+            )
             .is_err()
     );
     let wrong_version = Recover2Request {
@@ -310,14 +371,21 @@ fn register_fewer_than_t_acks_fails_naming_realms() {
     let account = AccountId::new("alice").unwrap();
     let key = BackupKey::from_bytes([1; 32]);
     let (pending, _) = register(&mut rng(21), &set, &account, b"pw", &key, KSF, 10).unwrap();
+    let forged = Register2Response {
+        receipt: B64([0; 64]),
+    };
     let err = pending
         .finish(vec![
-            (1, Ok(())),
+            (1, Ok(forged)),
             (2, Err("HTTP 503".into())),
             (3, Err("timeout".into())),
         ])
         .unwrap_err();
     assert!(err.to_string().contains("realm2.test: HTTP 503"), "{err}");
+    assert!(
+        err.to_string().contains("realm1.test: receipt not signed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -525,7 +593,9 @@ mod vectors {
             .map(|&k| {
                 (
                     (k + 1) as u8,
-                    records[k].recover2(&mut r, &counted, &req2).unwrap(),
+                    records[k]
+                        .recover2(&mut r, &realm_keys(3)[k], &account, &counted, &req2)
+                        .unwrap(),
                 )
             })
             .collect();
