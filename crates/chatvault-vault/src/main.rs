@@ -173,6 +173,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
         _ => None,
     };
+    let realm = chatvault_threshold::RealmKeys::derive(&kf.vault.to_bytes())
+        .context("deriving the threshold realm keys")?;
     let vault = Vault::new(kf.vault, settings.vault);
     let identity = vault.server_identity();
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -190,6 +192,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 addr,
                 identity,
                 tls,
+                realm,
             };
             start(served, vault, store, issuer, policy, settings).await
         }
@@ -204,6 +207,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 addr,
                 identity,
                 tls,
+                realm,
             };
             start(served, vault, store, issuer, policy, settings).await
         }
@@ -216,6 +220,7 @@ struct Served {
     addr: std::net::SocketAddr,
     identity: chatvault_vault_core::ServerIdentity,
     tls: Option<Arc<Tls>>,
+    realm: chatvault_threshold::RealmKeys,
 }
 
 async fn start<S: Store>(
@@ -226,18 +231,23 @@ async fn start<S: Store>(
     policy: token::TokenPolicy,
     settings: Settings,
 ) -> anyhow::Result<()> {
-    let state = Arc::new(AppState::new(
-        vault,
-        store,
-        Verifier::with_policy(issuer, policy),
-        settings,
-    ));
     let Served {
         listener,
         addr,
         identity,
         tls,
+        realm,
     } = served;
+    tracing::info!(realm_id = ?realm.realm_id(), "threshold realm identity key");
+    let state = Arc::new(
+        AppState::new(
+            vault,
+            store,
+            Verifier::with_policy(issuer, policy),
+            settings,
+        )
+        .with_realm(realm),
+    );
     tracing::info!(server_identity = %identity, "vault OPAQUE server public key");
     if let Some(tls) = &tls {
         let tls = tls.clone();
