@@ -69,6 +69,9 @@
 //! # Ok::<(), Error>(())
 //! ```
 
+#[cfg(any(test, feature = "insecure-test-ksf"))]
+#[doc(hidden)]
+pub mod attacks;
 mod client;
 mod error;
 mod kdf;

@@ -467,8 +467,11 @@ proptest! {
 #[test]
 fn attacker_one_realm_cannot_single_out_password() {
     let f = setup(30, 3, 2, b"password-617");
-    let stolen = RealmRecord::from_bytes(&f.records[0].to_bytes()).unwrap();
-    let hits = attacks::run_all(&stolen, &f.account, &f.set, 1000, "password-617");
+    let stolen = f.records[0].to_bytes();
+    let realm_id = f.set.realm(1).unwrap().id;
+    let candidates: Vec<String> = (0..1000).map(|c| format!("password-{c}")).collect();
+    let hits = crate::attacks::run_all(&stolen, &f.account, &realm_id, &candidates).unwrap();
+    assert_eq!(hits.len(), 4);
     for (attack, matches) in hits {
         assert!(
             matches.len() != 1 || matches[0] != 617,
@@ -478,75 +481,6 @@ fn attacker_one_realm_cannot_single_out_password() {
             matches.is_empty(),
             "attack {attack} matched candidates {matches:?}"
         );
-    }
-}
-
-pub(crate) mod attacks {
-    //! The natural attacks of one realm's holder over candidate passwords (test only).
-    use super::*;
-    use crate::{kdf, oprf, shamir};
-    use curve25519_dalek::scalar::Scalar;
-    use subtle::ConstantTimeEq;
-
-    /// Returns, per attack, the candidate numbers that "matched".
-    pub(crate) fn run_all(
-        rec: &RealmRecord,
-        account: &AccountId,
-        set: &RealmSet,
-        candidates: usize,
-        _right: &str,
-    ) -> Vec<(&'static str, Vec<usize>)> {
-        let bytes = rec.to_bytes();
-        // Layout offsets of RealmRecord::to_bytes.
-        let version: [u8; 16] = bytes[2..18].try_into().unwrap();
-        let index = bytes[18];
-        let k_i = oprf::decode_scalar(&bytes[37..69], "k").unwrap();
-        let commitment: [u8; 32] = bytes[197..229].try_into().unwrap();
-        let tag: [u8; 32] = bytes[229..261].try_into().unwrap();
-        let scalar_share: [u8; 32] = bytes[261..293].try_into().unwrap();
-        let encrypted: [u8; 48] = bytes[293..341].try_into().unwrap();
-        let realm_id = set.realm(index).unwrap().id;
-        let ksf = KsfParams::INSECURE_FOR_TESTS;
-        let mut out: Vec<(&'static str, Vec<usize>)> = vec![
-            ("evaluate with the stolen share alone", vec![]),
-            ("interpolate with guessed other shares", vec![]),
-            ("tag from the stolen-share evaluation", vec![]),
-            ("decrypt with the stolen scalar share", vec![]),
-        ];
-        // Guessed other shares: fixed low-entropy guesses an attacker might try.
-        let guesses = [Scalar::ZERO, Scalar::ONE, k_i, -k_i];
-        for c in 0..candidates {
-            let pw = format!("password-{c}");
-            let s = kdf::stretch(pw.as_bytes(), &version, account, &ksf).unwrap();
-            let x = s.access_key.as_ref();
-            // 1. Treat the share as the key.
-            let f = oprf::evaluate_unblinded(&k_i, x);
-            if bool::from(f[..32].ct_eq(&commitment)) {
-                out[0].1.push(c);
-            }
-            // 2. Interpolate with guessed shares of the other realms.
-            for g in guesses {
-                let other = if index == 1 { 2 } else { 1 };
-                let k = shamir::combine_scalars(&[(index, k_i), (other, g)]).unwrap();
-                let f2 = oprf::evaluate_unblinded(&k, x);
-                if bool::from(f2[..32].ct_eq(&commitment)) && !out[1].1.contains(&c) {
-                    out[1].1.push(c);
-                }
-            }
-            // 3. Recompute the realm's unlock tag from the share-alone evaluation.
-            let mut uk = [0u8; 32];
-            uk.copy_from_slice(&f[32..]);
-            let t = kdf::mac(&uk, labels::UNLOCK_TAG, &[&realm_id.0, &version, &[index]]);
-            if t == tag {
-                out[2].1.push(c);
-            }
-            // 4. Decrypt the backup key with the scalar share as if it were the scalar.
-            let key = kdf::encryption_key(&s.encryption_seed, &scalar_share);
-            if kdf::decrypt_secret(&key, &version, account, &encrypted).is_ok() {
-                out[3].1.push(c);
-            }
-        }
-        out
     }
 }
 
