@@ -17,6 +17,16 @@ impl<const N: usize> B64<N> {
     pub fn as_bytes(&self) -> &[u8; N] {
         &self.0
     }
+
+    /// base64url without padding.
+    pub fn to_b64(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// Strict inverse of [`B64::to_b64`].
+    pub fn from_b64(s: &str) -> Option<Self> {
+        decode_fixed::<N>(s.trim()).map(B64)
+    }
 }
 
 impl<const N: usize> fmt::Debug for B64<N> {

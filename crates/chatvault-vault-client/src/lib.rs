@@ -24,7 +24,9 @@ use std::fmt;
 use std::time::Duration;
 
 pub mod threshold;
-pub use threshold::{RealmEndpoint, ThresholdClient, ThresholdRecovered, ThresholdRegistered};
+pub use threshold::{
+    RealmEndpoint, RealmId, ThresholdClient, ThresholdRecovered, ThresholdRegistered,
+};
 
 pub use chatvault_vault_core::api::ErrorCode as WireErrorCode;
 use chatvault_vault_core::api::{self, ErrorCode, b64_decode, b64_encode};

@@ -10,7 +10,7 @@
 use std::fmt;
 
 use chatvault_threshold::{
-    self as th, Realm, RealmId, RealmSet, Recover1Response, Recover2Request, Recover2Response,
+    self as th, Realm, RealmSet, Recover1Response, Recover2Request, Recover2Response,
     Recover3Request, Recover3Response, Register1Response, Register2Request, Register2Response,
 };
 use chatvault_vault_core::{AccountId, BackupKey, KsfParams};
@@ -21,6 +21,8 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use crate::{Error, Result, VaultClient, normalize_password, normalize_vault_url};
+
+pub use chatvault_threshold::RealmId;
 
 /// One realm: its URL and the account token it accepts.
 pub struct RealmEndpoint {
@@ -296,6 +298,15 @@ impl ThresholdClient {
             .count();
         if locked > n - t {
             return Err(Error::Locked);
+        }
+        let not_registered = Error::NotRegistered.to_string();
+        if r1
+            .iter()
+            .filter(|(_, r)| r.as_ref().is_err_and(|e| *e == not_registered))
+            .count()
+            > n - t
+        {
+            return Err(Error::NotRegistered);
         }
         let chosen = th::Recovery::new(set.clone(), self.account.clone())
             .choose(r1)
