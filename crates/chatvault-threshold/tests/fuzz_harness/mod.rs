@@ -202,7 +202,11 @@ pub fn threshold_record(data: &[u8]) {
 }
 
 /// Every target: name and harness.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target: name and harness.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: &[Target] = &[
     ("threshold_messages", threshold_messages),
     ("threshold_record", threshold_record),
 ];
