@@ -1,4 +1,4 @@
-//! Every domain-separation label of the threshold protocol (PROTOCOL.md §13.9), in one place.
+//! Every domain-separation label of the threshold protocol (PROTOCOL.md §13.13), in one place.
 //!
 //! Changing any of these changes the wire or storage format: the golden test below freezes them.
 //! They are pairwise distinct and distinct from the single-vault labels (`chatvault/v1/vault/…`).

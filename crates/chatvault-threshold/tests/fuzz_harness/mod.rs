@@ -201,7 +201,6 @@ pub fn threshold_record(data: &[u8]) {
     }
 }
 
-/// Every target: name and harness.
 /// A fuzz target: name and harness.
 pub type Target = (&'static str, fn(&[u8]));
 
