@@ -463,3 +463,106 @@ fn one_realm_dump_cannot_check_a_password() {
         .unwrap();
     assert_eq!(*got.backup_key, KEY);
 }
+
+/// The guess bound of PROTOCOL.md §13.10: an attacker with tokens for every realm who asks only
+/// `t` realms per guess, rotating over the pairs {1,2}, {1,3}, {2,3}, gets ⌊n·L/t⌋ = 15 counted
+/// evaluations sets (guesses) out of a 2-of-3 registration with L = 10 — not L·⌊n/t⌋ = 10 — and
+/// not one more: afterwards no pair of realms evaluates.
+#[test]
+fn guess_bound_rotating_realm_pairs_is_n_l_over_t() {
+    use chatvault_threshold::{Realm as CoreRealm, RealmSet, Recover2Request};
+    let cl = Cluster::start("guess_bound_rotating_realm_pairs_is_n_l_over_t");
+    let reg = cl.client("frank").register(&pw("right"), &KEY).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let tokens: Vec<String> = cl
+        .realms
+        .iter()
+        .map(|r| {
+            let kf = KeyFile::load_or_create(&r.dir).unwrap();
+            token::issue(&kf.issuer, "frank", chatvault_vault::unix_now(), 600)
+        })
+        .collect();
+    let post = |k: usize, phase: &str, body: &str| -> (u16, String) {
+        let mut resp = agent
+            .post(&format!(
+                "{}/v1/realm/accounts/frank/{phase}",
+                cl.realms[k].url
+            ))
+            .header("Authorization", &format!("Bearer {}", tokens[k]))
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    };
+    let set = RealmSet::new(
+        reg.realm_ids
+            .iter()
+            .zip(&cl.realms)
+            .map(|(id, r)| CoreRealm {
+                id: *id,
+                name: r.url.clone(),
+            })
+            .collect(),
+        2,
+    )
+    .unwrap();
+    let account = chatvault_vault_core::AccountId::new("frank").unwrap();
+    let (_, r1) = post(0, "recover1", "{}");
+    let version: chatvault_threshold::Recover1Response = serde_json::from_str(&r1).unwrap();
+    let mut guesses = 0;
+    'outer: for round in 0.. {
+        let mut any = false;
+        for pair in [[0usize, 1], [0, 2], [1, 2]] {
+            let chosen = chatvault_threshold::Recovery::new(set.clone(), account.clone())
+                .choose(
+                    (1..=3u8)
+                        .map(|i| {
+                            let mut v = version.clone();
+                            v.share_index = i;
+                            (i, Ok(v))
+                        })
+                        .collect(),
+                )
+                .unwrap();
+            let (blinded, req): (_, Recover2Request) = chosen
+                .blind(&mut rand::rngs::OsRng, format!("guess{round}").as_bytes())
+                .unwrap();
+            let body = serde_json::to_string(&req).unwrap();
+            let answers: Vec<_> = pair
+                .iter()
+                .map(|&k| {
+                    let (status, text) = post(k, "recover2", &body);
+                    let r = if status == 200 {
+                        Ok(serde_json::from_str(&text).unwrap())
+                    } else {
+                        Err(text)
+                    };
+                    ((k + 1) as u8, r)
+                })
+                .collect();
+            let both = answers.iter().all(|(_, r)| r.is_ok());
+            match blinded.finish(answers) {
+                Err(chatvault_threshold::Error::WrongPassword { .. }) => {
+                    assert!(both);
+                    guesses += 1;
+                    any = true;
+                }
+                Err(_) => {}
+                Ok(_) => panic!("a wrong guess unlocked"),
+            }
+            if guesses > 20 {
+                break 'outer;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    assert_eq!(guesses, 15, "⌊n·L/t⌋ = ⌊3·10/2⌋");
+}
