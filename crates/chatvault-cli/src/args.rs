@@ -112,6 +112,11 @@ pub enum Command {
         /// Keep the demo's files in this (new or empty) folder instead of a removed temp folder.
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
+        /// Tell the threshold story instead: register across this many realms (2-of-N), stop one,
+        /// restore with the others, count a wrong password at each realm, and show that one
+        /// realm's dump cannot check a password.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(3..=5))]
+        realms: Option<u8>,
     },
     /// Turn end-to-end encrypted backup off: delete the vault record and the repository.
     Disable {

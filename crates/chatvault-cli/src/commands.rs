@@ -63,7 +63,11 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Whatsapp(c) => whatsapp(&ctx, c),
         Command::Sample(a) => sample(a),
         Command::Migrate(a) => migrate(&ctx, a.json),
-        Command::Demo { keep } => crate::demo::run(keep.as_deref(), ctx.quiet),
+        Command::Demo {
+            keep,
+            realms: Some(n),
+        } => crate::demo::run_realms(keep.as_deref(), ctx.quiet, *n),
+        Command::Demo { keep, realms: None } => crate::demo::run(keep.as_deref(), ctx.quiet),
     }
 }
 

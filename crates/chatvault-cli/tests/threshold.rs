@@ -293,3 +293,26 @@ fn threshold_to_key_then_to_password_then_disable() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn demo_realms_tells_the_threshold_story() {
+    let out = Command::cargo_bin("chatvault")
+        .unwrap()
+        .env_remove("CHATVAULT_INSECURE_TEST_KSF")
+        .args(["demo", "--realms", "3", "--quiet"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "Realm 2 is stopped",
+        "verified: ",
+        "realm 1: 1 of 10 guesses used",
+        "realm 2: 0 of 10 guesses used (down: saw nothing)",
+        "realm 3: 1 of 10 guesses used",
+        "one realm's dump cannot check a password",
+        "Threshold demo passed",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}

@@ -1,8 +1,8 @@
 //! The natural attacks of whoever holds **one** realm's full state (its decrypted record: OPRF
 //! key share, unlock-key commitment, unlock tag, encryption-scalar share, encrypted backup key)
-//! against a list of candidate passwords (PROTOCOL.md §13.11). Test builds only
-//! (`insecure-test-ksf`): the attacker test of this crate and the process-level one of
-//! `chatvault-vault` run it and assert that no attack singles out the right password.
+//! against a list of candidate passwords (PROTOCOL.md §13.11). The attacker tests of this crate
+//! and of `chatvault-vault`, and `chatvault demo --realms`, run it and show that no attack singles
+//! out the right password. It uses nothing an attacker would not have: the record layout is public.
 
 use chatvault_vault_core::{AccountId, KsfParams};
 use curve25519_dalek::scalar::Scalar;

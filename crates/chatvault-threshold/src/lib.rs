@@ -69,8 +69,6 @@
 //! # Ok::<(), Error>(())
 //! ```
 
-#[cfg(any(test, feature = "insecure-test-ksf"))]
-#[doc(hidden)]
 pub mod attacks;
 mod client;
 mod error;
