@@ -289,8 +289,12 @@ pub fn run_realms(keep: Option<&Path>, quiet: bool, n: u8) -> Result<u8> {
     let record = keys.open_record(&acct, generation, &sealed)?;
     let mut candidates: Vec<String> = (0..7).map(|c| format!("guess-{c}")).collect();
     candidates.push(password_text.to_string());
-    let results =
-        chatvault_threshold::attacks::run_all(&record.to_bytes(), &acct, &ids[0], &candidates)?;
+    let results = chatvault_threshold::attacks::run_all(
+        &record.to_bytes(),
+        &acct,
+        &ids[0].context("realm 1's id is known")?,
+        &candidates,
+    )?;
     println!(
         "    {} candidates (the right password among them), Argon2id per candidate:",
         candidates.len()

@@ -240,8 +240,8 @@ pub struct ThresholdAccess {
     pub threshold: u8,
     /// Account id at the realms.
     pub account: String,
-    /// Pinned realm ids (from the device's configuration), if any.
-    pub pins: Option<Vec<chatvault_vault_client::RealmId>>,
+    /// Pinned realm ids (from the device's configuration; `None` entries unknown), if any.
+    pub pins: Option<Vec<Option<chatvault_vault_client::RealmId>>>,
     /// PEM CA certificates to trust for the realms' `https://`, if any.
     pub ca_pem: Option<Vec<u8>>,
 }
@@ -259,7 +259,7 @@ impl ThresholdAccess {
         let mut c =
             chatvault_vault_client::ThresholdClient::new(endpoints, self.threshold, &self.account)?;
         if let Some(pins) = &self.pins {
-            c = c.with_pins(pins.clone())?;
+            c = c.with_partial_pins(pins.clone())?;
         }
         if let Some(pem) = &self.ca_pem {
             c = c.with_ca_pem(pem)?;
@@ -271,7 +271,7 @@ impl ThresholdAccess {
     }
 
     /// The custody entry of the device configuration, pinning `ids`.
-    pub fn custody(&self, ids: &[chatvault_vault_client::RealmId]) -> Custody {
+    pub fn custody(&self, ids: &[Option<chatvault_vault_client::RealmId>]) -> Custody {
         Custody::Threshold {
             realms: self
                 .realms
@@ -279,7 +279,7 @@ impl ThresholdAccess {
                 .zip(ids)
                 .map(|((url, _), id)| crate::ThresholdRealm {
                     url: normalize_url(url),
-                    realm_id: id.to_b64(),
+                    realm_id: id.map(|id| id.to_b64()).unwrap_or_default(),
                 })
                 .collect(),
             threshold: self.threshold,
@@ -288,20 +288,25 @@ impl ThresholdAccess {
     }
 }
 
-/// Parses the pinned realm ids of a [`Custody::Threshold`].
+/// Parses the pinned realm ids of a [`Custody::Threshold`] (an empty id: not known yet).
 pub fn parse_realm_ids(
     realms: &[crate::ThresholdRealm],
-) -> Result<Vec<chatvault_vault_client::RealmId>> {
+) -> Result<Vec<Option<chatvault_vault_client::RealmId>>> {
     realms
         .iter()
         .map(|r| {
-            chatvault_vault_client::RealmId::from_b64(&r.realm_id).ok_or_else(|| {
-                chatvault_vault_client::Error::InvalidInput(format!(
-                    "the pinned realm id of {} is not 32 bytes of base64url",
-                    r.url
-                ))
-                .into()
-            })
+            if r.realm_id.is_empty() {
+                return Ok(None);
+            }
+            chatvault_vault_client::RealmId::from_b64(&r.realm_id)
+                .map(Some)
+                .ok_or_else(|| {
+                    chatvault_vault_client::Error::InvalidInput(format!(
+                        "the pinned realm id of {} is not 32 bytes of base64url",
+                        r.url
+                    ))
+                    .into()
+                })
         })
         .collect()
 }
@@ -345,7 +350,11 @@ pub fn enable_with_threshold(
 pub fn recover_key_threshold(
     access: &ThresholdAccess,
     password: &SecretString,
-) -> Result<(BackupKey, Vec<chatvault_vault_client::RealmId>, Vec<String>)> {
+) -> Result<(
+    BackupKey,
+    Vec<Option<chatvault_vault_client::RealmId>>,
+    Vec<String>,
+)> {
     let got = access.client()?.recover(password)?;
     Ok((
         BackupKey::from_bytes(*got.backup_key),
@@ -359,7 +368,7 @@ pub fn adopt_device_threshold(
     home: &Home,
     location: &str,
     access: &ThresholdAccess,
-    ids: &[chatvault_vault_client::RealmId],
+    ids: &[Option<chatvault_vault_client::RealmId>],
     key: &BackupKey,
 ) -> Result<()> {
     home.store_key(key)?;

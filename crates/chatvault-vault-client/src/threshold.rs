@@ -41,8 +41,9 @@ impl fmt::Debug for RealmEndpoint {
 /// A completed threshold registration.
 #[derive(Debug, Clone)]
 pub struct ThresholdRegistered {
-    /// The realm ids to pin, in realm order.
-    pub realm_ids: Vec<RealmId>,
+    /// The realm ids to pin, in realm order; `None` for a realm that was neither pinned nor
+    /// reachable (it got no share; its id is learned the next time it answers).
+    pub realm_ids: Vec<Option<RealmId>>,
     /// Realms that did not store the registration (at most `n − t`), one line each.
     pub warnings: Vec<String>,
 }
@@ -51,8 +52,9 @@ pub struct ThresholdRegistered {
 pub struct ThresholdRecovered {
     /// The backup key (zeroized on drop).
     pub backup_key: Zeroizing<[u8; 32]>,
-    /// The realm ids seen (to pin on a new device), in realm order.
-    pub realm_ids: Vec<RealmId>,
+    /// The realm ids (to pin on a new device), in realm order; `None` for a realm that was
+    /// neither pinned nor reachable.
+    pub realm_ids: Vec<Option<RealmId>>,
     /// Realms skipped (down, refused or misbehaving), one line each.
     pub warnings: Vec<String>,
 }
@@ -72,7 +74,7 @@ pub struct ThresholdClient {
     urls: Vec<String>,
     threshold: u8,
     account: AccountId,
-    pins: Option<Vec<RealmId>>,
+    pins: Vec<Option<RealmId>>,
     ksf: KsfParams,
     max_attempts: u32,
 }
@@ -125,20 +127,26 @@ impl ThresholdClient {
             urls,
             threshold,
             account,
-            pins: None,
+            pins: Vec::new(),
             ksf: KsfParams::PRODUCTION,
             max_attempts: 10,
         })
     }
 
     /// Trusts each realm only with the given identity (in realm order).
-    pub fn with_pins(mut self, pins: Vec<RealmId>) -> Result<Self> {
+    pub fn with_pins(self, pins: Vec<RealmId>) -> Result<Self> {
+        self.with_partial_pins(pins.into_iter().map(Some).collect())
+    }
+
+    /// Like [`with_pins`](Self::with_pins) where some ids are unknown (`None`): those realms'
+    /// ids are asked with `register1` and then authenticated by the registration (§13.1).
+    pub fn with_partial_pins(mut self, pins: Vec<Option<RealmId>>) -> Result<Self> {
         if pins.len() != self.urls.len() {
             return Err(Error::InvalidInput(
                 "one pinned realm id per realm is needed".into(),
             ));
         }
-        self.pins = Some(pins);
+        self.pins = pins;
         Ok(self)
     }
 
@@ -221,19 +229,29 @@ impl ThresholdClient {
         VaultClient::parse(resp)
     }
 
-    /// The realm set: pinned ids, or (first registration, new device) the ids the realms
-    /// announce, which are then authenticated by the registration itself (PROTOCOL.md §13.1).
-    fn realm_set(&self) -> Result<RealmSet> {
-        let ids: Vec<Option<RealmId>> = match &self.pins {
-            Some(p) => p.iter().copied().map(Some).collect(),
-            None => self
-                .run(&self.all(), |c, _| {
-                    Self::post_realm::<_, Register1Response>(c, "register1", &Empty {})
-                })
-                .into_iter()
-                .map(|(_, r)| r.ok().map(|r| r.realm_id))
-                .collect(),
+    /// The realm set and which ids are known: pinned ids, and for the others (first
+    /// registration, new device) the ids the realms announce, which are then authenticated by
+    /// the registration itself (PROTOCOL.md §13.1). A realm whose id is unknown (down, never
+    /// pinned) gets a placeholder id that no answer verifies against.
+    fn realm_set(&self) -> Result<(RealmSet, Vec<Option<RealmId>>)> {
+        let mut ids: Vec<Option<RealmId>> = if self.pins.is_empty() {
+            vec![None; self.urls.len()]
+        } else {
+            self.pins.clone()
         };
+        let unknown: Vec<(usize, ())> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| id.is_none())
+            .map(|(k, _)| (k, ()))
+            .collect();
+        for (i, r) in self.run(&unknown, |c, _| {
+            Self::post_realm::<_, Register1Response>(c, "register1", &Empty {})
+        }) {
+            if let Ok(r) = r {
+                ids[usize::from(i) - 1] = Some(r.realm_id);
+            }
+        }
         let realms = ids
             .iter()
             .zip(&self.urls)
@@ -244,7 +262,10 @@ impl ThresholdClient {
                 name: url.clone(),
             })
             .collect();
-        RealmSet::new(realms, self.threshold).map_err(th_error)
+        Ok((
+            RealmSet::new(realms, self.threshold).map_err(th_error)?,
+            ids,
+        ))
     }
 
     /// Registers `backup_key` behind `password` on every reachable realm (at least `t` must
@@ -255,7 +276,7 @@ impl ThresholdClient {
         password: &SecretString,
         backup_key: &[u8; 32],
     ) -> Result<ThresholdRegistered> {
-        let set = self.realm_set()?;
+        let (set, known) = self.realm_set()?;
         let pw = normalize_password(password);
         let key = BackupKey::from_bytes(*backup_key);
         let (pending, requests) = th::register(
@@ -277,7 +298,7 @@ impl ThresholdClient {
         });
         let done = pending.finish(answers).map_err(th_error)?;
         Ok(ThresholdRegistered {
-            realm_ids: set.realms.iter().map(|r| r.id).collect(),
+            realm_ids: known,
             warnings: done.failures,
         })
     }
@@ -286,7 +307,7 @@ impl ThresholdClient {
     /// wrong password gives [`Error::WrongPassword`] with the guesses left, and when a threshold
     /// of realms destroyed the registration, [`Error::Locked`].
     pub fn recover(&self, password: &SecretString) -> Result<ThresholdRecovered> {
-        let set = self.realm_set()?;
+        let (set, known) = self.realm_set()?;
         let n = set.len();
         let t = usize::from(self.threshold);
         let r1 = self.run(&self.all(), |c, _| {
@@ -334,7 +355,7 @@ impl ThresholdClient {
         let (key, warnings) = unlocked.finish(r3).map_err(th_error)?;
         Ok(ThresholdRecovered {
             backup_key: key.into_zeroizing(),
-            realm_ids: set.realms.iter().map(|r| r.id).collect(),
+            realm_ids: known,
             warnings,
         })
     }

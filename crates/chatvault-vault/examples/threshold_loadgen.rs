@@ -47,7 +47,7 @@ fn main() {
         .iter()
         .map(|(_, d)| KeyFile::load_or_create(d).unwrap().issuer)
         .collect();
-    let client_for = |account: &str, pins: Option<Vec<chatvault_vault_client::RealmId>>| {
+    let client_for = |account: &str, pins: Option<Vec<Option<chatvault_vault_client::RealmId>>>| {
         let now = chatvault_vault::unix_now();
         let endpoints = realms
             .iter()
@@ -62,7 +62,7 @@ fn main() {
             .with_registration_ksf(KsfParams::INSECURE_FOR_TESTS)
             .unwrap();
         match pins {
-            Some(p) => c.with_pins(p).unwrap(),
+            Some(p) => c.with_partial_pins(p).unwrap(),
             None => c,
         }
     };

@@ -250,7 +250,10 @@ fn two_of_three_any_one_down_restores_two_down_fails() {
     assert!(reg.warnings.is_empty(), "{:?}", reg.warnings);
     for down in 0..3 {
         cl.realms[down].stop();
-        let c = cl.client("alice").with_pins(reg.realm_ids.clone()).unwrap();
+        let c = cl
+            .client("alice")
+            .with_partial_pins(reg.realm_ids.clone())
+            .unwrap();
         let got = c.recover(&pw("pw")).unwrap();
         assert_eq!(*got.backup_key, KEY, "realm {down} down");
         assert!(
@@ -264,7 +267,10 @@ fn two_of_three_any_one_down_restores_two_down_fails() {
     }
     cl.realms[0].stop();
     cl.realms[2].stop();
-    let c = cl.client("alice").with_pins(reg.realm_ids.clone()).unwrap();
+    let c = cl
+        .client("alice")
+        .with_partial_pins(reg.realm_ids.clone())
+        .unwrap();
     let err = c.recover(&pw("pw")).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::NotEnoughRealms(_)), "{msg}");
@@ -343,7 +349,7 @@ fn wrong_evaluation_detected_by_proof_other_realm_used() {
     urls[0] = tampering_proxy(urls[0].clone());
     let c = cl
         .client_with("bob", urls.clone())
-        .with_pins(reg.realm_ids.clone())
+        .with_partial_pins(reg.realm_ids.clone())
         .unwrap();
     let got = c.recover(&pw("pw")).unwrap();
     assert_eq!(*got.backup_key, KEY);
@@ -358,7 +364,7 @@ fn wrong_evaluation_detected_by_proof_other_realm_used() {
     cl.realms[2].stop();
     let c = cl
         .client_with("bob", urls.clone())
-        .with_pins(reg.realm_ids.clone())
+        .with_partial_pins(reg.realm_ids.clone())
         .unwrap();
     let msg = c.recover(&pw("pw")).unwrap_err().to_string();
     assert!(
@@ -371,7 +377,10 @@ fn wrong_evaluation_detected_by_proof_other_realm_used() {
 fn ten_wrong_passwords_destroy_then_right_password_locked() {
     let cl = Cluster::start("ten_wrong_passwords_destroy_then_right_password_locked");
     let reg = cl.client("carol").register(&pw("right"), &KEY).unwrap();
-    let c = cl.client("carol").with_pins(reg.realm_ids.clone()).unwrap();
+    let c = cl
+        .client("carol")
+        .with_partial_pins(reg.realm_ids.clone())
+        .unwrap();
     for left in (0..10).rev() {
         match c.recover(&pw("wrong")) {
             Err(Error::WrongPassword { attempts_left }) => assert_eq!(attempts_left, left),
@@ -392,7 +401,11 @@ fn two_hundred_concurrent_wrong_guesses_each_realm_counts_to_limit() {
     let cl = Cluster::start("two_hundred_concurrent_wrong_guesses_each_realm_counts_to_limit");
     let reg = cl.client("dave").register(&pw("right"), &KEY).unwrap();
     let clients: Vec<ThresholdClient> = (0..8)
-        .map(|_| cl.client("dave").with_pins(reg.realm_ids.clone()).unwrap())
+        .map(|_| {
+            cl.client("dave")
+                .with_partial_pins(reg.realm_ids.clone())
+                .unwrap()
+        })
         .collect();
     std::thread::scope(|s| {
         for k in 0..200 {
@@ -425,7 +438,7 @@ fn one_realm_dump_cannot_check_a_password() {
     let realm = &cl.realms[0];
     let kf = KeyFile::load_or_create(&realm.dir).unwrap();
     let keys = RealmKeys::derive(&kf.vault.to_bytes()).unwrap();
-    assert_eq!(keys.realm_id(), reg.realm_ids[0]);
+    assert_eq!(Some(keys.realm_id()), reg.realm_ids[0]);
     let c = rusqlite::Connection::open(realm.dir.join("vault.sqlite3")).unwrap();
     let (generation, sealed): (i64, Vec<u8>) = c
         .query_row(
@@ -442,7 +455,7 @@ fn one_realm_dump_cannot_check_a_password() {
     let results = chatvault_threshold::attacks::run_all(
         &record.to_bytes(),
         &account,
-        &reg.realm_ids[0],
+        &reg.realm_ids[0].unwrap(),
         &candidates,
     )
     .unwrap();
@@ -457,7 +470,7 @@ fn one_realm_dump_cannot_check_a_password() {
     // Sanity: the right password does recover through the realms (the dump is the real one).
     let got = cl
         .client("erin")
-        .with_pins(reg.realm_ids.clone())
+        .with_partial_pins(reg.realm_ids.clone())
         .unwrap()
         .recover(&pw("password-617"))
         .unwrap();
@@ -505,7 +518,7 @@ fn guess_bound_rotating_realm_pairs_is_n_l_over_t() {
             .iter()
             .zip(&cl.realms)
             .map(|(id, r)| CoreRealm {
-                id: *id,
+                id: id.unwrap(),
                 name: r.url.clone(),
             })
             .collect(),
