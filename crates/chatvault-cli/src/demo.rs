@@ -278,7 +278,7 @@ pub fn run_realms(keep: Option<&Path>, quiet: bool, n: u8) -> Result<u8> {
         "An attacker copies realm 1's key file and database and tries passwords offline",
     );
     let kf = chatvault_vault::keyfile::KeyFile::load_or_create(&root.join("realm0"))?;
-    let keys = chatvault_threshold::RealmKeys::derive(&kf.vault.to_bytes())?;
+    let keys = kf.realm_keys()?;
     let store = chatvault_vault::store::SqliteStore::open(&root.join("realm0/vault.sqlite3"))?;
     let chatvault_vault_core::AccountState::Registered {
         generation, sealed, ..
@@ -369,7 +369,7 @@ impl DemoVault {
         std::fs::create_dir_all(data_dir)?;
         let kf = KeyFile::load_or_create(data_dir)?;
         let issuer = kf.issuer.clone();
-        let realm = chatvault_threshold::RealmKeys::derive(&kf.vault.to_bytes())?;
+        let realm = kf.realm_keys()?;
         let settings = Settings::default();
         let vault = chatvault_vault_core::Vault::new(kf.vault, settings.vault);
         let identity = vault.server_identity().to_string();

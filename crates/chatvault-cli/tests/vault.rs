@@ -708,14 +708,10 @@ impl Mitm {
                     && request_line.contains("/register/start")
                     && rhead.starts_with("HTTP/1.1 200")
                 {
+                    // Name the pinned identity instead of the other vault's own; the other
+                    // vault's signature cannot verify under it.
                     let mut v: serde_json::Value = serde_json::from_slice(&rbody).unwrap();
-                    let mut r = chatvault_vault_core::api::b64_decode(
-                        v["response"].as_str().unwrap(),
-                        "response",
-                    )
-                    .unwrap();
-                    r[32..].copy_from_slice(&key);
-                    v["response"] = chatvault_vault_core::api::b64_encode(&r).into();
+                    v["server_identity"] = chatvault_vault_core::api::b64_encode(&key).into();
                     rbody = serde_json::to_vec(&v).unwrap();
                 }
                 let rhead: String = rhead

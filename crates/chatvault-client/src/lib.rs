@@ -98,7 +98,7 @@ pub enum Custody {
         vault: String,
         /// Account id at the vault.
         account: String,
-        /// The vault's OPAQUE server public key pinned at registration (base64).
+        /// The vault's Ed25519 identity key pinned at registration (base64url).
         server_key: String,
     },
     /// A threshold Backup Key Vault keeps the key behind the user's password: `threshold` of the

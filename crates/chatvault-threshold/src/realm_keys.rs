@@ -1,7 +1,9 @@
-//! A realm's long-term keys (PROTOCOL.md §13.1, §13.8), derived from its key file so that the
-//! key file format does not change: `HKDF-SHA256(ikm = key-file secret, info = label)` gives the
-//! Ed25519 **identity key** (its public key is the realm id clients pin) and the record-sealing
-//! key (XChaCha20-Poly1305, `AD = REALM_RECORD_AD || lp(account) || u64(generation)`).
+//! A realm's long-term keys (PROTOCOL.md §13.1, §13.8): the vault's Ed25519 **identity key**
+//! (PROTOCOL.md §3; its public key is the realm id clients pin, the same key single-vault clients
+//! pin) and a record-sealing key derived from the key file's secrets,
+//! `HKDF-SHA256(ikm = key-file secret, info = REALM_SEAL_KEY)` (XChaCha20-Poly1305,
+//! `AD = REALM_RECORD_AD || lp(account) || u64(generation)`), so the key-file format does not
+//! change. [`RealmKeys::derive`] (tests, fuzzing) derives the identity key from the secret too.
 
 use std::fmt;
 
@@ -95,7 +97,18 @@ pub(crate) fn verify_evaluation(
 }
 
 impl RealmKeys {
-    /// Derives the keys from the realm's key-file secret (at least 32 bytes of key material).
+    /// The realm keys of a vault: its Ed25519 identity key (the 32-byte seed) and the sealing
+    /// key derived from `key_material` (the key file's secrets, at least 32 bytes).
+    pub fn new(identity_seed: &[u8; 32], key_material: &[u8]) -> Result<Self> {
+        let derived = Self::derive(key_material)?;
+        Ok(Self {
+            identity: SigningKey::from_bytes(identity_seed),
+            seal: derived.seal,
+        })
+    }
+
+    /// Derives both keys from key material (at least 32 bytes): for tests and fuzzing, where
+    /// there is no vault identity key.
     pub fn derive(key_material: &[u8]) -> Result<Self> {
         if key_material.len() < 32 {
             return Err(Error::Malformed {

@@ -440,6 +440,7 @@ impl VaultClient {
         let response = Self::decode(&started.response, "registration response")?;
         let ticket = Self::decode(&started.ticket, "ticket")?;
         let signature = Self::decode(&started.signature, "registration signature")?;
+        let named = ServerIdentity::from_b64(&started.server_identity)?;
         let key = BackupKey::from_bytes(*backup_key);
         // PROTOCOL.md §4.1: the signature is checked against the pin before anything is sent.
         let out = client.finish(
@@ -449,6 +450,7 @@ impl VaultClient {
                 response: &response,
                 ticket: &ticket,
                 signature: &signature,
+                server_identity: named,
             },
             &key,
             self.ksf,
@@ -474,7 +476,7 @@ impl VaultClient {
                 binding,
             },
         )?;
-        let announced = ServerIdentity::from_b64(&finished.server_public_key)?;
+        let announced = ServerIdentity::from_b64(&finished.server_identity)?;
         if !announced.ct_matches(&out.server_identity) {
             return Err(Error::ServerKeyMismatch);
         }
@@ -516,6 +518,7 @@ impl VaultClient {
             ksf: started.ksf,
             suite: started.suite,
             record_version: started.record_version,
+            server_identity: ServerIdentity::from_b64(&started.server_identity)?,
         };
         let finished = match pinned {
             Some(p) => client
@@ -779,6 +782,7 @@ mod tests {
                     response: &st.response,
                     ticket: &st.ticket,
                     signature: &st.signature,
+                    server_identity: st.server_identity,
                 },
                 &BackupKey::from_bytes([1; 32]),
                 KsfParams::INSECURE_FOR_TESTS,
@@ -814,6 +818,7 @@ mod tests {
             ksf: s.ksf,
             suite: SUITE_ID,
             record_version: RECORD_VERSION,
+            server_identity: s.server_identity,
         };
         let (ke3, unwrapper) = rc
             .finish(&mut rng, b"pw", &s.ke2, params, &vault.server_identity())

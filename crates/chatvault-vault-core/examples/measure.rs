@@ -20,6 +20,7 @@ fn main() -> Result<()> {
             response: &started.response,
             ticket: &started.ticket,
             signature: &started.signature,
+            server_identity: started.server_identity,
         },
         &BackupKey::from_bytes([1; 32]),
         KsfParams::PRODUCTION,
@@ -75,6 +76,7 @@ fn main() -> Result<()> {
             ksf: s.ksf,
             suite: SUITE_ID,
             record_version: RECORD_VERSION,
+            server_identity: s.server_identity,
         },
         &pinned,
     )?;

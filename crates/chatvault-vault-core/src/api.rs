@@ -45,9 +45,11 @@ pub struct RegisterStartResponse {
     pub response: String,
     /// Sealed registration ticket.
     pub ticket: String,
-    /// Signature of the registration transcript with the server key, 64 bytes
+    /// Ed25519 signature of the registration transcript with the identity key, 64 bytes
     /// (PROTOCOL.md §4.1). The client checks it against its pin before uploading anything.
     pub signature: String,
+    /// The vault's Ed25519 identity public key, 32 bytes.
+    pub server_identity: String,
     /// Suite id (1).
     pub suite: u16,
     /// Record version (1).
@@ -78,8 +80,8 @@ pub struct RegisterFinishRequest {
 /// `register/finish` response.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct RegisterFinishResponse {
-    /// OPAQUE server public key, 32 bytes.
-    pub server_public_key: String,
+    /// The vault's Ed25519 identity public key, 32 bytes.
+    pub server_identity: String,
     /// Guess limit of the new record.
     pub max_attempts: u32,
     /// Generation of the new record.
@@ -99,6 +101,8 @@ pub struct RecoverStartRequest {
 pub struct RecoverStartResponse {
     /// KE2, 320 bytes.
     pub ke2: String,
+    /// The vault's Ed25519 identity public key, 32 bytes (the OPAQUE server identifier).
+    pub server_identity: String,
     /// Sealed login state to echo in `recover/finish`.
     pub state: String,
     /// Guesses left if this one is wrong.

@@ -18,10 +18,12 @@ use crate::types::{
     WRAPPED_KEY_LEN, WrappedKey,
 };
 
-fn identifiers(account: &AccountId) -> Identifiers<'_> {
+/// The OPAQUE identifiers (PROTOCOL.md §3): the account and the vault's identity key, so the
+/// envelope authenticates the identity a recovery pins.
+fn identifiers<'a>(account: &'a AccountId, identity: &'a ServerIdentity) -> Identifiers<'a> {
     Identifiers {
         client: Some(account.as_bytes()),
-        server: None,
+        server: Some(identity.as_bytes()),
     }
 }
 
@@ -75,8 +77,10 @@ pub struct RegistrationAnswer<'a> {
     pub response: &'a [u8],
     /// The sealed ticket (opaque to the client, but signed).
     pub ticket: &'a [u8],
-    /// Signature of the transcript with the server key (64 bytes, PROTOCOL.md §4.1).
+    /// Signature of the transcript with the identity key (64 bytes, PROTOCOL.md §4.1).
     pub signature: &'a [u8],
+    /// The identity key the vault names (checked against the pin, if any).
+    pub server_identity: ServerIdentity,
 }
 
 impl fmt::Debug for RegistrationClient {
@@ -91,7 +95,7 @@ pub struct RegistrationOutput {
     pub upload: Vec<u8>,
     /// The wrapped backup key (72 bytes).
     pub wrapped_key: WrappedKey,
-    /// The server public key seen during registration (pin it).
+    /// The vault identity the registration was signed by and bound to (pin it).
     pub server_identity: ServerIdentity,
 }
 
@@ -132,16 +136,7 @@ impl RegistrationClient {
     ) -> Result<RegistrationOutput> {
         ksf.validate_registration()?;
         let argon = ksf.argon2()?;
-        // RegistrationResponse = evaluated element[32] || server public key[32].
-        let named: [u8; 32] = answer
-            .response
-            .get(32..64)
-            .filter(|_| answer.response.len() == 64)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(Error::Malformed {
-                what: "registration response",
-            })?;
-        let named = ServerIdentity::from_bytes(named);
+        let named = answer.server_identity;
         let expected = pinned.copied().unwrap_or(named);
         if !expected.ct_matches(&named) {
             return Err(Error::ServerKeyMismatch);
@@ -168,22 +163,12 @@ impl RegistrationClient {
                 rng,
                 password,
                 response,
-                ClientRegistrationFinishParameters::new(identifiers(&self.account), Some(&argon)),
+                ClientRegistrationFinishParameters::new(
+                    identifiers(&self.account, &expected),
+                    Some(&argon),
+                ),
             )
             .map_err(|_| Error::Protocol("registration finish"))?;
-        let server_identity = ServerIdentity::from_bytes(
-            finished
-                .server_s_pk
-                .serialize()
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::Malformed {
-                    what: "server public key",
-                })?,
-        );
-        if !expected.ct_matches(&server_identity) {
-            return Err(Error::ServerKeyMismatch);
-        }
         let key = wrap_key(&finished.export_key);
         let wrapped = seal::xseal(
             rng,
@@ -194,7 +179,7 @@ impl RegistrationClient {
         Ok(RegistrationOutput {
             upload: finished.message.serialize().to_vec(),
             wrapped_key: WrappedKey::from_slice(&wrapped)?,
-            server_identity,
+            server_identity: expected,
         })
     }
 }
@@ -220,6 +205,9 @@ pub struct Ke2Params {
     pub suite: u16,
     /// Record version announced by the server.
     pub record_version: u16,
+    /// The identity the vault names (PROTOCOL.md §6.1): checked against the pin; with no pin, it
+    /// is authenticated by the envelope the password opens.
+    pub server_identity: ServerIdentity,
 }
 
 /// Holds the wrap key and the session keys between KE3 and the server's release. Zeroized on
@@ -330,11 +318,12 @@ impl RecoveryClient {
         Ok((ke3, unwrapper))
     }
 
-    /// Like [`RecoveryClient::finish`] for a device that has no pinned server key yet (a new
-    /// phone): returns the server key to pin from now on. This is safe because the OPAQUE
-    /// envelope, opened with the password, authenticates the server public key used at
-    /// registration (RFC 9807 §4.1.2, `CleartextCredentials`): a server that does not hold the
-    /// user's record fails here exactly like a wrong password (PROTOCOL.md §6.1).
+    /// Like [`RecoveryClient::finish`] for a device that has no pinned identity yet (a new
+    /// phone): returns the identity to pin from now on. This is safe because the OPAQUE
+    /// envelope, opened with the password, authenticates both the server public key and the
+    /// server identifier (the identity key) used at registration (RFC 9807 §4.1.2,
+    /// `CleartextCredentials`): a vault that does not hold the user's record, or that names
+    /// another identity, fails here exactly like a wrong password (PROTOCOL.md §6.1).
     pub fn finish_unpinned(
         self,
         rng: &mut impl rand_core::CryptoRngCore,
@@ -354,6 +343,10 @@ impl RecoveryClient {
         pinned: Option<&ServerIdentity>,
     ) -> Result<(Vec<u8>, Unwrapper, ServerIdentity)> {
         check_versions(params.suite, params.record_version)?;
+        let identity = params.server_identity;
+        if pinned.is_some_and(|p| !p.ct_matches(&identity)) {
+            return Err(Error::ServerKeyMismatch);
+        }
         params.ksf.validate_recovery()?;
         let argon = params.ksf.argon2()?;
         let ke2 = CredentialResponse::<Suite>::deserialize(ke2)
@@ -366,7 +359,7 @@ impl RecoveryClient {
                 ke2,
                 ClientLoginFinishParameters::new(
                     Some(labels::OPAQUE_CONTEXT),
-                    identifiers(&self.account),
+                    identifiers(&self.account, &identity),
                     Some(&argon),
                 ),
             )
@@ -374,19 +367,6 @@ impl RecoveryClient {
                 opaque_ke::errors::ProtocolError::InvalidLoginError => Error::WrongPassword,
                 _ => Error::Protocol("login finish"),
             })?;
-        let seen = ServerIdentity::from_bytes(
-            finished
-                .server_s_pk
-                .serialize()
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::Malformed {
-                    what: "server public key",
-                })?,
-        );
-        if pinned.is_some_and(|p| !p.ct_matches(&seen)) {
-            return Err(Error::ServerKeyMismatch);
-        }
         Ok((
             finished.message.serialize().to_vec(),
             Unwrapper {
@@ -394,7 +374,7 @@ impl RecoveryClient {
                 key: wrap_key(&finished.export_key),
                 session: SessionKeys::derive(&finished.session_key),
             },
-            seen,
+            identity,
         ))
     }
 }

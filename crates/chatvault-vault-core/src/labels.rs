@@ -22,10 +22,6 @@ pub const TICKET_AD: &[u8] = b"chatvault/v1/vault/registration-ticket";
 pub const PROOF_AD: &[u8] = b"chatvault/v1/vault/recovery-proof";
 /// Prefix of the signed registration transcript (PROTOCOL.md §4.1).
 pub const REG_TRANSCRIPT: &[u8] = b"chatvault/v1/vault/registration-transcript";
-/// Hash prefix of the Schnorr signature nonce (PROTOCOL.md §4.1).
-pub const SIG_NONCE: &[u8] = b"chatvault/v1/vault/signature-nonce";
-/// Hash prefix of the Schnorr signature challenge (PROTOCOL.md §4.1).
-pub const SIG_CHALLENGE: &[u8] = b"chatvault/v1/vault/signature-challenge";
 /// HKDF info of the release key derived from the OPAQUE session key (PROTOCOL.md §6.5).
 pub const RELEASE_KEY: &[u8] = b"chatvault/v1/vault/release-key";
 /// AD prefix of the sealed release (PROTOCOL.md §6.5).
@@ -45,7 +41,7 @@ mod tests {
 
     #[test]
     fn labels_golden_unchanged() {
-        let all: [(&str, &[u8]); 18] = [
+        let all: [(&str, &[u8]); 16] = [
             ("wrap-key", WRAP_KEY_INFO),
             ("wrap-ad", WRAP_AD),
             ("context", OPAQUE_CONTEXT),
@@ -58,8 +54,6 @@ mod tests {
             ("audience", TOKEN_AUDIENCE.as_bytes()),
             ("magic", KEY_FILE_MAGIC),
             ("transcript", REG_TRANSCRIPT),
-            ("sig-nonce", SIG_NONCE),
-            ("sig-challenge", SIG_CHALLENGE),
             ("release-key", RELEASE_KEY),
             ("release", RELEASE_AD),
             ("binding", PROOF_BINDING),
@@ -83,8 +77,6 @@ mod tests {
              audience=chatvault-vault\n\
              magic=CVVKEY\n\
              transcript=chatvault/v1/vault/registration-transcript\n\
-             sig-nonce=chatvault/v1/vault/signature-nonce\n\
-             sig-challenge=chatvault/v1/vault/signature-challenge\n\
              release-key=chatvault/v1/vault/release-key\n\
              release=chatvault/v1/vault/release\n\
              binding=chatvault/v1/vault/proof-binding\n\

@@ -30,6 +30,7 @@
 //!     response: &started.response,
 //!     ticket: &started.ticket,
 //!     signature: &started.signature,
+//!     server_identity: started.server_identity,
 //! };
 //! let out = reg.finish(&mut rng, b"pw", answer, &key, KsfParams::MIN_REGISTRATION,
 //!                      Some(&pinned))?;

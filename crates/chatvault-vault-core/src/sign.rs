@@ -1,41 +1,24 @@
-//! Schnorr signatures over ristretto255 with the vault's OPAQUE server key (PROTOCOL.md §4.1).
+//! The vault's identity signatures (PROTOCOL.md §3, §4.1): Ed25519 (RFC 8032) with
+//! `ed25519-dalek`, under an identity key of its own, separate from the OPAQUE keys.
 //!
 //! The vault proves that it holds the private key of the pinned [`ServerIdentity`] by signing
-//! the registration transcript with it, so a client can check who it is talking to **before** it
-//! uploads its envelope (which, with the OPRF key of whoever answered, allows an offline
-//! dictionary attack). The same scalar is the 3DH static key of OPAQUE; the signature is domain
-//! separated by its own labels (as XEdDSA reuses an X25519 key for signatures).
+//! the registration transcript, so a client can check who it is talking to **before** it uploads
+//! its envelope (which, with the OPRF key of whoever answered, allows an offline dictionary
+//! attack). The identity is also the OPAQUE server identifier (RFC 9807 §4.1.2,
+//! `CleartextCredentials.server_identity`), so the envelope a password opens authenticates it on
+//! recovery: a new phone learns the identity to pin from a recovery that succeeded.
 //!
-//! ```text
-//! k = Scalar(SHA-512(SIG_NONCE || sk || rand[32] || msg))        # hedged deterministic nonce
-//! R = k·B
-//! c = Scalar(SHA-512(SIG_CHALLENGE || R || pk || msg))
-//! s = k + c·sk
-//! signature = R[32] || s[32]                                     # s canonical
-//! verify: s canonical, R and pk decode, s·B == R + c·pk
-//! ```
+//! Verification is `verify_strict` (canonical `s`, no small-order `R` or key).
 
-use curve25519_dalek::constants::RISTRETTO_BASEPOINT_TABLE;
-use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
-use curve25519_dalek::scalar::Scalar;
-use sha2::{Digest, Sha512};
-use zeroize::Zeroizing;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 use crate::error::{Error, Result};
 use crate::labels;
 use crate::seal;
 use crate::types::{AccountId, ServerIdentity};
 
-/// Size of a signature: `R[32] || s[32]`.
+/// Size of a signature (Ed25519: `R[32] || s[32]`).
 pub const SIGNATURE_LEN: usize = 64;
-
-fn hash_scalar(parts: &[&[u8]]) -> Scalar {
-    let mut h = Sha512::new();
-    for p in parts {
-        h.update(p);
-    }
-    Scalar::from_bytes_mod_order_wide(&h.finalize().into())
-}
 
 /// The signed registration transcript (PROTOCOL.md §4.1):
 /// `REG_TRANSCRIPT || lp(account) || lp(request) || lp(response) || lp(ticket)`.
@@ -53,68 +36,37 @@ pub fn registration_transcript(
     m
 }
 
-/// Signs `msg` with the scalar `sk` (canonical little-endian bytes) whose public key is `pk`.
-pub(crate) fn sign(
-    rng: &mut impl rand_core::CryptoRngCore,
-    sk: &[u8; 32],
-    pk: &ServerIdentity,
-    msg: &[u8],
-) -> [u8; SIGNATURE_LEN] {
-    let x = Zeroizing::new(Scalar::from_bytes_mod_order(*sk));
-    let mut hedge = Zeroizing::new([0u8; 32]);
-    rng.fill_bytes(&mut hedge[..]);
-    let k = Zeroizing::new(hash_scalar(&[labels::SIG_NONCE, sk, &hedge[..], msg]));
-    let r = (&*k * RISTRETTO_BASEPOINT_TABLE).compress();
-    let c = hash_scalar(&[labels::SIG_CHALLENGE, r.as_bytes(), pk.as_bytes(), msg]);
-    let s = *k + c * *x;
-    let mut out = [0u8; SIGNATURE_LEN];
-    out[..32].copy_from_slice(r.as_bytes());
-    out[32..].copy_from_slice(s.as_bytes());
-    out
+/// Signs `msg` with the identity key (deterministic Ed25519).
+pub(crate) fn sign(identity: &SigningKey, msg: &[u8]) -> [u8; SIGNATURE_LEN] {
+    identity.sign(msg).to_bytes()
 }
 
-/// Verifies a signature made by [`sign`] under `pk`. Any failure is
-/// [`Error::ServerKeyMismatch`]: whoever signed does not hold the key the client expects.
+/// Verifies an identity signature under `pk`. Any failure is [`Error::ServerKeyMismatch`]:
+/// whoever signed does not hold the key the client expects; a signature of the wrong length is
+/// [`Error::Malformed`].
 pub fn verify(pk: &ServerIdentity, msg: &[u8], signature: &[u8]) -> Result<()> {
     let sig: &[u8; SIGNATURE_LEN] = signature.try_into().map_err(|_| Error::Malformed {
         what: "registration signature",
     })?;
-    let r_bytes: [u8; 32] = sig[..32].try_into().expect("32 bytes");
-    let s_bytes: [u8; 32] = sig[32..].try_into().expect("32 bytes");
-    let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))
-        .ok_or(Error::ServerKeyMismatch)?;
-    let r = CompressedRistretto(r_bytes)
-        .decompress()
-        .ok_or(Error::ServerKeyMismatch)?;
-    let a: RistrettoPoint = CompressedRistretto(*pk.as_bytes())
-        .decompress()
-        .ok_or(Error::ServerKeyMismatch)?;
-    let c = hash_scalar(&[labels::SIG_CHALLENGE, &r_bytes, pk.as_bytes(), msg]);
-    // s·B − c·A must equal R.
-    let check = RistrettoPoint::vartime_double_scalar_mul_basepoint(&-c, &a, &s);
-    if check.compress() == r.compress() {
-        Ok(())
-    } else {
-        Err(Error::ServerKeyMismatch)
-    }
+    let key = VerifyingKey::from_bytes(pk.as_bytes()).map_err(|_| Error::ServerKeyMismatch)?;
+    key.verify_strict(msg, &Signature::from_bytes(sig))
+        .map_err(|_| Error::ServerKeyMismatch)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng as _;
 
-    fn keypair(seed: u8) -> ([u8; 32], ServerIdentity) {
-        let sk = Scalar::from_bytes_mod_order([seed; 32]);
-        let pk = (&sk * RISTRETTO_BASEPOINT_TABLE).compress();
-        (sk.to_bytes(), ServerIdentity::from_bytes(pk.to_bytes()))
+    fn keypair(seed: u8) -> (SigningKey, ServerIdentity) {
+        let sk = SigningKey::from_bytes(&[seed; 32]);
+        let pk = ServerIdentity::from_bytes(sk.verifying_key().to_bytes());
+        (sk, pk)
     }
 
     #[test]
     fn sign_verify_round_trip_and_every_flipped_bit_rejected() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let (sk, pk) = keypair(3);
-        let sig = sign(&mut rng, &sk, &pk, b"transcript");
+        let sig = sign(&sk, b"transcript");
         verify(&pk, b"transcript", &sig).unwrap();
         assert_eq!(
             verify(&pk, b"transcripT", &sig),
@@ -125,19 +77,26 @@ mod tests {
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(verify(&pk, b"transcript", &bad).is_err(), "bit {bit}");
         }
-        assert!(verify(&pk, b"transcript", &sig[..63]).is_err());
+        assert!(matches!(
+            verify(&pk, b"transcript", &sig[..63]),
+            Err(Error::Malformed { .. })
+        ));
     }
 
     #[test]
     fn verify_under_another_key_rejected() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
         let (sk, pk) = keypair(3);
         let (_, other) = keypair(4);
-        let sig = sign(&mut rng, &sk, &pk, b"m");
+        let sig = sign(&sk, b"m");
         assert_eq!(verify(&other, b"m", &sig), Err(Error::ServerKeyMismatch));
-        // A signature made with another key but claiming the pinned public key fails too.
+        // A signature made with another key but presented for the pinned key fails too.
         let (sk2, _) = keypair(5);
-        let forged = sign(&mut rng, &sk2, &pk, b"m");
-        assert_eq!(verify(&pk, b"m", &forged), Err(Error::ServerKeyMismatch));
+        assert_eq!(
+            verify(&pk, b"m", &sign(&sk2, b"m")),
+            Err(Error::ServerKeyMismatch)
+        );
+        // A key that is not a curve point is a mismatch, not a panic.
+        let junk = ServerIdentity::from_bytes([0xff; 32]);
+        assert_eq!(verify(&junk, b"m", &sig), Err(Error::ServerKeyMismatch));
     }
 }

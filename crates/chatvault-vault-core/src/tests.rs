@@ -37,6 +37,7 @@ fn answer(started: &RegistrationStarted) -> RegistrationAnswer<'_> {
         response: &started.response,
         ticket: &started.ticket,
         signature: &started.signature,
+        server_identity: started.server_identity,
     }
 }
 
@@ -185,6 +186,7 @@ impl Model {
             ksf: started.server.ksf,
             suite: SUITE_ID,
             record_version: RECORD_VERSION,
+            server_identity: started.server.server_identity,
         };
         let (ke3, unwrapper) =
             started
@@ -494,6 +496,44 @@ fn recover_wrong_server_key_mismatch() {
 }
 
 #[test]
+fn the_envelope_binds_the_identity_a_new_phone_pins() {
+    let mut m = Model::new();
+    let pinned = m.register("alice", PW, None).unwrap();
+    // A vault naming another identity (the real KE2 relayed, the name swapped) is refused with a
+    // pin, and without one the envelope does not open: only the registered identity can be pinned.
+    let other = ServerIdentity::from_bytes(
+        ed25519_dalek::SigningKey::from_bytes(&[4; 32])
+            .verifying_key()
+            .to_bytes(),
+    );
+    let mut s = m.recover_start("alice", PW).unwrap();
+    s.server.server_identity = other;
+    assert_eq!(
+        m.client_finish("alice", s, PW, &pinned).err(),
+        Some(Error::ServerKeyMismatch)
+    );
+    let s = m.recover_start("alice", PW).unwrap();
+    let mut params = Ke2Params {
+        ksf: s.server.ksf,
+        suite: SUITE_ID,
+        record_version: RECORD_VERSION,
+        server_identity: other,
+    };
+    let err = s
+        .client
+        .finish_unpinned(&mut m.rng, PW, &s.server.ke2, params)
+        .err();
+    assert_eq!(err, Some(Error::WrongPassword));
+    let s = m.recover_start("alice", PW).unwrap();
+    params.server_identity = s.server.server_identity;
+    let (_, _, seen) = s
+        .client
+        .finish_unpinned(&mut m.rng, PW, &s.server.ke2, params)
+        .unwrap();
+    assert!(seen.ct_matches(&pinned));
+}
+
+#[test]
 fn recover_different_ksf_params_wrong_password() {
     let mut m = Model::new();
     let pinned = m.register("alice", PW, None).unwrap();
@@ -514,6 +554,7 @@ fn recover_unsupported_suite_rejected() {
         ksf: s.server.ksf,
         suite: 2,
         record_version: 1,
+        server_identity: s.server.server_identity,
     };
     let err = s
         .client

@@ -174,7 +174,7 @@ impl KsfParams {
     }
 }
 
-/// The vault's OPAQUE server public key (32 bytes): the identity clients pin (PROTOCOL.md §3).
+/// The vault's Ed25519 identity public key (32 bytes): the identity clients pin (PROTOCOL.md §3).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ServerIdentity([u8; 32]);
 

@@ -5,6 +5,7 @@
 
 use core::fmt;
 
+use ed25519_dalek::SigningKey;
 use opaque_ke::{
     CredentialFinalization, CredentialRequest, Identifiers, RegistrationRequest,
     RegistrationUpload, ServerLogin, ServerLoginParameters, ServerRegistration, ServerSetup,
@@ -33,6 +34,9 @@ pub struct VaultKeys {
     setup: ServerSetup<Suite>,
     record_key: Key32,
     state_key: Key32,
+    /// Ed25519 identity key (PROTOCOL.md §3): signs registrations and is the OPAQUE server
+    /// identifier. Zeroized on drop by `ed25519-dalek`.
+    identity: SigningKey,
 }
 
 impl fmt::Debug for VaultKeys {
@@ -46,8 +50,9 @@ impl fmt::Debug for VaultKeys {
 }
 
 impl VaultKeys {
-    /// Serialized size: `server_setup[128] || record_key[32] || state_key[32]`.
-    pub const SERIALIZED_LEN: usize = SERVER_SETUP_LEN + 64;
+    /// Serialized size: `server_setup[128] || record_key[32] || state_key[32] ||
+    /// identity_key[32]`.
+    pub const SERIALIZED_LEN: usize = SERVER_SETUP_LEN + 96;
 
     /// Fresh random keys.
     pub fn generate(rng: &mut impl rand_core::CryptoRngCore) -> Self {
@@ -55,6 +60,7 @@ impl VaultKeys {
             setup: ServerSetup::<Suite>::new(rng),
             record_key: Key32::generate(rng),
             state_key: Key32::generate(rng),
+            identity: SigningKey::generate(rng),
         }
     }
 
@@ -64,6 +70,7 @@ impl VaultKeys {
         out.extend_from_slice(&self.setup.serialize());
         out.extend_from_slice(self.record_key.expose_secret());
         out.extend_from_slice(self.state_key.expose_secret());
+        out.extend_from_slice(self.identity.as_bytes());
         out
     }
 
@@ -80,17 +87,13 @@ impl VaultKeys {
             setup,
             record_key: Key32::from_bytes(r.array()?),
             state_key: Key32::from_bytes(r.array()?),
+            identity: SigningKey::from_bytes(&Zeroizing::new(r.array()?)),
         })
     }
 
-    /// The OPAQUE server public key clients pin.
+    /// The Ed25519 identity public key clients pin (PROTOCOL.md §3).
     pub fn server_identity(&self) -> ServerIdentity {
-        let pk = self.setup.keypair().public().serialize();
-        ServerIdentity::from_bytes(
-            pk.as_slice()
-                .try_into()
-                .expect("ristretto255 key is 32 bytes"),
-        )
+        ServerIdentity::from_bytes(self.identity.verifying_key().to_bytes())
     }
 }
 
@@ -121,8 +124,10 @@ pub struct RegistrationStarted {
     pub response: Vec<u8>,
     /// Sealed registration ticket to echo in `register/finish`.
     pub ticket: Vec<u8>,
-    /// Schnorr signature of the registration transcript with the server key (PROTOCOL.md §4.1).
+    /// Ed25519 signature of the registration transcript with the identity key (PROTOCOL.md §4.1).
     pub signature: [u8; sign::SIGNATURE_LEN],
+    /// The identity that signed (sent along so a first registration can pin it).
+    pub server_identity: ServerIdentity,
 }
 
 /// Contents of `register/finish`.
@@ -164,6 +169,8 @@ pub struct RecoverStarted {
     pub attempts_left: u32,
     /// KSF parameters for the client.
     pub ksf: KsfParams,
+    /// The vault's identity (the OPAQUE server identifier of this login).
+    pub server_identity: ServerIdentity,
 }
 
 /// An opened login state (PROTOCOL.md §7).
@@ -176,6 +183,8 @@ pub struct LoginState {
     /// Expiry (unix seconds).
     pub expires_at: u64,
     server_login: Zeroizing<[u8; SERVER_LOGIN_LEN]>,
+    /// The identity of the vault that opened the state (the OPAQUE server identifier).
+    identity: ServerIdentity,
 }
 
 impl fmt::Debug for LoginState {
@@ -202,7 +211,8 @@ impl LoginState {
             })?;
         let ke3 = CredentialFinalization::<Suite>::deserialize(ke3)
             .map_err(|_| Error::Malformed { what: "KE3" })?;
-        let result = server_login.finish(ke3, login_params(account));
+        let identity = self.identity;
+        let result = server_login.finish(ke3, login_params(account, &identity));
         match result {
             Ok(finished) if !self.dummy => Ok(SessionKeys::derive(&finished.session_key)),
             _ => Err(Error::AuthenticationFailed),
@@ -210,12 +220,17 @@ impl LoginState {
     }
 }
 
-pub(crate) fn login_params(account: &AccountId) -> ServerLoginParameters<'_, '_> {
+/// OPAQUE parameters of a login: the account is the client identifier, the vault's identity key
+/// the server identifier (PROTOCOL.md §3), so the envelope authenticates both.
+pub(crate) fn login_params<'a>(
+    account: &'a AccountId,
+    identity: &'a ServerIdentity,
+) -> ServerLoginParameters<'a, 'a> {
     ServerLoginParameters {
         context: Some(labels::OPAQUE_CONTEXT),
         identifiers: Identifiers {
             client: Some(account.as_bytes()),
-            server: None,
+            server: Some(identity.as_bytes()),
         },
     }
 }
@@ -254,7 +269,7 @@ impl Vault {
         &self.config
     }
 
-    /// The OPAQUE server public key clients pin.
+    /// The identity public key clients pin.
     pub fn server_identity(&self) -> ServerIdentity {
         self.keys.server_identity()
     }
@@ -292,19 +307,15 @@ impl Vault {
             &pt,
         );
         let response = response.message.serialize().to_vec();
-        let sk = Zeroizing::new(<[u8; 32]>::from(
-            self.keys.setup.keypair().private().serialize(),
-        ));
         let signature = sign::sign(
-            rng,
-            &sk,
-            &self.server_identity(),
+            &self.keys.identity,
             &sign::registration_transcript(account, request_bytes, &response, &ticket),
         );
         Ok(RegistrationStarted {
             response,
             ticket,
             signature,
+            server_identity: self.server_identity(),
         })
     }
 
@@ -440,13 +451,14 @@ impl Vault {
             ),
         };
         let dummy = password_file.is_none();
+        let identity = self.server_identity();
         let started = ServerLogin::start(
             rng,
             &self.keys.setup,
             password_file,
             request,
             &credential_id(account, &nonce),
-            login_params(account),
+            login_params(account, &identity),
         )
         .map_err(|_| Error::Protocol("login start"))?;
         let mut pt = Zeroizing::new(Vec::with_capacity(LOGIN_STATE_PT_LEN));
@@ -467,6 +479,7 @@ impl Vault {
             state,
             attempts_left,
             ksf,
+            server_identity: identity,
         })
     }
 
@@ -502,6 +515,7 @@ impl Vault {
             guess_seq: r.u64()?,
             expires_at: r.u64()?,
             server_login: Zeroizing::new(r.array()?),
+            identity: self.server_identity(),
         };
         if now >= state.expires_at {
             return Err(Error::Expired { what: WHAT });

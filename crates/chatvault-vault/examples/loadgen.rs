@@ -110,6 +110,7 @@ fn recover(
                 ksf: started.ksf,
                 suite: started.suite,
                 record_version: started.record_version,
+                server_identity: ServerIdentity::from_b64(&started.server_identity).unwrap(),
             },
             pinned,
         )

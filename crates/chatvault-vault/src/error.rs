@@ -33,6 +33,9 @@ pub enum Error {
     /// SQLite failed.
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A SQLite transaction did not commit; none of its operations took effect.
+    #[error("SQLite: the transaction did not commit: {0}")]
+    Commit(String),
     /// PostgreSQL failed.
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] tokio_postgres::Error),

@@ -315,6 +315,7 @@ async fn register_start<S: Store>(
         response: b64_encode(&started.response),
         ticket: b64_encode(&started.ticket),
         signature: b64_encode(&started.signature),
+        server_identity: b64_encode(st.vault.server_identity().as_bytes()),
         suite: SUITE_ID,
         record_version: RECORD_VERSION,
     }))
@@ -376,7 +377,7 @@ async fn register_finish<S: Store>(
     st.metrics.records_registered.inc();
     tracing::info!(account = %account, generation = new.generation, "record registered");
     Ok(Json(api::RegisterFinishResponse {
-        server_public_key: b64_encode(st.vault.server_identity().as_bytes()),
+        server_identity: b64_encode(st.vault.server_identity().as_bytes()),
         max_attempts: new.counter.max_attempts,
         generation: new.generation,
     }))
@@ -462,6 +463,7 @@ async fn recover_start<S: Store>(
         };
         return Ok(Json(api::RecoverStartResponse {
             ke2: b64_encode(&started.ke2),
+            server_identity: b64_encode(st.vault.server_identity().as_bytes()),
             state: b64_encode(&started.state),
             attempts_left: started.attempts_left,
             ksf: started.ksf,

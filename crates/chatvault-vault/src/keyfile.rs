@@ -15,8 +15,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
-/// Key file format version.
-pub const KEY_FILE_VERSION: u16 = 1;
+/// Key file format version. Version 2 added the Ed25519 identity key (PROTOCOL.md §3).
+pub const KEY_FILE_VERSION: u16 = 2;
 const KEY_FILE_LEN: usize = 6 + 2 + VaultKeys::SERIALIZED_LEN + 32;
 
 /// The contents of `vault.key`.
@@ -52,6 +52,26 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 impl KeyFile {
+    /// The threshold realm keys of this vault (PROTOCOL.md §13.1): the vault's Ed25519 identity
+    /// key (so the realm id is the server identity single-vault clients pin) and a sealing key
+    /// derived from the key file's secrets.
+    pub fn realm_keys(&self) -> Result<chatvault_threshold::RealmKeys> {
+        let bytes = self.vault.to_bytes();
+        // `VaultKeys::to_bytes` ends with the 32-byte identity seed (PROTOCOL.md §3); the test
+        // below checks the derived realm id is the server identity.
+        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
+            bytes[bytes.len() - 32..]
+                .try_into()
+                .expect("VaultKeys serialization ends with the identity seed"),
+        );
+        chatvault_threshold::RealmKeys::new(&seed, &bytes).map_err(|e| Error::KeyFile {
+            path: "vault.key".into(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl KeyFile {
     /// Serializes (secret!).
     fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(KEY_FILE_LEN));
@@ -71,6 +91,16 @@ impl KeyFile {
             return Err(bad("not a chatvault vault key file"));
         }
         let version = u16::from_be_bytes([bytes[6], bytes[7]]);
+        if version == 1 {
+            // Version 1 vaults had no identity key; their records were registered with no OPAQUE
+            // server identifier and cannot be recovered by clients of protocol 2. Refuse rather
+            // than answer logins that would fail and burn the users' guesses.
+            return Err(bad(
+                "version 1 (no identity key): its records cannot be recovered with this version; \
+                 keep this data directory for the old release and start this one on a new one \
+                 (users re-register with their backup key: `chatvault key to-password`)",
+            ));
+        }
         if version != KEY_FILE_VERSION {
             return Err(bad(&format!("unsupported version {version}")));
         }
@@ -170,6 +200,16 @@ mod tests {
     }
 
     #[test]
+    fn realm_id_is_the_server_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let kf = KeyFile::load_or_create(dir.path()).unwrap();
+        assert_eq!(
+            kf.realm_keys().unwrap().realm_id().0,
+            *kf.vault.server_identity().as_bytes()
+        );
+    }
+
+    #[test]
     fn load_corrupted_key_file_rejected() {
         let dir = tempfile::tempdir().unwrap();
         KeyFile::load_or_create(dir.path()).unwrap();
@@ -179,5 +219,22 @@ mod tests {
         fs::write(&p, &bytes).unwrap();
         let err = KeyFile::load_or_create(dir.path()).unwrap_err().to_string();
         assert!(err.contains("unsupported version 9"), "{err}");
+    }
+
+    #[test]
+    fn version_1_key_file_refused_with_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = key_path(dir.path());
+        // A version-1 file: magic, version 1, setup + record key + state key + issuer key.
+        let mut v1 = KEY_FILE_MAGIC.to_vec();
+        v1.extend_from_slice(&1u16.to_be_bytes());
+        v1.extend_from_slice(&[0u8; 128 + 64 + 32]);
+        fs::write(&p, &v1).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        let err = KeyFile::load_or_create(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("version 1 (no identity key)"), "{err}");
+        assert!(err.contains("new one"), "{err}");
+        // The old file is left as it was.
+        assert_eq!(fs::read(&p).unwrap(), v1);
     }
 }

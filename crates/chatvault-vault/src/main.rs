@@ -173,7 +173,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
         _ => None,
     };
-    let realm = chatvault_threshold::RealmKeys::derive(&kf.vault.to_bytes())
+    let realm = kf
+        .realm_keys()
         .context("deriving the threshold realm keys")?;
     let vault = Vault::new(kf.vault, settings.vault);
     let identity = vault.server_identity();
@@ -248,7 +249,7 @@ async fn start<S: Store>(
         )
         .with_realm(realm),
     );
-    tracing::info!(server_identity = %identity, "vault OPAQUE server public key");
+    tracing::info!(server_identity = %identity, "vault identity key (pin this)");
     if let Some(tls) = &tls {
         let tls = tls.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

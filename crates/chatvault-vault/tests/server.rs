@@ -226,6 +226,7 @@ fn raw_recover(
                 ksf: started.ksf,
                 suite: started.suite,
                 record_version: started.record_version,
+                server_identity: ServerIdentity::from_b64(&started.server_identity).unwrap(),
             },
             pinned,
         )
@@ -1354,6 +1355,7 @@ fn prepare_finish(
                 ksf: started.ksf,
                 suite: started.suite,
                 record_version: started.record_version,
+                server_identity: ServerIdentity::from_b64(&started.server_identity).unwrap(),
             },
             pinned,
         )

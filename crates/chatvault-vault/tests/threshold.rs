@@ -18,7 +18,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use chatvault_threshold::{B64, RealmKeys};
+use chatvault_threshold::B64;
 use chatvault_vault::keyfile::KeyFile;
 use chatvault_vault::token;
 use chatvault_vault_client::{Error, KsfParams, RealmEndpoint, SecretString, ThresholdClient};
@@ -437,8 +437,10 @@ fn one_realm_dump_cannot_check_a_password() {
     // The attacker copies realm 1's data directory: key file and SQLite database.
     let realm = &cl.realms[0];
     let kf = KeyFile::load_or_create(&realm.dir).unwrap();
-    let keys = RealmKeys::derive(&kf.vault.to_bytes()).unwrap();
+    let keys = kf.realm_keys().unwrap();
     assert_eq!(Some(keys.realm_id()), reg.realm_ids[0]);
+    // The realm id is the vault's identity key, the one single-vault clients pin.
+    assert_eq!(keys.realm_id().0, *kf.vault.server_identity().as_bytes());
     let c = rusqlite::Connection::open(realm.dir.join("vault.sqlite3")).unwrap();
     let (generation, sealed): (i64, Vec<u8>) = c
         .query_row(

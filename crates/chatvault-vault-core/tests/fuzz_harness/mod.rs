@@ -145,6 +145,7 @@ fn build_fixture() -> Fixture {
                 response: &started.response,
                 ticket: &started.ticket,
                 signature: &started.signature,
+                server_identity: started.server_identity,
             },
             &BackupKey::from_bytes(FUZZ_BACKUP_KEY),
             KsfParams::INSECURE_FOR_TESTS,
@@ -188,7 +189,7 @@ fn build_fixture() -> Fixture {
             &mut client_rng(),
             FUZZ_PASSWORD,
             &rs.ke2,
-            ke2_params(rs.ksf),
+            ke2_params(rs.ksf, identity),
             &identity,
         )
         .unwrap();
@@ -231,11 +232,12 @@ fn build_fixture() -> Fixture {
     }
 }
 
-fn ke2_params(ksf: KsfParams) -> Ke2Params {
+fn ke2_params(ksf: KsfParams, server_identity: ServerIdentity) -> Ke2Params {
     Ke2Params {
         ksf,
         suite: SUITE_ID,
         record_version: RECORD_VERSION,
+        server_identity,
     }
 }
 
@@ -879,7 +881,7 @@ pub fn vault_opaque(data: &[u8]) {
                 &mut client_rng(),
                 FUZZ_PASSWORD,
                 msg,
-                ke2_params(KsfParams::INSECURE_FOR_TESTS),
+                ke2_params(KsfParams::INSECURE_FOR_TESTS, f.identity),
                 &f.identity,
             ) {
                 // Only the server that holds the record can answer so that the client accepts,
@@ -911,6 +913,7 @@ pub fn vault_opaque(data: &[u8]) {
                     response: msg,
                     ticket: &f.ticket,
                     signature: &f.signature,
+                    server_identity: f.identity,
                 },
                 &BackupKey::from_bytes(FUZZ_BACKUP_KEY),
                 KsfParams::INSECURE_FOR_TESTS,
@@ -933,7 +936,7 @@ pub fn vault_opaque(data: &[u8]) {
                     &mut client_rng(),
                     FUZZ_PASSWORD,
                     &f.ke2,
-                    ke2_params(KsfParams::INSECURE_FOR_TESTS),
+                    ke2_params(KsfParams::INSECURE_FOR_TESTS, f.identity),
                     &f.identity,
                 )
                 .unwrap();

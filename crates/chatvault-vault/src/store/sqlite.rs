@@ -1,10 +1,18 @@
 //! SQLite store (default): WAL, `synchronous = FULL` (a counted guess survives power loss),
-//! `secure_delete = ON` (erased records are zeroed in the file), one
-//! connection per process, blocking calls on tokio's blocking pool. Several processes may share
-//! one database file; SQLite serializes writers and each method is one statement.
+//! `secure_delete = ON` (erased records are zeroed in the file). Several processes may share one
+//! database file; SQLite serializes writers.
+//!
+//! **Group commit.** One connection per process, owned by a dedicated database thread. Requests
+//! queue their operation; the thread takes everything queued (up to [`MAX_BATCH`]), runs each
+//! operation inside its own savepoint of one `BEGIN IMMEDIATE` transaction, commits once, and only
+//! then answers each request. So an answer (a KE2 after a counted guess) still leaves only after
+//! its write is durable, but concurrent requests share one fsync instead of paying one each, and
+//! no request thread waits on a connection mutex. An operation that fails is rolled back to its
+//! savepoint alone; a failed commit fails every operation of the batch.
 
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use chatvault_vault_core::{AccountId, AccountState, GuessCounter, NewRecord};
@@ -20,8 +28,96 @@ use crate::error::{Error, Result};
 /// sealed record do not outlive the change in `vault.sqlite3-wal` (`secure_delete` zeroes freed
 /// content only in the database file). Best effort: a reader in another process can keep the
 /// checkpoint from completing; the next one finishes the job.
-fn erase_wal(c: &Connection) {
-    let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+///
+/// A checkpoint cannot run inside the batch's transaction: operations ask for one with this, and
+/// the database thread runs it after the commit.
+fn erase_wal(_: &Connection) {
+    ERASE_WAL_AFTER_COMMIT.with(|e| e.set(true));
+}
+
+thread_local! {
+    /// Set by [`erase_wal`] on the database thread; read after each commit.
+    static ERASE_WAL_AFTER_COMMIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Most operations committed together.
+pub const MAX_BATCH: usize = 256;
+
+/// One queued operation: runs on the database thread, answers after the commit.
+trait Job: Send {
+    /// Runs the operation inside its savepoint.
+    fn run(&mut self, c: &Connection);
+    /// Answers the request: the operation's result if the batch committed, else `failed`.
+    fn finish(self: Box<Self>, failed: Option<&str>);
+}
+
+struct Op<T, F> {
+    f: Option<F>,
+    result: Option<rusqlite::Result<T>>,
+    reply: tokio::sync::oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for Op<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
+{
+    fn run(&mut self, c: &Connection) {
+        let Some(f) = self.f.take() else { return };
+        if let Err(e) = c.execute_batch("SAVEPOINT op") {
+            self.result = Some(Err(e));
+            return;
+        }
+        // A panicking operation is rolled back alone and answered `Task`; the thread lives on.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(c))) {
+            Ok(Ok(v)) => self.result = Some(c.execute_batch("RELEASE op").map(|()| v)),
+            Ok(Err(e)) => {
+                let _ = c.execute_batch("ROLLBACK TO op; RELEASE op");
+                self.result = Some(Err(e));
+            }
+            Err(_) => {
+                let _ = c.execute_batch("ROLLBACK TO op; RELEASE op");
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>, failed: Option<&str>) {
+        let answer = match (failed, self.result) {
+            (Some(why), _) => Err(Error::Commit(why.to_owned())),
+            (None, Some(r)) => r.map_err(Error::from),
+            (None, None) => Err(Error::Task),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The database thread: batches, commits, answers. Ends when every store handle is dropped.
+fn database_thread(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let why = e.to_string();
+            batch.into_iter().for_each(|j| j.finish(Some(&why)));
+            continue;
+        }
+        for job in &mut batch {
+            job.run(&conn);
+        }
+        let failed = conn.execute_batch("COMMIT").err().map(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        if ERASE_WAL_AFTER_COMMIT.with(|e| e.replace(false)) && failed.is_none() {
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+        batch.into_iter().for_each(|j| j.finish(failed.as_deref()));
+    }
 }
 
 /// Creates the database file with mode 0600 (before SQLite does, with the umask), and tightens
@@ -53,7 +149,7 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -130,22 +226,30 @@ impl SqliteStore {
                 supported: SCHEMA_VERSION,
             });
         }
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let (jobs, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("vault-sqlite".into())
+            .spawn(move || database_thread(conn, rx))
+            .map_err(|source| Error::Io {
+                what: "starting the database thread".into(),
+                source,
+            })?;
+        Ok(Self { jobs })
     }
 
+    /// Runs `f` on the database thread in the next batch; answers once that batch committed.
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let guard = conn.lock().map_err(|_| Error::Task)?;
-            f(&guard).map_err(Error::from)
-        })
-        .await
-        .map_err(|_| Error::Task)?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let op: Box<dyn Job> = Box::new(Op {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        self.jobs.send(op).map_err(|_| Error::Task)?;
+        answer.await.map_err(|_| Error::Task)?
     }
 }
 
@@ -385,44 +489,31 @@ impl Store for SqliteStore {
     ) -> Result<CommitmentWrite> {
         let account = account.as_str().to_owned();
         let blob = commitment.to_vec();
-        // One connection per process and the immediate transaction make the update and the read
-        // that explains a miss atomic; across processes SQLite serializes the writers.
+        // The batch's immediate transaction makes the update and the read that explains a miss
+        // atomic; across processes SQLite serializes the writers.
         let outcome = self
             .with(move |c| {
-                c.execute_batch("BEGIN IMMEDIATE")?;
-                let result = (|| {
-                    let n = c.execute(
-                        "UPDATE vault_records SET commitment_seq = ?2, commitment = ?3
+                let n = c.execute(
+                    "UPDATE vault_records SET commitment_seq = ?2, commitment = ?3
                          WHERE account = ?1 AND status = 1
                            AND (commitment_seq IS NULL OR commitment_seq < ?2)",
-                        params![account, i(seq), blob],
-                    )?;
-                    if n == 1 {
-                        return Ok(Some(CommitmentWrite::Stored));
-                    }
-                    let row: Option<(i64, Option<i64>)> = c
-                        .query_row(
-                            "SELECT status, commitment_seq FROM vault_records WHERE account = ?1",
-                            params![account],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
-                        .optional()?;
-                    Ok(explain_commitment_miss(
-                        row.map(|r| r.0),
-                        row.and_then(|r| r.1),
-                        seq,
-                    ))
-                })();
-                match result {
-                    Ok(outcome) => {
-                        c.execute_batch("COMMIT")?;
-                        Ok(outcome)
-                    }
-                    Err(e) => {
-                        let _ = c.execute_batch("ROLLBACK");
-                        Err(e)
-                    }
+                    params![account, i(seq), blob],
+                )?;
+                if n == 1 {
+                    return Ok(Some(CommitmentWrite::Stored));
                 }
+                let row: Option<(i64, Option<i64>)> = c
+                    .query_row(
+                        "SELECT status, commitment_seq FROM vault_records WHERE account = ?1",
+                        params![account],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                Ok(explain_commitment_miss(
+                    row.map(|r| r.0),
+                    row.and_then(|r| r.1),
+                    seq,
+                ))
             })
             .await?;
         // Inside one transaction a miss is always explained; `None` cannot happen.
@@ -431,5 +522,69 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<()> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failing_operation_rolls_back_alone_and_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.sqlite3");
+        let store = SqliteStore::open(&path).unwrap();
+        let tasks: Vec<_> = (0..300)
+            .map(|n: u32| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    s.with(move |c| {
+                        c.execute(
+                            "INSERT INTO vault_meta (key, value) VALUES (?1, 'x')",
+                            params![format!("k{n}")],
+                        )?;
+                        if n.is_multiple_of(3) {
+                            // Fails after the insert: the insert must not survive.
+                            c.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+                        }
+                        if n == 7 {
+                            panic!("an operation that panics");
+                        }
+                        Ok(n)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for (n, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap() {
+                Ok(v) => {
+                    assert_eq!(v as usize, n);
+                    assert!(n % 3 != 0 && n != 7);
+                    ok += 1;
+                }
+                Err(Error::Sqlite(_)) => assert_eq!(n % 3, 0, "{n}"),
+                Err(Error::Task) => assert_eq!(n, 7),
+                Err(e) => panic!("{n}: {e}"),
+            }
+        }
+        assert_eq!(ok, 199);
+        // Every answered success is in the file (read by another connection), no failure is.
+        let c = Connection::open(&path).unwrap();
+        let keys: Vec<String> = c
+            .prepare("SELECT key FROM vault_meta WHERE key LIKE 'k%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(keys.len(), 199);
+        assert!(!keys.iter().any(|k| {
+            let n: u32 = k[1..].parse().unwrap();
+            n.is_multiple_of(3) || n == 7
+        }));
+        // The thread lives on after the panic.
+        store.ping().await.unwrap();
     }
 }
