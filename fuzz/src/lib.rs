@@ -18,6 +18,10 @@ pub mod vault_core;
 #[path = "../../crates/chatvault-vault/tests/fuzz_harness/mod.rs"]
 pub mod vault;
 
+/// Harnesses for `chatvault-threshold` (`crates/chatvault-threshold/tests/fuzz_harness/mod.rs`).
+#[path = "../../crates/chatvault-threshold/tests/fuzz_harness/mod.rs"]
+pub mod threshold;
+
 pub mod seeds;
 
 /// Every fuzz target: name and harness.
@@ -27,6 +31,7 @@ pub fn targets() -> impl Iterator<Item = (&'static str, fn(&[u8]))> {
         .chain(whatsapp::TARGETS)
         .chain(vault_core::TARGETS)
         .chain(vault::TARGETS)
+        .chain(threshold::TARGETS)
         .copied()
 }
 

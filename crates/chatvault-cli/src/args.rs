@@ -19,15 +19,22 @@ pub struct Cli {
     /// the command line.
     #[arg(long, global = true, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
-    /// Backup Key Vault URL (password mode).
+    /// Backup Key Vault URL (password mode). Repeat it, with --threshold, for a threshold vault
+    /// of independent realms (docs/PROTOCOL.md §13): `--vault URL1 --vault URL2 --vault URL3
+    /// --threshold 2`. The order of the realms matters and is kept in the home.
     #[arg(long, global = true, env = "CHATVAULT_VAULT", value_name = "URL")]
-    pub vault: Option<String>,
+    pub vault: Vec<String>,
+    /// Threshold vault: how many of the --vault realms must take part in a recovery (recommended
+    /// more than half of them).
+    #[arg(long, global = true, value_name = "T", value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub threshold: Option<u8>,
     /// Account id at the vault (password mode).
     #[arg(long, global = true, env = "CHATVAULT_ACCOUNT", value_name = "ID")]
     pub account: Option<String>,
-    /// File holding the account token for the vault (or set CHATVAULT_ACCOUNT_TOKEN).
+    /// File holding the account token for the vault (or set CHATVAULT_ACCOUNT_TOKEN). With a
+    /// threshold vault, give one per --vault (same order), or one accepted by every realm.
     #[arg(long, global = true, value_name = "FILE")]
-    pub account_token_file: Option<PathBuf>,
+    pub account_token_file: Vec<PathBuf>,
     /// The vault's server key (base64url) to pin. Every registration (init --password,
     /// key to-password, key change-password) and recovery is refused unless the vault proves this
     /// key. Without it (and no pin in the home) the vault's key is trusted on first use.
@@ -105,6 +112,11 @@ pub enum Command {
         /// Keep the demo's files in this (new or empty) folder instead of a removed temp folder.
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
+        /// Tell the threshold story instead: register across this many realms (2-of-N), stop one,
+        /// restore with the others, count a wrong password at each realm, and show that one
+        /// realm's dump cannot check a password.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(3..=5))]
+        realms: Option<u8>,
     },
     /// Turn end-to-end encrypted backup off: delete the vault record and the repository.
     Disable {

@@ -63,7 +63,11 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Whatsapp(c) => whatsapp(&ctx, c),
         Command::Sample(a) => sample(a),
         Command::Migrate(a) => migrate(&ctx, a.json),
-        Command::Demo { keep } => crate::demo::run(keep.as_deref(), ctx.quiet),
+        Command::Demo {
+            keep,
+            realms: Some(n),
+        } => crate::demo::run_realms(keep.as_deref(), ctx.quiet, *n),
+        Command::Demo { keep, realms: None } => crate::demo::run(keep.as_deref(), ctx.quiet),
     }
 }
 
@@ -74,8 +78,11 @@ struct Ctx {
     key_file: Option<PathBuf>,
     quiet: bool,
     vault: Option<String>,
+    realms: Vec<String>,
+    threshold: Option<u8>,
     account: Option<String>,
     account_token_file: Option<PathBuf>,
+    account_token_files: Vec<PathBuf>,
     vault_identity: Option<String>,
     vault_ca: Option<PathBuf>,
     accept_rollback: bool,
@@ -96,9 +103,19 @@ impl Ctx {
             repo: cli.repo.clone(),
             key_file: cli.key_file.clone(),
             quiet: cli.quiet,
-            vault: cli.vault.clone(),
+            vault: match (cli.vault.as_slice(), cli.threshold) {
+                ([one], None) => Some(one.clone()),
+                _ => None,
+            },
+            realms: if cli.vault.len() > 1 || cli.threshold.is_some() {
+                cli.vault.clone()
+            } else {
+                Vec::new()
+            },
+            threshold: cli.threshold,
             account: cli.account.clone(),
-            account_token_file: cli.account_token_file.clone(),
+            account_token_file: cli.account_token_file.first().cloned(),
+            account_token_files: cli.account_token_file.clone(),
             vault_identity: cli.vault_identity.clone(),
             vault_ca: cli.vault_ca.clone(),
             accept_rollback: cli.accept_rollback,
@@ -125,6 +142,94 @@ impl Ctx {
         bail!(
             "the vault needs an account token: set CHATVAULT_ACCOUNT_TOKEN or pass --account-token-file FILE"
         )
+    }
+
+    /// Threshold vault access from --vault … --threshold T / --account, else from the device's
+    /// threshold custody (docs/PROTOCOL.md §13). Tokens: CHATVAULT_ACCOUNT_TOKEN for every realm,
+    /// or one --account-token-file per realm (same order), or one file for all.
+    fn threshold_access(&self) -> Result<Option<vault::ThresholdAccess>> {
+        let custody = self.home.config()?.map(|c| c.custody);
+        let (urls, threshold, account, pins) = match (self.realms.is_empty(), custody) {
+            (false, c) => {
+                let threshold = self
+                    .threshold
+                    .ok_or_else(|| anyhow!("several --vault URLs need --threshold T"))?;
+                let account = self
+                    .account
+                    .clone()
+                    .ok_or_else(|| anyhow!("a threshold vault needs --account ID"))?;
+                let normalized: Vec<String> = self
+                    .realms
+                    .iter()
+                    .map(|u| vault::normalize_url(u))
+                    .collect();
+                let pins = match c {
+                    Some(Custody::Threshold {
+                        realms,
+                        account: a,
+                        threshold: t,
+                    }) if a == account
+                        && t == threshold
+                        && realms.iter().map(|r| &r.url).eq(normalized.iter()) =>
+                    {
+                        Some(vault::parse_realm_ids(&realms)?)
+                    }
+                    _ => None,
+                };
+                (self.realms.clone(), threshold, account, pins)
+            }
+            (
+                true,
+                Some(Custody::Threshold {
+                    realms,
+                    threshold,
+                    account,
+                }),
+            ) => {
+                let pins = vault::parse_realm_ids(&realms)?;
+                (
+                    realms.into_iter().map(|r| r.url).collect(),
+                    threshold,
+                    account,
+                    Some(pins),
+                )
+            }
+            (true, _) => return Ok(None),
+        };
+        let tokens: Vec<SecretString> = if std::env::var_os("CHATVAULT_ACCOUNT_TOKEN").is_some()
+            || self.account_token_files.len() <= 1
+        {
+            let t = self.account_token()?;
+            vec![t; urls.len()]
+        } else if self.account_token_files.len() == urls.len() {
+            self.account_token_files
+                .iter()
+                .map(|p| {
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("reading account token file {}", p.display()))
+                        .map(|t| SecretString::from(t.trim().to_string()))
+                })
+                .collect::<Result<_>>()?
+        } else {
+            bail!(
+                "{} --account-token-file for {} realms: give one per --vault (same order), or one for all",
+                self.account_token_files.len(),
+                urls.len()
+            )
+        };
+        let ca_pem = match &self.vault_ca {
+            Some(p) => Some(
+                std::fs::read(p).with_context(|| format!("reading --vault-ca {}", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Some(vault::ThresholdAccess {
+            realms: urls.into_iter().zip(tokens).collect(),
+            threshold,
+            account,
+            pins,
+            ca_pem,
+        }))
     }
 
     /// Vault access from --vault/--account, else from the device's password custody.
@@ -214,6 +319,20 @@ impl Ctx {
         };
         if same_repo && let Some(k) = self.home.load_key()? {
             return Ok(k);
+        }
+        if let Some(access) = self.threshold_access()? {
+            let password = read_password("Backup password: ", false)?;
+            let (key, ids, warnings) = vault::recover_key_threshold(&access, &password)?;
+            print_realm_warnings(&warnings);
+            if cfg.is_none() {
+                let location = self.location()?;
+                vault::adopt_device_threshold(&self.home, &location, &access, &ids, &key)?;
+                eprintln!(
+                    "This device is now set up to back up to {location} with the threshold vault password (home {}).",
+                    self.home.dir().display()
+                );
+            }
+            return Ok(key);
         }
         if let Some((access, pinned)) = self.vault_access()? {
             warn_if_tofu(pinned.as_ref());
@@ -364,6 +483,42 @@ fn init(ctx: &Ctx, a: &InitArgs) -> Result<u8> {
     if a.password {
         if a.key_out.is_some() {
             bail!("--key-out is for --key mode; in password mode the vault keeps the key");
+        }
+        if let Some(access) = ctx.threshold_access()? {
+            if usize::from(access.threshold) * 2 <= access.realms.len() {
+                eprintln!(
+                    "note: threshold {} of {} realms is not above half: two disjoint sets of realms \
+                     could each hold a registration, and more realms can be asked for guesses \
+                     (docs/PROTOCOL.md §13.10 recommends t > n/2)",
+                    access.threshold,
+                    access.realms.len()
+                );
+            }
+            let password = read_password("Choose a backup password: ", true)?;
+            let (repo, warnings) =
+                vault::enable_with_threshold(&ctx.home, &location, &access, &password)?;
+            print_realm_warnings(&warnings);
+            println!("End-to-end encrypted backup is on, protected by your password.");
+            println!(
+                "Repository: {} (id {})",
+                repo.storage().location(),
+                repo.id().short()
+            );
+            println!(
+                "Threshold vault: {} of {} realms, account {} (realm identity keys pinned):",
+                access.threshold,
+                access.realms.len(),
+                access.account
+            );
+            for (url, _) in &access.realms {
+                println!("  {url}");
+            }
+            println!(
+                "On a new device, restore with the password and any {} of the realms. Each realm \
+                 destroys its share after too many wrong passwords.",
+                access.threshold
+            );
+            return Ok(exit::OK);
         }
         let (access, pinned) = ctx.require_vault()?;
         warn_if_tofu(pinned.as_ref());
@@ -941,7 +1096,21 @@ fn pinned_or_fail(pinned: Option<ServerIdentity>) -> Result<ServerIdentity> {
     pinned.ok_or_else(|| anyhow!("this device has no pinned vault key: pass --vault-identity KEY"))
 }
 
+/// Prints the realms a threshold operation skipped (down, refused, misbehaving).
+fn print_realm_warnings(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: realm skipped: {w}");
+    }
+}
+
 fn change_password(ctx: &Ctx) -> Result<u8> {
+    if let Some(access) = ctx.threshold_access()? {
+        let old = read_password("Current password: ", false)?;
+        let new = read_password("New password: ", true)?;
+        print_realm_warnings(&vault::change_password_threshold(&access, &old, &new)?);
+        println!("Password changed. The backup key (and every backup) stays the same.");
+        return Ok(exit::OK);
+    }
     let (access, pinned) = ctx.require_vault()?;
     let pinned = pinned_or_fail(pinned)?;
     let old = read_password("Current password: ", false)?;
@@ -952,10 +1121,19 @@ fn change_password(ctx: &Ctx) -> Result<u8> {
 }
 
 fn to_key(ctx: &Ctx) -> Result<u8> {
-    let (access, pinned) = ctx.require_vault()?;
-    let pinned = pinned_or_fail(pinned)?;
-    let password = read_password("Current password: ", false)?;
-    let key = vault::to_key(&ctx.home, &access, &password, &pinned)?;
+    let key = if let Some(access) = ctx.threshold_access()? {
+        let password = read_password("Current password: ", false)?;
+        let (key, failed) = vault::to_key_threshold(&ctx.home, &access, &password)?;
+        for f in &failed {
+            eprintln!("warning: could not delete the registration at {f}; delete it there later");
+        }
+        key
+    } else {
+        let (access, pinned) = ctx.require_vault()?;
+        let pinned = pinned_or_fail(pinned)?;
+        let password = read_password("Current password: ", false)?;
+        vault::to_key(&ctx.home, &access, &password, &pinned)?
+    };
     println!("Switched to the 64-digit key; the vault no longer holds it.");
     println!();
     println!("    {}", key.to_grouped_hex().as_str());
@@ -967,6 +1145,19 @@ fn to_key(ctx: &Ctx) -> Result<u8> {
 }
 
 fn to_password(ctx: &Ctx) -> Result<u8> {
+    if let Some(access) = ctx.threshold_access()? {
+        let password = read_password("Choose a backup password: ", true)?;
+        print_realm_warnings(&vault::to_threshold(&ctx.home, &access, &password)?);
+        println!(
+            "Switched to password mode: {} of {} realms keep the key (realm identity keys pinned).",
+            access.threshold,
+            access.realms.len()
+        );
+        println!(
+            "The old 64-digit key still opens the backups; destroy written copies if you no longer want that."
+        );
+        return Ok(exit::OK);
+    }
     let (access, pinned) = ctx.require_vault()?;
     warn_if_tofu(pinned.as_ref());
     let password = read_password("Choose a backup password: ", true)?;
@@ -1001,6 +1192,18 @@ fn disable(ctx: &Ctx, yes: bool) -> Result<u8> {
             let pinned = pinned_or_fail(pinned)?;
             let password = read_password("Current password: ", false)?;
             vault::disable(&ctx.home, Some((&access, &password, &pinned)))?
+        }
+        Custody::Threshold { .. } => {
+            let access = ctx
+                .threshold_access()?
+                .ok_or_else(|| anyhow!("the threshold vault configuration is missing"))?;
+            let password = read_password("Current password: ", false)?;
+            for f in vault::delete_threshold(&access, &password)? {
+                eprintln!(
+                    "warning: could not delete the registration at {f}; delete it there later"
+                );
+            }
+            vault::disable(&ctx.home, None)?
         }
         _ => vault::disable(&ctx.home, None)?,
     };

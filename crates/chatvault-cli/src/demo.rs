@@ -167,6 +167,152 @@ pub fn run(keep: Option<&Path>, quiet: bool) -> Result<u8> {
     Ok(crate::exit::OK)
 }
 
+/// `chatvault demo --realms N`: the threshold story (docs/PROTOCOL.md §13) with `N` in-process
+/// realms, threshold 2.
+pub fn run_realms(keep: Option<&Path>, quiet: bool, n: u8) -> Result<u8> {
+    let tmp = tempdir(keep)?;
+    let root = tmp.path.clone();
+    let t0 = Instant::now();
+    let chats = root.join("phone-a/WhatsApp");
+    let location = root.join("cloud").to_string_lossy().into_owned();
+    let step = |k: u32, s: &str| println!("\n[{k}] {s}");
+    let account = "demo-user";
+
+    step(1, "Generating a phone's chat folder");
+    let spec = SampleSpec::small();
+    let g = chatvault_sample::generate(&chats, &spec)?;
+    println!("    {} messages, {} media files", g.messages, g.media_files);
+
+    step(
+        2,
+        &format!("Starting {n} independent realms (own key file, database, token issuer each)"),
+    );
+    let mut realms: Vec<Option<DemoVault>> = (0..n)
+        .map(|k| DemoVault::start(&root.join(format!("realm{k}"))).map(Some))
+        .collect::<Result<_>>()?;
+    let urls: Vec<String> = realms.iter().flatten().map(|r| r.url.clone()).collect();
+    let tokens: Vec<String> = realms.iter().flatten().map(|r| r.token(account)).collect();
+    for u in &urls {
+        println!("    realm at {u}");
+    }
+    let access = || vault::ThresholdAccess {
+        realms: urls
+            .iter()
+            .zip(&tokens)
+            .map(|(u, t)| (u.clone(), SecretString::from(t.clone())))
+            .collect(),
+        threshold: 2,
+        account: account.into(),
+        pins: None,
+        ca_pem: None,
+    };
+    // Never printed; kept (zeroized on drop) for the attacker's candidate list of step 6.
+    let password_text = zeroize::Zeroizing::new(format!(
+        "demo-{:08x}",
+        rand_core::RngCore::next_u32(&mut rand_core::OsRng)
+    ));
+    let password = SecretString::from(password_text.to_string());
+
+    step(
+        3,
+        &format!("Registering the backup key across the {n} realms, threshold 2, and backing up"),
+    );
+    let home_a = Home::at(root.join("phone-a/home"));
+    let (repo, warnings) = vault::enable_with_threshold(&home_a, &location, &access(), &password)?;
+    ensure!(warnings.is_empty(), "realms skipped: {warnings:?}");
+    println!("    each realm holds one OPRF key share and one share of the encryption scalar");
+    timed_backup(&repo, &chats, quiet)?;
+    drop(repo);
+    std::fs::remove_dir_all(root.join("phone-a/home"))?;
+
+    step(
+        4,
+        "Realm 2 is stopped; a new phone restores with the password and the other realms",
+    );
+    realms[1] = None;
+    let (key_b, ids, skipped) = vault::recover_key_threshold(&access(), &password)?;
+    for s in &skipped {
+        println!("    skipped: {s}");
+    }
+    let home_b = Home::at(root.join("phone-b/home"));
+    vault::adopt_device_threshold(&home_b, &location, &access(), &ids, &key_b)?;
+    let repo_b = chatvault_client::open(&location, &key_b)?;
+    restore_latest(&repo_b, &root.join("phone-b"), quiet)?;
+    verify(&chats, &root.join("phone-b/WhatsApp"))?;
+
+    step(
+        5,
+        "A wrong password is counted at each realm that evaluated it",
+    );
+    let wrong = SecretString::from("not-the-password".to_owned());
+    match vault::recover_key_threshold(&access(), &wrong) {
+        Err(e) => println!("    {e}"),
+        Ok(_) => bail!("a wrong password released the key"),
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let acct = chatvault_vault_core::AccountId::new(account)?;
+    for (k, running) in realms.iter().enumerate() {
+        let store = chatvault_vault::store::SqliteStore::open(
+            &root.join(format!("realm{k}/vault.sqlite3")),
+        )?;
+        let state = rt.block_on(chatvault_vault::store::Store::load(&store, &acct))?;
+        if let chatvault_vault_core::AccountState::Registered { counter, .. } = state {
+            println!(
+                "    realm {}: {} of {} guesses used{}",
+                k + 1,
+                counter.attempts,
+                counter.max_attempts,
+                if running.is_none() {
+                    " (down: saw nothing)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+
+    step(
+        6,
+        "An attacker copies realm 1's key file and database and tries passwords offline",
+    );
+    let kf = chatvault_vault::keyfile::KeyFile::load_or_create(&root.join("realm0"))?;
+    let keys = kf.realm_keys()?;
+    let store = chatvault_vault::store::SqliteStore::open(&root.join("realm0/vault.sqlite3"))?;
+    let chatvault_vault_core::AccountState::Registered {
+        generation, sealed, ..
+    } = rt.block_on(chatvault_vault::store::Store::load(&store, &acct))?
+    else {
+        bail!("realm 1 has no record");
+    };
+    let record = keys.open_record(&acct, generation, &sealed)?;
+    let mut candidates: Vec<String> = (0..7).map(|c| format!("guess-{c}")).collect();
+    candidates.push(password_text.to_string());
+    let results = chatvault_threshold::attacks::run_all(
+        &record.to_bytes(),
+        &acct,
+        &ids[0].context("realm 1's id is known")?,
+        &candidates,
+    )?;
+    println!(
+        "    {} candidates (the right password among them), Argon2id per candidate:",
+        candidates.len()
+    );
+    for (attack, hits) in &results {
+        ensure!(hits.is_empty(), "attack `{attack}` matched {hits:?}");
+        println!("    - {attack}: no candidate confirmed");
+    }
+    println!("    one realm's dump cannot check a password: it needs 2 realms' evaluations");
+
+    drop(realms);
+    println!(
+        "\nThreshold demo passed in {:.1} s.",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(crate::exit::OK)
+}
+
 fn restore_latest(
     repo: &chatvault_repo::repository::Repository,
     target: &Path,
@@ -223,16 +369,20 @@ impl DemoVault {
         std::fs::create_dir_all(data_dir)?;
         let kf = KeyFile::load_or_create(data_dir)?;
         let issuer = kf.issuer.clone();
+        let realm = kf.realm_keys()?;
         let settings = Settings::default();
         let vault = chatvault_vault_core::Vault::new(kf.vault, settings.vault);
         let identity = vault.server_identity().to_string();
         let store = SqliteStore::open(&data_dir.join("vault.sqlite3"))?;
-        let state = std::sync::Arc::new(AppState::new(
-            vault,
-            store,
-            Verifier::new(kf.issuer.verifying_key()),
-            settings,
-        ));
+        let state = std::sync::Arc::new(
+            AppState::new(
+                vault,
+                store,
+                Verifier::new(kf.issuer.verifying_key()),
+                settings,
+            )
+            .with_realm(realm),
+        );
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

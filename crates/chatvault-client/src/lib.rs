@@ -101,6 +101,25 @@ pub enum Custody {
         /// The vault's Ed25519 identity key pinned at registration (base64url).
         server_key: String,
     },
+    /// A threshold Backup Key Vault keeps the key behind the user's password: `threshold` of the
+    /// `realms` must take part in a recovery (docs/PROTOCOL.md §13).
+    Threshold {
+        /// The realms, in share order (the order matters: it is each realm's share index).
+        realms: Vec<ThresholdRealm>,
+        /// How many realms a recovery needs.
+        threshold: u8,
+        /// Account id at the realms.
+        account: String,
+    },
+}
+
+/// One realm of [`Custody::Threshold`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThresholdRealm {
+    /// Realm base URL.
+    pub url: String,
+    /// The realm id (Ed25519 identity public key, base64url) pinned at registration.
+    pub realm_id: String,
 }
 
 /// The device configuration stored in the home (`config.json`).

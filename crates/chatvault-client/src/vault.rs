@@ -228,3 +228,204 @@ pub fn disable(
     home.forget()?;
     Ok(removed + 1)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Threshold mode (docs/PROTOCOL.md §13): the key behind the password at t of n realms.
+
+/// Where and as whom to reach the realms of a threshold vault.
+pub struct ThresholdAccess {
+    /// Realm base URLs and the account token each accepts, in share order.
+    pub realms: Vec<(String, SecretString)>,
+    /// How many realms a recovery needs.
+    pub threshold: u8,
+    /// Account id at the realms.
+    pub account: String,
+    /// Pinned realm ids (from the device's configuration; `None` entries unknown), if any.
+    pub pins: Option<Vec<Option<chatvault_vault_client::RealmId>>>,
+    /// PEM CA certificates to trust for the realms' `https://`, if any.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl ThresholdAccess {
+    fn client(&self) -> Result<chatvault_vault_client::ThresholdClient> {
+        let endpoints = self
+            .realms
+            .iter()
+            .map(|(url, token)| chatvault_vault_client::RealmEndpoint {
+                url: url.clone(),
+                token: token.clone(),
+            })
+            .collect();
+        let mut c =
+            chatvault_vault_client::ThresholdClient::new(endpoints, self.threshold, &self.account)?;
+        if let Some(pins) = &self.pins {
+            c = c.with_partial_pins(pins.clone())?;
+        }
+        if let Some(pem) = &self.ca_pem {
+            c = c.with_ca_pem(pem)?;
+        }
+        Ok(match test_ksf() {
+            Some(k) => c.with_registration_ksf(k)?,
+            None => c,
+        })
+    }
+
+    /// The custody entry of the device configuration, pinning `ids`.
+    pub fn custody(&self, ids: &[Option<chatvault_vault_client::RealmId>]) -> Custody {
+        Custody::Threshold {
+            realms: self
+                .realms
+                .iter()
+                .zip(ids)
+                .map(|((url, _), id)| crate::ThresholdRealm {
+                    url: normalize_url(url),
+                    realm_id: id.map(|id| id.to_b64()).unwrap_or_default(),
+                })
+                .collect(),
+            threshold: self.threshold,
+            account: self.account.clone(),
+        }
+    }
+}
+
+/// Parses the pinned realm ids of a [`Custody::Threshold`] (an empty id: not known yet).
+pub fn parse_realm_ids(
+    realms: &[crate::ThresholdRealm],
+) -> Result<Vec<Option<chatvault_vault_client::RealmId>>> {
+    realms
+        .iter()
+        .map(|r| {
+            if r.realm_id.is_empty() {
+                return Ok(None);
+            }
+            chatvault_vault_client::RealmId::from_b64(&r.realm_id)
+                .map(Some)
+                .ok_or_else(|| {
+                    chatvault_vault_client::Error::InvalidInput(format!(
+                        "the pinned realm id of {} is not 32 bytes of base64url",
+                        r.url
+                    ))
+                    .into()
+                })
+        })
+        .collect()
+}
+
+/// Enables E2EE backup in threshold password mode: creates the repository with a fresh key,
+/// registers it at the realms (at least `t` must store it) and configures the home with the
+/// realm ids pinned. Returns the repository and warnings about realms that did not store it.
+pub fn enable_with_threshold(
+    home: &Home,
+    location: &str,
+    access: &ThresholdAccess,
+    password: &SecretString,
+) -> Result<(Repository, Vec<String>)> {
+    if home.config()?.is_some() {
+        return Err(ClientError::AlreadyConfigured(home.dir().to_path_buf()));
+    }
+    let key = BackupKey::generate(&mut OsRng);
+    let storage = Storage::open(location)?;
+    let repo = Repository::init(storage.clone(), &key)?;
+    let done = match access
+        .client()
+        .and_then(|c| Ok(c.register(password, key.expose_bytes())?))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = storage.delete(chatvault_repo::repository::layout::CONFIG);
+            return Err(e);
+        }
+    };
+    home.store_key(&key)?;
+    home.save_config(&DeviceConfig {
+        version: 1,
+        repo: crate::remembered_location(location),
+        custody: access.custody(&done.realm_ids),
+    })?;
+    Ok((repo, done.warnings))
+}
+
+/// Gets the backup key from the realms with the password. Returns the key, the realm ids to
+/// pin (authenticated by the registration, PROTOCOL.md §13.1) and warnings about skipped realms.
+pub fn recover_key_threshold(
+    access: &ThresholdAccess,
+    password: &SecretString,
+) -> Result<(
+    BackupKey,
+    Vec<Option<chatvault_vault_client::RealmId>>,
+    Vec<String>,
+)> {
+    let got = access.client()?.recover(password)?;
+    Ok((
+        BackupKey::from_bytes(*got.backup_key),
+        got.realm_ids,
+        got.warnings,
+    ))
+}
+
+/// Saves a device configuration for threshold custody after a recovery on a new device.
+pub fn adopt_device_threshold(
+    home: &Home,
+    location: &str,
+    access: &ThresholdAccess,
+    ids: &[Option<chatvault_vault_client::RealmId>],
+    key: &BackupKey,
+) -> Result<()> {
+    home.store_key(key)?;
+    home.save_config(&DeviceConfig {
+        version: 1,
+        repo: crate::remembered_location(location),
+        custody: access.custody(ids),
+    })
+}
+
+/// Changes the password at the realms (the backup key stays the same). Returns warnings.
+pub fn change_password_threshold(
+    access: &ThresholdAccess,
+    old: &SecretString,
+    new: &SecretString,
+) -> Result<Vec<String>> {
+    Ok(access.client()?.change_password(old, new)?)
+}
+
+/// Switches to the 64-digit key: proves the password (a recovery), deletes the registration at
+/// every realm and records key custody. Returns the key and the realms where deleting failed.
+pub fn to_key_threshold(
+    home: &Home,
+    access: &ThresholdAccess,
+    password: &SecretString,
+) -> Result<(BackupKey, Vec<String>)> {
+    let mut cfg = home.require_config()?;
+    let key = home
+        .load_key()?
+        .ok_or_else(|| ClientError::NotConfigured(home.dir().to_path_buf()))?;
+    let client = access.client()?;
+    client.recover(password)?;
+    let failed = client.delete()?;
+    cfg.custody = Custody::Key;
+    home.save_config(&cfg)?;
+    Ok((key, failed))
+}
+
+/// Switches this device from the 64-digit key to a threshold password. Returns warnings.
+pub fn to_threshold(
+    home: &Home,
+    access: &ThresholdAccess,
+    password: &SecretString,
+) -> Result<Vec<String>> {
+    let mut cfg = home.require_config()?;
+    let key = home
+        .load_key()?
+        .ok_or_else(|| ClientError::NotConfigured(home.dir().to_path_buf()))?;
+    let done = access.client()?.register(password, key.expose_bytes())?;
+    cfg.custody = access.custody(&done.realm_ids);
+    home.save_config(&cfg)?;
+    Ok(done.warnings)
+}
+
+/// Deletes the threshold registration (after proving the password) before a `disable`.
+pub fn delete_threshold(access: &ThresholdAccess, password: &SecretString) -> Result<Vec<String>> {
+    let client = access.client()?;
+    client.recover(password)?;
+    Ok(client.delete()?)
+}

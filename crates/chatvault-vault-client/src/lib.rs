@@ -23,6 +23,11 @@
 use std::fmt;
 use std::time::Duration;
 
+pub mod threshold;
+pub use threshold::{
+    RealmEndpoint, RealmId, ThresholdClient, ThresholdRecovered, ThresholdRegistered,
+};
+
 pub use chatvault_vault_core::api::ErrorCode as WireErrorCode;
 use chatvault_vault_core::api::{self, ErrorCode, b64_decode, b64_encode};
 use chatvault_vault_core::{
@@ -99,6 +104,10 @@ pub enum Error {
     /// reset or destroyed (HTTP 409 `not_registered`).
     #[error("no backup key is registered for this account at the vault")]
     NotRegistered,
+    /// Threshold mode: fewer than `t` realms gave a usable answer. The message names every realm
+    /// that failed and why (down, refused, misbehaving).
+    #[error("{0}")]
+    NotEnoughRealms(String),
     /// Invalid argument (account id, URL, KSF parameters).
     #[error("invalid input: {0}")]
     InvalidInput(String),

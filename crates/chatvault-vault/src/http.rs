@@ -29,6 +29,9 @@ use crate::store::{CommitmentWrite, Store};
 use crate::token::Verifier;
 use crate::{Settings, unix_now};
 
+#[path = "realm_http.rs"]
+mod realm;
+
 /// The OpenAPI document, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
@@ -42,6 +45,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/accounts/{account}"),
     ("get", "/v1/accounts/{account}/commitment"),
     ("put", "/v1/accounts/{account}/commitment"),
+    ("post", "/v1/realm/accounts/{account}/register1"),
+    ("post", "/v1/realm/accounts/{account}/register2"),
+    ("post", "/v1/realm/accounts/{account}/recover1"),
+    ("post", "/v1/realm/accounts/{account}/recover2"),
+    ("post", "/v1/realm/accounts/{account}/recover3"),
+    ("post", "/v1/realm/accounts/{account}/delete"),
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
@@ -59,6 +68,8 @@ pub struct AppState<S> {
     pub settings: Settings,
     /// Metrics.
     pub metrics: Metrics,
+    /// The threshold realm keys (PROTOCOL.md §13.1); `None`: the realm API answers 404.
+    pub realm: Option<chatvault_threshold::RealmKeys>,
     ip_limit: RateLimiter<IpAddr>,
     account_limit: RateLimiter<String>,
     /// The last `/healthz` database ping: when, and whether it succeeded.
@@ -76,8 +87,17 @@ impl<S> AppState<S> {
             verifier,
             settings,
             metrics: Metrics::default(),
+            realm: None,
             health: tokio::sync::Mutex::new(None),
         }
+    }
+}
+
+impl<S> AppState<S> {
+    /// Serves the threshold realm API with `keys` (PROTOCOL.md §13).
+    pub fn with_realm(mut self, keys: chatvault_threshold::RealmKeys) -> Self {
+        self.realm = Some(keys);
+        self
     }
 }
 
@@ -809,6 +829,30 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
         .route(
             "/v1/accounts/{account}/commitment",
             get(get_commitment::<S>).put(put_commitment::<S>),
+        )
+        .route(
+            "/v1/realm/accounts/{account}/register1",
+            post(realm::register1::<S>),
+        )
+        .route(
+            "/v1/realm/accounts/{account}/register2",
+            post(realm::register2::<S>),
+        )
+        .route(
+            "/v1/realm/accounts/{account}/recover1",
+            post(realm::recover1::<S>),
+        )
+        .route(
+            "/v1/realm/accounts/{account}/recover2",
+            post(realm::recover2::<S>),
+        )
+        .route(
+            "/v1/realm/accounts/{account}/recover3",
+            post(realm::recover3::<S>),
+        )
+        .route(
+            "/v1/realm/accounts/{account}/delete",
+            post(realm::delete::<S>),
         )
         .route("/healthz", get(healthz::<S>))
         .route("/metrics", get(metrics::<S>))

@@ -52,6 +52,26 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 impl KeyFile {
+    /// The threshold realm keys of this vault (PROTOCOL.md §13.1): the vault's Ed25519 identity
+    /// key (so the realm id is the server identity single-vault clients pin) and a sealing key
+    /// derived from the key file's secrets.
+    pub fn realm_keys(&self) -> Result<chatvault_threshold::RealmKeys> {
+        let bytes = self.vault.to_bytes();
+        // `VaultKeys::to_bytes` ends with the 32-byte identity seed (PROTOCOL.md §3); the test
+        // below checks the derived realm id is the server identity.
+        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
+            bytes[bytes.len() - 32..]
+                .try_into()
+                .expect("VaultKeys serialization ends with the identity seed"),
+        );
+        chatvault_threshold::RealmKeys::new(&seed, &bytes).map_err(|e| Error::KeyFile {
+            path: "vault.key".into(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl KeyFile {
     /// Serializes (secret!).
     fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(KEY_FILE_LEN));
@@ -177,6 +197,16 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(!format!("{a:?}").contains(&format!("{:?}", a.issuer.as_bytes())));
+    }
+
+    #[test]
+    fn realm_id_is_the_server_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let kf = KeyFile::load_or_create(dir.path()).unwrap();
+        assert_eq!(
+            kf.realm_keys().unwrap().realm_id().0,
+            *kf.vault.server_identity().as_bytes()
+        );
     }
 
     #[test]

@@ -178,6 +178,9 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
         _ => None,
     };
+    let realm = kf
+        .realm_keys()
+        .context("deriving the threshold realm keys")?;
     let vault = Vault::new(kf.vault, settings.vault);
     let identity = vault.server_identity();
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -196,6 +199,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 addr,
                 identity,
                 tls,
+                realm,
             };
             start(served, vault, store, issuer, policy, settings).await
         }
@@ -211,6 +215,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 addr,
                 identity,
                 tls,
+                realm,
             };
             start(served, vault, store, issuer, policy, settings).await
         }
@@ -223,6 +228,7 @@ struct Served {
     addr: std::net::SocketAddr,
     identity: chatvault_vault_core::ServerIdentity,
     tls: Option<Arc<Tls>>,
+    realm: chatvault_threshold::RealmKeys,
 }
 
 async fn start<S: Store>(
@@ -233,18 +239,23 @@ async fn start<S: Store>(
     policy: token::TokenPolicy,
     settings: Settings,
 ) -> anyhow::Result<()> {
-    let state = Arc::new(AppState::new(
-        vault,
-        store,
-        Verifier::with_policy(issuer, policy),
-        settings,
-    ));
     let Served {
         listener,
         addr,
         identity,
         tls,
+        realm,
     } = served;
+    tracing::info!(realm_id = ?realm.realm_id(), "threshold realm identity key");
+    let state = Arc::new(
+        AppState::new(
+            vault,
+            store,
+            Verifier::with_policy(issuer, policy),
+            settings,
+        )
+        .with_realm(realm),
+    );
     tracing::info!(server_identity = %identity, "vault identity key (pin this)");
     if let Some(tls) = &tls {
         let tls = tls.clone();
