@@ -185,7 +185,9 @@ fn key_mode_backs_up_lists_and_restores_on_a_new_home() {
     );
 
     std::fs::write(src.join("notes.txt"), b"a second day\n").unwrap();
-    let second = phone.backup_now(&[src.clone()], None, None).unwrap();
+    let second = phone
+        .backup_now(std::slice::from_ref(&src), None, None)
+        .unwrap();
     assert!(second.uploaded_bytes < 100_000, "unchanged media is reused");
     let list = phone.snapshots().unwrap();
     assert_eq!(
@@ -251,7 +253,9 @@ fn a_cancelled_backup_publishes_nothing_and_check_stays_clean() {
     let src = chats(dir.path());
     let phone = Device::open(dir.path().join("phone"));
     phone.enable_with_key(s(&dir.path().join("repo"))).unwrap();
-    let before = phone.backup_now(&[src.clone()], None, None).unwrap();
+    let before = phone
+        .backup_now(std::slice::from_ref(&src), None, None)
+        .unwrap();
     // New content, so the cancelled run has data to upload.
     for i in 0..4 {
         let p = src.join("Media").join(format!("img-{i}.jpg"));
@@ -265,7 +269,7 @@ fn a_cancelled_backup_publishes_nothing_and_check_stays_clean() {
         at: "img-2.jpg",
     };
     assert!(matches!(
-        phone.backup_now(&[src.clone()], Some(&at), Some(&token)),
+        phone.backup_now(std::slice::from_ref(&src), Some(&at), Some(&token)),
         Err(DeviceError::Cancelled)
     ));
     assert!(token.is_cancelled());
@@ -281,7 +285,7 @@ fn a_cancelled_backup_publishes_nothing_and_check_stays_clean() {
     assert_eq!(c.snapshots, 1);
     // An already-cancelled token stops the next run at once; a fresh one completes.
     assert!(matches!(
-        phone.backup_now(&[src.clone()], None, Some(&token)),
+        phone.backup_now(std::slice::from_ref(&src), None, Some(&token)),
         Err(DeviceError::Cancelled)
     ));
     phone
@@ -298,8 +302,12 @@ fn a_rolled_back_repository_is_refused() {
     let repo = dir.path().join("repo");
     let phone = Device::open(dir.path().join("phone"));
     phone.enable_with_key(s(&repo)).unwrap();
-    phone.backup_now(&[src.clone()], None, None).unwrap();
-    let newest = phone.backup_now(&[src.clone()], None, None).unwrap();
+    phone
+        .backup_now(std::slice::from_ref(&src), None, None)
+        .unwrap();
+    let newest = phone
+        .backup_now(std::slice::from_ref(&src), None, None)
+        .unwrap();
     std::fs::remove_file(repo.join("snapshots").join(&newest.id)).unwrap();
     match phone.backup_now(&[src], None, None) {
         Err(DeviceError::RolledBack { message }) => {
@@ -328,7 +336,9 @@ fn password_mode_from_enable_to_a_new_phone_and_back_to_the_key() {
     assert_eq!(st.mode, "password");
     assert_eq!(st.vault_url.as_deref(), Some(vault.url.as_str()));
     assert!(st.vault_identity.is_some());
-    let snap = phone.backup_now(&[src.clone()], None, None).unwrap();
+    let snap = phone
+        .backup_now(std::slice::from_ref(&src), None, None)
+        .unwrap();
 
     // Lose the phone: wrong passwords count down, the right one restores.
     let phone_b = Device::open(dir.path().join("phone-b"));
@@ -366,7 +376,9 @@ fn password_mode_from_enable_to_a_new_phone_and_back_to_the_key() {
     assert_eq!(r.snapshot_id, snap.id);
     same_tree(&src, &target.join("chats"));
     assert_eq!(phone_b.status().unwrap().mode, "password");
-    let second = phone_b.backup_now(&[src.clone()], None, None).unwrap();
+    let second = phone_b
+        .backup_now(std::slice::from_ref(&src), None, None)
+        .unwrap();
 
     // Change the password: the old one is now a (counted) wrong guess.
     let new_pw = SecretString::from("battery staple".to_string());

@@ -28,14 +28,15 @@ use chatvault_vault_client::SecretString;
 
 uniffi::setup_scaffolding!("chatvault");
 
-/// Everything a device operation can fail with. Each variant is one thing an app can act on.
+/// Everything a device operation can fail with. Each variant is one thing an app can act on; its
+/// `detail` is the human-readable message (not `message`, which Kotlin's `Throwable` owns).
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum ChatvaultError {
     /// The backup key does not open the repository.
-    #[error("{message}")]
+    #[error("{detail}")]
     WrongKey {
         /// What happened.
-        message: String,
+        detail: String,
     },
     /// The vault refused the password; the guess was counted.
     #[error(
@@ -46,16 +47,16 @@ pub enum ChatvaultError {
         attempts_left: u32,
     },
     /// Too many wrong passwords: the vault destroyed the backup key.
-    #[error("{message}")]
+    #[error("{detail}")]
     Locked {
         /// What happened.
-        message: String,
+        detail: String,
     },
     /// The repository looks rolled back; nothing was changed.
-    #[error("{message}")]
+    #[error("{detail}")]
     RolledBack {
         /// What was seen, by whom, and what the repository holds now.
-        message: String,
+        detail: String,
     },
     /// These files (or stored objects) cannot be restored intact.
     #[error("damaged backup: {}", files.join(", "))]
@@ -64,34 +65,34 @@ pub enum ChatvaultError {
         files: Vec<String>,
     },
     /// Another run holds the repository; try again later.
-    #[error("{message}")]
+    #[error("{detail}")]
     Busy {
         /// Who holds it.
-        message: String,
+        detail: String,
     },
     /// No repository at the location, or none configured on this device.
-    #[error("{message}")]
+    #[error("{detail}")]
     NoRepository {
         /// Where and what to do.
-        message: String,
+        detail: String,
     },
     /// The storage or the device's own files failed.
-    #[error("{message}")]
+    #[error("{detail}")]
     Storage {
         /// What failed.
-        message: String,
+        detail: String,
     },
     /// The vault failed for a reason other than the password.
-    #[error("{message}")]
+    #[error("{detail}")]
     Vault {
         /// What failed.
-        message: String,
+        detail: String,
     },
     /// The request is not valid in this state.
-    #[error("{message}")]
+    #[error("{detail}")]
     Invalid {
         /// What is wrong.
-        message: String,
+        detail: String,
     },
     /// Cancelled through the [`CancelToken`]; a cancelled backup published nothing.
     #[error("cancelled")]
@@ -101,19 +102,19 @@ pub enum ChatvaultError {
 impl From<core::DeviceError> for ChatvaultError {
     fn from(e: core::DeviceError) -> Self {
         use core::DeviceError as D;
-        let message = e.to_string();
+        let detail = e.to_string();
         match e {
-            D::WrongKey { .. } => ChatvaultError::WrongKey { message },
+            D::WrongKey { .. } => ChatvaultError::WrongKey { detail },
             D::WrongPassword { attempts_left } => ChatvaultError::WrongPassword { attempts_left },
-            D::Locked => ChatvaultError::Locked { message },
-            D::RolledBack { .. } => ChatvaultError::RolledBack { message },
+            D::Locked => ChatvaultError::Locked { detail },
+            D::RolledBack { .. } => ChatvaultError::RolledBack { detail },
             D::Damaged { files } => ChatvaultError::Damaged { files },
-            D::Busy { .. } => ChatvaultError::Busy { message },
-            D::NoRepository { .. } => ChatvaultError::NoRepository { message },
-            D::Storage { .. } => ChatvaultError::Storage { message },
-            D::Vault { .. } => ChatvaultError::Vault { message },
+            D::Busy { .. } => ChatvaultError::Busy { detail },
+            D::NoRepository { .. } => ChatvaultError::NoRepository { detail },
+            D::Storage { .. } => ChatvaultError::Storage { detail },
+            D::Vault { .. } => ChatvaultError::Vault { detail },
             D::Cancelled => ChatvaultError::Cancelled,
-            _ => ChatvaultError::Invalid { message },
+            _ => ChatvaultError::Invalid { detail },
         }
     }
 }
