@@ -373,6 +373,14 @@ impl Device {
             &sink,
         )?;
         sink.finish();
+        // The device's own repository (the CLI can back up elsewhere with --repo, so this is
+        // Device's, not backup_recorded's): what `status` reports as the last backup. Written
+        // before the vault's answer is judged: the snapshot is saved either way.
+        let info = SnapshotInfo::of(&out.id, &out.snapshot);
+        let json = serde_json::to_vec_pretty(&info).expect("snapshot info serializes");
+        self.home
+            .write_atomic(LAST_BACKUP_FILE, &json, 0o600)
+            .map_err(DeviceError::from)?;
         match recorded {
             Recorded::Done => {}
             Recorded::Warning(w) => tracing::warn!("{w}"),
@@ -386,7 +394,7 @@ impl Device {
         for p in &s.unreadable {
             tracing::warn!(path = %p.path, error = %p.error, "not backed up");
         }
-        Ok(SnapshotInfo::of(&out.id, &out.snapshot))
+        Ok(info)
     }
 
     /// The readable snapshots of the repository, oldest first (newest last). Damaged ones are
@@ -687,8 +695,8 @@ fn access(url: &str, account: &str, token: SecretString) -> VaultAccess {
 /// The backup workflow shared by [`Device::backup_now`] and the CLI's `backup`, on a
 /// repository that passed the rollback check: this device's id, its rollback memory as
 /// `min_seq` and the home's scratch folder go into the run; afterwards the snapshot is
-/// recorded on the device ([`rollback::record_snapshot`]) and remembered as the home's last
-/// backup. What the vault answered is returned for the caller to report.
+/// recorded on the device and, in password mode, at the vault ([`rollback::record_snapshot`]).
+/// What the vault answered is returned for the caller to report.
 pub fn backup_recorded(
     home: &Home,
     repo: &Repository,
@@ -707,9 +715,6 @@ pub fn backup_recorded(
     };
     let out = backup::backup(repo, paths, &opts, progress)?;
     let recorded = rollback::record_snapshot(home, repo, access, &out.id, &out.snapshot)?;
-    let json = serde_json::to_vec_pretty(&SnapshotInfo::of(&out.id, &out.snapshot))
-        .expect("snapshot info serializes");
-    home.write_atomic(LAST_BACKUP_FILE, &json, 0o600)?;
     Ok((out, recorded))
 }
 

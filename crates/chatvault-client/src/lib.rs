@@ -21,6 +21,8 @@
 //! # Ok::<(), chatvault_client::ClientError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -4,6 +4,8 @@
 //!
 //! This binary must not be shipped in an app; it only writes source files.
 
+#![forbid(unsafe_code)]
+
 fn main() {
     uniffi::uniffi_bindgen_main()
 }
