@@ -124,6 +124,7 @@ def test_password_backup_lost_phone_wrong_passwords_switch_to_key(tmp_path, vaul
             n.restore_with_password(repo, vault.url, "alice", vault.token("alice"),
                                     "not my password", "latest", str(target))
         assert e.value.attempts_left == left
+        assert f"{left} attempt(s) left" in str(e.value), str(e.value)
         assert isinstance(e.value, chatvault.ChatvaultError)
         assert n.status().mode == "off"
     r = n.restore_with_password(repo, vault.url, "alice", vault.token("alice"), PASSWORD,
@@ -176,8 +177,9 @@ def test_cancelled_backup_leaves_check_clean(tmp_path):
 
 def test_errors_without_a_repository(tmp_path):
     d = chatvault.Device(str(tmp_path / "home"))
-    with pytest.raises(chatvault.ChatvaultError.NoRepository):
+    with pytest.raises(chatvault.ChatvaultError.NoRepository) as e:
         d.snapshots()
+    assert str(e.value).startswith("this device has no chatvault backup configured"), str(e.value)
     d.enable_with_key(str(tmp_path / "repo"))
     with pytest.raises(chatvault.ChatvaultError.Invalid):
         d.enable_with_key(str(tmp_path / "repo2"))

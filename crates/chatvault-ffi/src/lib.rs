@@ -28,8 +28,9 @@ use chatvault_vault_client::SecretString;
 
 uniffi::setup_scaffolding!("chatvault");
 
-/// Everything a device operation can fail with. Each variant is one thing an app can act on; its
-/// `detail` is the human-readable message (not `message`, which Kotlin's `Throwable` owns).
+/// Everything a device operation can fail with. Each variant is one thing an app can act on;
+/// every variant's `detail` is the human-readable message (not `message`, which Kotlin's
+/// `Throwable` owns; the Python package makes it `str(e)`).
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum ChatvaultError {
     /// The backup key does not open the repository.
@@ -39,12 +40,12 @@ pub enum ChatvaultError {
         detail: String,
     },
     /// The vault refused the password; the guess was counted.
-    #[error(
-        "wrong password; {attempts_left} attempt(s) left before the vault destroys the backup key"
-    )]
+    #[error("{detail}")]
     WrongPassword {
         /// Wrong guesses left before the vault destroys the backup key.
         attempts_left: u32,
+        /// The message.
+        detail: String,
     },
     /// Too many wrong passwords: the vault destroyed the backup key.
     #[error("{detail}")]
@@ -59,10 +60,12 @@ pub enum ChatvaultError {
         detail: String,
     },
     /// These files (or stored objects) cannot be restored intact.
-    #[error("damaged backup: {}", files.join(", "))]
+    #[error("{detail}")]
     Damaged {
         /// The files or objects affected.
         files: Vec<String>,
+        /// The message.
+        detail: String,
     },
     /// Another run holds the repository; try again later.
     #[error("{detail}")]
@@ -95,8 +98,11 @@ pub enum ChatvaultError {
         detail: String,
     },
     /// Cancelled through the [`CancelToken`]; a cancelled backup published nothing.
-    #[error("cancelled")]
-    Cancelled,
+    #[error("{detail}")]
+    Cancelled {
+        /// The message.
+        detail: String,
+    },
 }
 
 impl From<core::DeviceError> for ChatvaultError {
@@ -105,15 +111,18 @@ impl From<core::DeviceError> for ChatvaultError {
         let detail = e.to_string();
         match e {
             D::WrongKey { .. } => ChatvaultError::WrongKey { detail },
-            D::WrongPassword { attempts_left } => ChatvaultError::WrongPassword { attempts_left },
+            D::WrongPassword { attempts_left } => ChatvaultError::WrongPassword {
+                attempts_left,
+                detail,
+            },
             D::Locked => ChatvaultError::Locked { detail },
             D::RolledBack { .. } => ChatvaultError::RolledBack { detail },
-            D::Damaged { files } => ChatvaultError::Damaged { files },
+            D::Damaged { files } => ChatvaultError::Damaged { files, detail },
             D::Busy { .. } => ChatvaultError::Busy { detail },
             D::NoRepository { .. } => ChatvaultError::NoRepository { detail },
             D::Storage { .. } => ChatvaultError::Storage { detail },
             D::Vault { .. } => ChatvaultError::Vault { detail },
-            D::Cancelled => ChatvaultError::Cancelled,
+            D::Cancelled => ChatvaultError::Cancelled { detail },
             _ => ChatvaultError::Invalid { detail },
         }
     }
