@@ -429,3 +429,29 @@ fn password_mode_from_enable_to_a_new_phone_and_back_to_the_key() {
         Err(DeviceError::NoRepository { .. })
     ));
 }
+
+#[test]
+fn a_cancelled_restore_stops_and_a_rerun_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = chats(dir.path());
+    let phone = Device::open(dir.path().join("phone"));
+    phone.enable_with_key(s(&dir.path().join("repo"))).unwrap();
+    let snap = phone
+        .backup_now(std::slice::from_ref(&src), None, None)
+        .unwrap();
+    let target = dir.path().join("restored");
+    let token = CancelToken::new();
+    // Cancelled at the first callback (the restore's start, before any file is written).
+    let at = CancelAt {
+        token: token.clone(),
+        at: "",
+    };
+    assert!(matches!(
+        phone.restore("latest", &target, Some(&at), Some(&token)),
+        Err(DeviceError::Cancelled)
+    ));
+    assert!(!target.join("chats/notes.txt").exists(), "nothing placed");
+    let r = phone.restore("latest", &target, None, None).unwrap();
+    assert_eq!((r.snapshot_id, r.files), (snap.id, 5));
+    same_tree(&src, &target.join("chats"));
+}
