@@ -9,7 +9,6 @@ use chatvault_client::rollback;
 use chatvault_client::vault::{self, VaultAccess};
 use chatvault_client::{ClientError, Custody, Home};
 use chatvault_format::key::BackupKey;
-use chatvault_repo::backup::{self, BackupOptions};
 use chatvault_repo::check::{self, CheckOptions};
 use chatvault_repo::prune::{self, KeepPolicy, PruneOptions, PruneReport};
 use chatvault_repo::repair::{self, RepairOptions};
@@ -576,30 +575,30 @@ fn init(ctx: &Ctx, a: &InitArgs) -> Result<u8> {
 fn backup_cmd(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
     let (repo, access) = ctx.open_checked()?;
     let bar = Bar::new(ctx.quiet || a.json, "backing up");
-    let opts = BackupOptions {
-        hostname: a.host.clone(),
-        device: Some(ctx.home.device_id()?),
-        force_reread: a.force,
-        min_seq: ctx.home.seen(&repo)?.map_or(0, |s| s.seq),
-        scratch_dir: Some(ctx.home.dir().join("scratch")),
-    };
-    let r = backup::backup(&repo, &a.paths, &opts, &bar);
+    // The workflow (device id, min_seq, scratch folder, record_snapshot) is the SDK's.
+    let r = chatvault_client::device::backup_recorded(
+        &ctx.home,
+        &repo,
+        access.as_ref(),
+        &a.paths,
+        a.host.clone(),
+        a.force,
+        &bar,
+    );
     bar.finish();
-    let out = r?;
-    let tampered =
-        match rollback::record_snapshot(&ctx.home, &repo, access.as_ref(), &out.id, &out.snapshot)?
-        {
-            rollback::Recorded::Done => None,
-            rollback::Recorded::Warning(w) => {
-                eprintln!("warning: {w}");
-                None
-            }
-            rollback::Recorded::Tampered(t) if ctx.accept_rollback => {
-                eprintln!("WARNING: {t}.");
-                None
-            }
-            rollback::Recorded::Tampered(t) => Some(t),
-        };
+    let (out, recorded) = r?;
+    let tampered = match recorded {
+        rollback::Recorded::Done => None,
+        rollback::Recorded::Warning(w) => {
+            eprintln!("warning: {w}");
+            None
+        }
+        rollback::Recorded::Tampered(t) if ctx.accept_rollback => {
+            eprintln!("WARNING: {t}.");
+            None
+        }
+        rollback::Recorded::Tampered(t) => Some(t),
+    };
     let s = &out.snapshot.summary;
     if a.json {
         println!(

@@ -2,12 +2,16 @@
 //!
 //! The client side of chatvault as an app would embed it: a device **home** (one per phone or
 //! user account) that remembers which repository the device backs up to and how the backup key
-//! is kept, and the operations that need that state — enabling end-to-end encrypted backup with
-//! a 64-digit key, opening the repository on this device, or on a new device from a key the user
-//! types back.
+//! is kept, and the operations that need that state. [`Device`] (module [`device`]) is the
+//! API an app uses: it runs every workflow — enable, back up, list, restore, change password,
+//! switch custody, disable, status — with its checks (rollback, sequence numbers, snapshot
+//! records), reports progress through a [`ProgressListener`], stops on a [`CancelToken`] and
+//! fails with one typed [`DeviceError`]. The lower-level functions below are its building
+//! blocks (and the CLI's).
 //!
 //! This crate must not prompt, print or parse command lines (that is the CLI's job), and must
-//! not write the key anywhere but the device home's 0600 key file.
+//! not write the key anywhere but the device home's 0600 key file (nor the vault account token
+//! anywhere but the home's 0600 `account-token`).
 //!
 //! ```no_run
 //! use chatvault_client::{Home, enable_with_key};
@@ -16,6 +20,8 @@
 //! println!("write this down: {}", key.to_grouped_hex().as_str());
 //! # Ok::<(), chatvault_client::ClientError>(())
 //! ```
+
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -27,8 +33,11 @@ use chatvault_repo::storage::Storage;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
+pub mod device;
 pub mod rollback;
 pub mod vault;
+
+pub use device::{CancelToken, Device, DeviceError, ProgressListener};
 
 /// Restoring, as an app embeds it: [`restore::restore`] with an observer ([`restore::Progress`])
 /// whose `restore_event` receives [`restore::RestoreEvent::MessagesReady`] as soon as every chat

@@ -78,6 +78,13 @@ pub trait Progress: Sync {
     /// A restore's milestone (files placed, messages ready, …): the observer hook an app uses
     /// to open its chats before the media is back.
     fn restore_event(&self, _event: &crate::restore::RestoreEvent) {}
+    /// Whether the caller asked the run to stop. A backup checks it before every file and every
+    /// blob and stops with [`RepoError::Cancelled`] before its snapshot is written (packs
+    /// already stored are indexed, as after a killed run, so the next run reuses them); a
+    /// restore checks it between batches of files.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// A [`Progress`] that ignores everything.
@@ -253,12 +260,23 @@ pub fn backup(
     });
 
     if let Some(e) = shared.error.lock().expect("error slot").take() {
+        if matches!(e, RepoError::Cancelled) {
+            // Every stage has drained: the packs stored so far are indexed (as after a killed
+            // run, so the next run reuses them); no snapshot is written.
+            let rest = std::mem::take(&mut shared.pending.lock().expect("pending").0);
+            write_index(repo, rest, &shared)?;
+            tracing::info!("backup cancelled; no snapshot written");
+        }
         return Err(e);
     }
     let (tree, mut summary) = walk_result?;
     // All packs are stored; index what is left, then (and only then) the snapshot.
     let rest = std::mem::take(&mut shared.pending.lock().expect("pending").0);
     write_index(repo, rest, &shared)?;
+    if progress.cancelled() {
+        tracing::info!("backup cancelled; no snapshot written");
+        return Err(RepoError::Cancelled);
+    }
     summary.uploaded_bytes = shared.uploaded.load(Ordering::SeqCst);
     let snapshot = Snapshot {
         version: OBJECT_VERSION,
@@ -495,6 +513,10 @@ fn node_base(name: Vec<u8>, kind: NodeKind, m: &Metadata) -> Node {
 
 impl Walker<'_, '_> {
     fn check_abort(&self) -> Result<()> {
+        if self.progress.cancelled() {
+            self.shared.fail(RepoError::Cancelled);
+            return Err(RepoError::Cancelled);
+        }
         if self.shared.aborted() {
             Err(RepoError::Aborted)
         } else {

@@ -78,6 +78,11 @@ pub enum RepoError {
     /// Invalid request from the caller (bad path, bad URL, conflicting options).
     #[error("{0}")]
     Invalid(String),
+    /// The caller cancelled the operation ([`crate::backup::Progress::cancelled`]). A cancelled
+    /// backup wrote no snapshot; a cancelled restore left the files it had not finished
+    /// unwritten (a rerun keeps the verified ones and removes temporary leftovers).
+    #[error("cancelled")]
+    Cancelled,
     /// The operation was interrupted because another stage failed.
     #[error("backup aborted")]
     Aborted,

@@ -437,7 +437,13 @@ pub fn restore(
         ),
         failed: failed_first,
     });
+    if progress.cancelled() {
+        return Err(RepoError::Cancelled);
+    }
     writer.write(&rest);
+    if progress.cancelled() {
+        return Err(RepoError::Cancelled);
+    }
     // 2. Symbolic links, once nothing else will be written beneath any name.
     for job in &links {
         match restore_symlink(root.as_fd(), &dirs[job.dir], job, opts.overwrite) {
@@ -940,6 +946,9 @@ impl Writer<'_, '_> {
         let mut queue = order.iter().copied();
         let mut carry: Option<Carry> = None;
         loop {
+            if self.progress.cancelled() {
+                break;
+            }
             let mut opens: Vec<Arc<Open>> = Vec::new();
             let mut pieces: Vec<Piece> = Vec::new();
             let mut dir_fds: HashMap<usize, Arc<OwnedFd>> = HashMap::new();
