@@ -502,7 +502,7 @@ impl Device {
         let cfg = self.home.require_config()?;
         if !matches!(cfg.custody, Custody::Key) {
             return Err(DeviceError::invalid(
-                "this device is already in password mode",
+                "this device already keeps its key at a vault (password or threshold mode)",
             ));
         }
         let access = access(vault_url, account, token);
@@ -523,7 +523,8 @@ impl Device {
                 let (access, pinned) = self.vault_for_change()?;
                 vault::disable(&self.home, Some((&access, password, &pinned)))?
             }
-            _ => vault::disable(&self.home, None)?,
+            Custody::Threshold { .. } => return Err(threshold_unsupported()),
+            Custody::Key => vault::disable(&self.home, None)?,
         };
         let _ = self.remove_token();
         let _ = std::fs::remove_file(self.home.dir().join(LAST_BACKUP_FILE));
@@ -566,6 +567,17 @@ impl Device {
             Custody::Password {
                 vault, server_key, ..
             } => ("password", Some(vault), Some(server_key)),
+            Custody::Threshold { realms, .. } => (
+                "threshold",
+                Some(
+                    realms
+                        .iter()
+                        .map(|r| r.url.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                None,
+            ),
         };
         Ok(Status {
             mode: mode.into(),
@@ -612,6 +624,9 @@ impl Device {
 
     fn password_mode(&self) -> Result<Option<PasswordMode>> {
         let cfg = self.home.require_config()?;
+        if matches!(cfg.custody, Custody::Threshold { .. }) {
+            return Err(threshold_unsupported());
+        }
         let Custody::Password {
             vault,
             account,
@@ -833,6 +848,14 @@ impl Progress for Sink<'_> {
     fn cancelled(&self) -> bool {
         self.cancel.is_some_and(CancelToken::is_cancelled)
     }
+}
+
+/// The SDK does not run the threshold-vault workflows yet (the CLI does, PROTOCOL.md §13).
+fn threshold_unsupported() -> DeviceError {
+    DeviceError::invalid(
+        "this device keeps its key at threshold vault realms; the SDK does not manage that mode \
+         yet: use the chatvault CLI (`chatvault key …`, `chatvault disable`)",
+    )
 }
 
 #[cfg(test)]
