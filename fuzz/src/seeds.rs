@@ -688,6 +688,54 @@ mod erased {
     }
 }
 
+/// Valid threshold-vault messages and records (PROTOCOL.md §13.8): one full 2-of-3 recovery of
+/// the harness fixture, so the fuzzer starts from inputs that reach every step.
+fn threshold_seeds(o: &mut Out) {
+    use crate::threshold::{FixedRng, fixture};
+    use chatvault_threshold::{Recovery, register};
+    use chatvault_vault_core::{BackupKey, GuessCounter, KsfParams};
+    let json = |v: &dyn erased::Json| v.to_json();
+    let f = fixture();
+    let (_, reqs) = register(
+        &mut FixedRng(9),
+        &f.set,
+        &f.account,
+        b"pw",
+        &BackupKey::from_bytes([0x42; 32]),
+        KsfParams::INSECURE_FOR_TESTS,
+        10,
+    )
+    .unwrap();
+    o.put("threshold_messages", "register2-request", Some(1), &json(&reqs[0].1));
+    let r1: Vec<_> = f.records.iter().map(|r| r.recover1()).collect();
+    o.put("threshold_messages", "recover1-response", Some(3), &json(&r1[0]));
+    let chosen = Recovery::new(f.set.clone(), f.account.clone())
+        .choose(vec![(1, Ok(r1[0].clone())), (2, Ok(r1[1].clone()))])
+        .unwrap();
+    let (blinded, req2) = chosen.blind(&mut FixedRng(2), b"pw").unwrap();
+    o.put("threshold_messages", "recover2-request", Some(4), &json(&req2));
+    let counted = GuessCounter::new(10).count_guess().unwrap();
+    let resp2: Vec<_> = (0..2)
+        .map(|i| {
+            f.records[i]
+                .recover2(&mut FixedRng(1), &f.keys[i], &f.account, &counted, &req2)
+                .unwrap()
+        })
+        .collect();
+    o.put("threshold_messages", "recover2-response", Some(5), &json(&resp2[0]));
+    let (_, req3) = blinded
+        .finish(vec![(1, Ok(resp2[0].clone())), (2, Ok(resp2[1].clone()))])
+        .unwrap();
+    o.put("threshold_messages", "recover3-request", Some(6), &json(&req3[0].1));
+    let resp3 = f.records[0].recover3(&counted, &req3[0].1).unwrap();
+    o.put("threshold_messages", "recover3-response", Some(7), &json(&resp3));
+    let record = f.records[0].to_bytes();
+    o.put("threshold_record", "record", Some(0), &record);
+    let sealed = f.keys[0].seal_record(&mut FixedRng(3), &f.account, 1, &f.records[0]);
+    o.put("threshold_record", "sealed", Some(1), &sealed);
+    o.put("threshold_record", "plaintext", Some(2), &record);
+}
+
 /// Writes the seeds of every target into `<root>/<target>/seed-*` and checks that each seed
 /// passes its own harness. Returns the number of seeds.
 pub fn write(root: &Path, fixtures: Option<&Path>) -> usize {
@@ -699,6 +747,7 @@ pub fn write(root: &Path, fixtures: Option<&Path>) -> usize {
     format_seeds(&mut o);
     whatsapp_seeds(&mut o, fixtures);
     vault_seeds(&mut o);
+    threshold_seeds(&mut o);
     // Every seed must pass its own harness (catches harness or seed bugs before fuzzing). Only
     // the seeds just written: a fuzzer may be adding and removing other files in the same dirs.
     for (name, harness) in crate::targets() {
