@@ -15,14 +15,23 @@ use clap::Parser;
 
 /// Exit codes (documented in `chatvault --help` and README).
 pub mod exit {
+    /// Success.
     pub const OK: u8 = 0;
+    /// Any other error (bad input, I/O, storage, vault unreachable).
     pub const ERROR: u8 = 1;
+    /// Done, but some files could not be backed up or restored (listed).
     pub const PARTIAL: u8 = 3;
+    /// Wrong key or password.
     pub const WRONG_KEY: u8 = 4;
+    /// No repository at the location.
     pub const NO_REPO: u8 = 5;
+    /// The repository is damaged.
     pub const DAMAGED: u8 = 6;
+    /// The vault destroyed the key after too many wrong guesses.
     pub const LOCKED: u8 = 7;
+    /// Another run holds the repository's lock.
     pub const BUSY: u8 = 8;
+    /// The storage served an older state than this device (or the vault) has seen.
     pub const ROLLED_BACK: u8 = 9;
 }
 

@@ -18,6 +18,7 @@
 //!   any, none) are a clear error, exit 1, without a retry, and no secret in the output.
 //! - `write_once_on_the_server`: through the storage layer, a second write to a name leaves the
 //!   first; with conditional writes exactly one of 8 racing writers wins.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -1,4 +1,5 @@
 //! The `chatvault` CLI driven as a user would: through the real binary, with temp folders.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

@@ -108,6 +108,7 @@
 //! - replay (the same, re-stamped now) → live by storage time (§11), whatever its `expires`: 8.
 //!   A fault can thus make a dead lock live again for at most 30 minutes: denial of service,
 //!   which the provider can always cause (it never makes data go away).
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

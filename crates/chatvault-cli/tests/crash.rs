@@ -9,6 +9,7 @@
 //! tests/common/backends.rs whose server is configured (scripts/ci-backends.sh).
 //! `CHATVAULT_CRASH_TRIALS`, `CHATVAULT_CRASH_SEED` and `CHATVAULT_CRASH_CHANGE_MIB` (default
 //! 20) change the trial count, the seed of the kill points and the data changed per trial.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};

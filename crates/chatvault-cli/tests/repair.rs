@@ -9,6 +9,7 @@
 //!   databases logically).
 //! - the index deleted and one pack's header corrupted → `repair index` names that pack and
 //!   exits 6; every other pack is re-indexed; a second run still reports only that pack.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::path::{Path, PathBuf};
 

@@ -5,6 +5,7 @@
 //! and a file (`ok`). Expected: without `--overwrite` both items fail (exit 6, "not followed" /
 //! "already exists"), with it the links themselves are replaced; `outside/` never changes.
 //! (The hostile-snapshot cases are in chatvault-repo's tests/hostile_restore.rs.)
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, symlink};

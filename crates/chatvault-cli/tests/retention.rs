@@ -1,5 +1,6 @@
 //! Retention (`forget`, `prune`), rollback detection with the device memory, and concurrent
 //! devices, through the `chatvault` binary on a local repository.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -9,6 +9,7 @@
 //! The S3 API checks (listing objects) use unsigned requests, which moto accepts; they are meant
 //! for the local test server only.
 #![cfg(feature = "s3")]
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -7,6 +7,7 @@
 //! stopped; a new device restores byte-identical with the password; `key change-password` with
 //! one realm down; a wrong password counts down (exit 4); with two realms down the restore fails
 //! naming them; `key to-key` deletes the registrations; `key to-password` and `disable`.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

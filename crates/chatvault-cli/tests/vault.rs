@@ -1,4 +1,5 @@
 //! Password mode through the `chatvault` CLI and a real `chatvault-vault` server process.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@
 //! - password mode: enable; a new home restores with the password after wrong passwords that
 //!   count down `attempts_left` 9, 8; change the password (the old one is then wrong); switch
 //!   to the key and restore with it on a third home; disable.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 //! field values, worst-case JSON escaping — seals it as the engine does, and opens it again with
 //! the reader. Where the writer has a hard limit, one step beyond it must be refused by the
 //! writer (not stored and refused later).
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use chatvault_format::blob::{self, BlobType};
 use chatvault_format::envelope::ObjectKind;

@@ -14,6 +14,7 @@
 //!
 //! `cargo test -p chatvault-format --test vectors -- --ignored regenerate` rewrites the files
 //! from [`generate`]; review the diff: a changed vector is a changed format.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -22,6 +22,7 @@
 //! changed page compressed alone with zstd level 3; `changed_zstd_concatenated` is all changed
 //! pages, in order, compressed as one zstd level-3 stream. Used by `bench/incremental.sh` as the
 //! reference for the incremental-backup floor. Not part of the test suite.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::fs::File;
 use std::io::{BufReader, Read};

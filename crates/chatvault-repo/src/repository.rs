@@ -403,7 +403,9 @@ impl Index {
         index.entries.reserve_exact(n);
         for e in r.0.chunks_exact(MERGED_ENTRY_LEN) {
             let id = BlobId::from_bytes(e[..32].try_into().ok()?);
-            let word = |i: usize| u32::from_le_bytes(e[32 + 4 * i..36 + 4 * i].try_into().unwrap());
+            let word = |i: usize| {
+                u32::from_le_bytes(e[32 + 4 * i..36 + 4 * i].try_into().expect("4 bytes"))
+            };
             let slot = Slot {
                 pack: word(0),
                 offset: word(1),

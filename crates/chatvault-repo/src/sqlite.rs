@@ -312,6 +312,7 @@ pub fn has_journal_file(path: &Path) -> bool {
     })
 }
 
+/// Whether `name` is the `-wal`, `-shm` or `-journal` file of the database file `db_name`.
 pub fn is_journal_of(name: &[u8], db_name: &[u8]) -> bool {
     name.len() > db_name.len()
         && name.starts_with(db_name)

@@ -19,6 +19,7 @@
 //! | g | SQLite database (real backup; forged journals) | stale `-wal`, `-shm` | removed; integrity_check ok |
 //! | h | hostile trees | — | `check` reports unsafe and duplicate names as errors |
 //! | depth | 300 nested dirs | — | listed past 256 levels, no crash |
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;

@@ -4,6 +4,7 @@
 //! A database with thousands of pages gets content lists instead of an inline id list; it
 //! restores logically identical, check and prune walk its lists, a changed page stores only a
 //! few new list blobs, and an unchanged database is neither copied nor re-read.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! Property test of the whole engine on the in-memory backend: any folder backs up and restores
 //! exactly, across incremental runs, and dedup stores repeated content once.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;

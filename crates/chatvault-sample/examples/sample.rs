@@ -1,5 +1,6 @@
 //! Generates a preset into a directory, applies some days and reports times, sizes and changed
 //! pages: `cargo run --release -p chatvault-sample --example sample -- small|benchmark DIR [DAYS]`.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::path::PathBuf;
 use std::time::Instant;

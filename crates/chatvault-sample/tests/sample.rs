@@ -1,4 +1,5 @@
 //! Integration tests: generate the small preset, check it like a backup tool would, advance it.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::collections::BTreeMap;
 use std::fs;

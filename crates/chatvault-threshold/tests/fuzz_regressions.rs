@@ -1,5 +1,6 @@
 //! Replays every saved fuzz input in `tests/fuzz_regressions/<target>/` through the harness of
 //! that target (`tests/fuzz_harness/mod.rs`, the code the libFuzzer targets in `fuzz/` run).
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 mod fuzz_harness;
 

@@ -7,6 +7,7 @@
 //! ```
 //!
 //! Uses cheap test Argon2 parameters and a fixed password: never for real accounts.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use chatvault_vault_client::{KsfParams, SecretString, VaultClient};
 

@@ -1,5 +1,6 @@
 //! Measures the protocol's costs on this machine: server KE2 (CPU, no I/O) and the client's
 //! Argon2id with the production parameters. `cargo run --release -p chatvault-vault-core --example measure`
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 use std::time::Instant;
 
 use chatvault_vault_core::*;

@@ -14,6 +14,7 @@
 //! `--rate R` paces the clients to R recoveries/s in total (open loop, latency measured from
 //! the scheduled start, so a stall is not hidden); without it each client runs back to back.
 //! Prints one JSON line: recoveries/s, p50/p90/p99/max latency (ms), errors.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

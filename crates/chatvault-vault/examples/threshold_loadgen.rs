@@ -12,6 +12,7 @@
 //! ```
 //! Prints one JSON line: recoveries/s (total; every realm serves each one), p50/p90/p99/max
 //! latency in ms, errors.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

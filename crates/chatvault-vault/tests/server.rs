@@ -1,6 +1,7 @@
 //! Integration tests: the real `chatvault-vault serve` binary on 127.0.0.1:0 with a temp data dir,
 //! driven through `chatvault-vault-client` the way the CLI will, plus raw HTTP for error paths.
 //! PostgreSQL tests need `CHATVAULT_TEST_POSTGRES_URL` (see scripts/ci-postgres.sh).
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@
 //! | `ten_wrong_passwords_destroy_then_right_password_locked` | 10 wrong passwords | 9…0 guesses left, then `Locked` for the right one, records destroyed |
 //! | `two_hundred_concurrent_wrong_guesses_each_realm_counts_to_limit` | 200 parallel wrong guesses | every realm counted exactly 10 (`guess_seq`) |
 //! | `one_realm_dump_cannot_check_a_password` | one realm's key file + database, 1,000 candidates | no attack singles out the right password |
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpListener;

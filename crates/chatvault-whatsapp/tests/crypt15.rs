@@ -1,5 +1,6 @@
 //! Integration tests of the public API: the real WhatsApp fixture, round trips, every
 //! flipped byte and every truncation, and the table of vectors in `tests/vectors/`.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! harness of that target (`tests/fuzz_harness/mod.rs`, the same code the libFuzzer targets in
 //! `fuzz/` run). Add a crashing input found by `scripts/fuzz.sh` by copying it from
 //! `fuzz/artifacts/<target>/` into `tests/fuzz_regressions/<target>/` with a descriptive name.
+#![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 mod fuzz_harness;
 
