@@ -108,6 +108,7 @@ pub enum Command {
     #[command(subcommand)]
     Whatsapp(WhatsappCommand),
     /// Run the whole backup → lost phone → restore story on embedded defaults, narrated.
+    #[cfg(feature = "demo")]
     Demo {
         /// Keep the demo's files in this (new or empty) folder instead of a removed temp folder.
         #[arg(long, value_name = "DIR")]

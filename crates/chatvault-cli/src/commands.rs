@@ -62,10 +62,12 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Whatsapp(c) => whatsapp(&ctx, c),
         Command::Sample(a) => sample(a),
         Command::Migrate(a) => migrate(&ctx, a.json),
+        #[cfg(feature = "demo")]
         Command::Demo {
             keep,
             realms: Some(n),
         } => crate::demo::run_realms(keep.as_deref(), ctx.quiet, *n),
+        #[cfg(feature = "demo")]
         Command::Demo { keep, realms: None } => crate::demo::run(keep.as_deref(), ctx.quiet),
     }
 }

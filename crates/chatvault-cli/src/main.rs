@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+#[cfg(feature = "demo")]
 mod demo;
 mod ui;
 
