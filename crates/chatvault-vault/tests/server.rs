@@ -28,20 +28,27 @@ impl Drop for Server {
     }
 }
 
+/// `chatvault-vault serve --dev-issuer` on 127.0.0.1 (any port) with `data_dir` and `extra`
+/// arguments, stdout piped (the tests read "listening on" from it).
+fn serve_command(data_dir: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_chatvault-vault"));
+    c.args([
+        "serve",
+        "--dev-issuer",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(data_dir)
+    .args(extra)
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::piped());
+    c
+}
+
 impl Server {
     fn spawn(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chatvault-vault"))
-            .args([
-                "serve",
-                "--dev-issuer",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
+        let mut child = serve_command(data_dir, extra)
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn chatvault-vault");
@@ -2056,18 +2063,7 @@ fn pg_connections_by_tls(admin_url: &str, name: &str) -> (i64, i64) {
 
 /// Runs `serve` expecting it to exit non-zero before listening; returns its stderr.
 fn serve_must_fail(data_dir: &Path, extra: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatvault-vault"))
-        .args([
-            "serve",
-            "--dev-issuer",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
+    let mut child = serve_command(data_dir, extra)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn chatvault-vault");
