@@ -8,22 +8,27 @@
 #   bash bench/vault-load.sh                  # SQLite (1 process) and, if PostgreSQL is set up
 #                                             # (CHATVAULT_TEST_POSTGRES_URL, scripts/ci-postgres.sh),
 #                                             # 3 processes sharing PostgreSQL
-# Env: CLIENTS (default 32), SECONDS_PER_RUN (15), RATE (paced run, default 300/s).
-# Prints one JSON line per run and writes them to bench/results/vault-load-DATE.jsonl.
+# Env: CLIENTS (default 32), SECONDS_PER_RUN (15), RATE (paced run, default 300/s),
+#      BACKENDS ("sqlite postgres", the runs to make), PG_POOL_SIZE (--pg-pool-size, default 8),
+#      OUT (result file), VAULT_BIN / LOADGEN_BIN (other binaries, e.g. a saved build for an A/B
+#      comparison; SKIP_BUILD=1 skips cargo).
+# Prints one JSON line per run and appends them to OUT (default bench/results/vault-load-DATE.jsonl).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLIENTS=${CLIENTS:-32}
 SECS=${SECONDS_PER_RUN:-15}
 RATE=${RATE:-300}
-OUT="$ROOT/bench/results/vault-load-$(date -u +%Y-%m-%d).jsonl"
+BACKENDS=${BACKENDS:-sqlite postgres}
+PG_POOL_SIZE=${PG_POOL_SIZE:-8}
+OUT=${OUT:-"$ROOT/bench/results/vault-load-$(date -u +%Y-%m-%d).jsonl"}
 
 log() { echo "vault-load: $*" >&2; }
 
 log "building release binaries (vault + load generator)"
 [ -n "${SKIP_BUILD:-}" ] || (cd "$ROOT" && cargo build --release -q -p chatvault-vault --bins --examples)
-BIN="$ROOT/target/release/chatvault-vault"
-GEN="$ROOT/target/release/examples/loadgen"
+BIN=${VAULT_BIN:-"$ROOT/target/release/chatvault-vault"}
+GEN=${LOADGEN_BIN:-"$ROOT/target/release/examples/loadgen"}
 
 WORK=$(mktemp -d /tmp/chatvault-vault-load.XXXXXX)
 PIDS=()
@@ -68,26 +73,31 @@ stop_vaults() {
 run() {
     local label=$1
     shift
-    local line
+    local line load_before
+    load_before=$(cut -d' ' -f1 /proc/loadavg)
     line=$("$GEN" --data-dir "$WORK/data" --clients "$CLIENTS" --seconds "$SECS" "$@")
-    line="{\"run\":\"$label\",\"cores\":$(nproc),${line#\{}"
+    line="{\"run\":\"$label\",\"cores\":$(nproc),\"loadavg_1m_before\":$load_before,${line#\{}"
     echo "$line" | tee -a "$OUT"
 }
 
-log "SQLite, one process"
-url=$(start_vault sqlite)
-run "sqlite-1proc-max" --url "$url"
-run "sqlite-1proc-${RATE}per_s" --url "$url" --rate "$RATE"
-stop_vaults
+if [[ " $BACKENDS " == *" sqlite "* ]]; then
+    log "SQLite, one process"
+    url=$(start_vault sqlite)
+    run "sqlite-1proc-max" --url "$url"
+    run "sqlite-1proc-${RATE}per_s" --url "$url" --rate "$RATE"
+    stop_vaults
+fi
 
-if [ -n "${CHATVAULT_TEST_POSTGRES_URL:-}" ]; then
+if [[ " $BACKENDS " != *" postgres "* ]]; then
+    :
+elif [ -n "${CHATVAULT_TEST_POSTGRES_URL:-}" ]; then
     DB="chatvault_load_$$"
     psql "$CHATVAULT_TEST_POSTGRES_URL" -qc "CREATE DATABASE $DB" >/dev/null
     PG_URL="${CHATVAULT_TEST_POSTGRES_URL%/*}/$DB"
     log "PostgreSQL, three processes"
     urls=()
     for i in 1 2 3; do
-        urls+=(--url "$(start_vault "pg$i" --db "$PG_URL" --pg-pool-size 8)")
+        urls+=(--url "$(start_vault "pg$i" --db "$PG_URL" --pg-pool-size "$PG_POOL_SIZE")")
     done
     run "postgres-3proc-max" "${urls[@]}"
     run "postgres-3proc-${RATE}per_s" "${urls[@]}" --rate "$RATE"
