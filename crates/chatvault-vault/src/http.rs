@@ -489,43 +489,43 @@ async fn recover_finish<S: Store>(
     let ke3 = decode(&req.ke3, "ke3", Some(64))?;
     let now = unix_now();
     let login = st.vault.open_login_state(now, &account, &blob)?;
-    let (generation, sealed, counter) =
-        match st.store.load(&account).await.map_err(ApiError::store)? {
-            AccountState::Destroyed { .. } => return Err(locked()),
-            AccountState::NoRecord { .. } => {
-                // A dummy state can only fail (counted like any failed KE3, so the metrics do
-                // not tell unknown accounts apart); a real one lost its record (deleted/reset).
-                if let Err(e) = login.finish(&account, &ke3) {
-                    st.metrics.ke3_failed.inc();
-                    return Err(e.into());
-                }
-                return Err(CoreError::StaleState.into());
-            }
-            AccountState::Registered {
-                generation,
-                sealed,
-                counter,
-            } => (generation, sealed, counter),
-        };
-    if login.generation != generation {
-        return Err(CoreError::StaleState.into());
-    }
-    let seq = login.guess_seq;
+    let (generation, seq) = (login.generation, login.guess_seq);
+    // The KE3 is checked first (CPU only); a valid one then resets the counter and reads the
+    // record in one atomic statement. Any other outcome is explained from a load, with the same
+    // answers and metrics as loading first (PROTOCOL.md §6.3).
     let session = match login.finish(&account, &ke3) {
         Ok(session) => session,
         Err(e) => {
-            st.metrics.ke3_failed.inc();
-            return Err(e.into());
+            return Err(
+                match st.store.load(&account).await.map_err(ApiError::store)? {
+                    AccountState::Destroyed { .. } => locked(),
+                    AccountState::Registered {
+                        generation: current,
+                        ..
+                    } if current != generation => CoreError::StaleState.into(),
+                    _ => {
+                        st.metrics.ke3_failed.inc();
+                        e.into()
+                    }
+                },
+            );
         }
     };
-    if !st
+    let Some((sealed, counter)) = st
         .store
-        .record_success(&account, generation, seq, now)
+        .record_success_returning(&account, generation, seq, now)
         .await
         .map_err(ApiError::store)?
-    {
-        return Err(CoreError::StaleState.into());
-    }
+    else {
+        // Not applied: destroyed, deleted/reset, another generation, or a replayed/superseded
+        // state.
+        return Err(
+            match st.store.load(&account).await.map_err(ApiError::store)? {
+                AccountState::Destroyed { .. } => locked(),
+                _ => CoreError::StaleState.into(),
+            },
+        );
+    };
     let record = st
         .vault
         .open_record(&account, generation, &sealed, &counter)

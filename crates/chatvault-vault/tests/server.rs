@@ -203,16 +203,15 @@ fn change_password_old_fails_new_works() {
     assert_eq!(*c.recover(&pw("new"), &pinned).unwrap().backup_key, KEY);
 }
 
-/// Runs a recovery through the raw HTTP API; returns the finish request body, the
-/// `recover/finish` answer (status, body) and, on success, the proof (base64url) opened from
-/// the release with the session key.
-fn raw_recover(
+/// Runs `recover/start` through the raw HTTP API and the client's finish: returns the
+/// `recover/finish` request body (not sent) and the client's unwrapper for the release.
+fn raw_finish_body(
     server: &Server,
     data_dir: &Path,
     account: &str,
     password: &[u8],
     pinned: &ServerIdentity,
-) -> (String, u16, String, Option<String>) {
+) -> (String, chatvault_vault_core::Unwrapper) {
     use chatvault_vault_core::api::{self, b64_decode, b64_encode};
     use chatvault_vault_core::{AccountId, Ke2Params, RecoveryClient};
     let kf = KeyFile::load_or_create(data_dir).unwrap();
@@ -244,6 +243,23 @@ fn raw_recover(
         started.state,
         b64_encode(&ke3)
     );
+    (finish, unwrapper)
+}
+
+/// Runs a recovery through the raw HTTP API; returns the finish request body, the
+/// `recover/finish` answer (status, body) and, on success, the proof (base64url) opened from
+/// the release with the session key.
+fn raw_recover(
+    server: &Server,
+    data_dir: &Path,
+    account: &str,
+    password: &[u8],
+    pinned: &ServerIdentity,
+) -> (String, u16, String, Option<String>) {
+    use chatvault_vault_core::api::{self, b64_decode, b64_encode};
+    let (finish, unwrapper) = raw_finish_body(server, data_dir, account, password, pinned);
+    let kf = KeyFile::load_or_create(data_dir).unwrap();
+    let tok = token::issue(&kf.issuer, account, now(), 60);
     let (status, text) = raw_post(
         &format!("{}/v1/accounts/{account}/recover/finish", server.url),
         Some(&tok),
@@ -257,6 +273,99 @@ fn raw_recover(
         b64_encode(&released.proof)
     });
     (finish, status, text, proof)
+}
+
+/// The same finish body with one bit of the KE3 flipped (a KE3 that cannot verify).
+fn tamper_ke3(finish: &str) -> String {
+    use chatvault_vault_core::api::{RecoverFinishRequest, b64_decode, b64_encode};
+    let mut req: RecoverFinishRequest = serde_json::from_str(finish).unwrap();
+    let mut ke3 = b64_decode(&req.ke3, "ke3").unwrap();
+    ke3[0] ^= 1;
+    req.ke3 = b64_encode(&ke3);
+    serde_json::to_string(&req).unwrap()
+}
+
+/// `recover/finish` checks the KE3 before it touches the database; its answers are those of
+/// PROTOCOL.md §6.3 step 2 whatever the order: a valid KE3 of a reset record is `409
+/// stale_state`, any KE3 of an older generation too, an invalid one of the live generation `403`,
+/// any KE3 of a destroyed record `423`. Only the KE3 that succeeds resets the counter, once.
+fn recover_finish_answers_follow_the_row(extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), extra);
+    let kf = KeyFile::load_or_create(dir.path()).unwrap();
+    let tok = token::issue(&kf.issuer, "fay", now(), 600);
+    let finish_url = format!("{}/v1/accounts/fay/recover/finish", server.url);
+    let post = |body: &str| raw_post(&finish_url, Some(&tok), body);
+    let c = client(&server, dir.path(), "fay");
+    let pinned = c.register(&pw("pw"), &KEY).unwrap();
+
+    // Reset after the KE2: a valid KE3 is stale (a real state whose record is gone).
+    let (old, _) = raw_finish_body(&server, dir.path(), "fay", b"pw", &pinned);
+    c.reset().unwrap();
+    let (status, text) = post(&old);
+    assert_eq!(
+        (status, text.contains("stale_state")),
+        (409, true),
+        "{text}"
+    );
+    // Registered again (another generation): still stale, valid or not.
+    c.register_pinned(&pw("pw"), &KEY, &pinned).unwrap();
+    for body in [old.clone(), tamper_ke3(&old)] {
+        let (status, text) = post(&body);
+        assert_eq!(
+            (status, text.contains("stale_state")),
+            (409, true),
+            "{text}"
+        );
+    }
+    // The live generation: an invalid KE3 is 403 and resets nothing; the valid one succeeds once.
+    let (live, _) = raw_finish_body(&server, dir.path(), "fay", b"pw", &pinned);
+    let (status, text) = post(&tamper_ke3(&live));
+    assert_eq!(
+        (status, text.contains("authentication_failed")),
+        (403, true),
+        "{text}"
+    );
+    assert!(matches!(
+        c.recover(&pw("no"), &pinned),
+        Err(Error::WrongPassword { attempts_left: 8 })
+    ));
+    let (status, text) = post(&live);
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = post(&live);
+    assert_eq!(
+        (status, text.contains("stale_state")),
+        (409, true),
+        "{text}"
+    );
+    // Destroyed after the KE2: locked, valid KE3 or not.
+    let (last, _) = raw_finish_body(&server, dir.path(), "fay", b"pw", &pinned);
+    for _ in 0..9 {
+        assert!(matches!(
+            c.recover(&pw("no"), &pinned),
+            Err(Error::WrongPassword { .. })
+        ));
+    }
+    assert!(matches!(c.recover(&pw("pw"), &pinned), Err(Error::Locked)));
+    for body in [last.clone(), tamper_ke3(&last)] {
+        let (status, text) = post(&body);
+        assert_eq!(status, 423, "{text}");
+    }
+}
+
+#[test]
+fn recover_finish_answers_follow_the_row_sqlite() {
+    recover_finish_answers_follow_the_row(NO_LIMITS);
+}
+
+#[test]
+fn postgres_recover_finish_answers_follow_the_row() {
+    let Some(db) = PgDb::create("postgres_recover_finish_answers_follow_the_row") else {
+        return;
+    };
+    let mut args = NO_LIMITS.to_vec();
+    args.extend(["--db", &db.url]);
+    recover_finish_answers_follow_the_row(&args);
 }
 
 #[test]

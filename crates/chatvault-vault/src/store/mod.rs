@@ -59,6 +59,17 @@ pub trait Store: Send + Sync + 'static {
         now: u64,
     ) -> impl Future<Output = Result<bool>> + Send;
 
+    /// [`Store::record_success`] that also returns, from the same atomic statement, the sealed
+    /// record and the counter (after the reset) of the row it applied to: `None` if it did not
+    /// apply. `recover/finish` needs no separate load then (PROTOCOL.md §6.3).
+    fn record_success_returning(
+        &self,
+        account: &AccountId,
+        generation: u64,
+        state_guess_seq: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<Option<(Vec<u8>, GuessCounter)>>> + Send;
+
     /// Writes a new record if the row still has `record.expected_generation` (0: no row yet).
     /// Returns false on a lost race.
     fn write_record(
@@ -158,6 +169,23 @@ pub(crate) fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A [`GuessCounter`] from its raw columns (`attempts`, `max_attempts`, `guess_seq`,
+/// `success_floor`).
+pub(crate) fn counter_from(
+    attempts: i64,
+    max_attempts: i64,
+    guess_seq: i64,
+    success_floor: i64,
+) -> Result<GuessCounter> {
+    use crate::error::Error::CorruptRow;
+    Ok(GuessCounter {
+        attempts: u32::try_from(attempts).map_err(|_| CorruptRow("attempts"))?,
+        max_attempts: u32::try_from(max_attempts).map_err(|_| CorruptRow("max_attempts"))?,
+        guess_seq: u(guess_seq),
+        success_floor: u(success_floor),
+    })
+}
+
 impl Row {
     pub(crate) fn into_state(self) -> Result<AccountState> {
         use crate::error::Error::CorruptRow;
@@ -167,13 +195,12 @@ impl Row {
             STATUS_REGISTERED => AccountState::Registered {
                 generation,
                 sealed: self.sealed.ok_or(CorruptRow("registered without record"))?,
-                counter: GuessCounter {
-                    attempts: u32::try_from(self.attempts).map_err(|_| CorruptRow("attempts"))?,
-                    max_attempts: u32::try_from(self.max_attempts)
-                        .map_err(|_| CorruptRow("max_attempts"))?,
-                    guess_seq: u(self.guess_seq),
-                    success_floor: u(self.success_floor),
-                },
+                counter: counter_from(
+                    self.attempts,
+                    self.max_attempts,
+                    self.guess_seq,
+                    self.success_floor,
+                )?,
             },
             STATUS_DESTROYED => AccountState::Destroyed {
                 generation,

@@ -1,5 +1,6 @@
 //! PostgreSQL store (also plain-SQL compatible with CockroachDB): tokio-postgres + deadpool, one
-//! statement per operation, retried on SQLSTATE 40001 (serialization failure). Many vault
+//! statement per operation (prepared once per connection), retried on SQLSTATE 40001
+//! (serialization failure). Many vault
 //! processes may share one database: the guess counter is a single conditional `UPDATE`.
 //!
 //! TLS (rustls) when the URL asks for it with `sslmode=verify-full` / `verify-ca` / `require`
@@ -16,7 +17,7 @@ use tokio_postgres::types::ToSql;
 use super::pgtls::{PgSslMode, RustlsConnect, non_loopback_hosts, parse_target};
 use super::{
     COMMITMENT_ROUNDS, CommitmentWrite, Row, SCHEMA_VERSION, STATUS_DESTROYED, STATUS_NONE,
-    STATUS_REGISTERED, Store, explain_commitment_miss, i, u,
+    STATUS_REGISTERED, Store, counter_from, explain_commitment_miss, i, u,
 };
 use crate::error::{Error, Result};
 
@@ -186,6 +187,11 @@ impl PgStore {
     }
 
     /// Runs one statement returning rows, retrying on serialization failures.
+    ///
+    /// The statement is prepared once per connection (`prepare_cached`): every later call is a
+    /// single round trip (Bind/Execute/Sync) that PostgreSQL neither parses nor, once it settled
+    /// on a generic plan, plans again. An unprepared `query(&str)` costs two round trips and two
+    /// implicit transactions (Parse/Describe, then Bind/Execute).
     async fn query(
         &self,
         sql: &str,
@@ -194,7 +200,11 @@ impl PgStore {
         let mut attempt = 0;
         loop {
             let client = self.client().await?;
-            match client.query(sql, params).await {
+            let result = match client.prepare_cached(sql).await {
+                Ok(stmt) => client.query(&stmt, params).await,
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(rows) => return Ok(rows),
                 Err(e) if retryable(&e) && attempt < MAX_RETRIES => {
                     attempt += 1;
@@ -205,11 +215,17 @@ impl PgStore {
         }
     }
 
+    /// Runs one statement returning the number of rows it changed; prepared and retried like
+    /// [`PgStore::query`].
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let mut attempt = 0;
         loop {
             let client = self.client().await?;
-            match client.execute(sql, params).await {
+            let result = match client.prepare_cached(sql).await {
+                Ok(stmt) => client.execute(&stmt, params).await,
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(n) => return Ok(n),
                 Err(e) if retryable(&e) && attempt < MAX_RETRIES => {
                     attempt += 1;
@@ -316,6 +332,42 @@ impl Store for PgStore {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    async fn record_success_returning(
+        &self,
+        account: &AccountId,
+        generation: u64,
+        state_guess_seq: u64,
+        now: u64,
+    ) -> Result<Option<(Vec<u8>, GuessCounter)>> {
+        let rows = self
+            .query(
+                "UPDATE vault_records SET attempts = 0, success_floor = guess_seq, updated_at = $4
+                 WHERE account = $1 AND generation = $2 AND status = 1
+                   AND success_floor < $3 AND guess_seq >= $3
+                 RETURNING sealed, attempts, max_attempts, guess_seq, success_floor",
+                &[
+                    &account.as_str(),
+                    &i(generation),
+                    &i(state_guess_seq),
+                    &i(now),
+                ],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                let sealed: Option<Vec<u8>> = r.get(0);
+                let sealed = sealed.ok_or(Error::CorruptRow("registered without record"))?;
+                let counter = counter_from(
+                    i64::from(r.get::<_, i32>(1)),
+                    i64::from(r.get::<_, i32>(2)),
+                    r.get(3),
+                    r.get(4),
+                )?;
+                Ok((sealed, counter))
+            })
+            .transpose()
     }
 
     async fn write_record(

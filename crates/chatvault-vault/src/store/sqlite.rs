@@ -20,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     CommitmentWrite, Row, SCHEMA_VERSION, STATUS_DESTROYED, STATUS_NONE, STATUS_REGISTERED, Store,
-    explain_commitment_miss, i, u,
+    counter_from, explain_commitment_miss, i, u,
 };
 use crate::error::{Error, Result};
 
@@ -367,6 +367,42 @@ impl Store for SqliteStore {
             })
             .await?;
         Ok(n == 1)
+    }
+
+    async fn record_success_returning(
+        &self,
+        account: &AccountId,
+        generation: u64,
+        state_guess_seq: u64,
+        now: u64,
+    ) -> Result<Option<(Vec<u8>, GuessCounter)>> {
+        let account = account.as_str().to_owned();
+        let row = self
+            .with(move |c| {
+                c.query_row(
+                    "UPDATE vault_records SET attempts = 0, success_floor = guess_seq, updated_at = ?4
+                     WHERE account = ?1 AND generation = ?2 AND status = 1
+                       AND success_floor < ?3 AND guess_seq >= ?3
+                     RETURNING sealed, attempts, max_attempts, guess_seq, success_floor",
+                    params![account, i(generation), i(state_guess_seq), i(now)],
+                    |r| {
+                        Ok((
+                            r.get::<_, Option<Vec<u8>>>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    },
+                )
+                .optional()
+            })
+            .await?;
+        row.map(|(sealed, a, m, g, s)| {
+            let sealed = sealed.ok_or(Error::CorruptRow("registered without record"))?;
+            Ok((sealed, counter_from(a, m, g, s)?))
+        })
+        .transpose()
     }
 
     async fn write_record(
