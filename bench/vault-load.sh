@@ -10,8 +10,9 @@
 #                                             # 3 processes sharing PostgreSQL
 # Env: CLIENTS (default 32), SECONDS_PER_RUN (15), RATE (paced run, default 300/s),
 #      BACKENDS ("sqlite postgres", the runs to make), PG_POOL_SIZE (--pg-pool-size, default 8),
-#      OUT (result file), VAULT_BIN / LOADGEN_BIN (other binaries, e.g. a saved build for an A/B
-#      comparison; SKIP_BUILD=1 skips cargo).
+#      OUT (result file), TAG (written into each result line, e.g. the commit measured),
+#      VAULT_BIN / LOADGEN_BIN (other binaries, e.g. a saved build for an A/B comparison;
+#      SKIP_BUILD=1 skips cargo).
 # Prints one JSON line per run and appends them to OUT (default bench/results/vault-load-DATE.jsonl).
 set -euo pipefail
 
@@ -40,8 +41,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_vault NAME [serve args…]: starts a vault on 127.0.0.1 with the data dir $WORK/data,
-# prints its URL.
+# start_vault NAME [serve args…]: starts a vault on 127.0.0.1 with the data dir $WORK/data and
+# sets URL to its URL. Not to be called in a command substitution: the subshell would keep the
+# PID from PIDS and the vault would outlive the script.
 start_vault() {
     local name=$1
     shift
@@ -52,7 +54,7 @@ start_vault() {
     for _ in $(seq 1 100); do
         url=$(sed -n 's/^listening on //p' "$WORK/$name.out" | head -n 1)
         if [ -n "$url" ]; then
-            echo "$url"
+            URL=$url
             return
         fi
         sleep 0.1
@@ -76,15 +78,15 @@ run() {
     local line load_before
     load_before=$(cut -d' ' -f1 /proc/loadavg)
     line=$("$GEN" --data-dir "$WORK/data" --clients "$CLIENTS" --seconds "$SECS" "$@")
-    line="{\"run\":\"$label\",\"cores\":$(nproc),\"loadavg_1m_before\":$load_before,${line#\{}"
+    line="{\"run\":\"$label\",\"tag\":\"${TAG:-}\",\"cores\":$(nproc),\"loadavg_1m_before\":$load_before,${line#\{}"
     echo "$line" | tee -a "$OUT"
 }
 
 if [[ " $BACKENDS " == *" sqlite "* ]]; then
     log "SQLite, one process"
-    url=$(start_vault sqlite)
-    run "sqlite-1proc-max" --url "$url"
-    run "sqlite-1proc-${RATE}per_s" --url "$url" --rate "$RATE"
+    start_vault sqlite
+    run "sqlite-1proc-max" --url "$URL"
+    run "sqlite-1proc-${RATE}per_s" --url "$URL" --rate "$RATE"
     stop_vaults
 fi
 
@@ -97,7 +99,8 @@ elif [ -n "${CHATVAULT_TEST_POSTGRES_URL:-}" ]; then
     log "PostgreSQL, three processes"
     urls=()
     for i in 1 2 3; do
-        urls+=(--url "$(start_vault "pg$i" --db "$PG_URL" --pg-pool-size "$PG_POOL_SIZE")")
+        start_vault "pg$i" --db "$PG_URL" --pg-pool-size "$PG_POOL_SIZE"
+        urls+=(--url "$URL")
     done
     run "postgres-3proc-max" "${urls[@]}"
     run "postgres-3proc-${RATE}per_s" "${urls[@]}" --rate "$RATE"
