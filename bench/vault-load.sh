@@ -38,6 +38,10 @@ cleanup() {
         [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
     done
     rm -rf "$WORK"
+    if [ -n "${DB:-}" ]; then
+        psql "$CHATVAULT_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" \
+            >/dev/null 2>&1 || true
+    fi
 }
 trap cleanup EXIT
 
@@ -106,6 +110,7 @@ elif [ -n "${CHATVAULT_TEST_POSTGRES_URL:-}" ]; then
     run "postgres-3proc-${RATE}per_s" "${urls[@]}" --rate "$RATE"
     stop_vaults
     psql "$CHATVAULT_TEST_POSTGRES_URL" -qc "DROP DATABASE $DB WITH (FORCE)" >/dev/null || true
+    DB=
 else
     log "CHATVAULT_TEST_POSTGRES_URL not set: PostgreSQL runs skipped"
 fi
