@@ -29,6 +29,7 @@ use chatvault_format::objects::{
 use chatvault_format::pack::{self, PackEntry};
 use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use rand_core::OsRng;
+use serde::{Serialize, Serializer};
 
 use crate::error::{RepoError, Result};
 use crate::lock::{self, LockGuard};
@@ -84,7 +85,9 @@ impl KeepPolicy {
     }
 }
 
-/// One snapshot's fate under a policy.
+/// One snapshot's fate under a policy. It serializes (`forget --json`) as
+/// `{id, short_id, time, hostname, device, reasons}`, the snapshot's fields `null` when it is
+/// unreadable.
 #[derive(Debug, Clone)]
 pub struct ForgetEntry {
     /// The snapshot.
@@ -95,8 +98,32 @@ pub struct ForgetEntry {
     pub reasons: Vec<String>,
 }
 
+impl Serialize for ForgetEntry {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            id: &'a SnapshotId,
+            short_id: String,
+            time: Option<&'a str>,
+            hostname: Option<&'a str>,
+            device: Option<&'a str>,
+            reasons: &'a [String],
+        }
+        let snap = self.snapshot.as_ref();
+        Entry {
+            id: &self.id,
+            short_id: self.id.short(),
+            time: snap.map(|s| s.time.as_str()),
+            hostname: snap.map(|s| s.hostname.as_str()),
+            device: snap.and_then(|s| s.device.as_deref()),
+            reasons: &self.reasons,
+        }
+        .serialize(s)
+    }
+}
+
 /// The outcome of [`forget`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ForgetReport {
     /// Snapshots kept, newest first within each group.
     pub keep: Vec<ForgetEntry>,
@@ -247,8 +274,9 @@ impl Default for PruneOptions {
     }
 }
 
-/// What [`prune`] did (or would do).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What [`prune`] did (or would do). It serializes (`prune --json`) field by field, with
+/// `postponed` as `[{plan, reason}]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PruneReport {
     /// Snapshots whose data is kept.
     pub snapshots: usize,
@@ -297,7 +325,25 @@ pub struct PruneReport {
     /// Condemned packs a newer snapshot turned out to need; indexed again, not deleted.
     pub rescued_packs: usize,
     /// Plans left for a later run, with the reason.
+    #[serde(serialize_with = "serialize_postponed")]
     pub postponed: Vec<(PlanId, String)>,
+}
+
+/// [`PruneReport::postponed`] as `[{"plan": …, "reason": …}]`.
+fn serialize_postponed<S: Serializer>(
+    postponed: &[(PlanId, String)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Postponed<'a> {
+        plan: &'a PlanId,
+        reason: &'a str,
+    }
+    s.collect_seq(
+        postponed
+            .iter()
+            .map(|(plan, reason)| Postponed { plan, reason }),
+    )
 }
 
 /// Runs prune: sweeps due plans, then marks what is unused now (docs/FORMAT.md §15).

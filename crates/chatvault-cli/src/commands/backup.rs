@@ -1,14 +1,23 @@
 //! `chatvault backup`: one backup of the given paths, recorded on the device and at the vault.
 
 use anyhow::Result;
-use chatvault_client::rollback;
-use serde_json::json;
+use chatvault_client::{DeviceError, rollback};
+use chatvault_format::id::SnapshotId;
+use chatvault_format::objects::Snapshot;
+use serde::Serialize;
 
-use super::RolledBack;
 use super::ctx::Ctx;
+use super::shared::print_json;
 use crate::args::BackupArgs;
 use crate::exit;
 use crate::ui::Bar;
+
+/// `backup --json`: the new snapshot's id and the snapshot itself.
+#[derive(Serialize)]
+struct BackupJson<'a> {
+    id: &'a SnapshotId,
+    snapshot: &'a Snapshot,
+}
 
 pub(super) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
     let (repo, access) = ctx.open_checked()?;
@@ -39,10 +48,10 @@ pub(super) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
     };
     let s = &out.snapshot.summary;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"id": out.id, "snapshot": out.snapshot}))?
-        );
+        print_json(&BackupJson {
+            id: &out.id,
+            snapshot: &out.snapshot,
+        })?;
     } else {
         println!(
             "snapshot {} saved: {} files, {} dirs, {} bytes; {} files read, {} new bytes in {} blobs, {} bytes uploaded",
@@ -63,7 +72,10 @@ pub(super) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
         }
     }
     if let Some(t) = tampered {
-        return Err(RolledBack(format!("snapshot {} is saved, but {t}", out.id.short())).into());
+        return Err(DeviceError::RolledBack {
+            message: format!("snapshot {} is saved, but {t}", out.id.short()),
+        }
+        .into());
     }
     if s.is_complete() {
         Ok(exit::OK)

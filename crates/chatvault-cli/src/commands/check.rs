@@ -5,6 +5,7 @@ use anyhow::Result;
 use chatvault_repo::check::{self, CheckOptions};
 
 use super::ctx::Ctx;
+use super::shared::print_json;
 use crate::args::CheckArgs;
 use crate::exit;
 use crate::ui::Bar;
@@ -22,7 +23,7 @@ pub(super) fn run(ctx: &Ctx, a: &CheckArgs) -> Result<u8> {
     bar.finish();
     let report = r?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_json(&report)?;
     } else {
         for w in &report.warnings {
             println!("warning: {w}");

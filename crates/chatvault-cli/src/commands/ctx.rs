@@ -7,13 +7,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use chatvault_client::rollback;
 use chatvault_client::vault::{self, VaultAccess};
-use chatvault_client::{ClientError, Custody, Home};
+use chatvault_client::{ClientError, Custody, DeviceError, Home};
 use chatvault_format::key::BackupKey;
 use chatvault_repo::repository::Repository;
 use chatvault_repo::storage::Limits;
 use chatvault_vault_client::{SecretString, ServerIdentity};
 
-use super::RolledBack;
 use super::shared::{key_from_env_or_file, print_realm_warnings, read_password, warn_if_tofu};
 use crate::args::Cli;
 use crate::ui;
@@ -334,19 +333,22 @@ impl Ctx {
         }
         if let Some(t) = status.tampered {
             if !self.accept_rollback {
-                return Err(
-                    RolledBack(format!("{t}. To go on anyway, pass --accept-rollback")).into(),
-                );
+                return Err(DeviceError::RolledBack {
+                    message: format!("{t}. To go on anyway, pass --accept-rollback"),
+                }
+                .into());
             }
             eprintln!("WARNING: {t}.");
             eprintln!("WARNING: going on because of --accept-rollback.");
         }
         if let Some(r) = status.rollback {
             if !self.accept_rollback {
-                return Err(RolledBack(format!(
-                    "{r}. If you know why (for example you restored the storage from an old \
-                     copy), pass --accept-rollback"
-                ))
+                return Err(DeviceError::RolledBack {
+                    message: format!(
+                        "{r}. If you know why (for example you restored the storage from an old \
+                         copy), pass --accept-rollback"
+                    ),
+                }
                 .into());
             }
             eprintln!("WARNING: {r}.");

@@ -2,10 +2,10 @@
 
 use anyhow::Result;
 use chatvault_repo::prune::{self, KeepPolicy, PruneOptions};
-use serde_json::json;
 
 use super::ctx::Ctx;
 use super::prune::print_prune;
+use super::shared::{WithDryRun, print_json};
 use crate::args::ForgetArgs;
 use crate::exit;
 
@@ -19,22 +19,11 @@ pub(super) fn run(ctx: &Ctx, a: &ForgetArgs) -> Result<u8> {
         yearly: a.keep_yearly,
     };
     let report = prune::forget(&repo, &policy, a.dry_run)?;
-    let entry = |e: &prune::ForgetEntry| {
-        json!({"id": e.id, "short_id": e.id.short(),
-               "time": e.snapshot.as_ref().map(|s| s.time.clone()),
-               "hostname": e.snapshot.as_ref().map(|s| s.hostname.clone()),
-               "device": e.snapshot.as_ref().and_then(|s| s.device.clone()),
-               "reasons": e.reasons})
-    };
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "dry_run": a.dry_run,
-                "keep": report.keep.iter().map(entry).collect::<Vec<_>>(),
-                "remove": report.remove.iter().map(entry).collect::<Vec<_>>(),
-            }))?
-        );
+        print_json(&WithDryRun {
+            dry_run: a.dry_run,
+            report: &report,
+        })?;
     } else {
         for e in &report.keep {
             println!(

@@ -1,8 +1,17 @@
 //! `chatvault migrate`: upgrades the repository to the current format version.
 
 use anyhow::Result;
+use serde::Serialize;
 
 use super::ctx::Ctx;
+
+/// `migrate --json` (one line): the format version before and after, and whether it changed.
+#[derive(Serialize)]
+struct MigrateJson {
+    from: u32,
+    to: u32,
+    upgraded: bool,
+}
 
 pub(super) fn run(ctx: &Ctx, json: bool) -> Result<u8> {
     let (mut repo, _) = ctx.open_checked()?;
@@ -10,10 +19,8 @@ pub(super) fn run(ctx: &Ctx, json: bool) -> Result<u8> {
     let upgraded = repo.upgrade()?;
     let to = repo.format_version();
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"from": from, "to": to, "upgraded": upgraded})
-        );
+        let report = MigrateJson { from, to, upgraded };
+        println!("{}", serde_json::to_string(&report)?);
     } else if upgraded {
         println!(
             "repository upgraded from format {from} to {to}: new packs are padded and carry no \

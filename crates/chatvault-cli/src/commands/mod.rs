@@ -23,26 +23,6 @@ use anyhow::Result;
 use crate::args::*;
 use ctx::Ctx;
 
-/// A key given by the user that does not work for what it was given for (crypt15).
-#[derive(Debug)]
-pub struct WrongKey(pub String);
-impl std::fmt::Display for WrongKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for WrongKey {}
-
-/// The repository looks rolled back and `--accept-rollback` was not given (exit code 9).
-#[derive(Debug)]
-pub struct RolledBack(pub String);
-impl std::fmt::Display for RolledBack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for RolledBack {}
-
 /// Runs the parsed command line; returns the exit code of a run that did not fail.
 pub fn run(cli: Cli) -> Result<u8> {
     let ctx = Ctx::new(&cli)?;

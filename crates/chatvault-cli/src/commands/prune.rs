@@ -2,9 +2,9 @@
 
 use anyhow::Result;
 use chatvault_repo::prune::{self, PruneOptions, PruneReport};
-use serde_json::json;
 
 use super::ctx::Ctx;
+use super::shared::{WithDryRun, print_json};
 use crate::args::PruneArgs;
 use crate::exit;
 
@@ -17,24 +17,10 @@ pub(super) fn run(ctx: &Ctx, a: &PruneArgs) -> Result<u8> {
     };
     let r = prune::prune(&repo, &opts)?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "dry_run": a.dry_run,
-                "snapshots": r.snapshots, "used_blobs": r.used_blobs,
-                "packs_before": r.packs_before, "bytes_before": r.bytes_before,
-                "unused_packs": r.unused_packs, "unused_bytes": r.unused_bytes,
-                "repacked_packs": r.repacked_packs, "repacked_bytes": r.repacked_bytes,
-                "new_packs": r.new_packs, "new_bytes": r.new_bytes,
-                "unindexed_packs": r.unindexed_packs, "unindexed_bytes": r.unindexed_bytes,
-                "young_unindexed_packs": r.young_unindexed_packs, "young_unindexed_bytes": r.young_unindexed_bytes,
-                "undated_unindexed_packs": r.undated_unindexed_packs, "undated_unindexed_bytes": r.undated_unindexed_bytes,
-                "plan": r.plan, "swept_plans": r.swept_plans,
-                "deleted_packs": r.deleted_packs, "deleted_bytes": r.deleted_bytes,
-                "deleted_index": r.deleted_index, "rescued_packs": r.rescued_packs,
-                "postponed": r.postponed.iter().map(|(id, why)| json!({"plan": id, "reason": why})).collect::<Vec<_>>(),
-            }))?
-        );
+        print_json(&WithDryRun {
+            dry_run: a.dry_run,
+            report: &r,
+        })?;
     } else {
         print_prune(&r, a.dry_run);
     }

@@ -4,6 +4,7 @@ use anyhow::Result;
 use chatvault_repo::repair::{self, RepairOptions};
 
 use super::ctx::Ctx;
+use super::shared::print_json;
 use crate::args::RepairIndexArgs;
 use crate::exit;
 
@@ -17,7 +18,7 @@ pub(super) fn index(ctx: &Ctx, a: &RepairIndexArgs) -> Result<u8> {
         },
     )?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        print_json(&r)?;
     } else {
         let would = if a.dry_run { "would be " } else { "" };
         println!(

@@ -1,13 +1,69 @@
 //! `chatvault restore`: restores a snapshot into a folder, with a summary (or JSON events).
 
 use anyhow::Result;
+use chatvault_format::id::SnapshotId;
+use chatvault_repo::restore::RestoreOutcome;
 use chatvault_repo::restore::{self, RestoreOptions};
-use serde_json::json;
+use serde::Serialize;
 
 use super::ctx::Ctx;
 use crate::args::RestoreArgs;
 use crate::exit;
 use crate::ui::{self, Bar};
+
+/// The last line of `restore --json`: `{"event": "summary", …}` after the progress events.
+#[derive(Serialize)]
+struct Summary<'a> {
+    event: &'static str,
+    snapshot: &'a SnapshotId,
+    files: u64,
+    kept: u64,
+    dirs: u64,
+    bytes: u64,
+    cleaned: u64,
+    downloaded_bytes: u64,
+    failed: Vec<Failed<'a>>,
+    skipped: Vec<Skipped<'a>>,
+}
+
+/// An item the restore could not write, and why.
+#[derive(Serialize)]
+struct Failed<'a> {
+    path: &'a str,
+    error: &'a str,
+}
+
+/// An item the restore left alone on purpose, and why.
+#[derive(Serialize)]
+struct Skipped<'a> {
+    path: &'a str,
+    reason: &'a str,
+}
+
+impl<'a> Summary<'a> {
+    fn of(snapshot: &'a SnapshotId, out: &'a RestoreOutcome) -> Self {
+        Summary {
+            event: "summary",
+            snapshot,
+            files: out.files,
+            kept: out.kept,
+            dirs: out.dirs,
+            bytes: out.bytes,
+            cleaned: out.cleaned,
+            downloaded_bytes: out.downloaded_bytes,
+            failed: out
+                .failed
+                .iter()
+                .map(|(path, error)| Failed { path, error })
+                .collect(),
+            skipped: out
+                .skipped
+                .iter()
+                .map(|(path, reason)| Skipped { path, reason })
+                .collect(),
+        }
+    }
+}
 
 pub(super) fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let (repo, _) = ctx.open_checked()?;
@@ -38,21 +94,7 @@ pub(super) fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     bar.finish();
     let out = r?;
     if a.json {
-        let failed: Vec<_> = out
-            .failed
-            .iter()
-            .map(|(p, e)| json!({"path": p, "error": e}))
-            .collect();
-        let skipped: Vec<_> = out
-            .skipped
-            .iter()
-            .map(|(p, e)| json!({"path": p, "reason": e}))
-            .collect();
-        ui::json_line(
-            &json!({"event": "summary", "snapshot": id, "files": out.files,
-            "kept": out.kept, "dirs": out.dirs, "bytes": out.bytes, "cleaned": out.cleaned,
-            "downloaded_bytes": out.downloaded_bytes, "failed": failed, "skipped": skipped}),
-        );
+        ui::json_line(&Summary::of(&id, &out));
     } else {
         let kept = if out.kept > 0 {
             format!(" ({} already complete from an earlier run, kept)", out.kept)

@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 use chatvault_format::key::BackupKey;
 use chatvault_vault_client::{SecretString, ServerIdentity};
+use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::ui;
@@ -98,4 +99,21 @@ pub(super) fn print_realm_warnings(warnings: &[String]) {
     for w in warnings {
         eprintln!("warning: realm skipped: {w}");
     }
+}
+
+/// Prints `report` as pretty JSON on stdout (the `--json` output of a subcommand).
+pub(super) fn print_json(report: &impl Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(report)?);
+    Ok(())
+}
+
+/// A report with the run's `dry_run` flag next to its own fields (`forget --json`,
+/// `prune --json`).
+#[derive(Serialize)]
+pub(super) struct WithDryRun<'a, T: Serialize> {
+    /// Whether the run only said what it would do.
+    pub(super) dry_run: bool,
+    /// The report's fields.
+    #[serde(flatten)]
+    pub(super) report: &'a T,
 }

@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use chatvault_format::key::BackupKey;
 
-use super::WrongKey;
 use super::ctx::Ctx;
 use super::shared::{key_from_env_or_file, write_private};
 use crate::args::WhatsappCommand;
-use crate::exit;
+use crate::exit::{self, WrongKey};
 use crate::ui;
 
 pub(super) fn run(ctx: &Ctx, c: &WhatsappCommand) -> Result<u8> {
