@@ -5,6 +5,7 @@ use std::io::Write;
 
 use anyhow::{Result, anyhow, bail};
 use chatvault_client::vault;
+use chatvault_repo::repository::Repository;
 
 use super::ctx::Ctx;
 use super::shared::{print_realm_warnings, read_password, warn_if_tofu, write_private};
@@ -20,62 +21,10 @@ pub(super) fn run(ctx: &Ctx, a: &InitArgs) -> Result<u8> {
         if a.key_out.is_some() {
             bail!("--key-out is for --key mode; in password mode the vault keeps the key");
         }
-        if let Some(access) = ctx.threshold_access()? {
-            if usize::from(access.threshold) * 2 <= access.realms.len() {
-                eprintln!(
-                    "note: threshold {} of {} realms is not above half: two disjoint sets of realms \
-                     could each hold a registration, and more realms can be asked for guesses \
-                     (docs/PROTOCOL.md §13.10 recommends t > n/2)",
-                    access.threshold,
-                    access.realms.len()
-                );
-            }
-            let password = read_password("Choose a backup password: ", true)?;
-            let (repo, warnings) =
-                vault::enable_with_threshold(&ctx.home, &location, &access, &password)?;
-            print_realm_warnings(&warnings);
-            println!("End-to-end encrypted backup is on, protected by your password.");
-            println!(
-                "Repository: {} (id {})",
-                repo.storage().location(),
-                repo.id().short()
-            );
-            println!(
-                "Threshold vault: {} of {} realms, account {} (realm identity keys pinned):",
-                access.threshold,
-                access.realms.len(),
-                access.account
-            );
-            for (url, _) in &access.realms {
-                println!("  {url}");
-            }
-            println!(
-                "On a new device, restore with the password and any {} of the realms. Each realm \
-                 destroys its share after too many wrong passwords.",
-                access.threshold
-            );
-            return Ok(exit::OK);
-        }
-        let (access, pinned) = ctx.require_vault()?;
-        warn_if_tofu(pinned.as_ref());
-        let password = read_password("Choose a backup password: ", true)?;
-        let (repo, identity) =
-            vault::enable_with_password(&ctx.home, &location, &access, &password, pinned.as_ref())?;
-        println!("End-to-end encrypted backup is on, protected by your password.");
-        println!(
-            "Repository: {} (id {})",
-            repo.storage().location(),
-            repo.id().short()
-        );
-        println!(
-            "Vault: {} account {} (server key {identity} pinned)",
-            access.url, access.account
-        );
-        println!(
-            "On a new device, restore with the password. After too many wrong passwords the vault \
-             destroys the key and the backup cannot be restored."
-        );
-        return Ok(exit::OK);
+        return match ctx.threshold_access()? {
+            Some(access) => init_threshold(ctx, &location, &access),
+            None => init_password(ctx, &location),
+        };
     }
     if let Some(p) = &a.key_out
         && p.exists()
@@ -107,4 +56,65 @@ pub(super) fn run(ctx: &Ctx, a: &InitArgs) -> Result<u8> {
          cannot be restored: nobody, including the storage provider, can recover them."
     )?;
     Ok(exit::OK)
+}
+
+/// `init --password` with a threshold vault (several `--vault` URLs and `--threshold T`).
+fn init_threshold(ctx: &Ctx, location: &str, access: &vault::ThresholdAccess) -> Result<u8> {
+    if usize::from(access.threshold) * 2 <= access.realms.len() {
+        eprintln!(
+            "note: threshold {} of {} realms is not above half: two disjoint sets of realms \
+             could each hold a registration, and more realms can be asked for guesses \
+             (docs/PROTOCOL.md §13.10 recommends t > n/2)",
+            access.threshold,
+            access.realms.len()
+        );
+    }
+    let password = read_password("Choose a backup password: ", true)?;
+    let (repo, warnings) = vault::enable_with_threshold(&ctx.home, location, access, &password)?;
+    print_realm_warnings(&warnings);
+    print_enabled_with_password(&repo);
+    println!(
+        "Threshold vault: {} of {} realms, account {} (realm identity keys pinned):",
+        access.threshold,
+        access.realms.len(),
+        access.account
+    );
+    for (url, _) in &access.realms {
+        println!("  {url}");
+    }
+    println!(
+        "On a new device, restore with the password and any {} of the realms. Each realm \
+         destroys its share after too many wrong passwords.",
+        access.threshold
+    );
+    Ok(exit::OK)
+}
+
+/// `init --password` with one vault.
+fn init_password(ctx: &Ctx, location: &str) -> Result<u8> {
+    let (access, pinned) = ctx.require_vault()?;
+    warn_if_tofu(pinned.as_ref());
+    let password = read_password("Choose a backup password: ", true)?;
+    let (repo, identity) =
+        vault::enable_with_password(&ctx.home, location, &access, &password, pinned.as_ref())?;
+    print_enabled_with_password(&repo);
+    println!(
+        "Vault: {} account {} (server key {identity} pinned)",
+        access.url, access.account
+    );
+    println!(
+        "On a new device, restore with the password. After too many wrong passwords the vault \
+         destroys the key and the backup cannot be restored."
+    );
+    Ok(exit::OK)
+}
+
+/// The first lines `init --password` prints, for one vault or a threshold vault.
+fn print_enabled_with_password(repo: &Repository) {
+    println!("End-to-end encrypted backup is on, protected by your password.");
+    println!(
+        "Repository: {} (id {})",
+        repo.storage().location(),
+        repo.id().short()
+    );
 }
