@@ -1,7 +1,8 @@
 //! `chatvault forget`: removes snapshots by a retention policy (and prunes with `--prune`).
 
 use anyhow::Result;
-use chatvault_repo::prune::{self, KeepPolicy, PruneOptions};
+use chatvault_repo::forget::{self, KeepPolicy};
+use chatvault_repo::prune::{self, PruneOptions};
 
 use super::ctx::Ctx;
 use super::prune::print_prune;
@@ -18,7 +19,7 @@ pub(super) fn run(ctx: &Ctx, a: &ForgetArgs) -> Result<u8> {
         monthly: a.keep_monthly,
         yearly: a.keep_yearly,
     };
-    let report = prune::forget(&repo, &policy, a.dry_run)?;
+    let report = forget::forget(&repo, &policy, a.dry_run)?;
     if a.json {
         print_json(&WithDryRun {
             dry_run: a.dry_run,
