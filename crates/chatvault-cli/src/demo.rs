@@ -20,25 +20,54 @@ use chatvault_repo::backup::{self, BackupOptions};
 use chatvault_repo::restore::{self, RestoreOptions};
 use chatvault_repo::sqlite;
 use chatvault_sample::SampleSpec;
-use chatvault_vault_client::SecretString;
+use chatvault_vault_client::{SecretString, ServerIdentity};
 
 use crate::ui::Bar;
 
+/// Prints the heading of step `n`.
+fn step(n: u32, s: &str) {
+    println!("\n[{n}] {s}");
+}
+
+/// A password that is never printed (kept in zeroized memory).
+fn demo_password() -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(format!(
+        "demo-{:08x}",
+        rand_core::RngCore::next_u32(&mut rand_core::OsRng)
+    ))
+}
+
+/// Where a story happens: the temporary folder, phone A's chat folder and the "cloud" (a local
+/// folder).
+struct Stage {
+    root: PathBuf,
+    chats: PathBuf,
+    location: String,
+    quiet: bool,
+}
+
+impl Stage {
+    fn new(root: PathBuf, quiet: bool) -> Self {
+        Stage {
+            chats: root.join("phone-a/WhatsApp"),
+            location: root.join("cloud").to_string_lossy().into_owned(),
+            root,
+            quiet,
+        }
+    }
+}
+
 pub fn run(keep: Option<&Path>, quiet: bool) -> Result<u8> {
     let tmp = tempdir(keep)?;
-    let root = tmp.path.clone();
     let t0 = Instant::now();
-    let chats = root.join("phone-a/WhatsApp");
-    let cloud = root.join("cloud");
-    let location = cloud.to_string_lossy().into_owned();
-    let step = |n: u32, s: &str| println!("\n[{n}] {s}");
+    let stage = Stage::new(tmp.path.clone(), quiet);
 
     step(
         1,
         "Generating a phone's chat folder (WhatsApp-like database + media)",
     );
     let spec = SampleSpec::small();
-    let g = chatvault_sample::generate(&chats, &spec)?;
+    let g = chatvault_sample::generate(&stage.chats, &spec)?;
     println!(
         "    {} messages in {} chats, {} media files ({} bytes), msgstore.db {} bytes",
         g.messages, g.chats, g.media_files, g.media_bytes, g.msgstore_bytes
@@ -48,139 +77,190 @@ pub fn run(keep: Option<&Path>, quiet: bool) -> Result<u8> {
         2,
         "Starting a Backup Key Vault on 127.0.0.1 (SQLite, OPAQUE, 10-guess limit)",
     );
-    let vault = DemoVault::start(&root.join("vault"))?;
+    let vault = DemoVault::start(&stage.root.join("vault"))?;
     println!("    vault at {} (server key {})", vault.url, vault.identity);
-    let access = || VaultAccess {
-        url: vault.url.clone(),
-        account: "demo-user".into(),
-        token: SecretString::from(vault.token("demo-user")),
-        ca_pem: None,
+    let story = PasswordStory {
+        stage: &stage,
+        vault: &vault,
+        password: SecretString::from(demo_password().to_string()),
     };
-    // The demo's password is never printed.
-    let password = SecretString::from(format!(
-        "demo-{:08x}",
-        rand_core::RngCore::next_u32(&mut rand_core::OsRng)
-    ));
-
-    step(
-        3,
-        "Enabling end-to-end encrypted backup with a password (the cloud is a local folder)",
-    );
-    let home_a = Home::at(root.join("phone-a/home"));
-    let (repo, _) = vault::enable_with_password(&home_a, &location, &access(), &password, None)?;
-    println!(
-        "    repository {} created; random 256-bit key stored at the vault behind the password",
-        repo.id().short()
-    );
-
-    step(4, "First backup");
-    let s1 = timed_backup(&repo, &chats, quiet)?;
-    println!(
-        "    snapshot {}: {} files, {} bytes uploaded",
-        s1.0, s1.1, s1.2
-    );
-
-    step(
-        5,
-        "A day of chatting (new messages, media, edits), then an incremental backup",
-    );
-    let d = chatvault_sample::next_day(&chats, &spec, 1)?;
-    println!(
-        "    +{} messages, +{} media files ({} bytes), {} edited, {} deleted",
-        d.messages_added,
-        d.media_files_added,
-        d.media_bytes_added,
-        d.messages_edited,
-        d.messages_deleted
-    );
-    let s2 = timed_backup(&repo, &chats, quiet)?;
-    println!(
-        "    snapshot {}: {} bytes uploaded (only new media and changed database pages)",
-        s2.0, s2.2
-    );
-    drop(repo);
-
-    step(
-        6,
-        "The phone is lost: its home (settings and key) is deleted",
-    );
-    std::fs::remove_dir_all(root.join("phone-a/home"))?;
-
-    step(
-        7,
-        "New phone: a mistyped password costs one of the 10 guesses",
-    );
-    for attempt in 1..=2 {
-        let wrong = SecretString::from(format!("not-the-password-{attempt}"));
-        match vault::recover_key(&access(), &wrong, None) {
-            Err(e) => println!("    attempt {attempt}: {e}"),
-            Ok(_) => bail!("a wrong password released the key"),
-        }
-    }
-
-    step(
-        8,
-        "New phone: the right password releases the key; restore from the cloud copy",
-    );
-    let home_b = Home::at(root.join("phone-b/home"));
-    let (key_b, identity) = vault::recover_key(&access(), &password, None)?;
-    ensure!(
-        identity.to_string() == vault.identity,
-        "the vault's key changed"
-    );
-    vault::adopt_device(&home_b, &location, &access(), &identity, &key_b)?;
-    let repo_b = chatvault_client::open(&location, &key_b)?;
-    let target = root.join("phone-b");
-    restore_latest(&repo_b, &target, quiet)?;
-    verify(&chats, &target.join("WhatsApp"))?;
-
-    step(
-        9,
-        "Switching the new phone to a 64-digit key (the vault record is deleted)",
-    );
-    let key_hex = vault::to_key(&home_b, &access(), &password, &identity)?.to_grouped_hex();
-    println!(
-        "    the key is shown to the user once as 16 groups of 4 hex digits (not printed in this demo)"
-    );
-    match vault::recover_key(&access(), &password, None) {
-        Err(e) => println!("    the vault no longer has it: {e}"),
-        Ok(_) => bail!("the vault still released the key after to-key"),
-    }
-
-    step(
-        10,
-        "Another new phone restores with only the cloud copy and the 64-digit key",
-    );
-    let key_c = BackupKey::parse_hex(&key_hex)?;
-    let repo_c = chatvault_client::open(&location, &key_c)?;
-    let target_c = root.join("phone-c");
-    restore_latest(&repo_c, &target_c, quiet)?;
-    verify(&chats, &target_c.join("WhatsApp"))?;
-    let wrong = BackupKey::generate(&mut rand_core::OsRng);
-    match chatvault_client::open(&location, &wrong) {
-        Err(e) => println!("    and a wrong key is refused: {e}"),
-        Ok(_) => bail!("a wrong key opened the repository"),
-    }
+    story.enable_and_back_up_twice(&spec)?;
+    story.lose_the_phone()?;
+    story.mistype_the_password()?;
+    let (home_b, identity) = story.restore_with_the_password()?;
+    let key_hex = story.switch_to_the_key(&home_b, &identity)?;
+    story.restore_with_the_key(&key_hex)?;
 
     drop(vault);
     println!("\nDemo passed in {:.1} s.", t0.elapsed().as_secs_f64());
     Ok(crate::exit::OK)
 }
 
+/// The password story (`chatvault demo`), one method a step.
+struct PasswordStory<'a> {
+    stage: &'a Stage,
+    vault: &'a DemoVault,
+    password: SecretString,
+}
+
+impl PasswordStory<'_> {
+    fn access(&self) -> VaultAccess {
+        VaultAccess {
+            url: self.vault.url.clone(),
+            account: "demo-user".into(),
+            token: SecretString::from(self.vault.token("demo-user")),
+            ca_pem: None,
+        }
+    }
+
+    /// Steps 3 to 5: enable with a password, back up, add a day of chats, back up again.
+    fn enable_and_back_up_twice(&self, spec: &SampleSpec) -> Result<()> {
+        let stage = self.stage;
+        step(
+            3,
+            "Enabling end-to-end encrypted backup with a password (the cloud is a local folder)",
+        );
+        let home_a = Home::at(stage.root.join("phone-a/home"));
+        let (repo, _) = vault::enable_with_password(
+            &home_a,
+            &stage.location,
+            &self.access(),
+            &self.password,
+            None,
+        )?;
+        println!(
+            "    repository {} created; random 256-bit key stored at the vault behind the password",
+            repo.id().short()
+        );
+
+        step(4, "First backup");
+        let s1 = timed_backup(&repo, &stage.chats, stage.quiet)?;
+        println!(
+            "    snapshot {}: {} files, {} bytes uploaded",
+            s1.0, s1.1, s1.2
+        );
+
+        step(
+            5,
+            "A day of chatting (new messages, media, edits), then an incremental backup",
+        );
+        let d = chatvault_sample::next_day(&stage.chats, spec, 1)?;
+        println!(
+            "    +{} messages, +{} media files ({} bytes), {} edited, {} deleted",
+            d.messages_added,
+            d.media_files_added,
+            d.media_bytes_added,
+            d.messages_edited,
+            d.messages_deleted
+        );
+        let s2 = timed_backup(&repo, &stage.chats, stage.quiet)?;
+        println!(
+            "    snapshot {}: {} bytes uploaded (only new media and changed database pages)",
+            s2.0, s2.2
+        );
+        Ok(())
+    }
+
+    /// Step 6: phone A's home (settings and key) is deleted.
+    fn lose_the_phone(&self) -> Result<()> {
+        step(
+            6,
+            "The phone is lost: its home (settings and key) is deleted",
+        );
+        std::fs::remove_dir_all(self.stage.root.join("phone-a/home"))?;
+        Ok(())
+    }
+
+    /// Step 7: two wrong passwords, each costing a guess.
+    fn mistype_the_password(&self) -> Result<()> {
+        step(
+            7,
+            "New phone: a mistyped password costs one of the 10 guesses",
+        );
+        for attempt in 1..=2 {
+            let wrong = SecretString::from(format!("not-the-password-{attempt}"));
+            match vault::recover_key(&self.access(), &wrong, None) {
+                Err(e) => println!("    attempt {attempt}: {e}"),
+                Ok(_) => bail!("a wrong password released the key"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 8: phone B gets the key with the password, adopts the backup and restores it.
+    fn restore_with_the_password(&self) -> Result<(Home, ServerIdentity)> {
+        let stage = self.stage;
+        step(
+            8,
+            "New phone: the right password releases the key; restore from the cloud copy",
+        );
+        let home_b = Home::at(stage.root.join("phone-b/home"));
+        let (key_b, identity) = vault::recover_key(&self.access(), &self.password, None)?;
+        ensure!(
+            identity.to_string() == self.vault.identity,
+            "the vault's key changed"
+        );
+        vault::adopt_device(&home_b, &stage.location, &self.access(), &identity, &key_b)?;
+        let repo_b = chatvault_client::open(&stage.location, &key_b)?;
+        let target = stage.root.join("phone-b");
+        restore_latest(&repo_b, &target, stage.quiet)?;
+        verify(&stage.chats, &target.join("WhatsApp"))?;
+        Ok((home_b, identity))
+    }
+
+    /// Step 9: phone B switches to the 64-digit key; the vault no longer releases it.
+    fn switch_to_the_key(
+        &self,
+        home_b: &Home,
+        identity: &ServerIdentity,
+    ) -> Result<zeroize::Zeroizing<String>> {
+        step(
+            9,
+            "Switching the new phone to a 64-digit key (the vault record is deleted)",
+        );
+        let key_hex =
+            vault::to_key(home_b, &self.access(), &self.password, identity)?.to_grouped_hex();
+        println!(
+            "    the key is shown to the user once as 16 groups of 4 hex digits (not printed in this demo)"
+        );
+        match vault::recover_key(&self.access(), &self.password, None) {
+            Err(e) => println!("    the vault no longer has it: {e}"),
+            Ok(_) => bail!("the vault still released the key after to-key"),
+        }
+        Ok(key_hex)
+    }
+
+    /// Step 10: phone C restores with only the cloud copy and the key; a wrong key is refused.
+    fn restore_with_the_key(&self, key_hex: &str) -> Result<()> {
+        let stage = self.stage;
+        step(
+            10,
+            "Another new phone restores with only the cloud copy and the 64-digit key",
+        );
+        let key_c = BackupKey::parse_hex(key_hex)?;
+        let repo_c = chatvault_client::open(&stage.location, &key_c)?;
+        let target_c = stage.root.join("phone-c");
+        restore_latest(&repo_c, &target_c, stage.quiet)?;
+        verify(&stage.chats, &target_c.join("WhatsApp"))?;
+        let wrong = BackupKey::generate(&mut rand_core::OsRng);
+        match chatvault_client::open(&stage.location, &wrong) {
+            Err(e) => println!("    and a wrong key is refused: {e}"),
+            Ok(_) => bail!("a wrong key opened the repository"),
+        }
+        Ok(())
+    }
+}
+
 /// `chatvault demo --realms N`: the threshold story (docs/PROTOCOL.md §13) with `N` in-process
 /// realms, threshold 2.
 pub fn run_realms(keep: Option<&Path>, quiet: bool, n: u8) -> Result<u8> {
     let tmp = tempdir(keep)?;
-    let root = tmp.path.clone();
     let t0 = Instant::now();
-    let chats = root.join("phone-a/WhatsApp");
-    let location = root.join("cloud").to_string_lossy().into_owned();
-    let step = |k: u32, s: &str| println!("\n[{k}] {s}");
-    let account = "demo-user";
+    let stage = Stage::new(tmp.path.clone(), quiet);
 
     step(1, "Generating a phone's chat folder");
     let spec = SampleSpec::small();
-    let g = chatvault_sample::generate(&chats, &spec)?;
+    let g = chatvault_sample::generate(&stage.chats, &spec)?;
     println!("    {} messages, {} media files", g.messages, g.media_files);
 
     step(
@@ -188,122 +268,31 @@ pub fn run_realms(keep: Option<&Path>, quiet: bool, n: u8) -> Result<u8> {
         &format!("Starting {n} independent realms (own key file, database, token issuer each)"),
     );
     let mut realms: Vec<Option<DemoVault>> = (0..n)
-        .map(|k| DemoVault::start(&root.join(format!("realm{k}"))).map(Some))
+        .map(|k| DemoVault::start(&stage.root.join(format!("realm{k}"))).map(Some))
         .collect::<Result<_>>()?;
-    let urls: Vec<String> = realms.iter().flatten().map(|r| r.url.clone()).collect();
-    let tokens: Vec<String> = realms.iter().flatten().map(|r| r.token(account)).collect();
-    for u in &urls {
+    let story = ThresholdStory {
+        stage: &stage,
+        n,
+        urls: realms.iter().flatten().map(|r| r.url.clone()).collect(),
+        tokens: realms
+            .iter()
+            .flatten()
+            .map(|r| r.token(ThresholdStory::ACCOUNT))
+            .collect(),
+        password_text: demo_password(),
+    };
+    for u in &story.urls {
         println!("    realm at {u}");
     }
-    let access = || vault::ThresholdAccess {
-        realms: urls
-            .iter()
-            .zip(&tokens)
-            .map(|(u, t)| (u.clone(), SecretString::from(t.clone())))
-            .collect(),
-        threshold: 2,
-        account: account.into(),
-        pins: None,
-        ca_pem: None,
-    };
-    // Never printed; kept (zeroized on drop) for the attacker's candidate list of step 6.
-    let password_text = zeroize::Zeroizing::new(format!(
-        "demo-{:08x}",
-        rand_core::RngCore::next_u32(&mut rand_core::OsRng)
-    ));
-    let password = SecretString::from(password_text.to_string());
-
-    step(
-        3,
-        &format!("Registering the backup key across the {n} realms, threshold 2, and backing up"),
-    );
-    let home_a = Home::at(root.join("phone-a/home"));
-    let (repo, warnings) = vault::enable_with_threshold(&home_a, &location, &access(), &password)?;
-    ensure!(warnings.is_empty(), "realms skipped: {warnings:?}");
-    println!("    each realm holds one OPRF key share and one share of the encryption scalar");
-    timed_backup(&repo, &chats, quiet)?;
-    drop(repo);
-    std::fs::remove_dir_all(root.join("phone-a/home"))?;
-
+    story.enable_and_back_up()?;
     step(
         4,
         "Realm 2 is stopped; a new phone restores with the password and the other realms",
     );
     realms[1] = None;
-    let (key_b, ids, skipped) = vault::recover_key_threshold(&access(), &password)?;
-    for s in &skipped {
-        println!("    skipped: {s}");
-    }
-    let home_b = Home::at(root.join("phone-b/home"));
-    vault::adopt_device_threshold(&home_b, &location, &access(), &ids, &key_b)?;
-    let repo_b = chatvault_client::open(&location, &key_b)?;
-    restore_latest(&repo_b, &root.join("phone-b"), quiet)?;
-    verify(&chats, &root.join("phone-b/WhatsApp"))?;
-
-    step(
-        5,
-        "A wrong password is counted at each realm that evaluated it",
-    );
-    let wrong = SecretString::from("not-the-password".to_owned());
-    match vault::recover_key_threshold(&access(), &wrong) {
-        Err(e) => println!("    {e}"),
-        Ok(_) => bail!("a wrong password released the key"),
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let acct = chatvault_vault_core::AccountId::new(account)?;
-    for (k, running) in realms.iter().enumerate() {
-        let store = chatvault_vault::store::SqliteStore::open(
-            &root.join(format!("realm{k}/vault.sqlite3")),
-        )?;
-        let state = rt.block_on(chatvault_vault::store::Store::load(&store, &acct))?;
-        if let chatvault_vault_core::AccountState::Registered { counter, .. } = state {
-            println!(
-                "    realm {}: {} of {} guesses used{}",
-                k + 1,
-                counter.attempts,
-                counter.max_attempts,
-                if running.is_none() {
-                    " (down: saw nothing)"
-                } else {
-                    ""
-                }
-            );
-        }
-    }
-
-    step(
-        6,
-        "An attacker copies realm 1's key file and database and tries passwords offline",
-    );
-    let kf = chatvault_vault::keyfile::KeyFile::load_or_create(&root.join("realm0"))?;
-    let keys = kf.realm_keys()?;
-    let store = chatvault_vault::store::SqliteStore::open(&root.join("realm0/vault.sqlite3"))?;
-    let chatvault_vault_core::AccountState::Registered {
-        generation, sealed, ..
-    } = rt.block_on(chatvault_vault::store::Store::load(&store, &acct))?
-    else {
-        bail!("realm 1 has no record");
-    };
-    let record = keys.open_record(&acct, generation, &sealed)?;
-    let mut candidates: Vec<String> = (0..7).map(|c| format!("guess-{c}")).collect();
-    candidates.push(password_text.to_string());
-    let results = chatvault_threshold::attacks::run_all(
-        &record.to_bytes(),
-        &acct,
-        &ids[0].context("realm 1's id is known")?,
-        &candidates,
-    )?;
-    println!(
-        "    {} candidates (the right password among them), Argon2id per candidate:",
-        candidates.len()
-    );
-    for (attack, hits) in &results {
-        ensure!(hits.is_empty(), "attack `{attack}` matched {hits:?}");
-        println!("    - {attack}: no candidate confirmed");
-    }
-    println!("    one realm's dump cannot check a password: it needs 2 realms' evaluations");
+    let ids = story.restore_without_a_realm()?;
+    story.count_a_wrong_password(&realms)?;
+    story.attack_one_realm_offline(&ids)?;
 
     drop(realms);
     println!(
@@ -311,6 +300,168 @@ pub fn run_realms(keep: Option<&Path>, quiet: bool, n: u8) -> Result<u8> {
         t0.elapsed().as_secs_f64()
     );
     Ok(crate::exit::OK)
+}
+
+/// The threshold story (`chatvault demo --realms N`), one method a step.
+struct ThresholdStory<'a> {
+    stage: &'a Stage,
+    n: u8,
+    urls: Vec<String>,
+    tokens: Vec<String>,
+    /// Never printed; kept (zeroized on drop) for the attacker's candidate list of step 6.
+    password_text: zeroize::Zeroizing<String>,
+}
+
+impl ThresholdStory<'_> {
+    const ACCOUNT: &'static str = "demo-user";
+
+    fn access(&self) -> vault::ThresholdAccess {
+        vault::ThresholdAccess {
+            realms: self
+                .urls
+                .iter()
+                .zip(&self.tokens)
+                .map(|(u, t)| (u.clone(), SecretString::from(t.clone())))
+                .collect(),
+            threshold: 2,
+            account: Self::ACCOUNT.into(),
+            pins: None,
+            ca_pem: None,
+        }
+    }
+
+    fn password(&self) -> SecretString {
+        SecretString::from(self.password_text.to_string())
+    }
+
+    fn account_id(&self) -> Result<chatvault_vault_core::AccountId> {
+        Ok(chatvault_vault_core::AccountId::new(Self::ACCOUNT)?)
+    }
+
+    /// Step 3: register the key across the realms, back up, then lose phone A's home.
+    fn enable_and_back_up(&self) -> Result<()> {
+        let stage = self.stage;
+        step(
+            3,
+            &format!(
+                "Registering the backup key across the {} realms, threshold 2, and backing up",
+                self.n
+            ),
+        );
+        let home_a = Home::at(stage.root.join("phone-a/home"));
+        let (repo, warnings) = vault::enable_with_threshold(
+            &home_a,
+            &stage.location,
+            &self.access(),
+            &self.password(),
+        )?;
+        ensure!(warnings.is_empty(), "realms skipped: {warnings:?}");
+        println!("    each realm holds one OPRF key share and one share of the encryption scalar");
+        timed_backup(&repo, &stage.chats, stage.quiet)?;
+        drop(repo);
+        std::fs::remove_dir_all(stage.root.join("phone-a/home"))?;
+        Ok(())
+    }
+
+    /// Step 4 (a realm is down): phone B recovers the key from the others and restores.
+    /// Returns the realms' ids.
+    fn restore_without_a_realm(&self) -> Result<Vec<Option<chatvault_vault_client::RealmId>>> {
+        let stage = self.stage;
+        let (key_b, ids, skipped) = vault::recover_key_threshold(&self.access(), &self.password())?;
+        for s in &skipped {
+            println!("    skipped: {s}");
+        }
+        let home_b = Home::at(stage.root.join("phone-b/home"));
+        vault::adopt_device_threshold(&home_b, &stage.location, &self.access(), &ids, &key_b)?;
+        let repo_b = chatvault_client::open(&stage.location, &key_b)?;
+        restore_latest(&repo_b, &stage.root.join("phone-b"), stage.quiet)?;
+        verify(&stage.chats, &stage.root.join("phone-b/WhatsApp"))?;
+        Ok(ids)
+    }
+
+    /// Step 5: a wrong password, and the guess counters each realm keeps.
+    fn count_a_wrong_password(&self, realms: &[Option<DemoVault>]) -> Result<()> {
+        step(
+            5,
+            "A wrong password is counted at each realm that evaluated it",
+        );
+        let wrong = SecretString::from("not-the-password".to_owned());
+        match vault::recover_key_threshold(&self.access(), &wrong) {
+            Err(e) => println!("    {e}"),
+            Ok(_) => bail!("a wrong password released the key"),
+        }
+        let rt = current_thread_runtime()?;
+        let acct = self.account_id()?;
+        for (k, running) in realms.iter().enumerate() {
+            let store = chatvault_vault::store::SqliteStore::open(
+                &self.stage.root.join(format!("realm{k}/vault.sqlite3")),
+            )?;
+            let state = rt.block_on(chatvault_vault::store::Store::load(&store, &acct))?;
+            if let chatvault_vault_core::AccountState::Registered { counter, .. } = state {
+                println!(
+                    "    realm {}: {} of {} guesses used{}",
+                    k + 1,
+                    counter.attempts,
+                    counter.max_attempts,
+                    if running.is_none() {
+                        " (down: saw nothing)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 6: the offline attacks on one realm's key file and database confirm no candidate.
+    fn attack_one_realm_offline(
+        &self,
+        ids: &[Option<chatvault_vault_client::RealmId>],
+    ) -> Result<()> {
+        let root = &self.stage.root;
+        step(
+            6,
+            "An attacker copies realm 1's key file and database and tries passwords offline",
+        );
+        let rt = current_thread_runtime()?;
+        let acct = self.account_id()?;
+        let kf = chatvault_vault::keyfile::KeyFile::load_or_create(&root.join("realm0"))?;
+        let keys = kf.realm_keys()?;
+        let store = chatvault_vault::store::SqliteStore::open(&root.join("realm0/vault.sqlite3"))?;
+        let chatvault_vault_core::AccountState::Registered {
+            generation, sealed, ..
+        } = rt.block_on(chatvault_vault::store::Store::load(&store, &acct))?
+        else {
+            bail!("realm 1 has no record");
+        };
+        let record = keys.open_record(&acct, generation, &sealed)?;
+        let mut candidates: Vec<String> = (0..7).map(|c| format!("guess-{c}")).collect();
+        candidates.push(self.password_text.to_string());
+        let results = chatvault_threshold::attacks::run_all(
+            &record.to_bytes(),
+            &acct,
+            &ids[0].context("realm 1's id is known")?,
+            &candidates,
+        )?;
+        println!(
+            "    {} candidates (the right password among them), Argon2id per candidate:",
+            candidates.len()
+        );
+        for (attack, hits) in &results {
+            ensure!(hits.is_empty(), "attack `{attack}` matched {hits:?}");
+            println!("    - {attack}: no candidate confirmed");
+        }
+        println!("    one realm's dump cannot check a password: it needs 2 realms' evaluations");
+        Ok(())
+    }
+}
+
+/// A Tokio runtime on this thread, for reading the realms' stores.
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn restore_latest(

@@ -6,35 +6,12 @@ mod args;
 mod commands;
 #[cfg(feature = "demo")]
 mod demo;
+mod exit;
 mod ui;
 
 use std::process::ExitCode;
 
-use chatvault_client::ClientError;
-use chatvault_repo::RepoError;
 use clap::Parser;
-
-/// Exit codes (documented in `chatvault --help` and README).
-pub mod exit {
-    /// Success.
-    pub const OK: u8 = 0;
-    /// Any other error (bad input, I/O, storage, vault unreachable).
-    pub const ERROR: u8 = 1;
-    /// Done, but some files could not be backed up or restored (listed).
-    pub const PARTIAL: u8 = 3;
-    /// Wrong key or password.
-    pub const WRONG_KEY: u8 = 4;
-    /// No repository at the location.
-    pub const NO_REPO: u8 = 5;
-    /// The repository is damaged.
-    pub const DAMAGED: u8 = 6;
-    /// The vault destroyed the key after too many wrong guesses.
-    pub const LOCKED: u8 = 7;
-    /// Another run holds the repository's lock.
-    pub const BUSY: u8 = 8;
-    /// The storage served an older state than this device (or the vault) has seen.
-    pub const ROLLED_BACK: u8 = 9;
-}
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
@@ -57,7 +34,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(exit::OK);
             }
             eprintln!("error: {e:#}");
-            ExitCode::from(exit_code(&e))
+            ExitCode::from(exit::code(&e))
         }
     };
     report_storage_stats(verbose);
@@ -87,48 +64,4 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
-}
-
-fn repo_code(e: &RepoError) -> u8 {
-    match e {
-        RepoError::WrongKey { .. } => exit::WRONG_KEY,
-        RepoError::NotFound { .. } => exit::NO_REPO,
-        RepoError::Corrupted { .. } => exit::DAMAGED,
-        RepoError::Locked(_) => exit::BUSY,
-        _ => exit::ERROR,
-    }
-}
-
-fn vault_code(e: &chatvault_vault_client::Error) -> u8 {
-    match e {
-        chatvault_vault_client::Error::WrongPassword { .. } => exit::WRONG_KEY,
-        chatvault_vault_client::Error::Locked => exit::LOCKED,
-        _ => exit::ERROR,
-    }
-}
-
-fn exit_code(e: &anyhow::Error) -> u8 {
-    for c in e.chain() {
-        if let Some(r) = c.downcast_ref::<RepoError>() {
-            return repo_code(r);
-        }
-        if let Some(c) = c.downcast_ref::<ClientError>() {
-            return match c {
-                ClientError::Repo(r) => repo_code(r),
-                ClientError::NotConfigured(_) => exit::NO_REPO,
-                ClientError::Vault(v) => vault_code(v),
-                _ => exit::ERROR,
-            };
-        }
-        if let Some(v) = c.downcast_ref::<chatvault_vault_client::Error>() {
-            return vault_code(v);
-        }
-        if c.downcast_ref::<commands::WrongKey>().is_some() {
-            return exit::WRONG_KEY;
-        }
-        if c.downcast_ref::<commands::RolledBack>().is_some() {
-            return exit::ROLLED_BACK;
-        }
-    }
-    exit::ERROR
 }

@@ -31,7 +31,11 @@ use chatvault_format::objects::{
     Snapshot, Summary, Tree, Versioned,
 };
 use chatvault_format::pack::{self, PackEntry, PackError};
-use rand_core::{CryptoRng, RngCore};
+// The nonce source of the vectors: SplitMix64 (`chatvault_fuzz_support::FixedRng`, the
+// fuzz harnesses' RNG). Each `fill_bytes` call takes fresh outputs and writes them
+// little-endian, so a 24-byte nonce is three outputs. Claims `CryptoRng` only so the sealing
+// functions accept it: fixed nonces are for test vectors, never for real data.
+use chatvault_fuzz_support::FixedRng as VectorRng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -188,35 +192,6 @@ impl Vector {
         self.get("expect") == Some("success")
     }
 }
-
-/// The nonce source of the vectors: SplitMix64. Each `fill_bytes` call takes fresh outputs and
-/// writes them little-endian, so a 24-byte nonce is three outputs. Claims `CryptoRng` only so
-/// the sealing functions accept it: fixed nonces are for test vectors, never for real data.
-struct VectorRng(u64);
-
-impl RngCore for VectorRng {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-impl CryptoRng for VectorRng {}
 
 // ---------------------------------------------------------------------------------------------
 // Outcomes: every error of the reference reader maps to an `expect` class and an `error` detail.

@@ -19,7 +19,7 @@ use chatvault_format::{blob, list, pack};
 use crate::backup::Progress;
 use crate::error::Result;
 use crate::lock;
-use crate::repository::{Index, Repository, layout, par_map};
+use crate::repository::{BlobLocation, Index, Repository, layout, par_map};
 use crate::restore::{self, MAX_DEPTH, Refusal};
 
 /// Options of a check.
@@ -65,9 +65,35 @@ pub fn check(
     let repo = &repo.without_cache();
     let _guard = lock::lock(repo, "check", false)?;
     let mut r = CheckReport::default();
+    let index = load_index(repo, &mut r)?;
+    let mut bad_packs = check_stored_packs(repo, &index, &mut r)?;
+    // Without reading data: every pack of the right size must carry its own sealed trailer
+    // (format 2, one 44-byte ranged read) or header (format 1): a pack stored under another
+    // pack's name, or with a damaged tail, is found here. Blobs are not marked bad for it:
+    // restore reads blobs at their indexed places and never needs headers; `--read-data`
+    // tells which blobs really are unusable.
+    if !opts.read_data {
+        check_pack_headers(repo, &index, &bad_packs, &mut r);
+    }
     // Blobs that are unusable: not indexed, in a missing/damaged pack, or failing verification.
     let mut bad: HashSet<BlobId> = HashSet::new();
+    if opts.read_data {
+        read_packs(repo, &index, &mut bad_packs, &mut bad, progress, &mut r)?;
+    }
+    for (id, loc) in index.iter() {
+        if bad_packs.contains(&loc.pack) {
+            bad.insert(id);
+        }
+    }
+    check_snapshots(repo, &index, &bad, &mut r)?;
+    r.errors.dedup();
+    let mut once = HashSet::new();
+    r.warnings.retain(|w| once.insert(w.clone()));
+    Ok(r)
+}
 
+/// Loads the index as stored; an index object that does not open is an error.
+fn load_index(repo: &Repository, r: &mut CheckReport) -> Result<Index> {
     let mut index = Index::default();
     let ids: Vec<IndexId> = repo
         .list_ids::<IndexId>(layout::INDEX)?
@@ -86,7 +112,16 @@ pub fn check(
     r.packs = index.packs.len();
     index.finish();
     r.blobs = index.len();
+    Ok(index)
+}
 
+/// Compares the stored packs with the index: an indexed pack that is missing or of another
+/// size is an error (returned as bad), an unindexed one or an unexpected object a warning.
+fn check_stored_packs(
+    repo: &Repository,
+    index: &Index,
+    r: &mut CheckReport,
+) -> Result<HashSet<PackId>> {
     let (stored, unexpected) = repo.stored_packs()?;
     for path in unexpected {
         r.warnings.push(format!(
@@ -111,34 +146,6 @@ pub fn check(
             Some(_) => {}
         }
     }
-    // Without reading data: every pack of the right size must carry its own sealed trailer
-    // (format 2, one 44-byte ranged read) or header (format 1): a pack stored under another
-    // pack's name, or with a damaged tail, is found here. Blobs are not marked bad for it:
-    // restore reads blobs at their indexed places and never needs headers; `--read-data`
-    // tells which blobs really are unusable.
-    if !opts.read_data {
-        let mut to_check: Vec<(PackId, u64)> = index
-            .packs
-            .iter()
-            .filter(|(id, _)| !bad_packs.contains(id))
-            .map(|(id, size)| (*id, *size))
-            .collect();
-        to_check.sort();
-        for ((id, _), verdict) in to_check.iter().zip(par_map(&to_check, |(id, size)| {
-            crate::repair::read_header(repo, id, *size).map(|h| h.is_ok())
-        })) {
-            match verdict {
-                Ok(true) => {}
-                Ok(false) => r.errors.push(format!(
-                    "pack {}: its header does not authenticate as this pack (damaged, or \
-                     another pack stored under its name); run check --read-data to find the \
-                     files affected",
-                    id.short()
-                )),
-                Err(e) => r.errors.push(format!("pack {}: {e}", id.short())),
-            }
-        }
-    }
     let unreferenced = stored
         .keys()
         .filter(|id| !index.packs.contains_key(id))
@@ -148,115 +155,172 @@ pub fn check(
             "{unreferenced} pack(s) are not referenced by any index (left by an interrupted backup; harmless)"
         ));
     }
+    Ok(bad_packs)
+}
 
-    if opts.read_data {
-        let mut by_pack: HashMap<PackId, Vec<(BlobId, _)>> = HashMap::new();
-        for (id, loc) in index.iter() {
-            by_pack.entry(loc.pack).or_default().push((id, loc));
+/// Authenticates the trailer (or header) of every indexed pack that is not already bad.
+fn check_pack_headers(
+    repo: &Repository,
+    index: &Index,
+    bad_packs: &HashSet<PackId>,
+    r: &mut CheckReport,
+) {
+    let mut to_check: Vec<(PackId, u64)> = index
+        .packs
+        .iter()
+        .filter(|(id, _)| !bad_packs.contains(id))
+        .map(|(id, size)| (*id, *size))
+        .collect();
+    to_check.sort();
+    for ((id, _), verdict) in to_check.iter().zip(par_map(&to_check, |(id, size)| {
+        crate::repair::read_header(repo, id, *size).map(|h| h.is_ok())
+    })) {
+        match verdict {
+            Ok(true) => {}
+            Ok(false) => r.errors.push(format!(
+                "pack {}: its header does not authenticate as this pack (damaged, or \
+                 another pack stored under its name); run check --read-data to find the \
+                 files affected",
+                id.short()
+            )),
+            Err(e) => r.errors.push(format!("pack {}: {e}", id.short())),
         }
-        let mut packs: Vec<_> = index
-            .packs
-            .keys()
-            .filter(|p| !bad_packs.contains(p))
-            .copied()
-            .collect();
-        packs.sort();
-        for pid in packs {
-            let bytes = match repo.storage.read(&layout::pack(&pid))? {
-                Some(b) => b,
+    }
+}
+
+/// `--read-data`: downloads every indexed pack that is not already bad and verifies its
+/// blobs; unusable blobs go into `bad`, packs that vanished into `bad_packs`.
+fn read_packs(
+    repo: &Repository,
+    index: &Index,
+    bad_packs: &mut HashSet<PackId>,
+    bad: &mut HashSet<BlobId>,
+    progress: &dyn Progress,
+    r: &mut CheckReport,
+) -> Result<()> {
+    let mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
+    for (id, loc) in index.iter() {
+        by_pack.entry(loc.pack).or_default().push((id, loc));
+    }
+    let mut packs: Vec<_> = index
+        .packs
+        .keys()
+        .filter(|p| !bad_packs.contains(p))
+        .copied()
+        .collect();
+    packs.sort();
+    for pid in packs {
+        let bytes = match repo.storage.read(&layout::pack(&pid))? {
+            Some(b) => b,
+            None => {
+                r.errors
+                    .push(format!("pack {} is missing from storage", pid.short()));
+                bad_packs.insert(pid);
+                continue;
+            }
+        };
+        progress.bytes(bytes.len() as u64);
+        let blobs = by_pack.get(&pid).map(Vec::as_slice).unwrap_or_default();
+        verify_pack_blobs(repo, pid, &bytes, blobs, bad, r);
+    }
+    Ok(())
+}
+
+/// Verifies the blobs the index places in pack `pid` (its `bytes`). A damaged header is an
+/// error, but restore reads blobs at their indexed places and never needs it: the blobs are
+/// then verified there, so only files that really cannot be restored are listed.
+fn verify_pack_blobs(
+    repo: &Repository,
+    pid: PackId,
+    bytes: &[u8],
+    blobs: &[(BlobId, BlobLocation)],
+    bad: &mut HashSet<BlobId>,
+    r: &mut CheckReport,
+) {
+    let header = match pack::decode_header(repo.keys(), &pid, bytes) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            r.errors.push(format!(
+                "pack {}: header unreadable: {e} (its blobs are verified at their \
+                 indexed places)",
+                pid.short()
+            ));
+            None
+        }
+    };
+    let in_header: Option<HashMap<BlobId, _>> = header
+        .as_ref()
+        .map(|h| h.iter().map(|e| (e.id, e)).collect());
+    for (bid, loc) in blobs {
+        let Some(in_header) = &in_header else {
+            let sealed = usize::try_from(loc.offset)
+                .ok()
+                .and_then(|start| bytes.get(start..start.checked_add(loc.length as usize)?));
+            match sealed.map(|s| blob::open_blob(repo.keys(), loc.ty, bid, s)) {
+                Some(Ok(_)) => r.blobs_verified += 1,
+                Some(Err(err)) => {
+                    r.errors.push(format!(
+                        "{} {} in pack {}: {err}",
+                        loc.ty.kind().name(),
+                        bid.short(),
+                        pid.short()
+                    ));
+                    bad.insert(*bid);
+                }
                 None => {
-                    r.errors
-                        .push(format!("pack {} is missing from storage", pid.short()));
-                    bad_packs.insert(pid);
-                    continue;
-                }
-            };
-            progress.bytes(bytes.len() as u64);
-            // A damaged header is an error, but restore reads blobs at their indexed places and
-            // never needs it: verify the blobs there, so only files that really cannot be
-            // restored are listed.
-            let header = match pack::decode_header(repo.keys(), &pid, &bytes) {
-                Ok(h) => Some(h),
-                Err(e) => {
                     r.errors.push(format!(
-                        "pack {}: header unreadable: {e} (its blobs are verified at their \
-                         indexed places)",
-                        pid.short()
-                    ));
-                    None
-                }
-            };
-            let in_header: Option<HashMap<BlobId, _>> = header
-                .as_ref()
-                .map(|h| h.iter().map(|e| (e.id, e)).collect());
-            for (bid, loc) in by_pack.get(&pid).map(Vec::as_slice).unwrap_or_default() {
-                let Some(in_header) = &in_header else {
-                    let sealed = usize::try_from(loc.offset).ok().and_then(|start| {
-                        bytes.get(start..start.checked_add(loc.length as usize)?)
-                    });
-                    match sealed.map(|s| blob::open_blob(repo.keys(), loc.ty, bid, s)) {
-                        Some(Ok(_)) => r.blobs_verified += 1,
-                        Some(Err(err)) => {
-                            r.errors.push(format!(
-                                "{} {} in pack {}: {err}",
-                                loc.ty.kind().name(),
-                                bid.short(),
-                                pid.short()
-                            ));
-                            bad.insert(*bid);
-                        }
-                        None => {
-                            r.errors.push(format!(
-                                "{} {}: indexed beyond the end of pack {}",
-                                loc.ty.kind().name(),
-                                bid.short(),
-                                pid.short()
-                            ));
-                            bad.insert(*bid);
-                        }
-                    }
-                    continue;
-                };
-                let Some(e) = in_header.get(bid) else {
-                    r.errors.push(format!(
-                        "blob {} is indexed in pack {} but not in its header",
+                        "{} {}: indexed beyond the end of pack {}",
+                        loc.ty.kind().name(),
                         bid.short(),
                         pid.short()
                     ));
                     bad.insert(*bid);
-                    continue;
-                };
-                if e.offset != loc.offset || e.length != loc.length || e.ty != loc.ty {
-                    r.errors.push(format!(
-                        "blob {}: index and pack {} header disagree",
-                        bid.short(),
-                        pid.short()
-                    ));
-                    bad.insert(*bid);
-                    continue;
                 }
-                let sealed = &bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
-                match blob::open_blob(repo.keys(), e.ty, bid, sealed) {
-                    Ok(_) => r.blobs_verified += 1,
-                    Err(err) => {
-                        r.errors.push(format!(
-                            "{} {} in pack {}: {err}",
-                            e.ty.kind().name(),
-                            bid.short(),
-                            pid.short()
-                        ));
-                        bad.insert(*bid);
-                    }
-                }
+            }
+            continue;
+        };
+        let Some(e) = in_header.get(bid) else {
+            r.errors.push(format!(
+                "blob {} is indexed in pack {} but not in its header",
+                bid.short(),
+                pid.short()
+            ));
+            bad.insert(*bid);
+            continue;
+        };
+        if e.offset != loc.offset || e.length != loc.length || e.ty != loc.ty {
+            r.errors.push(format!(
+                "blob {}: index and pack {} header disagree",
+                bid.short(),
+                pid.short()
+            ));
+            bad.insert(*bid);
+            continue;
+        }
+        let sealed = &bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
+        match blob::open_blob(repo.keys(), e.ty, bid, sealed) {
+            Ok(_) => r.blobs_verified += 1,
+            Err(err) => {
+                r.errors.push(format!(
+                    "{} {} in pack {}: {err}",
+                    e.ty.kind().name(),
+                    bid.short(),
+                    pid.short()
+                ));
+                bad.insert(*bid);
             }
         }
     }
-    for (id, loc) in index.iter() {
-        if bad_packs.contains(&loc.pack) {
-            bad.insert(id);
-        }
-    }
+}
 
+/// Walks every snapshot's trees and maps the unusable blobs (and trees restore refuses) to the
+/// files they damage.
+fn check_snapshots(
+    repo: &Repository,
+    index: &Index,
+    bad: &HashSet<BlobId>,
+    r: &mut CheckReport,
+) -> Result<()> {
     // Verdicts on content lists, shared by all snapshots (most lists are in many of them).
     let mut lists_seen = HashMap::new();
     for (sid, snap) in repo.snapshots()? {
@@ -276,8 +340,8 @@ pub fn check(
         let mut seen_trees = HashSet::new();
         walk(
             repo,
-            &index,
-            &bad,
+            index,
+            bad,
             &snap.tree,
             "",
             &mut seen_trees,
@@ -298,10 +362,7 @@ pub fn check(
             r.damaged.insert(sid.short(), damaged);
         }
     }
-    r.errors.dedup();
-    let mut once = HashSet::new();
-    r.warnings.retain(|w| once.insert(w.clone()));
-    Ok(r)
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

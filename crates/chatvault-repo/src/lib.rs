@@ -4,7 +4,8 @@
 //! untrusted storage. [`storage::Storage`] is the seam to object stores (Apache OpenDAL);
 //! [`repository::Repository`] opens or creates a repository and reads its objects;
 //! [`backup::backup`], [`restore::restore`] and [`check::check`] are the three operations;
-//! [`prune`] handles retention and [`repair::repair_index`] rebuilds a lost index.
+//! [`forget`] handles retention, [`prune`] garbage collection and [`repair::repair_index`]
+//! rebuilds a lost index.
 //! The byte formats come from `chatvault-format`; this crate implements the ordering rules of
 //! docs/FORMAT.md §12 (packs → index → snapshot) and the lock protocol of §11.
 //!
@@ -25,6 +26,7 @@ pub mod backup;
 pub mod cache;
 pub mod check;
 pub mod error;
+pub mod forget;
 pub mod lock;
 pub mod prune;
 pub mod repair;

@@ -1,8 +1,8 @@
-//! Retention (`forget`) and garbage collection (`prune`) (docs/FORMAT.md §15).
+//! Garbage collection (`prune`, docs/FORMAT.md §15); retention (`forget`, which deletes
+//! snapshot objects and never data) is [`crate::forget`].
 //!
-//! `forget` deletes snapshot objects chosen by a keep policy; it never deletes data. `prune`
-//! frees the packs no snapshot needs, in two phases, so that it never deletes something a
-//! backup running at the same time still relies on, and never takes an exclusive lock:
+//! `prune` frees the packs no snapshot needs, in two phases, so that it never deletes something
+//! a backup running at the same time still relies on, and never takes an exclusive lock:
 //!
 //! 1. **Mark**: with a shared lock, compute the blobs every snapshot needs, copy the still-needed
 //!    blobs out of mostly-unused packs into new packs, write an index object covering every pack
@@ -22,13 +22,14 @@ use std::time::Duration;
 
 use chatvault_format::blob;
 use chatvault_format::envelope::ObjectKind;
-use chatvault_format::id::{BlobId, IndexId, PackId, PlanId, SnapshotId};
+use chatvault_format::id::{BlobId, IndexId, PackId, PlanId};
 use chatvault_format::objects::{
-    self, IndexBlob, IndexFile, IndexPack, NodeKind, OBJECT_VERSION, PrunePlan, Snapshot,
+    self, IndexBlob, IndexFile, IndexPack, NodeKind, OBJECT_VERSION, PrunePlan,
 };
 use chatvault_format::pack::{self, PackEntry};
-use chrono::{DateTime, Datelike, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use rand_core::OsRng;
+use serde::{Serialize, Serializer};
 
 use crate::error::{RepoError, Result};
 use crate::lock::{self, LockGuard};
@@ -49,181 +50,6 @@ pub const UNINDEXED_PACK_MIN_AGE_LOCK_TTLS: u32 = 4;
 /// [`UNINDEXED_PACK_MIN_AGE_LOCK_TTLS`] × [`lock::LOCK_TTL`]: 2 hours.
 pub const UNINDEXED_PACK_MIN_AGE: Duration =
     Duration::from_secs(lock::LOCK_TTL.as_secs() * UNINDEXED_PACK_MIN_AGE_LOCK_TTLS as u64);
-
-// ---------------------------------------------------------------------------------------------
-// forget
-
-/// Which snapshots to keep. Snapshots are grouped by device and paths ([`retention_group`]);
-/// in each group the newest snapshot is always kept, and a snapshot is kept if any rule keeps it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeepPolicy {
-    /// Keep the newest N.
-    pub last: Option<u32>,
-    /// Keep the newest snapshot of each of the last N days (UTC) that have snapshots.
-    pub daily: Option<u32>,
-    /// The same per ISO week.
-    pub weekly: Option<u32>,
-    /// The same per calendar month.
-    pub monthly: Option<u32>,
-    /// The same per year.
-    pub yearly: Option<u32>,
-}
-
-impl KeepPolicy {
-    /// Whether no rule is set (forget refuses: it would keep only the newest snapshots).
-    pub fn is_empty(&self) -> bool {
-        [
-            self.last,
-            self.daily,
-            self.weekly,
-            self.monthly,
-            self.yearly,
-        ]
-        .iter()
-        .all(Option::is_none)
-    }
-}
-
-/// One snapshot's fate under a policy.
-#[derive(Debug, Clone)]
-pub struct ForgetEntry {
-    /// The snapshot.
-    pub id: SnapshotId,
-    /// Its time, host and paths (None if unreadable).
-    pub snapshot: Option<Snapshot>,
-    /// Why it is kept (empty: it goes).
-    pub reasons: Vec<String>,
-}
-
-/// The outcome of [`forget`].
-#[derive(Debug, Clone, Default)]
-pub struct ForgetReport {
-    /// Snapshots kept, newest first within each group.
-    pub keep: Vec<ForgetEntry>,
-    /// Snapshots removed (or that would be, in a dry run).
-    pub remove: Vec<ForgetEntry>,
-}
-
-fn bucket(rule: &str, t: &DateTime<Utc>) -> String {
-    match rule {
-        "daily" => t.format("%Y-%m-%d").to_string(),
-        "weekly" => {
-            let w = t.iso_week();
-            format!("{}-W{:02}", w.year(), w.week())
-        }
-        "monthly" => t.format("%Y-%m").to_string(),
-        _ => t.format("%Y").to_string(),
-    }
-}
-
-/// The retention group of a snapshot (FORMAT §15): its device id, or `host:<hostname>` for a
-/// snapshot written before device ids existed, and its paths. Two phones that both call
-/// themselves `localhost` are in different groups; a host name can never collide with a device
-/// id (32 hex digits, no `:`).
-pub fn retention_group(s: &Snapshot) -> (String, Vec<String>) {
-    let who = match &s.device {
-        Some(d) => d.clone(),
-        None => format!("host:{}", s.hostname),
-    };
-    (who, s.paths.clone())
-}
-
-/// Applies `policy` to the repository's snapshots (pure decision; nothing is written).
-pub fn forget_plan(repo: &Repository, policy: &KeepPolicy) -> Result<ForgetReport> {
-    if policy.is_empty() {
-        return Err(RepoError::Invalid(
-            "forget needs a policy: --keep-last, --keep-daily, --keep-weekly, --keep-monthly or --keep-yearly".into(),
-        ));
-    }
-    let mut report = ForgetReport::default();
-    type Group = Vec<(SnapshotId, Snapshot, DateTime<Utc>)>;
-    let mut groups: BTreeMap<(String, Vec<String>), Group> = BTreeMap::new();
-    for (id, s) in repo.snapshots()? {
-        match s {
-            Ok(s) => {
-                let Ok(t) = DateTime::parse_from_rfc3339(&s.time) else {
-                    report.keep.push(ForgetEntry {
-                        id,
-                        snapshot: Some(s),
-                        reasons: vec!["unparsable time: never removed automatically".into()],
-                    });
-                    continue;
-                };
-                groups
-                    .entry(retention_group(&s))
-                    .or_default()
-                    .push((id, s, t.with_timezone(&Utc)));
-            }
-            Err(e) => report.keep.push(ForgetEntry {
-                id,
-                snapshot: None,
-                reasons: vec![format!("unreadable ({e}): never removed automatically")],
-            }),
-        }
-    }
-    for (_, mut snaps) in groups {
-        // Newest first (by sequence number, then time: a device with a wrong clock cannot
-        // make its newest snapshot look old).
-        snaps.sort_by(|a, b| b.1.seq.cmp(&a.1.seq).then(b.2.cmp(&a.2)));
-        let rules: [(&str, Option<u32>); 4] = [
-            ("daily", policy.daily),
-            ("weekly", policy.weekly),
-            ("monthly", policy.monthly),
-            ("yearly", policy.yearly),
-        ];
-        let mut last_bucket: [Option<String>; 4] = Default::default();
-        let mut used: [u32; 4] = [0; 4];
-        for (i, (id, s, t)) in snaps.into_iter().enumerate() {
-            let mut reasons = Vec::new();
-            if i == 0 {
-                reasons.push("newest".to_string());
-            }
-            if policy.last.is_some_and(|n| (i as u32) < n) {
-                reasons.push(format!("last {}", policy.last.unwrap_or(0)));
-            }
-            for (r, (name, n)) in rules.iter().enumerate() {
-                let Some(n) = n else { continue };
-                let b = bucket(name, &t);
-                if used[r] < *n && last_bucket[r].as_deref() != Some(&b) {
-                    used[r] += 1;
-                    reasons.push(format!("{name} {b}"));
-                    last_bucket[r] = Some(b);
-                }
-            }
-            let e = ForgetEntry {
-                id,
-                snapshot: Some(s),
-                reasons,
-            };
-            if e.reasons.is_empty() {
-                report.remove.push(e);
-            } else {
-                report.keep.push(e);
-            }
-        }
-    }
-    Ok(report)
-}
-
-/// Removes the snapshots `policy` does not keep (unless `dry_run`). Data stays until `prune`.
-pub fn forget(repo: &Repository, policy: &KeepPolicy, dry_run: bool) -> Result<ForgetReport> {
-    let _guard = if dry_run {
-        None
-    } else {
-        Some(lock::lock(repo, "forget", false)?)
-    };
-    let report = forget_plan(repo, policy)?;
-    if !dry_run {
-        for e in &report.remove {
-            repo.storage.delete(&layout::snapshot(&e.id))?;
-            tracing::info!(snapshot = %e.id.short(), "snapshot forgotten");
-        }
-    }
-    Ok(report)
-}
-
-// ---------------------------------------------------------------------------------------------
-// prune
 
 /// Options of [`prune`].
 #[derive(Debug, Clone)]
@@ -247,8 +73,9 @@ impl Default for PruneOptions {
     }
 }
 
-/// What [`prune`] did (or would do).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What [`prune`] did (or would do). It serializes (`prune --json`) field by field, with
+/// `postponed` as `[{plan, reason}]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PruneReport {
     /// Snapshots whose data is kept.
     pub snapshots: usize,
@@ -297,7 +124,25 @@ pub struct PruneReport {
     /// Condemned packs a newer snapshot turned out to need; indexed again, not deleted.
     pub rescued_packs: usize,
     /// Plans left for a later run, with the reason.
+    #[serde(serialize_with = "serialize_postponed")]
     pub postponed: Vec<(PlanId, String)>,
+}
+
+/// [`PruneReport::postponed`] as `[{"plan": …, "reason": …}]`.
+fn serialize_postponed<S: Serializer>(
+    postponed: &[(PlanId, String)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Postponed<'a> {
+        plan: &'a PlanId,
+        reason: &'a str,
+    }
+    s.collect_seq(
+        postponed
+            .iter()
+            .map(|(plan, reason)| Postponed { plan, reason }),
+    )
 }
 
 /// Runs prune: sweeps due plans, then marks what is unused now (docs/FORMAT.md §15).
@@ -465,25 +310,62 @@ fn mark(
     report.snapshots = snapshots;
     report.used_blobs = used.len();
 
-    // Every pack once (a pack listed by two index objects has the same entries in both).
+    let packs = indexed_packs(&files, &already);
+    report.packs_before = packs.len();
+    report.bytes_before = packs.values().map(|p| p.size).sum();
+    let mut triage = triage_packs(&packs, &used, opts, report);
+    condemn_old_unindexed(repo, guard, &files, &already, report, &mut triage.condemned)?;
+
+    if triage.repack.is_empty() && triage.condemned.is_empty() {
+        return Ok(None);
+    }
+    if opts.dry_run {
+        report.new_packs = usize::from(!triage.repack.is_empty());
+        return Ok(None);
+    }
+    repack(repo, guard, &mut triage, report)?;
+    write_plan(repo, guard, &files, &already_index, triage, report).map(Some)
+}
+
+/// Every indexed pack once, but the already condemned ones (a pack listed by two index objects
+/// has the same entries in both).
+fn indexed_packs(
+    files: &[(IndexId, IndexFile)],
+    already: &HashSet<PackId>,
+) -> BTreeMap<PackId, IndexPack> {
     let mut packs: BTreeMap<PackId, IndexPack> = BTreeMap::new();
-    for (_, f) in &files {
+    for (_, f) in files {
         for p in &f.packs {
             if !already.contains(&p.id) {
                 packs.entry(p.id).or_insert_with(|| p.clone());
             }
         }
     }
-    report.packs_before = packs.len();
-    report.bytes_before = packs.values().map(|p| p.size).sum();
+    packs
+}
 
-    // Which pack keeps each needed blob: the first pack (in id order) holding it, preferring
-    // packs that will not be repacked is not worth the complexity — a blob's extra copies are
-    // simply unused bytes of their packs.
+/// What [`mark`] does with the indexed packs.
+#[derive(Default)]
+struct Triage {
+    /// Packs that stay as they are.
+    keep: Vec<IndexPack>,
+    /// Mostly-unused packs, with the live blobs to copy out of them.
+    repack: Vec<(IndexPack, Vec<IndexBlob>)>,
+    /// Packs the plan deletes.
+    condemned: Vec<PackId>,
+}
+
+/// Sorts the packs into kept, repacked and unused ones. Each needed blob is claimed by the
+/// first pack (in id order) holding it: preferring packs that will not be repacked is not worth
+/// the complexity, a blob's extra copies are simply unused bytes of their packs.
+fn triage_packs(
+    packs: &BTreeMap<PackId, IndexPack>,
+    used: &HashSet<BlobId>,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Triage {
     let mut claimed: HashSet<BlobId> = HashSet::new();
-    let mut keep: Vec<IndexPack> = Vec::new();
-    let mut repack: Vec<(IndexPack, Vec<IndexBlob>)> = Vec::new();
-    let mut condemned: Vec<PackId> = Vec::new();
+    let mut triage = Triage::default();
     for p in packs.values() {
         let live: Vec<IndexBlob> = p
             .blobs
@@ -497,26 +379,37 @@ fn mark(
         if live.is_empty() {
             report.unused_packs += 1;
             report.unused_bytes += p.size;
-            condemned.push(p.id);
+            triage.condemned.push(p.id);
         } else if unused * 100 >= blob_bytes * u64::from(opts.repack_threshold_percent) {
             claimed.extend(live.iter().map(|b| b.id));
             report.repacked_packs += 1;
             report.repacked_bytes += p.size;
-            repack.push((p.clone(), live));
+            triage.repack.push((p.clone(), live));
         } else {
             claimed.extend(live.iter().map(|b| b.id));
-            keep.push(p.clone());
+            triage.keep.push(p.clone());
         }
     }
     // Needed blobs not in any pack here are either in already-condemned packs (a sweep will
     // rescue them) or missing (check reports them); prune neither helps nor harms them.
+    triage
+}
 
+/// Condemns the stored packs no index lists that are old enough by storage time, never by
+/// this device's clock: old enough that no backup still running can index them (§15). Younger
+/// ones, and all of them where the storage reports no times, are left alone (and counted).
+fn condemn_old_unindexed(
+    repo: &Repository,
+    guard: &LockGuard<'_>,
+    files: &[(IndexId, IndexFile)],
+    already: &HashSet<PackId>,
+    report: &mut PruneReport,
+    condemned: &mut Vec<PackId>,
+) -> Result<()> {
     let indexed: HashSet<PackId> = files
         .iter()
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
         .collect();
-    // Unindexed packs are judged by storage time, never by this device's clock: old enough that
-    // no backup still running can index them (§15), or left alone.
     let storage_now = guard.storage_now();
     let min_age = TimeDelta::from_std(guard.config().ttl * UNINDEXED_PACK_MIN_AGE_LOCK_TTLS)
         .unwrap_or(TimeDelta::MAX);
@@ -540,44 +433,29 @@ fn mark(
             }
         }
     }
+    Ok(())
+}
 
-    if repack.is_empty() && condemned.is_empty() {
-        return Ok(None);
-    }
-    if opts.dry_run {
-        report.new_packs = usize::from(!repack.is_empty());
-        return Ok(None);
-    }
-
-    // Copy the live blobs of the repacked packs (verified on the way) into new packs: each old
-    // pack is read once; data and metadata (trees, lists) go to separate packs (§7), each closed
-    // before it would exceed pack_size or MAX_PACK_BLOBS, as backup does.
+/// Copies the live blobs of the repacked packs (verified on the way) into new packs, which
+/// join the kept ones; the old packs are condemned. Each old pack is read once; data and
+/// metadata (trees, lists) go to separate packs (§7), each closed before it would exceed
+/// pack_size or MAX_PACK_BLOBS, as backup does.
+fn repack(
+    repo: &Repository,
+    guard: &mut LockGuard<'_>,
+    triage: &mut Triage,
+    report: &mut PruneReport,
+) -> Result<()> {
     let pack_size = repo.params().pack_size as usize;
     let mut data = PackWriter::default();
     let mut meta = PackWriter::default();
-    for (p, live) in &repack {
+    for (p, live) in &triage.repack {
         let bytes = repo
             .storage
             .read(&layout::pack(&p.id))?
             .ok_or_else(|| RepoError::corrupted(format!("pack {}", p.id.short()), "missing"))?;
         for b in live {
-            let sealed = usize::try_from(b.offset)
-                .ok()
-                .and_then(|start| bytes.get(start..start.checked_add(b.length as usize)?))
-                .ok_or_else(|| {
-                    RepoError::corrupted(format!("pack {}", p.id.short()), "truncated")
-                })?;
-            blob::open_blob(repo.keys(), b.ty, &b.id, sealed).map_err(|e| {
-                RepoError::corrupted(
-                    format!(
-                        "{} {} in pack {}",
-                        b.ty.kind().name(),
-                        b.id.short(),
-                        p.id.short()
-                    ),
-                    e,
-                )
-            })?;
+            let sealed = live_blob(repo, p, b, &bytes)?;
             let writer = if b.ty.is_metadata() {
                 &mut meta
             } else {
@@ -587,24 +465,60 @@ fn mark(
                 && (writer.bytes.len() + sealed.len() > pack_size
                     || writer.entries.len() >= pack::MAX_PACK_BLOBS)
             {
-                keep.push(writer.flush(repo, report)?);
+                triage.keep.push(writer.flush(repo, report)?);
             }
             writer.add(b, sealed.to_vec());
         }
         guard.refresh_if_due()?;
-        condemned.push(p.id);
+        triage.condemned.push(p.id);
     }
     for writer in [&mut data, &mut meta] {
         if !writer.entries.is_empty() {
-            keep.push(writer.flush(repo, report)?);
+            triage.keep.push(writer.flush(repo, report)?);
         }
     }
+    Ok(())
+}
 
-    // One index object for everything that stays, written before the plan: a crash here only
-    // leaves duplicate index entries, which the next prune cleans up. Index ids are content
-    // hashes, so it may coincide with an existing object (same packs): that one is not condemned.
+/// The sealed bytes of blob `b` in the bytes of pack `p`, verified (it must open).
+fn live_blob<'a>(
+    repo: &Repository,
+    p: &IndexPack,
+    b: &IndexBlob,
+    bytes: &'a [u8],
+) -> Result<&'a [u8]> {
+    let sealed = usize::try_from(b.offset)
+        .ok()
+        .and_then(|start| bytes.get(start..start.checked_add(b.length as usize)?))
+        .ok_or_else(|| RepoError::corrupted(format!("pack {}", p.id.short()), "truncated"))?;
+    blob::open_blob(repo.keys(), b.ty, &b.id, sealed).map_err(|e| {
+        RepoError::corrupted(
+            format!(
+                "{} {} in pack {}",
+                b.ty.kind().name(),
+                b.id.short(),
+                p.id.short()
+            ),
+            e,
+        )
+    })?;
+    Ok(sealed)
+}
+
+/// Writes one index object for everything that stays, then the plan condemning the rest.
+/// The index comes first: a crash in between only leaves duplicate index entries, which the
+/// next prune cleans up. Index ids are content hashes, so it may coincide with an existing
+/// object (same packs): that one is not condemned.
+fn write_plan(
+    repo: &Repository,
+    guard: &LockGuard<'_>,
+    files: &[(IndexId, IndexFile)],
+    already_index: &HashSet<IndexId>,
+    triage: Triage,
+    report: &mut PruneReport,
+) -> Result<(PlanId, PrunePlan)> {
     let kept_index: HashSet<IndexId> = repo
-        .write_index_objects(keep, &guard.liveness())?
+        .write_index_objects(triage.keep, &guard.liveness())?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
@@ -612,7 +526,7 @@ fn mark(
         version: OBJECT_VERSION,
         time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         hostname: gethostname::gethostname().to_string_lossy().into_owned(),
-        packs: condemned,
+        packs: triage.condemned,
         index: files
             .iter()
             .map(|(id, _)| *id)
@@ -625,7 +539,7 @@ fn mark(
     guard.write_new(&layout::plan(&id), sealed)?;
     tracing::info!(plan = %id.short(), packs = plan.packs.len(), "prune plan written");
     report.plan = Some(id);
-    Ok(Some((id, plan)))
+    Ok((id, plan))
 }
 
 #[derive(Default)]
@@ -673,10 +587,50 @@ fn sweep(
     dry_run: bool,
     report: &mut PruneReport,
 ) -> Result<()> {
-    // Anything that started before the plan (allowing for clock skew) may have deduplicated
-    // against the packs it condemns and not published its snapshot yet. "Before" by the
-    // devices' clocks (`time` fields) or by storage time (the plan object's and the lock's,
-    // where the backend reports times): postponed if either says so.
+    if let Some(why) = older_operation_running(repo, guard, id, plan)? {
+        report.postponed.push((id, why));
+        return Ok(());
+    }
+    let files = index_files(repo)?;
+    let index = merged_index(&repo.load_plans()?, &files);
+    let (_, used) = match used_blobs(repo, &index) {
+        Ok(u) => u,
+        Err(e) => {
+            report.postponed.push((id, e.to_string()));
+            return Ok(());
+        }
+    };
+    let (rescue, surviving_packs) = rescues(plan, &files, &used);
+    // Packs a surviving index lists (an interrupted backup's pack indexed since) also stay.
+    let stored = repo.stored_packs()?.0;
+    let delete: Vec<PackId> = plan
+        .packs
+        .iter()
+        .filter(|p| !rescue.contains_key(p) && !surviving_packs.contains(p))
+        .copied()
+        .collect();
+    report.rescued_packs += rescue.len();
+    report.deleted_index += plan.index.len();
+    report.deleted_packs += delete.iter().filter(|p| stored.contains_key(p)).count();
+    report.deleted_bytes += delete.iter().filter_map(|p| stored.get(p)).sum::<u64>();
+    report.swept_plans.push(id);
+    if dry_run {
+        return Ok(());
+    }
+    delete_condemned(repo, guard, id, plan, rescue, &delete)
+}
+
+/// Why the sweep of plan `id` must wait, if it must: anything that started before the plan
+/// (allowing for clock skew) may have deduplicated against the packs it condemns and not
+/// published its snapshot yet. "Before" by the devices' clocks (`time` fields) or by storage
+/// time (the plan object's and the lock's, where the backend reports times): postponed if
+/// either says so.
+fn older_operation_running(
+    repo: &Repository,
+    guard: &LockGuard<'_>,
+    id: PlanId,
+    plan: &PrunePlan,
+) -> Result<Option<String>> {
     let plan_time = DateTime::parse_from_rfc3339(&plan.time)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| RepoError::corrupted(format!("prune plan {}", id.short()), "bad time"))?;
@@ -697,33 +651,29 @@ fn sweep(
             .zip(plan_stored)
             .is_some_and(|(s, p)| before(s, p));
         if started.is_err() || started.is_ok_and(|t| before(t, plan_time)) || before_by_storage {
-            report.postponed.push((
-                id,
-                format!(
-                    "{} on {} (pid {}) started {} and is still running",
-                    l.operation, l.hostname, l.pid, l.time
-                ),
-            ));
-            return Ok(());
+            return Ok(Some(format!(
+                "{} on {} (pid {}) started {} and is still running",
+                l.operation, l.hostname, l.pid, l.time
+            )));
         }
     }
+    Ok(None)
+}
 
+/// The condemned packs that a snapshot written after the plan needs (to be indexed again, with
+/// the entries of the condemned index objects, and kept), and the packs surviving index
+/// objects list.
+fn rescues(
+    plan: &PrunePlan,
+    files: &[(IndexId, IndexFile)],
+    used: &HashSet<BlobId>,
+) -> (BTreeMap<PackId, IndexPack>, HashSet<PackId>) {
     let condemned_packs: HashSet<PackId> = plan.packs.iter().copied().collect();
     let condemned_index: HashSet<IndexId> = plan.index.iter().copied().collect();
-    let files = index_files(repo)?;
-    let index = merged_index(&repo.load_plans()?, &files);
-    let (_, used) = match used_blobs(repo, &index) {
-        Ok(u) => u,
-        Err(e) => {
-            report.postponed.push((id, e.to_string()));
-            return Ok(());
-        }
-    };
-
     // Blobs available after the sweep: in surviving index objects, outside condemned packs.
     let mut available: HashSet<BlobId> = HashSet::new();
     let mut surviving_packs: HashSet<PackId> = HashSet::new();
-    for (fid, f) in &files {
+    for (fid, f) in files {
         if condemned_index.contains(fid) {
             continue;
         }
@@ -734,10 +684,8 @@ fn sweep(
             }
         }
     }
-    // A condemned pack that a snapshot written after the plan needs is rescued: indexed again
-    // (its entries come from the condemned index objects) and kept.
     let mut rescue: BTreeMap<PackId, IndexPack> = BTreeMap::new();
-    for (_, f) in &files {
+    for (_, f) in files {
         for p in &f.packs {
             if condemned_packs.contains(&p.id)
                 && !surviving_packs.contains(&p.id)
@@ -749,35 +697,32 @@ fn sweep(
             }
         }
     }
-    // Packs a surviving index lists (an interrupted backup's pack indexed since) also stay.
-    let stored = repo.stored_packs()?.0;
-    let delete: Vec<PackId> = plan
-        .packs
-        .iter()
-        .filter(|p| !rescue.contains_key(p) && !surviving_packs.contains(p))
-        .copied()
-        .collect();
-    report.rescued_packs += rescue.len();
-    report.deleted_index += plan.index.len();
-    report.deleted_packs += delete.iter().filter(|p| stored.contains_key(p)).count();
-    report.deleted_bytes += delete.iter().filter_map(|p| stored.get(p)).sum::<u64>();
-    report.swept_plans.push(id);
-    if dry_run {
-        return Ok(());
-    }
+    (rescue, surviving_packs)
+}
+
+/// Indexes the rescued packs again, then deletes the plan's index objects, the packs in
+/// `delete` and the plan. Index objects first: a crash after that leaves only unreferenced
+/// packs (harmless). A rescue index may coincide with a condemned one (same content): that one
+/// stays. Every delete happens under a live lock (a lapsed prune could race another prune,
+/// §11).
+fn delete_condemned(
+    repo: &Repository,
+    guard: &LockGuard<'_>,
+    id: PlanId,
+    plan: &PrunePlan,
+    rescue: BTreeMap<PackId, IndexPack>,
+    delete: &[PackId],
+) -> Result<()> {
     let rescue_index: HashSet<IndexId> = repo
         .write_index_objects(rescue.into_values().collect(), &guard.liveness())?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    // Index objects first: a crash after this leaves only unreferenced packs (harmless). A
-    // rescue index may coincide with a condemned one (same content): that one stays.
-    // Every delete happens under a live lock (a lapsed prune could race another prune, §11).
     for i in plan.index.iter().filter(|i| !rescue_index.contains(i)) {
         guard.ensure_live()?;
         repo.storage.delete(&layout::index(i))?;
     }
-    for p in &delete {
+    for p in delete {
         guard.ensure_live()?;
         repo.storage.delete(&layout::pack(p))?;
     }
@@ -789,12 +734,16 @@ fn sweep(
 
 #[cfg(test)]
 mod tests {
+    use chatvault_format::id::SnapshotId;
+    use chatvault_format::objects::Snapshot;
+
     use super::*;
     use crate::backup::{self, BackupOptions, NoProgress};
     use crate::restore::{self, RestoreOptions};
     use crate::storage::Storage;
     use chatvault_format::key::BackupKey;
 
+    use crate::forget::{KeepPolicy, forget};
     use crate::test_util::{memory_repo as repo, noise};
 
     fn backup_of(repo: &Repository, dir: &std::path::Path, host: &str) -> SnapshotId {
@@ -958,17 +907,6 @@ mod tests {
         restores(&r, &s3.id, "a.bin", &data);
     }
 
-    #[test]
-    fn keep_policy_buckets() {
-        // Pure policy logic on a synthetic list is covered through forget_plan in the CLI
-        // tests; here: an empty policy is refused.
-        let r = repo("prune-policy");
-        assert!(matches!(
-            forget_plan(&r, &KeepPolicy::default()),
-            Err(RepoError::Invalid(_))
-        ));
-    }
-
     /// A repository in a local folder: the fs backend reports modification times.
     fn fs_repo() -> (tempfile::TempDir, Repository) {
         let dir = tempfile::tempdir().unwrap();
@@ -1082,82 +1020,5 @@ mod tests {
         r.storage.delete(&lpath).unwrap();
         let rep = prune(&r, &grace0()).unwrap();
         assert_eq!(rep.swept_plans.len(), 1, "{rep:?}");
-    }
-
-    fn backup_as(
-        repo: &Repository,
-        dir: &std::path::Path,
-        device: Option<&str>,
-    ) -> (SnapshotId, Snapshot) {
-        let opts = BackupOptions {
-            hostname: Some("localhost".into()),
-            device: device.map(str::to_string),
-            ..Default::default()
-        };
-        let out = backup::backup(repo, &[dir.to_path_buf()], &opts, &NoProgress).unwrap();
-        (out.id, out.snapshot)
-    }
-
-    /// Two Android phones both called `localhost`, backing up the same path, interleaved: each
-    /// incremental backup picks its own device's parent, and retention keeps the newest
-    /// snapshot of each phone, not just the newest "localhost" one.
-    #[test]
-    fn two_localhost_phones_keep_their_own_parents_and_retention_groups() {
-        let r = repo("two-phones");
-        let (a, b) = (
-            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-            "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
-        );
-        let src = tempfile::tempdir().unwrap();
-        std::fs::write(src.path().join("x.bin"), noise(20, 1 << 16)).unwrap();
-        let (a1, _) = backup_as(&r, src.path(), Some(a));
-        let (b1, s_b1) = backup_as(&r, src.path(), Some(b));
-        assert_eq!(s_b1.parent, None, "never another phone's snapshot");
-        let (a2, s_a2) = backup_as(&r, src.path(), Some(a));
-        assert_eq!(s_a2.parent, Some(a1));
-        let (b2, s_b2) = backup_as(&r, src.path(), Some(b));
-        assert_eq!(s_b2.parent, Some(b1));
-        let (a3, s_a3) = backup_as(&r, src.path(), Some(a));
-        assert_eq!(s_a3.parent, Some(a2));
-        assert_eq!(s_a3.device.as_deref(), Some(a));
-
-        let policy = KeepPolicy {
-            last: Some(1),
-            ..Default::default()
-        };
-        let f = forget(&r, &policy, false).unwrap();
-        let mut kept: Vec<SnapshotId> = f.keep.iter().map(|e| e.id).collect();
-        kept.sort();
-        let mut want = vec![a3, b2];
-        want.sort();
-        assert_eq!(kept, want, "the newest of each phone");
-        assert_eq!(f.remove.len(), 3);
-    }
-
-    /// The first backup after the upgrade (the phone now has a device id) still finds the
-    /// snapshot it wrote before device ids existed; a second phone with the same host name then
-    /// does not take over that phone's snapshots.
-    #[test]
-    fn first_backup_with_a_device_id_continues_from_the_old_snapshots() {
-        let r = repo("upgrade");
-        let src = tempfile::tempdir().unwrap();
-        std::fs::write(src.path().join("x.bin"), noise(21, 1 << 16)).unwrap();
-        let (old, s_old) = backup_as(&r, src.path(), None);
-        assert_eq!(s_old.device, None);
-        let a = "0123456789abcdef0123456789abcdef";
-        let (a1, s_a1) = backup_as(&r, src.path(), Some(a));
-        assert_eq!(s_a1.parent, Some(old), "falls back to host name + paths");
-        assert_eq!(s_a1.summary.files_read, 0, "incremental");
-        let (_, s_a2) = backup_as(&r, src.path(), Some(a));
-        assert_eq!(s_a2.parent, Some(a1));
-        // Old snapshots form their own `host:` group: its newest stays.
-        let groups: HashSet<(String, Vec<String>)> = r
-            .snapshots()
-            .unwrap()
-            .into_iter()
-            .map(|(_, s)| retention_group(&s.unwrap()))
-            .collect();
-        assert_eq!(groups.len(), 2);
-        assert!(groups.iter().any(|(who, _)| who == "host:localhost"));
     }
 }

@@ -1,5 +1,8 @@
-//! Replays every saved fuzz input in `tests/fuzz_regressions/<target>/` through the harness of
-//! that target (`tests/fuzz_harness/mod.rs`, the code the libFuzzer targets in `fuzz/` run).
+//! Replays every saved fuzz input in `tests/fuzz_regressions/<target>/` through the fuzz
+//! harness of that target (`tests/fuzz_harness/mod.rs`, the same code the libFuzzer targets in
+//! `fuzz/` run), with the replay all crates share ([`chatvault_fuzz_support::replay_regressions`]).
+//! Add a crashing input found by `scripts/fuzz.sh` by copying it from
+//! `fuzz/artifacts/<target>/` into `tests/fuzz_regressions/<target>/` with a descriptive name.
 #![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
 mod fuzz_harness;
@@ -9,20 +12,7 @@ use std::path::Path;
 #[test]
 fn fuzz_regressions_do_not_panic() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
-    let mut ran = 0;
-    for (name, harness) in fuzz_harness::TARGETS {
-        let dir = root.join(name);
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|_| panic!("{} missing", dir.display()))
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        for file in files {
-            harness(&std::fs::read(&file).unwrap());
-            ran += 1;
-        }
-    }
-    assert!(ran >= 4, "only {ran} regression inputs");
+    chatvault_fuzz_support::replay_regressions(&root, fuzz_harness::TARGETS, 4);
 }
 
 /// Valid inputs reach the deep paths: a real record and real messages of the fixture.

@@ -11,7 +11,8 @@
 //! a fixed key first (as a real writer would) so the parsing behind the envelope is reached.
 //!
 //! Only public API of `chatvault-format` is used; dependencies are the crate's own
-//! (`blake3`, `rand_core`), so this compiles both as part of the crate's tests and in `fuzz/`.
+//! (`blake3`) and `chatvault-fuzz-support` (a dev-dependency here, a dependency of
+//! `fuzz/`), so this compiles both as part of the crate's tests and in `fuzz/`.
 
 #![allow(dead_code)]
 
@@ -24,9 +25,10 @@ use chatvault_format::id::{BlobId, PackId, RepoId};
 use chatvault_format::key::{BackupKey, RepoKeys};
 use chatvault_format::objects::{self, IndexFile, Lock, ObjectError, Snapshot, Versioned};
 use chatvault_format::{FORMAT_VERSION, labels, list, pack};
-use rand_core::{CryptoRng, RngCore};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+pub use chatvault_fuzz_support::{FixedRng, Harness};
 
 /// The backup key every harness uses (public: this is test data).
 pub const FUZZ_KEY: [u8; 32] = [0x42; 32];
@@ -36,34 +38,6 @@ pub const FUZZ_REPO: [u8; 32] = [0x17; 32];
 pub const FUZZ_PACK: [u8; 32] = [0x5a; 32];
 /// Object id used when the content does not determine one (raw mode, locks).
 pub const FUZZ_ID: [u8; 32] = [0x3c; 32];
-
-/// A deterministic RNG (SplitMix64). Claims `CryptoRng` only so it can be passed to the
-/// sealing functions; fuzzing does not care about nonce reuse.
-pub struct FixedRng(pub u64);
-
-impl RngCore for FixedRng {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-impl CryptoRng for FixedRng {}
 
 /// The subkeys of `FUZZ_KEY` for `FUZZ_REPO` (derived once).
 pub fn keys() -> &'static RepoKeys {
@@ -78,9 +52,6 @@ fn rng() -> FixedRng {
 fn split_mode(data: &[u8]) -> Option<(u8, &[u8])> {
     data.split_first().map(|(m, rest)| (*m, rest))
 }
-
-/// A fuzz target: its name and the function the fuzzer calls.
-pub type Harness = (&'static str, fn(&[u8]));
 
 /// All targets by name, for the regression runner and the fuzz crate.
 pub const TARGETS: &[Harness] = &[

@@ -16,35 +16,8 @@ use std::sync::OnceLock;
 
 use chatvault_threshold::*;
 use chatvault_vault_core::{AccountId, BackupKey, GuessCounter, KsfParams};
-use rand_core::{CryptoRng, RngCore};
 
-/// A deterministic RNG (SplitMix64); claims `CryptoRng` only to be passed to protocol steps.
-pub struct FixedRng(pub u64);
-
-impl RngCore for FixedRng {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl CryptoRng for FixedRng {}
+pub use chatvault_fuzz_support::FixedRng;
 
 /// A fixed 2-of-3 registration of `alice`.
 pub struct Fixture {

@@ -32,7 +32,8 @@ use chatvault_vault_core::{
     SEALED_RECORD_LEN, SUITE_ID, ServerIdentity, Vault, VaultConfig, VaultKeys, WRAPPED_KEY_LEN,
     decide_commitment, labels, registration_transcript, validate_commitment, verify_signature,
 };
-use rand_core::{CryptoRng, RngCore};
+
+pub use chatvault_fuzz_support::{FixedRng, Harness};
 
 /// The clock of every harness (2026-01-01T00:00:00Z).
 pub const FUZZ_NOW: u64 = 1_767_225_600;
@@ -46,34 +47,6 @@ pub const FUZZ_BACKUP_KEY: [u8; 32] = [0x42; 32];
 pub const FUZZ_MAX_ATTEMPTS: u32 = 10;
 /// Seed of the RNG the fixture's vault keys are generated with.
 const KEYS_SEED: u64 = 0x0076_6175_6c74;
-
-/// A deterministic RNG (SplitMix64). Claims `CryptoRng` only so it can be passed to the
-/// protocol steps; fuzzing does not care about nonce reuse.
-pub struct FixedRng(pub u64);
-
-impl RngCore for FixedRng {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-impl CryptoRng for FixedRng {}
 
 /// One real registration and login of [`FUZZ_ACCOUNT`] against a vault with fixed keys, at
 /// [`FUZZ_NOW`]. Every field is the real output of the protocol step that makes it.
@@ -267,9 +240,6 @@ impl Fixture {
 fn split_mode(data: &[u8]) -> Option<(u8, &[u8])> {
     data.split_first().map(|(m, rest)| (*m, rest))
 }
-
-/// A fuzz target: its name and the function the fuzzer calls.
-pub type Harness = (&'static str, fn(&[u8]));
 
 /// All targets by name, for the regression runner and the fuzz crate.
 pub const TARGETS: &[Harness] = &[

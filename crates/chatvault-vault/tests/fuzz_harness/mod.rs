@@ -14,6 +14,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chatvault_vault::token::{self, MAX_TOKEN_LEN, Verifier};
 use ed25519_dalek::{Signer as _, SigningKey};
 
+pub use chatvault_fuzz_support::Harness;
+
 /// The clock of the harness (2026-01-01T00:00:00Z).
 pub const FUZZ_NOW: u64 = 1_767_225_600;
 /// Seed of the issuer key (test data).
@@ -32,9 +34,6 @@ struct ClaimsCheck {
     iat: u64,
     exp: u64,
 }
-
-/// A fuzz target: its name and the function the fuzzer calls.
-pub type Harness = (&'static str, fn(&[u8]));
 
 /// All targets by name, for the regression runner and the fuzz crate.
 pub const TARGETS: &[Harness] = &[("vault_token", vault_token)];

@@ -26,7 +26,9 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{AesGcm, Nonce};
 use chatvault_whatsapp::{EncryptOptions, PayloadKind, decrypt, encrypt};
 use md5::{Digest, Md5};
-use rand_core::{CryptoRng, RngCore};
+use rand_core::RngCore;
+
+pub use chatvault_fuzz_support::{FixedRng, Harness};
 
 /// The key of the WhatsApp reference fixture (published with it), so that seeding the corpus
 /// with `msgstore.db.crypt15` gives an input that decrypts.
@@ -34,36 +36,6 @@ pub const FUZZ_KEY: [u8; 32] = [
     0x67, 0x30, 0xa5, 0x95, 0xa1, 0x48, 0x4d, 0x0c, 0x39, 0xc1, 0x01, 0xdc, 0x0a, 0xc8, 0x2e, 0xc5,
     0xe4, 0x01, 0xbb, 0x6f, 0x0e, 0x1b, 0x8e, 0xe2, 0xdc, 0x10, 0x4a, 0x6b, 0x36, 0x87, 0xf0, 0x17,
 ];
-
-/// A deterministic RNG (SplitMix64); "crypto" only so it can be passed to `encrypt`.
-pub struct FixedRng(pub u64);
-
-impl RngCore for FixedRng {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-impl CryptoRng for FixedRng {}
-
-/// A fuzz target: its name and the function the fuzzer calls.
-pub type Harness = (&'static str, fn(&[u8]));
 
 pub const TARGETS: &[Harness] = &[("crypt15", crypt15)];
 
