@@ -12,7 +12,8 @@
 //! packs and a few chunks in flight). Each stage keeps draining its input after a failure, so an
 //! error anywhere stops the run without deadlock, and nothing references data that was not
 //! durably stored: a killed backup leaves only unreferenced packs (and complete index objects for
-//! packs already stored, which the next run reuses).
+//! packs already stored, which the next run reuses). The next run also adopts the packs stored
+//! after the last index object (FORMAT §12.4), so an interrupted upload is not sent again.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
@@ -191,13 +192,14 @@ pub fn backup(
         // whether or not this run needs a copy.
         sqlite::Scratch::clean(base);
     }
-    let index = repo.load_index()?;
+    let mut index = repo.load_index()?;
     for (id, why) in &index.damaged {
         progress.warn(&format!(
             "index {} is damaged and ignored ({why}); data it listed is stored again",
             id.short()
         ));
     }
+    let adopted = adopt_unindexed_packs(repo, &mut index)?;
     let snapshots = repo.snapshots()?;
     let seq = snapshots
         .iter()
@@ -216,7 +218,7 @@ pub fn backup(
         abort: AtomicBool::new(false),
         error: Mutex::new(None),
         uploaded: AtomicU64::new(0),
-        pending: Mutex::new((Vec::new(), std::time::Instant::now())),
+        pending: Mutex::new((adopted, std::time::Instant::now())),
         live: guard.liveness(),
     };
     let workers = std::thread::available_parallelism()
@@ -302,6 +304,50 @@ pub fn backup(
     drop(guard);
     tracing::info!(snapshot = %id.short(), "snapshot saved");
     Ok(BackupOutcome { id, snapshot })
+}
+
+/// Adopts the packs in storage that no index lists (FORMAT §12.4): what a backup that was
+/// killed, cut off or cancelled had uploaded after its last index object. Each one's header is
+/// read and authenticated with two ranged reads (never the pack); its blobs become reusable for
+/// this run, and this run's first index object lists the pack, so an interrupted backup's
+/// uploads are not sent again. A pack whose header does not open (damaged, or a write still in
+/// progress on a backend without atomic writes) is left alone for `check` and prune; one that
+/// vanished meanwhile is skipped. Packs condemned by a prune plan are never adopted.
+fn adopt_unindexed_packs(repo: &Repository, index: &mut Index) -> Result<Vec<IndexPack>> {
+    let (stored, _) = repo.stored_pack_listing()?;
+    let orphans: Vec<(PackId, u64)> = stored
+        .into_iter()
+        .filter(|(id, _)| !index.packs.contains_key(id) && !index.condemned.contains(id))
+        .map(|(id, l)| (id, l.size))
+        .collect();
+    if orphans.is_empty() {
+        return Ok(Vec::new());
+    }
+    let headers = crate::repository::par_map(&orphans, |(id, size)| {
+        crate::repair::read_header(repo, id, *size)
+    });
+    let mut adopted = Vec::new();
+    for ((id, _), header) in orphans.iter().zip(headers) {
+        match header? {
+            Ok(pack) => adopted.push(pack),
+            Err(crate::repair::HeaderProblem::Vanished) => {}
+            Err(crate::repair::HeaderProblem::Damaged(why)) => {
+                tracing::warn!(pack = %id.short(), %why, "unindexed pack not adopted");
+            }
+        }
+    }
+    if !adopted.is_empty() {
+        tracing::info!(
+            packs = adopted.len(),
+            "adopting packs an interrupted backup uploaded"
+        );
+        index.add(&objects::IndexFile {
+            version: OBJECT_VERSION,
+            packs: adopted.clone(),
+        });
+        index.finish();
+    }
+    Ok(adopted)
 }
 
 /// The parent of a new snapshot (FORMAT §9): the latest readable snapshot (`all` is oldest

@@ -114,3 +114,74 @@ fn identical_files_are_stored_once() {
         s.new_bytes
     );
 }
+
+/// An interrupted backup's uploads are not sent again (FORMAT §12.4): the packs a run stored
+/// after its last index object are adopted by the next run, which indexes them.
+#[test]
+fn an_interrupted_backups_packs_are_adopted_not_uploaded_again() {
+    use chatvault_repo::repository::layout;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.jpg"), content(1, 3_000_000, false)).unwrap();
+    let storage = Storage::open("memory://adopt").unwrap();
+    let key = BackupKey::generate(&mut rand_core::OsRng);
+    let repo = Repository::init(storage.clone(), &key).unwrap();
+    let opts = BackupOptions::default();
+    backup(&repo, std::slice::from_ref(&src), &opts, &NoProgress).unwrap();
+
+    // A second run stores 5 MB more; then its index objects and snapshot are removed, which
+    // leaves the repository as a run killed before its first index write leaves it.
+    std::fs::write(src.join("b.jpg"), content(2, 5_000_000, false)).unwrap();
+    let names = |folder: &str| -> Vec<String> {
+        let mut v: Vec<String> = storage
+            .list(folder, true)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.path)
+            .collect();
+        v.sort();
+        v
+    };
+    let (index_before, snaps_before) = (names(layout::INDEX), names(layout::SNAPSHOTS));
+    let packs_before = names(layout::DATA).len();
+    let interrupted = backup(&repo, std::slice::from_ref(&src), &opts, &NoProgress).unwrap();
+    assert!(interrupted.snapshot.summary.uploaded_bytes > 5_000_000);
+    for path in names(layout::INDEX).iter().chain(&names(layout::SNAPSHOTS)) {
+        if !index_before.contains(path) && !snaps_before.contains(path) {
+            storage.delete(path).unwrap();
+        }
+    }
+    let orphans = names(layout::DATA).len() - packs_before;
+    assert!(orphans >= 1, "the interrupted run left packs");
+    let reopened = Repository::open(storage.clone(), &key).unwrap();
+    assert_eq!(reopened.load_index().unwrap().packs.len(), packs_before);
+
+    // The next run reads those packs' headers, reuses their blobs and indexes them.
+    let rerun = backup(&reopened, std::slice::from_ref(&src), &opts, &NoProgress).unwrap();
+    let s = &rerun.snapshot.summary;
+    assert_eq!(s.new_bytes, 0, "{s:?}");
+    assert!(
+        s.uploaded_bytes < 20_000,
+        "uploaded {} bytes again",
+        s.uploaded_bytes
+    );
+    assert_eq!(names(layout::DATA).len(), packs_before + orphans);
+    assert_eq!(
+        reopened.load_index().unwrap().packs.len(),
+        packs_before + orphans
+    );
+    let out = dir.path().join("out");
+    let r = restore(
+        &reopened,
+        &rerun.snapshot,
+        &out,
+        &RestoreOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(r.failed.is_empty());
+    assert_eq!(read_tree(&src), read_tree(&out.join("src")));
+    let report = check(&reopened, CheckOptions { read_data: true }, &NoProgress).unwrap();
+    assert!(report.ok(), "{:?}", report.errors);
+}
