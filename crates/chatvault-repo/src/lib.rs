@@ -28,6 +28,7 @@ pub mod check;
 pub mod error;
 pub mod forget;
 pub mod lock;
+pub mod progress;
 pub mod prune;
 pub mod repair;
 pub mod repository;

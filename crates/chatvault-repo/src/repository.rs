@@ -261,7 +261,12 @@ impl Index {
             _ => (0, self.entries.len()),
         };
         let run = &self.entries[lo..hi];
-        run.binary_search_by(|(e, _)| e.cmp(id))
+        // The first 8 bytes, big-endian, order ids as the whole array does and almost always
+        // decide: one integer compare instead of a 32-byte `memcmp` call per step (the index
+        // lookup of every page of a database was 5 % of a daily backup's time).
+        let head = |b: &BlobId| u64::from_be_bytes(b.as_bytes()[..8].try_into().expect("8 bytes"));
+        let want = head(id);
+        run.binary_search_by(|(e, _)| head(e).cmp(&want).then_with(|| e.cmp(id)))
             .ok()
             .map(|i| &run[i].1)
     }
