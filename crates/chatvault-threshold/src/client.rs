@@ -244,6 +244,10 @@ pub struct Chosen {
     failures: Vec<String>,
 }
 
+/// The outcome of a successful `recover2`: the unlocked state and the `recover3` requests, one
+/// per realm of the agreeing group (share index, request).
+pub type UnlockStep = (Unlocked, Vec<(u8, Recover3Request)>);
+
 /// Verified evaluations grouped by `(vk_tmp, unlock-key commitment)`: `(index, Z_i, guesses
 /// left)`.
 type EvalGroups = BTreeMap<([u8; 32], [u8; 32]), Vec<(u8, RistrettoPoint, u32)>>;
@@ -513,7 +517,7 @@ impl Blinded {
     /// (ask another realm, or give up with [`not_enough`](Self::not_enough)). A mismatch is a
     /// wrong password ([`Error::WrongPassword`]), never a reason to ask more realms. Returns the
     /// `recover3` requests for every realm of the group.
-    pub fn try_unlock(&mut self) -> Result<Option<(Unlocked, Vec<(u8, Recover3Request)>)>> {
+    pub fn try_unlock(&mut self) -> Result<Option<UnlockStep>> {
         let t = usize::from(self.set.threshold);
         let Some(((_, commitment), group)) = self
             .groups
