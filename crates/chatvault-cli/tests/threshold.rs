@@ -317,3 +317,111 @@ fn demo_realms_tells_the_threshold_story() {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }
+
+/// Each realm carries the rollback commitment (PROTOCOL.md §13.15): after two backups every realm
+/// holds the sealed commitment to snapshot #2. The storage provider hides it: a new device, with
+/// one realm down, learns from the others that it existed (exit 9). A commitment at one realm
+/// that does not open is an alarm (exit 9) whatever the other realms hold, and a backup cannot
+/// commit over it.
+#[test]
+fn threshold_realms_carry_the_rollback_commitment() {
+    let mut w = World::new();
+    let src = w.p("chats");
+    make_source(&src);
+    let mut init = w.cv("phone-a", None);
+    init.env("CHATVAULT_NEW_PASSWORD", "correct horse").args([
+        "init",
+        "--password",
+        "--repo",
+        &w.repo(),
+    ]);
+    w.realm_args(&mut init);
+    assert_ok(&init.output().unwrap());
+    for k in 0..2 {
+        std::fs::write(src.join("chat.txt"), format!("message {k}\n")).unwrap();
+        let out = w
+            .cv("phone-a", None)
+            .arg("backup")
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("warning"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let urls: Vec<String> = w.realms.iter().map(|r| r.url.clone()).collect();
+    let tokens = w.tokens.clone();
+    let realm_client = |k: usize| {
+        chatvault_vault_client::VaultClient::new(
+            &urls[k],
+            "alice",
+            chatvault_vault_client::SecretString::from(
+                std::fs::read_to_string(&tokens[k])
+                    .unwrap()
+                    .trim()
+                    .to_string(),
+            ),
+        )
+        .unwrap()
+    };
+    for k in 0..3 {
+        let (seq, _) = realm_client(k)
+            .get_commitment()
+            .unwrap()
+            .expect("a commitment");
+        assert_eq!(seq, 2, "realm {k}");
+    }
+
+    // The provider hides the newest snapshot; realm 1 is down. A new device notices through the
+    // commitments of realms 2 and 3 and restores nothing.
+    let seen = std::fs::read_to_string(w.p("phone-a/seen.json")).unwrap();
+    let newest = std::fs::read_dir(w.p("repo/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| seen.contains(p.file_name().unwrap().to_str().unwrap()))
+        .expect("device remembers the newest snapshot");
+    let hidden = std::fs::read(&newest).unwrap();
+    std::fs::remove_file(&newest).unwrap();
+    w.realms[0].stop();
+    let out = w
+        .new_device("phone-b", "correct horse")
+        .args(["restore", "latest", "--target"])
+        .arg(w.p("r1"))
+        .output()
+        .unwrap();
+    assert_code(&out, 9, "rolled back");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the realm http://"), "{err}");
+    assert!(!w.p("r1").exists());
+    std::fs::write(&newest, hidden).unwrap();
+    assert_ok(&w.cv("phone-a", None).arg("snapshots").output().unwrap());
+
+    // Realm 3's commitment replaced by one that does not open: an alarm, even though realm 2
+    // holds the genuine one.
+    realm_client(2).put_commitment(1000, &[0u8; 64]).unwrap();
+    let out = w.cv("phone-a", None).arg("snapshots").output().unwrap();
+    assert_code(&out, 9, "does not open");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&w.realms[2].url));
+    let out = w
+        .new_device("phone-c", "correct horse")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_code(&out, 9, "does not open");
+    // With --accept-rollback a backup goes on, commits at realm 2, cannot commit over realm 3's
+    // commitment and says so (the backup itself stands).
+    std::fs::write(src.join("chat.txt"), "message 3\n").unwrap();
+    let out = w
+        .cv("phone-a", None)
+        .args(["--accept-rollback", "backup"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot be committed"), "{err}");
+    assert_eq!(realm_client(1).get_commitment().unwrap().unwrap().0, 3);
+}

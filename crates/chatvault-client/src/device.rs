@@ -366,7 +366,7 @@ impl Device {
         let (out, recorded) = backup_recorded(
             &self.home,
             &repo,
-            access.as_ref(),
+            access.as_slice(),
             paths,
             None,
             false,
@@ -682,7 +682,7 @@ impl Device {
             }
             None => None,
         };
-        let status = rollback::check_rollback(&self.home, &repo, access.as_ref())?;
+        let status = rollback::check_rollback(&self.home, &repo, access.as_slice())?;
         for w in &status.warnings {
             tracing::warn!("{w}");
         }
@@ -710,12 +710,13 @@ fn access(url: &str, account: &str, token: SecretString) -> VaultAccess {
 /// The backup workflow shared by [`Device::backup_now`] and the CLI's `backup`, on a
 /// repository that passed the rollback check: this device's id, its rollback memory as
 /// `min_seq` and the home's scratch folder go into the run; afterwards the snapshot is
-/// recorded on the device and, in password mode, at the vault ([`rollback::record_snapshot`]).
+/// recorded on the device and, in password mode, at the vault (threshold mode: at every realm;
+/// [`rollback::record_snapshot`]).
 /// What the vault answered is returned for the caller to report.
 pub fn backup_recorded(
     home: &Home,
     repo: &Repository,
-    access: Option<&VaultAccess>,
+    access: &[VaultAccess],
     paths: &[PathBuf],
     hostname: Option<String>,
     force_reread: bool,

@@ -29,8 +29,9 @@ pub struct Seen {
 /// A detected rollback: the repository's newest snapshot is older than one seen before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rollback {
-    /// Who remembers the newer snapshot: "this device" or "the vault".
-    pub witness: &'static str,
+    /// Who remembers the newer snapshot: "this device", "the vault", or "the realm URL"
+    /// (threshold mode).
+    pub witness: String,
     /// The newer snapshot seen before.
     pub seen: Seen,
     /// The repository's newest readable snapshot now (None: it has none).
@@ -102,73 +103,88 @@ impl Home {
 pub struct RollbackStatus {
     /// The rollback, if any.
     pub rollback: Option<Rollback>,
-    /// The vault's commitment was tampered with (PROTOCOL.md §9.1): it does not open with the
-    /// repository's key, or its declared sequence number differs from the authenticated one
-    /// inside. A rollback-class failure: the newest snapshot cannot be vouched for.
+    /// The vault's (or a realm's) commitment was tampered with (PROTOCOL.md §9.1, §13.15): it
+    /// does not open with the repository's key, or its declared sequence number differs from the
+    /// authenticated one inside. A rollback-class failure: the newest snapshot cannot be vouched
+    /// for.
     pub tampered: Option<String>,
     /// Problems that did not prevent the check (vault unreachable), for a warning.
     pub warnings: Vec<String>,
 }
 
 /// The message for a commitment whose declared `seq` is not the authenticated one inside, or
-/// that does not open.
-fn tampered_message(what: &str) -> String {
+/// that does not open. `holder` is "the vault" or "the realm URL".
+fn tampered_message(holder: &str, what: &str) -> String {
     format!(
-        "the vault's rollback commitment {what}: someone with the account token or the vault \
+        "{holder}'s rollback commitment {what}: someone with the account token or the vault \
          itself replaced it, which hides newer snapshots from new devices. Nothing was changed. \
          Re-register the vault record (`chatvault key to-key`, then `key to-password`) to store a \
          fresh commitment"
     )
 }
 
-/// Compares the repository's newest snapshot with what this device and (in password mode) the
-/// vault remember. Updates the device memory when the repository is newer.
+/// Who holds the commitment at `v`: "the vault" in single-vault mode (one access), "the realm
+/// URL" in threshold mode (one access per realm, PROTOCOL.md §13.15).
+fn holder(vaults: &[VaultAccess], v: &VaultAccess) -> String {
+    if vaults.len() == 1 {
+        "the vault".into()
+    } else {
+        format!("the realm {}", v.url)
+    }
+}
+
+/// Compares the repository's newest snapshot with what this device and the vault remember (in
+/// password mode one vault; in threshold mode every realm, PROTOCOL.md §13.15). Every reachable
+/// vault's commitment is checked: the highest authenticated `seq` is the witness, and any
+/// commitment that does not open or declares another `seq` than the one it authenticates is
+/// [`RollbackStatus::tampered`]. Updates the device memory when the repository is newer.
 pub fn check_rollback(
     home: &Home,
     repo: &Repository,
-    vault: Option<&VaultAccess>,
+    vaults: &[VaultAccess],
 ) -> Result<RollbackStatus> {
     let mut status = RollbackStatus::default();
     let newest = repo.newest_snapshot()?;
     let newest_seen = newest.as_ref().map(|(id, s)| seen_of(id, s));
     let newest_seq = newest_seen.as_ref().map_or(0, |n| n.seq);
 
-    let mut witnesses: Vec<(&'static str, Seen)> = Vec::new();
+    let mut witnesses: Vec<(String, Seen)> = Vec::new();
     if let Some(s) = home.seen(repo)? {
-        witnesses.push(("this device", s));
+        witnesses.push(("this device".into(), s));
     }
-    if let Some(v) = vault {
+    let mut tampered = Vec::new();
+    for v in vaults {
+        let who = holder(vaults, v);
         match v.client().and_then(|c| Ok(c.get_commitment()?)) {
             // The authenticated seq inside is the witness; a declared seq that differs from it
             // (e.g. a genuine commitment PUT back with seq 2^63-1, which jams every later PUT)
             // or a commitment that does not open is an alarm, not a warning.
             Ok(Some((seq, bytes))) => match repo.open_commitment(&v.account, &bytes) {
                 Ok(c) if c.seq == seq => witnesses.push((
-                    "the vault",
+                    who,
                     Seen {
                         seq: c.seq,
                         snapshot: c.snapshot.to_hex(),
                         time: c.time,
                     },
                 )),
-                Ok(c) => {
-                    status.tampered = Some(tampered_message(&format!(
-                        "declares #{seq} but commits to snapshot #{}",
-                        c.seq
-                    )))
-                }
-                Err(e) => {
-                    status.tampered = Some(tampered_message(&format!(
-                        "does not open with this repository's key ({e})"
-                    )))
-                }
+                Ok(c) => tampered.push(tampered_message(
+                    &who,
+                    &format!("declares #{seq} but commits to snapshot #{}", c.seq),
+                )),
+                Err(e) => tampered.push(tampered_message(
+                    &who,
+                    &format!("does not open with this repository's key ({e})"),
+                )),
             },
             Ok(None) => {}
             Err(e) => status.warnings.push(format!(
-                "could not read the rollback commitment from the vault ({e}); only this \
-                 device's memory was checked"
+                "could not read the rollback commitment from {who} ({e}); it was not checked"
             )),
         }
+    }
+    if !tampered.is_empty() {
+        status.tampered = Some(tampered.join(". "));
     }
     let listed: Vec<String> = if witnesses.iter().any(|(_, s)| s.seq > newest_seq) {
         repo.snapshot_ids()?.iter().map(|id| id.to_hex()).collect()
@@ -223,53 +239,79 @@ pub enum Recorded {
 }
 
 /// After a backup: remember the new snapshot on this device and, in password mode, store a
-/// sealed commitment to it at the vault. The backup itself stands whatever the vault answers.
+/// sealed commitment to it at the vault (threshold mode: at every realm, PROTOCOL.md §13.15).
+/// The backup itself stands whatever the vaults answer. A tampered commitment at any realm is
+/// [`Recorded::Tampered`]; otherwise a realm that could not be updated is a warning.
 pub fn record_snapshot(
     home: &Home,
     repo: &Repository,
-    vault: Option<&VaultAccess>,
+    vaults: &[VaultAccess],
     id: &SnapshotId,
     snapshot: &Snapshot,
 ) -> Result<Recorded> {
     home.remember(repo, seen_of(id, snapshot))?;
-    let Some(v) = vault else {
-        return Ok(Recorded::Done);
-    };
+    let (mut warnings, mut tampered) = (Vec::new(), Vec::new());
+    for v in vaults {
+        match record_at(repo, &holder(vaults, v), v, id, snapshot) {
+            Recorded::Done => {}
+            Recorded::Warning(w) => warnings.push(w),
+            Recorded::Tampered(t) => tampered.push(t),
+        }
+    }
+    Ok(if !tampered.is_empty() {
+        Recorded::Tampered(tampered.join(". "))
+    } else if !warnings.is_empty() {
+        Recorded::Warning(warnings.join("; "))
+    } else {
+        Recorded::Done
+    })
+}
+
+/// [`record_snapshot`] at one vault (or realm) `who`.
+fn record_at(
+    repo: &Repository,
+    who: &str,
+    v: &VaultAccess,
+    id: &SnapshotId,
+    snapshot: &Snapshot,
+) -> Recorded {
     let sealed = repo.seal_commitment(&v.account, &Commitment::to(*id, snapshot));
     let client = match v.client() {
         Ok(c) => c,
-        Err(e) => {
-            return Ok(Recorded::Warning(format!(
-                "could not reach the vault ({e})"
-            )));
-        }
+        Err(e) => return Recorded::Warning(format!("could not reach {who} ({e})")),
     };
     match client.put_commitment(snapshot.seq, &sealed) {
-        Ok(CommitmentPut::Stored) => Ok(Recorded::Done),
+        Ok(CommitmentPut::Stored) => Recorded::Done,
         // Another device already committed to a newer (or equally new) snapshot: fine, if that
         // commitment is genuine, i.e. opens and declares the seq it authenticates. Anything
         // else is a jammed commitment (a huge declared seq, or garbage).
         Ok(CommitmentPut::Stale { current_seq }) => match client.get_commitment() {
             Ok(Some((seq, bytes))) => match repo.open_commitment(&v.account, &bytes) {
-                Ok(c) if c.seq == seq && c.seq >= snapshot.seq => Ok(Recorded::Done),
-                Ok(c) => Ok(Recorded::Tampered(tampered_message(&format!(
-                    "declares #{seq} but commits to snapshot #{}, so snapshot #{} cannot be \
-                     committed",
-                    c.seq, snapshot.seq
-                )))),
-                Err(e) => Ok(Recorded::Tampered(tampered_message(&format!(
-                    "(#{current_seq}) does not open with this repository's key ({e}), so new \
-                     snapshots cannot be committed"
-                )))),
+                Ok(c) if c.seq == seq && c.seq >= snapshot.seq => Recorded::Done,
+                Ok(c) => Recorded::Tampered(tampered_message(
+                    who,
+                    &format!(
+                        "declares #{seq} but commits to snapshot #{}, so snapshot #{} cannot be \
+                         committed",
+                        c.seq, snapshot.seq
+                    ),
+                )),
+                Err(e) => Recorded::Tampered(tampered_message(
+                    who,
+                    &format!(
+                        "(#{current_seq}) does not open with this repository's key ({e}), so new \
+                         snapshots cannot be committed"
+                    ),
+                )),
             },
-            Ok(None) | Err(_) => Ok(Recorded::Warning(format!(
-                "the vault refused the rollback commitment (it holds #{current_seq}) but does not \
+            Ok(None) | Err(_) => Recorded::Warning(format!(
+                "{who} refused the rollback commitment (it holds #{current_seq}) but does not \
                  show it; a new device will not be able to detect a rollback of this snapshot"
-            ))),
+            )),
         },
-        Err(e) => Ok(Recorded::Warning(format!(
-            "could not store the rollback commitment at the vault ({e}); a new device will not \
+        Err(e) => Recorded::Warning(format!(
+            "could not store the rollback commitment at {who} ({e}); a new device will not \
              be able to detect a rollback of this snapshot"
-        ))),
+        )),
     }
 }

@@ -270,6 +270,20 @@ impl ThresholdAccess {
         })
     }
 
+    /// One [`VaultAccess`] per realm, in realm order: each realm keeps the rollback commitment
+    /// with its record at the endpoints of PROTOCOL.md §9.1 (§13.15).
+    pub fn commitment_access(&self) -> Vec<VaultAccess> {
+        self.realms
+            .iter()
+            .map(|(url, token)| VaultAccess {
+                url: url.clone(),
+                account: self.account.clone(),
+                token: token.clone(),
+                ca_pem: self.ca_pem.clone(),
+            })
+            .collect()
+    }
+
     /// The custody entry of the device configuration, pinning `ids`.
     pub fn custody(&self, ids: &[Option<chatvault_vault_client::RealmId>]) -> Custody {
         Custody::Threshold {

@@ -244,14 +244,29 @@ pub struct Chosen {
     failures: Vec<String>,
 }
 
+/// The outcome of a successful `recover2`: the unlocked state and the `recover3` requests, one
+/// per realm of the agreeing group (share index, request).
+pub type UnlockStep = (Unlocked, Vec<(u8, Recover3Request)>);
+
+/// Verified evaluations grouped by `(vk_tmp, unlock-key commitment)`: `(index, Z_i, guesses
+/// left)`.
+type EvalGroups = BTreeMap<([u8; 32], [u8; 32]), Vec<(u8, RistrettoPoint, u32)>>;
+
 /// Recovery after `recover2` was built: the password is stretched and blinded.
+///
+/// Answers can be handed over in several rounds ([`accept`](Self::accept), then
+/// [`try_unlock`](Self::try_unlock)): a client asks `t` realms first and another realm only when
+/// one of them fails or lies (PROTOCOL.md §13.9); [`finish`](Self::finish) does both at once.
 pub struct Blinded {
     set: RealmSet,
     account: AccountId,
     version: RegistrationVersion,
+    ksf: KsfParams,
     blind: oprf::Blind,
     blinded: RistrettoPoint,
+    blinded_bytes: B64<32>,
     encryption_seed: Zeroizing<[u8; 32]>,
+    groups: EvalGroups,
     failures: Vec<String>,
 }
 
@@ -262,7 +277,17 @@ pub struct Unlocked {
     version: RegistrationVersion,
     unlock_key: Zeroizing<[u8; 32]>,
     encryption_seed: Zeroizing<[u8; 32]>,
+    good: Vec<(u8, Scalar)>,
+    encrypted: Option<[u8; ENCRYPTED_SECRET_LEN]>,
     failures: Vec<String>,
+}
+
+impl Drop for Unlocked {
+    fn drop(&mut self) {
+        for (_, s) in self.good.iter_mut() {
+            s.zeroize();
+        }
+    }
 }
 
 impl Recovery {
@@ -354,18 +379,22 @@ impl Chosen {
     ) -> Result<(Blinded, Recover2Request)> {
         let stretched = kdf::stretch(password, &self.version.0, &self.account, &self.ksf)?;
         let (blind, blinded) = oprf::blind(rng, stretched.access_key.as_ref());
+        let blinded_bytes = B64(blinded.compress().to_bytes());
         let req = Recover2Request {
             version: self.version,
-            blinded: B64(blinded.compress().to_bytes()),
+            blinded: blinded_bytes,
         };
         Ok((
             Blinded {
                 set: self.set,
                 account: self.account,
                 version: self.version,
+                ksf: self.ksf,
                 blind,
                 blinded,
+                blinded_bytes,
                 encryption_seed: stretched.encryption_seed,
+                groups: BTreeMap::new(),
                 failures: self.failures,
             },
             req,
@@ -374,17 +403,39 @@ impl Chosen {
 }
 
 impl Blinded {
-    /// `recover2`: verifies each realm's signed OPRF public key and DLEQ proof, skips the realms
-    /// that fail, combines `t` evaluations of realms agreeing on the verifying key and the
-    /// unlock-key commitment, and checks the result against the commitment (constant time).
-    /// Returns the `recover3` requests for every realm whose evaluation verified.
-    pub fn finish(
-        mut self,
-        answers: Vec<Answer<Recover2Response>>,
-    ) -> Result<(Unlocked, Vec<(u8, Recover3Request)>)> {
-        let t = usize::from(self.set.threshold);
-        type Group = Vec<(u8, RistrettoPoint, u32)>;
-        let mut groups: BTreeMap<([u8; 32], [u8; 32]), Group> = BTreeMap::new();
+    /// Of further `recover1` answers (realms asked only after one of the first ones failed),
+    /// the share indices of the realms that hold the chosen registration (same version and KSF,
+    /// their own position, the configured `t` and `n`); the others are named in the faults.
+    pub fn admit(&mut self, answers: Vec<Answer<Recover1Response>>) -> Vec<u8> {
+        let mut agree = Vec::new();
+        for (index, a) in answers {
+            let name = self.set.name(index);
+            match a {
+                Err(e) => self.failures.push(format!("{name}: {e}")),
+                Ok(r)
+                    if self.set.realm(index).is_some()
+                        && r.share_index == index
+                        && r.threshold == self.set.threshold
+                        && usize::from(r.realms) == self.set.len()
+                        && r.version == self.version
+                        && r.ksf == self.ksf =>
+                {
+                    if !agree.contains(&index) {
+                        agree.push(index);
+                    }
+                }
+                Ok(_) => self.failures.push(format!(
+                    "{name}: holds another registration or realm configuration"
+                )),
+            }
+        }
+        agree
+    }
+
+    /// Verifies `recover2` answers and keeps the good evaluations: each realm's signature of its
+    /// evaluation under the pinned realm id (§13.1), the throw-away signature of its OPRF public
+    /// key (§13.6) and the DLEQ proof (§13.5). A realm failing any check is skipped and named.
+    pub fn accept(&mut self, answers: Vec<Answer<Recover2Response>>) {
         for (index, a) in answers {
             let name = self.set.name(index);
             let r = match a {
@@ -404,7 +455,7 @@ impl Blinded {
                     &realm.id,
                     &self.account,
                     &self.version,
-                    &B64(self.blinded.compress().to_bytes()),
+                    &self.blinded_bytes,
                     &r.evaluation,
                     &r.realm_signature,
                 );
@@ -417,11 +468,19 @@ impl Blinded {
                         index,
                         &r.oprf_public_key,
                     );
-                (signed && oprf::verify(&r.proof.0, &p, &self.blinded, &z)).then_some(z)
+                let proven = signed
+                    && oprf::verify(
+                        &r.proof.0,
+                        (&p, &r.oprf_public_key.0),
+                        (&self.blinded, &self.blinded_bytes.0),
+                        (&z, &r.evaluation.0),
+                    );
+                proven.then_some(z)
             })();
             match checked {
                 Some(z) => {
-                    let g = groups
+                    let g = self
+                        .groups
                         .entry((r.verifying_key.0, r.unlock_key_commitment.0))
                         .or_default();
                     if !g.iter().any(|(i, _, _)| *i == index) {
@@ -434,14 +493,44 @@ impl Blinded {
                 )),
             }
         }
-        let best = groups.into_iter().max_by_key(|(_, v)| v.len());
-        let Some(((_, commitment), group)) = best.filter(|(_, v)| v.len() >= t) else {
-            return Err(not_enough("recover2", t, 0, &self.failures));
+    }
+
+    /// How many more verified evaluations the largest agreeing group needs to reach `t`.
+    pub fn missing(&self) -> usize {
+        let best = self.groups.values().map(Vec::len).max().unwrap_or(0);
+        usize::from(self.set.threshold).saturating_sub(best)
+    }
+
+    /// The error for a recovery that ends without `t` agreeing verified evaluations.
+    pub fn not_enough(&self) -> Error {
+        let best = self.groups.values().map(Vec::len).max().unwrap_or(0);
+        not_enough(
+            "recover2",
+            usize::from(self.set.threshold),
+            best,
+            &self.failures,
+        )
+    }
+
+    /// Once `t` verified evaluations agree on `(vk_tmp, commitment)`: combines `t` of them and
+    /// checks the result against the commitment (constant time). `Ok(None)`: not yet `t`
+    /// (ask another realm, or give up with [`not_enough`](Self::not_enough)). A mismatch is a
+    /// wrong password ([`Error::WrongPassword`]), never a reason to ask more realms. Returns the
+    /// `recover3` requests for every realm of the group.
+    pub fn try_unlock(&mut self) -> Result<Option<UnlockStep>> {
+        let t = usize::from(self.set.threshold);
+        let Some(((_, commitment), group)) = self
+            .groups
+            .iter()
+            .max_by_key(|(_, v)| v.len())
+            .filter(|(_, v)| v.len() >= t)
+        else {
+            return Ok(None);
         };
         let evaluations: Vec<(u8, RistrettoPoint)> =
             group.iter().take(t).map(|(i, z, _)| (*i, *z)).collect();
         let out = self.blind.finalize(&evaluations)?;
-        if !bool::from(out[..32].ct_eq(&commitment)) {
+        if !bool::from(out[..32].ct_eq(commitment)) {
             let guesses_remaining = group.iter().map(|(_, _, left)| *left).min().unwrap_or(0);
             return Err(Error::WrongPassword { guesses_remaining });
         }
@@ -458,17 +547,33 @@ impl Blinded {
                 )
             })
             .collect();
-        Ok((
+        Ok(Some((
             Unlocked {
-                set: self.set,
-                account: self.account,
+                set: self.set.clone(),
+                account: self.account.clone(),
                 version: self.version,
                 unlock_key,
-                encryption_seed: self.encryption_seed,
-                failures: self.failures,
+                encryption_seed: self.encryption_seed.clone(),
+                good: Vec::new(),
+                encrypted: None,
+                failures: std::mem::take(&mut self.failures),
             },
             requests,
-        ))
+        )))
+    }
+
+    /// `recover2` in one round: [`accept`](Self::accept) every answer, then
+    /// [`try_unlock`](Self::try_unlock); fewer than `t` agreeing verified evaluations is
+    /// [`Error::NotEnoughRealms`].
+    pub fn finish(
+        mut self,
+        answers: Vec<Answer<Recover2Response>>,
+    ) -> Result<(Unlocked, Vec<(u8, Recover3Request)>)> {
+        self.accept(answers);
+        match self.try_unlock()? {
+            Some(done) => Ok(done),
+            None => Err(self.not_enough()),
+        }
     }
 }
 
@@ -478,15 +583,24 @@ impl Unlocked {
         &self.failures
     }
 
-    /// `recover3`: keeps the releases whose secret commitment verifies, combines `t` scalar
-    /// shares and decrypts the backup key.
-    pub fn finish(
-        mut self,
-        answers: Vec<Answer<Recover3Response>>,
-    ) -> Result<(BackupKey, Vec<String>)> {
-        let t = usize::from(self.set.threshold);
-        let mut good: Vec<(u8, Scalar)> = Vec::new();
-        let mut encrypted = None;
+    /// The `recover3` request for realm `index` (a realm asked because one of the group failed
+    /// to release its share); `None` for an index outside the realm set.
+    pub fn request(&self, index: u8) -> Option<Recover3Request> {
+        self.set.realm(index)?;
+        Some(Recover3Request {
+            version: self.version,
+            unlock_tag: B64(unlock_tag(
+                &self.unlock_key,
+                &self.set,
+                &self.version,
+                index,
+            )),
+        })
+    }
+
+    /// Keeps the `recover3` releases whose secret commitment verifies and that agree on the
+    /// encrypted backup key; the others are skipped and named.
+    pub fn accept(&mut self, answers: Vec<Answer<Recover3Response>>) {
         for (index, a) in answers {
             let name = self.set.name(index);
             let r = match a {
@@ -496,7 +610,7 @@ impl Unlocked {
                 }
                 Ok(r) => r,
             };
-            if self.set.realm(index).is_none() || good.iter().any(|(i, _)| *i == index) {
+            if self.set.realm(index).is_none() || self.good.iter().any(|(i, _)| *i == index) {
                 continue;
             }
             let expect = secret_commitment(
@@ -510,9 +624,9 @@ impl Unlocked {
             let scalar = oprf::decode_scalar(r.encryption_scalar_share.expose_secret(), "share");
             match scalar {
                 Ok(s) if bool::from(expect.ct_eq(&r.secret_commitment.0)) => {
-                    encrypted.get_or_insert(r.encrypted_secret.0);
-                    if encrypted == Some(r.encrypted_secret.0) {
-                        good.push((index, s));
+                    self.encrypted.get_or_insert(r.encrypted_secret.0);
+                    if self.encrypted == Some(r.encrypted_secret.0) {
+                        self.good.push((index, s));
                     }
                 }
                 _ => self.failures.push(format!(
@@ -520,16 +634,51 @@ impl Unlocked {
                 )),
             }
         }
-        let (Some(encrypted), true) = (encrypted, good.len() >= t) else {
-            return Err(not_enough("recover3", t, good.len(), &self.failures));
+    }
+
+    /// How many more verified releases are needed to reach `t`.
+    pub fn missing(&self) -> usize {
+        usize::from(self.set.threshold).saturating_sub(self.good.len())
+    }
+
+    /// Once `t` releases verified: combines `t` scalar shares and decrypts the backup key.
+    /// `Ok(None)`: not yet `t` (ask another realm, or give up with
+    /// [`not_enough`](Self::not_enough)).
+    pub fn try_finish(&mut self) -> Result<Option<(BackupKey, Vec<String>)>> {
+        let t = usize::from(self.set.threshold);
+        let (Some(encrypted), true) = (self.encrypted, self.good.len() >= t) else {
+            return Ok(None);
         };
-        let mut scalar = shamir::combine_scalars(&good[..t])?;
-        for (_, s) in good.iter_mut() {
-            s.zeroize();
-        }
+        let mut scalar = shamir::combine_scalars(&self.good[..t])?;
         let key = kdf::encryption_key(&self.encryption_seed, scalar.as_bytes());
         scalar.zeroize();
         let secret = kdf::decrypt_secret(&key, &self.version.0, &self.account, &encrypted)?;
-        Ok((BackupKey::from_bytes(*secret), self.failures))
+        Ok(Some((
+            BackupKey::from_bytes(*secret),
+            std::mem::take(&mut self.failures),
+        )))
+    }
+
+    /// The error for a recovery that ends without `t` verified releases.
+    pub fn not_enough(&self) -> Error {
+        not_enough(
+            "recover3",
+            usize::from(self.set.threshold),
+            self.good.len(),
+            &self.failures,
+        )
+    }
+
+    /// `recover3` in one round: [`accept`](Self::accept) every release, then
+    /// [`try_finish`](Self::try_finish); fewer than `t` is [`Error::NotEnoughRealms`].
+    pub fn finish(
+        mut self,
+        answers: Vec<Answer<Recover3Response>>,
+    ) -> Result<(BackupKey, Vec<String>)> {
+        self.accept(answers);
+        match self.try_finish()? {
+            Some(done) => Ok(done),
+            None => Err(self.not_enough()),
+        }
     }
 }

@@ -83,7 +83,8 @@ mod sign;
 mod types;
 
 pub use client::{
-    Answer, Blinded, Chosen, Recovery, Registered, RegistrationPending, Unlocked, register,
+    Answer, Blinded, Chosen, Recovery, Registered, RegistrationPending, UnlockStep, Unlocked,
+    register,
 };
 pub use error::{Error, Result};
 pub use messages::*;

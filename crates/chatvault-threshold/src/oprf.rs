@@ -130,26 +130,33 @@ fn challenge(
 }
 
 /// Proves `log_G(P) = log_B(Z)` for `P = k·G`, `Z = k·B`. The nonce is hedged: derived from the
-/// key, the statement and 32 fresh random bytes, so a weak RNG alone does not leak `k`.
+/// key, the statement and 32 fresh random bytes, so a weak RNG alone does not leak `k`. `P`, `B`
+/// and `Z` come with their canonical encodings (`B` also as a point for `R2 = ρ·B`), so that
+/// nothing is decompressed or compressed twice.
 pub(crate) fn prove(
     rng: &mut impl rand_core::CryptoRngCore,
     key: &Scalar,
-    public: &RistrettoPoint,
-    blinded: &RistrettoPoint,
-    evaluated: &RistrettoPoint,
+    public_c: &[u8; 32],
+    (blinded, blinded_c): (&RistrettoPoint, &[u8; 32]),
+    evaluated_c: &[u8; 32],
 ) -> [u8; PROOF_LEN] {
     let mut fresh = Zeroizing::new([0u8; 32]);
     rng.fill_bytes(fresh.as_mut());
-    let (pc, bc, zc) = (public.compress(), blinded.compress(), evaluated.compress());
     let mut h = Sha512::new();
     h.update(labels::DLEQ_NONCE);
     h.update(key.as_bytes());
-    h.update(bc.as_bytes());
+    h.update(blinded_c);
     h.update(fresh.as_ref());
     let mut rho = hash_to_scalar(h);
     let r1 = (G * &rho).compress();
     let r2 = (blinded * rho).compress();
-    let c = challenge(&pc, &bc, &zc, &r1, &r2);
+    let c = challenge(
+        &CompressedRistretto(*public_c),
+        &CompressedRistretto(*blinded_c),
+        &CompressedRistretto(*evaluated_c),
+        &r1,
+        &r2,
+    );
     let s = rho - c * key;
     rho.zeroize();
     let mut out = [0u8; PROOF_LEN];
@@ -158,12 +165,33 @@ pub(crate) fn prove(
     out
 }
 
-/// Verifies a DLEQ proof (client side). Any malformed part is a failure.
-pub(crate) fn verify(
-    proof: &[u8; PROOF_LEN],
+/// [`prove`] for points without their encodings (tests).
+#[cfg(test)]
+pub(crate) fn prove_points(
+    rng: &mut impl rand_core::CryptoRngCore,
+    key: &Scalar,
     public: &RistrettoPoint,
     blinded: &RistrettoPoint,
     evaluated: &RistrettoPoint,
+) -> [u8; PROOF_LEN] {
+    prove(
+        rng,
+        key,
+        &public.compress().to_bytes(),
+        (blinded, &blinded.compress().to_bytes()),
+        &evaluated.compress().to_bytes(),
+    )
+}
+
+/// Verifies a DLEQ proof (client side). Any malformed part is a failure. Each point comes with
+/// its canonical encoding (the bytes it was decoded from, or its compression), so that nothing
+/// is compressed again: `R1' = s·G + c·P` and `R2' = s·B + c·Z`, each one variable-time
+/// multiscalar multiplication.
+pub(crate) fn verify(
+    proof: &[u8; PROOF_LEN],
+    (public, public_c): (&RistrettoPoint, &[u8; 32]),
+    (blinded, blinded_c): (&RistrettoPoint, &[u8; 32]),
+    (evaluated, evaluated_c): (&RistrettoPoint, &[u8; 32]),
 ) -> bool {
     let c = Scalar::from_canonical_bytes(proof[..32].try_into().expect("32 bytes"));
     let s = Scalar::from_canonical_bytes(proof[32..].try_into().expect("32 bytes"));
@@ -173,23 +201,32 @@ pub(crate) fn verify(
     if *evaluated == RistrettoPoint::identity() || *public == RistrettoPoint::identity() {
         return false;
     }
-    // R1 = s·G + c·P, R2 = s·B + c·Z.
-    let r1 = RistrettoPoint::vartime_multiscalar_mul(
-        [s, c],
-        [
-            curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT,
-            *public,
-        ],
-    );
+    let r1 = RistrettoPoint::vartime_double_scalar_mul_basepoint(&c, public, &s);
     let r2 = RistrettoPoint::vartime_multiscalar_mul([s, c], [*blinded, *evaluated]);
     let expect = challenge(
-        &public.compress(),
-        &blinded.compress(),
-        &evaluated.compress(),
+        &CompressedRistretto(*public_c),
+        &CompressedRistretto(*blinded_c),
+        &CompressedRistretto(*evaluated_c),
         &r1.compress(),
         &r2.compress(),
     );
     expect == c
+}
+
+/// [`verify`] for points without their encodings (tests).
+#[cfg(test)]
+pub(crate) fn verify_points(
+    proof: &[u8; PROOF_LEN],
+    public: &RistrettoPoint,
+    blinded: &RistrettoPoint,
+    evaluated: &RistrettoPoint,
+) -> bool {
+    verify(
+        proof,
+        (public, &public.compress().to_bytes()),
+        (blinded, &blinded.compress().to_bytes()),
+        (evaluated, &evaluated.compress().to_bytes()),
+    )
 }
 
 /// `k·G`.
@@ -252,8 +289,8 @@ mod tests {
         let p = public_key(&k);
         let (_, b) = blind(&mut r, b"x");
         let z = blind_evaluate(&k, &b);
-        let proof = prove(&mut r, &k, &p, &b, &z);
-        assert!(verify(&proof, &p, &b, &z));
+        let proof = prove_points(&mut r, &k, &p, &b, &z);
+        assert!(verify_points(&proof, &p, &b, &z));
     }
 
     #[test]
@@ -265,17 +302,17 @@ mod tests {
         let (_, b) = blind(&mut r, b"x");
         // A realm that evaluates with another key cannot prove it against its public key.
         let z = blind_evaluate(&other, &b);
-        let proof = prove(&mut r, &other, &p, &b, &z);
-        assert!(!verify(&proof, &p, &b, &z));
+        let proof = prove_points(&mut r, &other, &p, &b, &z);
+        assert!(!verify_points(&proof, &p, &b, &z));
         // A correct proof does not cover a substituted evaluation.
         let good = blind_evaluate(&k, &b);
-        let proof = prove(&mut r, &k, &p, &b, &good);
-        assert!(!verify(&proof, &p, &b, &(good + p)));
+        let proof = prove_points(&mut r, &k, &p, &b, &good);
+        assert!(!verify_points(&proof, &p, &b, &(good + p)));
         // Nor a flipped proof byte.
         for byte in 0..PROOF_LEN {
             let mut bad = proof;
             bad[byte] ^= 1;
-            assert!(!verify(&bad, &p, &b, &good), "byte {byte}");
+            assert!(!verify_points(&bad, &p, &b, &good), "byte {byte}");
         }
     }
 

@@ -173,7 +173,9 @@ impl RealmRecord {
         counted: &GuessCounter,
         req: &Recover2Request,
     ) -> Result<Recover2Response> {
-        self.check_recover2(req)?;
+        if req.version != self.version {
+            return Err(Error::VersionMismatch);
+        }
         if counted.attempts == 0 || counted.attempts > counted.max_attempts {
             return Err(Error::Malformed {
                 what: "guess counter (the guess must be counted before evaluating)",
@@ -181,9 +183,15 @@ impl RealmRecord {
         }
         let b = oprf::decode_point(req.blinded.as_bytes(), "blinded input")?;
         let z = oprf::blind_evaluate(&self.oprf_key_share, &b);
-        let p = oprf::decode_point(self.oprf_public_key.as_bytes(), "OPRF public key")?;
-        let proof = oprf::prove(rng, &self.oprf_key_share, &p, &b, &z);
         let evaluation = B64(z.compress().to_bytes());
+        // P_i was checked against k_i at registration; its stored encoding is canonical.
+        let proof = oprf::prove(
+            rng,
+            &self.oprf_key_share,
+            &self.oprf_public_key.0,
+            (&b, &req.blinded.0),
+            &evaluation.0,
+        );
         Ok(Recover2Response {
             realm_signature: keys.sign_evaluation(
                 account,

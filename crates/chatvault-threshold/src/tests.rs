@@ -613,7 +613,101 @@ mod vectors {
             let resp: Recover2Response = serde_json::from_value(resp.clone()).unwrap();
             let p = oprf::decode_point(&resp.oprf_public_key.0, "p").unwrap();
             let z = oprf::decode_point(&resp.evaluation.0, "z").unwrap();
-            assert!(oprf::verify(&resp.proof.0, &p, &b, &z));
+            assert!(oprf::verify_points(&resp.proof.0, &p, &b, &z));
         }
     }
+}
+
+/// PROTOCOL.md §13.9: the client asks `t` realms first; a realm whose evaluation fails its proof
+/// (or whose release fails its commitment) is replaced by another realm, with the same blinded
+/// input, and the round-by-round API reaches the key without asking the spare before it is needed.
+#[test]
+fn t_realms_first_then_a_spare_for_each_lying_one() {
+    let mut f = setup(31, 3, 2, b"pw");
+    let mut r = rng(32);
+    // recover1 at realms 1 and 2 only.
+    let chosen = Recovery::new(f.set.clone(), f.account.clone())
+        .choose(vec![
+            (1, Ok(f.records[0].recover1())),
+            (2, Ok(f.records[1].recover1())),
+        ])
+        .unwrap();
+    assert_eq!(chosen.realms(), &[1, 2]);
+    let (mut blinded, req) = chosen.blind(&mut r, b"pw").unwrap();
+    let eval = |f: &mut Fixture, k: usize, r: &mut ChaCha20Rng| {
+        f.counters[k] = f.counters[k].count_guess().unwrap();
+        f.records[k]
+            .recover2(r, &f.keys[k], &f.account, &f.counters[k], &req)
+            .unwrap()
+    };
+    let good1 = eval(&mut f, 0, &mut r);
+    let mut bad2 = eval(&mut f, 1, &mut r);
+    let z = oprf::decode_point(&bad2.evaluation.0, "z").unwrap()
+        + curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
+    bad2.evaluation = B64(z.compress().to_bytes());
+    blinded.accept(vec![(1, Ok(good1)), (2, Ok(bad2))]);
+    assert_eq!(blinded.missing(), 1);
+    assert!(blinded.try_unlock().unwrap().is_none());
+    // Realm 3 was not asked yet: recover1 admits it, its evaluation completes the group.
+    assert_eq!(
+        blinded.admit(vec![(3, Ok(f.records[2].recover1()))]),
+        vec![3]
+    );
+    let good3 = eval(&mut f, 2, &mut r);
+    blinded.accept(vec![(3, Ok(good3))]);
+    let (mut unlocked, tags) = blinded
+        .try_unlock()
+        .unwrap()
+        .expect("t verified evaluations");
+    assert_eq!(tags.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1, 3]);
+    assert!(
+        unlocked
+            .faults()
+            .iter()
+            .any(|w| w.contains("realm2") && w.contains("misbehaving"))
+    );
+    // recover3: realm 1 releases a wrong share; realm 2 (asked now) a good one.
+    let mut rel1 = f.records[0].recover3(&f.counters[0], &tags[0].1).unwrap();
+    rel1.encryption_scalar_share.0[0] ^= 1;
+    let rel3 = f.records[2].recover3(&f.counters[2], &tags[1].1).unwrap();
+    unlocked.accept(vec![(1, Ok(rel1)), (3, Ok(rel3))]);
+    assert_eq!(unlocked.missing(), 1);
+    assert!(unlocked.try_finish().unwrap().is_none());
+    let req2 = unlocked.request(2).unwrap();
+    let rel2 = f.records[1].recover3(&f.counters[1], &req2).unwrap();
+    unlocked.accept(vec![(2, Ok(rel2))]);
+    let (key, faults) = unlocked.try_finish().unwrap().expect("t releases");
+    assert_eq!(key.expose_secret(), f.key.expose_secret());
+    assert!(faults.iter().any(|w| w.contains("realm1")));
+}
+
+/// A wrong password is decided by `t` verified evaluations and is final: no spare is needed.
+#[test]
+fn wrong_password_from_t_realms_is_final() {
+    let mut f = setup(33, 3, 2, b"pw");
+    let mut r = rng(34);
+    let chosen = Recovery::new(f.set.clone(), f.account.clone())
+        .choose(vec![
+            (1, Ok(f.records[0].recover1())),
+            (2, Ok(f.records[1].recover1())),
+        ])
+        .unwrap();
+    let (mut blinded, req) = chosen.blind(&mut r, b"wrong").unwrap();
+    let answers = (0..2)
+        .map(|k| {
+            f.counters[k] = f.counters[k].count_guess().unwrap();
+            let a = f.records[k]
+                .recover2(&mut r, &f.keys[k], &f.account, &f.counters[k], &req)
+                .unwrap();
+            ((k + 1) as u8, Ok(a))
+        })
+        .collect();
+    blinded.accept(answers);
+    assert!(matches!(
+        blinded.try_unlock(),
+        Err(Error::WrongPassword {
+            guesses_remaining: 9
+        })
+    ));
+    assert_eq!(f.counters[2].attempts, 0);
 }

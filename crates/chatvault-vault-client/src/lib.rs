@@ -238,6 +238,41 @@ pub fn normalize_vault_url(text: &str) -> Result<String> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
+/// ureq's resolver, except that a URL whose host is an IP address is not looked up. ureq asks its
+/// resolver before every request (pooled connection or not), and its default resolver runs each
+/// lookup on a new thread when a timeout is set: for `http://127.0.0.1:…` that is a thread per
+/// request for nothing.
+#[derive(Debug, Default)]
+struct IpLiteralResolver(ureq::unversioned::resolver::DefaultResolver);
+
+impl ureq::unversioned::resolver::Resolver for IpLiteralResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> std::result::Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let literal = uri.authority().and_then(|a| {
+            let host = a.host().trim_start_matches('[').trim_end_matches(']');
+            let ip: std::net::IpAddr = host.parse().ok()?;
+            let port = a.port_u16().or(match uri.scheme_str() {
+                Some("https") => Some(443),
+                Some("http") => Some(80),
+                _ => None,
+            })?;
+            Some(std::net::SocketAddr::new(ip, port))
+        });
+        match literal {
+            Some(addr) => {
+                let mut out = self.empty();
+                out.push(addr);
+                Ok(out)
+            }
+            None => self.0.resolve(uri, config, timeout),
+        }
+    }
+}
+
 impl VaultClient {
     /// A client for `account_id` at `base_url` (e.g. `https://vault.example`), authenticating
     /// with the account `token`. Registrations use [`KsfParams::PRODUCTION`].
@@ -264,7 +299,11 @@ impl VaultClient {
     fn agent(
         config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
     ) -> Result<ureq::Agent> {
-        Ok(config.build().into())
+        Ok(ureq::Agent::with_parts(
+            config.build(),
+            ureq::unversioned::transport::DefaultConnector::default(),
+            IpLiteralResolver::default(),
+        ))
     }
 
     /// Trusts only the CA certificates in `pem` (PEM, one or more) for `https://`, instead of

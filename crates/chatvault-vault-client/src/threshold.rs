@@ -1,10 +1,11 @@
 //! Threshold mode (PROTOCOL.md §13): one account's backup key spread over `n` realms (each a
 //! `chatvault-vault` run by an independent operator), `t` of which must take part in a recovery.
 //!
-//! [`ThresholdClient`] runs the client side of `chatvault-threshold` against every realm in
-//! parallel (one thread per realm and phase). It tolerates up to `n − t` realms that are down or
-//! misbehave; errors name the realms that failed and why, and a wrong password says how many
-//! guesses remain. Each realm's identity key is pinned: [`ThresholdClient::register`] returns
+//! [`ThresholdClient`] runs the client side of `chatvault-threshold` against the realms in
+//! parallel (one thread per realm and phase). A recovery asks `t` realms and another one only
+//! for each that is down, refuses or fails a check (PROTOCOL.md §13.9). It tolerates up to
+//! `n − t` realms that are down or misbehave; errors name the realms that failed and why, and a
+//! wrong password says how many guesses remain. Each realm's identity key is pinned: [`ThresholdClient::register`] returns
 //! the ids to store, later calls take them with [`ThresholdClient::with_pins`].
 
 use std::fmt;
@@ -180,14 +181,18 @@ impl ThresholdClient {
         &self.urls
     }
 
-    /// Runs `f` for each `(0-based realm position, input)` in parallel, one thread per realm.
+    /// Runs `f` for each `(0-based realm position, input)` in parallel: one thread per realm but
+    /// the last, which runs on the calling thread.
     fn run<I: Sync, T: Send>(
         &self,
         jobs: &[(usize, I)],
         f: impl Fn(&VaultClient, &I) -> Result<T> + Sync,
     ) -> Vec<(u8, std::result::Result<T, String>)> {
+        let Some(((last, last_input), rest)) = jobs.split_last() else {
+            return Vec::new();
+        };
         std::thread::scope(|s| {
-            let handles: Vec<_> = jobs
+            let handles: Vec<_> = rest
                 .iter()
                 .map(|(k, input)| {
                     let c = &self.realms[*k];
@@ -195,7 +200,8 @@ impl ThresholdClient {
                     (*k, s.spawn(move || f(c, input)))
                 })
                 .collect();
-            handles
+            let here = f(&self.realms[*last], last_input);
+            let mut out: Vec<_> = handles
                 .into_iter()
                 .map(|(k, h)| {
                     let r = h
@@ -203,7 +209,9 @@ impl ThresholdClient {
                         .unwrap_or_else(|_| Err(Error::Protocol("worker thread panicked".into())));
                     ((k + 1) as u8, r.map_err(|e| e.to_string()))
                 })
-                .collect()
+                .collect();
+            out.push(((*last + 1) as u8, here.map_err(|e| e.to_string())));
+            out
         })
     }
 
@@ -303,61 +311,117 @@ impl ThresholdClient {
         })
     }
 
-    /// Recovers the backup key with `password`. Each realm that evaluates counts one guess; a
-    /// wrong password gives [`Error::WrongPassword`] with the guesses left, and when a threshold
-    /// of realms destroyed the registration, [`Error::Locked`].
+    /// Recovers the backup key with `password`. Only `t` realms are asked (the first ones in
+    /// realm order); another realm is asked only when one of them is down, refuses, holds another
+    /// registration or gives an answer whose signature or proof does not verify (PROTOCOL.md
+    /// §13.9). Each realm that evaluates counts one guess; a wrong password gives
+    /// [`Error::WrongPassword`] with the guesses left, and when a threshold of realms destroyed
+    /// the registration, [`Error::Locked`].
     pub fn recover(&self, password: &SecretString) -> Result<ThresholdRecovered> {
         let (set, known) = self.realm_set()?;
         let n = set.len();
         let t = usize::from(self.threshold);
-        let r1 = self.run(&self.all(), |c, _| {
+        let mut untried: std::collections::VecDeque<usize> = (0..n).collect();
+        let recover1 = |c: &VaultClient, _: &()| {
             Self::post_realm::<_, Recover1Response>(c, "recover1", &Empty {})
-        });
-        let locked = r1
-            .iter()
-            .filter(|(_, r)| r.as_ref().is_err_and(|e| e.starts_with("locked")))
-            .count();
-        if locked > n - t {
-            return Err(Error::Locked);
-        }
-        let not_registered = Error::NotRegistered.to_string();
-        if r1
-            .iter()
-            .filter(|(_, r)| r.as_ref().is_err_and(|e| *e == not_registered))
-            .count()
-            > n - t
-        {
-            return Err(Error::NotRegistered);
-        }
-        let chosen = th::Recovery::new(set.clone(), self.account.clone())
-            .choose(r1)
-            .map_err(th_error)?;
-        let which: Vec<(usize, ())> = chosen
-            .realms()
-            .iter()
-            .map(|i| (usize::from(*i) - 1, ()))
-            .collect();
+        };
+
+        // recover1: t realms first; all the others if those do not agree on a registration.
+        let mut r1 = Vec::new();
+        let mut wave = t;
+        let chosen = loop {
+            let ask: Vec<(usize, ())> = untried
+                .drain(..wave.min(untried.len()))
+                .map(|k| (k, ()))
+                .collect();
+            r1.extend(self.run(&ask, recover1));
+            let locked = r1
+                .iter()
+                .filter(|(_, r)| r.as_ref().is_err_and(|e: &String| e.starts_with("locked")))
+                .count();
+            if locked > n - t {
+                return Err(Error::Locked);
+            }
+            match th::Recovery::new(set.clone(), self.account.clone()).choose(r1.clone()) {
+                Ok(chosen) => break chosen,
+                Err(e) if untried.is_empty() => {
+                    let not_registered = Error::NotRegistered.to_string();
+                    if r1
+                        .iter()
+                        .filter(|(_, r)| r.as_ref().is_err_and(|e| *e == not_registered))
+                        .count()
+                        > n - t
+                    {
+                        return Err(Error::NotRegistered);
+                    }
+                    return Err(th_error(e));
+                }
+                Err(_) => wave = untried.len(),
+            }
+        };
+
+        // recover2: t agreeing realms first, one more for each that fails or lies.
+        let mut candidates: std::collections::VecDeque<u8> =
+            chosen.realms().iter().copied().collect();
         let pw = normalize_password(password);
-        let (blinded, req): (_, Recover2Request) = chosen
+        let (mut blinded, req): (_, Recover2Request) = chosen
             .blind(&mut rand_core::OsRng, pw.as_bytes())
             .map_err(th_error)?;
-        let r2 = self.run(&which, |c, _| {
-            Self::post_realm::<_, Recover2Response>(c, "recover2", &req)
-        });
-        let (unlocked, tags) = blinded.finish(r2).map_err(th_error)?;
-        let jobs: Vec<(usize, Recover3Request)> = tags
+        let mut wave = t;
+        let (mut unlocked, tags) = loop {
+            if candidates.len() < wave && !untried.is_empty() {
+                // The realms not asked yet: which of them hold the chosen registration?
+                let ask: Vec<(usize, ())> = untried.drain(..).map(|k| (k, ())).collect();
+                candidates.extend(blinded.admit(self.run(&ask, recover1)));
+            }
+            let ask: Vec<(usize, ())> = candidates
+                .drain(..wave.min(candidates.len()))
+                .map(|i| (usize::from(i) - 1, ()))
+                .collect();
+            if ask.is_empty() {
+                return Err(th_error(blinded.not_enough()));
+            }
+            let r2 = self.run(&ask, |c, _| {
+                Self::post_realm::<_, Recover2Response>(c, "recover2", &req)
+            });
+            blinded.accept(r2);
+            match blinded.try_unlock().map_err(th_error)? {
+                Some(done) => break done,
+                None => wave = blinded.missing().max(1),
+            }
+        };
+
+        // recover3: the realms that evaluated; another realm for each release that fails.
+        let mut asked: Vec<u8> = tags.iter().map(|(i, _)| *i).collect();
+        let mut jobs: Vec<(usize, Recover3Request)> = tags
             .into_iter()
             .map(|(i, r)| (usize::from(i) - 1, r))
             .collect();
-        let r3 = self.run(&jobs, |c, req| {
-            Self::post_realm::<_, Recover3Response>(c, "recover3", req)
-        });
-        let (key, warnings) = unlocked.finish(r3).map_err(th_error)?;
-        Ok(ThresholdRecovered {
-            backup_key: key.into_zeroizing(),
-            realm_ids: known,
-            warnings,
-        })
+        loop {
+            let r3 = self.run(&jobs, |c, req| {
+                Self::post_realm::<_, Recover3Response>(c, "recover3", req)
+            });
+            unlocked.accept(r3);
+            if let Some((key, warnings)) = unlocked.try_finish().map_err(th_error)? {
+                return Ok(ThresholdRecovered {
+                    backup_key: key.into_zeroizing(),
+                    realm_ids: known,
+                    warnings,
+                });
+            }
+            let more: Vec<u8> = (1..=n as u8)
+                .filter(|i| !asked.contains(i))
+                .take(unlocked.missing())
+                .collect();
+            if more.is_empty() {
+                return Err(th_error(unlocked.not_enough()));
+            }
+            asked.extend(&more);
+            jobs = more
+                .into_iter()
+                .filter_map(|i| Some((usize::from(i) - 1, unlocked.request(i)?)))
+                .collect();
+        }
     }
 
     /// Changes the password: recovers with `old` (one guess per realm if wrong), then registers

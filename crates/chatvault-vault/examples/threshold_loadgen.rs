@@ -1,7 +1,8 @@
 //! Load generator for the threshold realms (bench/threshold-load.sh): complete threshold
-//! recoveries (recover1 → recover2 → recover3 at every realm, client crypto included: blinding,
-//! DLEQ and signature checks, combination, decryption) from N concurrent client threads against
-//! `n` realms, threshold 2.
+//! recoveries (recover1 → recover2 → recover3 at `t` realms, as `ThresholdClient` does, client
+//! crypto included: blinding, DLEQ and signature checks, combination, decryption) from N
+//! concurrent client threads against `n` realms, threshold 2. Each client keeps its HTTP
+//! connections alive across recoveries (one `ureq` agent per realm).
 //!
 //! Client-side Argon2 is the phone's cost and is excluded: the accounts are registered with the
 //! test KSF (8 KiB, t = 1), which only realms built with the dev-dependency feature
@@ -10,7 +11,7 @@
 //! ```text
 //! threshold_loadgen --realm URL DATA_DIR [--realm …] [--clients 16] [--seconds 15] [--accounts 64]
 //! ```
-//! Prints one JSON line: recoveries/s (total; every realm serves each one), p50/p90/p99/max
+//! Prints one JSON line: recoveries/s (total; `t` realms serve each one), p50/p90/p99/max
 //! latency in ms, errors.
 #![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 

@@ -257,10 +257,13 @@ fn two_of_three_any_one_down_restores_two_down_fails() {
             .unwrap();
         let got = c.recover(&pw("pw")).unwrap();
         assert_eq!(*got.backup_key, KEY, "realm {down} down");
-        assert!(
+        // Only t = 2 realms are asked (the first two, then a spare): realm 3 being down goes
+        // unnoticed, realm 1 or 2 being down is named.
+        assert_eq!(
             got.warnings
                 .iter()
                 .any(|w| w.contains(&cl.realms[down].url)),
+            down < 2,
             "{:?}",
             got.warnings
         );
@@ -388,12 +391,34 @@ fn ten_wrong_passwords_destroy_then_right_password_locked() {
             other => panic!("expected a wrong password, got {other:?}"),
         }
     }
+    // The client asks t = 2 realms (the first two): normally they counted every guess and the
+    // key is gone now; realm 3 was never asked (PROTOCOL.md §13.9, §13.10). A transient failure
+    // of realm 1 or 2 makes the client ask realm 3 instead, which leaves a few guesses over: at
+    // most ⌊n·L/t⌋ = 15 in total, never more than 10 at any realm.
+    let mut extra = 0;
+    loop {
+        match c.recover(&pw("wrong")) {
+            Err(Error::WrongPassword { .. }) => extra += 1,
+            Err(Error::Locked) => break,
+            other => panic!("expected a wrong password or Locked, got {other:?}"),
+        }
+        assert!(extra <= 5, "more than ⌊n·L/t⌋ = 15 guesses");
+    }
     let err = c.recover(&pw("right")).unwrap_err();
     assert!(matches!(err, Error::Locked), "{err}");
     assert!(err.to_string().contains("destroyed"), "{err}");
+    let mut destroyed = 0;
     for r in &cl.realms {
-        let (attempts, seq, status) = r.counter("carol");
-        assert_eq!((attempts, seq, status), (10, 10, 2), "realm {}", r.url);
+        let (attempts, _, status) = r.counter("carol");
+        assert!(attempts <= 10, "realm {} counted past its limit", r.url);
+        destroyed += usize::from(status == 2);
+    }
+    assert!(destroyed >= 2, "{destroyed} realms destroyed the record");
+    if extra == 0 {
+        for r in &cl.realms[..2] {
+            assert_eq!(r.counter("carol"), (10, 10, 2), "realm {}", r.url);
+        }
+        assert_eq!(cl.realms[2].counter("carol"), (0, 0, 1));
     }
 }
 
@@ -417,14 +442,19 @@ fn two_hundred_concurrent_wrong_guesses_each_realm_counts_to_limit() {
             });
         }
     });
-    for r in &cl.realms {
+    // Realms 1 and 2 are asked first and reach the limit; realm 3 is asked only when one of
+    // them is locked, and never counts past its limit either.
+    for (k, r) in cl.realms.iter().enumerate() {
         let (attempts, seq, _) = r.counter("dave");
-        assert_eq!(
-            (attempts, seq),
-            (10, 10),
-            "realm {} counted past its limit",
-            r.url
-        );
+        if k < 2 {
+            assert_eq!((attempts, seq), (10, 10), "realm {}", r.url);
+        } else {
+            assert!(
+                attempts <= 10 && seq <= 10,
+                "realm {} counted past its limit",
+                r.url
+            );
+        }
     }
 }
 

@@ -26,7 +26,7 @@ pub(super) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
     let r = chatvault_client::device::backup_recorded(
         &ctx.home,
         &repo,
-        access.as_ref(),
+        &access,
         &a.paths,
         a.host.clone(),
         a.force,

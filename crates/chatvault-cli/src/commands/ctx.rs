@@ -316,18 +316,27 @@ impl Ctx {
     }
 
     /// Opens the repository and checks it was not rolled back (docs/FORMAT.md §9.1): its newest
-    /// snapshot must not be older than what this device, or in password mode the vault,
-    /// remembers. Returns the vault access (password mode) for recording new snapshots.
-    pub(super) fn open_checked(&self) -> Result<(Repository, Option<VaultAccess>)> {
+    /// snapshot must not be older than what this device, or in password mode the vault (in
+    /// threshold mode every realm), remembers. Returns the vault access (password mode: one,
+    /// threshold mode: one per realm) for recording new snapshots.
+    pub(super) fn open_checked(&self) -> Result<(Repository, Vec<VaultAccess>)> {
         let repo = self.open()?;
-        let access = match self.vault_access() {
-            Ok(a) => a.map(|(a, _)| a),
+        // Threshold mode: every realm carries the commitment (PROTOCOL.md §13.15).
+        let access = match self.threshold_access() {
+            Ok(Some(t)) => Ok(t.commitment_access()),
+            Ok(None) => self
+                .vault_access()
+                .map(|a| a.map(|(a, _)| a).into_iter().collect()),
+            Err(e) => Err(e),
+        };
+        let access = match access {
+            Ok(a) => a,
             Err(e) => {
                 eprintln!("warning: the vault's rollback commitment was not checked: {e:#}");
-                None
+                Vec::new()
             }
         };
-        let status = rollback::check_rollback(&self.home, &repo, access.as_ref())?;
+        let status = rollback::check_rollback(&self.home, &repo, &access)?;
         for w in &status.warnings {
             eprintln!("warning: {w}");
         }
