@@ -293,6 +293,12 @@ impl VaultClient {
         ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
+            // The vault closes a keep-alive connection that sends no request head for 10 s (its
+            // header-read timeout, PROTOCOL.md §9.2). Reusing a connection idle for about that
+            // long races the server's close and fails with "peer disconnected" (seen after a
+            // slow Argon2 between two requests on a loaded machine), so an idle connection is
+            // reused only well inside that window and a new one is opened otherwise.
+            .max_idle_age(Duration::from_secs(4))
             .user_agent("chatvault-vault-client/1")
     }
 
