@@ -1250,7 +1250,10 @@ impl Writer<'_, '_> {
                 .map(|&(_, _, k)| plains[k].as_slice())
                 .collect();
             match pwritev_all(open.fd.as_fd(), &slices, offset) {
-                Ok(()) => self.progress.bytes(next - offset),
+                Ok(()) => {
+                    start_writeback(open.fd.as_fd(), offset, next - offset);
+                    self.progress.bytes(next - offset);
+                }
                 Err(e) => open.fail(offset, format!("writing: {e}")),
             }
             self.done(open, end - start);
@@ -1371,6 +1374,28 @@ fn pwritev_all(fd: BorrowedFd<'_>, slices: &[&[u8]], offset: u64) -> rustix::io:
         at += s.len() as u64;
     }
     Ok(())
+}
+
+/// Writes of at least this many bytes start their writeback at once ([`start_writeback`]).
+const WRITEBACK_MIN: u64 = 256 << 10;
+
+/// Asks the kernel to start writing `len` bytes at `offset` of a file being restored to disk
+/// now, without waiting, so that the disk works while the readers decrypt and decompress the
+/// rest and the `fsync` before the file's rename finds little left to do (it was 55–60 ms of a
+/// 100 MB database's restore, all of it on the path to "messages ready"). Linux's
+/// `posix_fadvise(DONTNEED)` starts asynchronous writeback of the range's dirty pages; pages
+/// still being written stay cached. PostgreSQL's `pg_flush_data` uses the same call where
+/// `sync_file_range` is unavailable. Only a hint: durability still comes from the `fsync`
+/// (FORMAT §12.1), and an error is ignored.
+fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if len >= WRITEBACK_MIN
+        && let Some(len) = std::num::NonZeroU64::new(len)
+    {
+        let _ = rfs::fadvise(fd, offset, Some(len), rfs::Advice::DontNeed);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (fd, offset, len);
 }
 
 /// `pwrite` until all of `buf` is written at `offset`.

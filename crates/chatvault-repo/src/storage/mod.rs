@@ -61,6 +61,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
@@ -287,7 +288,7 @@ impl Storage {
         if self.inner.download.rate().is_some() {
             // The size is needed to pace (and to split) the read.
             return match self.size(path)? {
-                Some(len) => self.read_range(path, 0, len),
+                Some(len) => Ok(self.read_range(path, 0, len)?.map(Vec::from)),
                 None => Ok(None),
             };
         }
@@ -302,8 +303,9 @@ impl Storage {
     }
 
     /// Reads `len` bytes at `offset` of an object. Under a download limit the range is fetched
-    /// in paced pieces (module documentation).
-    pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Option<Vec<u8>>> {
+    /// in paced pieces (module documentation). The bytes are the buffer the service read into,
+    /// not a copy of it (a restore reads every pack region through here).
+    pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Option<Bytes>> {
         let piece = self.inner.download.piece().unwrap_or(u64::MAX).max(1);
         let mut out: Vec<u8> = Vec::new();
         let mut at = offset;
@@ -319,7 +321,7 @@ impl Storage {
                 Ok(b) => {
                     self.inner.counters.read(b.len());
                     if out.is_empty() && at + n == end {
-                        return Ok(Some(b.to_vec()));
+                        return Ok(Some(b.to_bytes()));
                     }
                     let b = b.to_vec();
                     out.reserve(len as usize - out.len().min(len as usize));
@@ -328,7 +330,7 @@ impl Storage {
                     at += got;
                     // A short read means the object ended: return what there is.
                     if at >= end || got < n {
-                        return Ok(Some(out));
+                        return Ok(Some(Bytes::from(out)));
                     }
                 }
                 Err(e) if is_missing_object(&e) => return Ok(None),
@@ -736,7 +738,7 @@ mod tests {
         let before = stats();
         assert!(s.write_new("a", b"x".to_vec()).unwrap());
         assert!(!s.write_new("a", b"y".to_vec()).unwrap());
-        assert_eq!(s.read_range("a", 0, 1).unwrap().unwrap(), b"x");
+        assert_eq!(&s.read_range("a", 0, 1).unwrap().unwrap()[..], b"x");
         s.list("", false).unwrap();
         s.delete("a").unwrap();
         let after = stats();
