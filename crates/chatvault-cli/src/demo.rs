@@ -1,6 +1,9 @@
 //! `chatvault demo`: the whole story on embedded defaults, narrated: password mode with a real
 //! (in-process) Backup Key Vault, then the 64-digit-key path.
 //!
+//! Every phone is a `chatvault_client::Device`, the SDK an app embeds (the threshold story,
+//! which the SDK does not run yet, uses the same `backup_recorded` workflow as the CLI).
+//!
 //! Generates a chat folder, starts a vault on 127.0.0.1, enables E2EE backup with a password
 //! (local folder as the cloud), backs up, adds a day of chats and backs up again, "loses the
 //! phone", shows wrong passwords counting down, restores on a new device with the password and
@@ -13,14 +16,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use chatvault_client::Home;
-use chatvault_client::vault::{self, VaultAccess};
+use chatvault_client::vault;
+use chatvault_client::{Device, DeviceError, Home};
 use chatvault_format::key::BackupKey;
-use chatvault_repo::backup::{self, BackupOptions};
 use chatvault_repo::restore::{self, RestoreOptions};
 use chatvault_repo::sqlite;
 use chatvault_sample::SampleSpec;
-use chatvault_vault_client::{SecretString, ServerIdentity};
+use chatvault_vault_client::SecretString;
 
 use crate::ui::Bar;
 
@@ -87,16 +89,18 @@ pub fn run(keep: Option<&Path>, quiet: bool) -> Result<u8> {
     story.enable_and_back_up_twice(&spec)?;
     story.lose_the_phone()?;
     story.mistype_the_password()?;
-    let (home_b, identity) = story.restore_with_the_password()?;
-    let key_hex = story.switch_to_the_key(&home_b, &identity)?;
-    story.restore_with_the_key(&key_hex)?;
+    let phone_b = story.restore_with_the_password()?;
+    let key_text = story.switch_to_the_key(&phone_b)?;
+    story.restore_with_the_key(&key_text)?;
 
     drop(vault);
     println!("\nDemo passed in {:.1} s.", t0.elapsed().as_secs_f64());
     Ok(crate::exit::OK)
 }
 
-/// The password story (`chatvault demo`), one method a step.
+/// The password story (`chatvault demo`), one method a step. Every phone is a
+/// [`Device`] (the SDK an app embeds), so the demo runs the same workflows, with the same
+/// checks (rollback check, snapshot recorded on the device and at the vault), as an app.
 struct PasswordStory<'a> {
     stage: &'a Stage,
     vault: &'a DemoVault,
@@ -104,13 +108,15 @@ struct PasswordStory<'a> {
 }
 
 impl PasswordStory<'_> {
-    fn access(&self) -> VaultAccess {
-        VaultAccess {
-            url: self.vault.url.clone(),
-            account: "demo-user".into(),
-            token: SecretString::from(self.vault.token("demo-user")),
-            ca_pem: None,
-        }
+    const ACCOUNT: &'static str = "demo-user";
+
+    /// An account token for the demo account (what the app's sign-in service hands out).
+    fn token(&self) -> SecretString {
+        SecretString::from(self.vault.token(Self::ACCOUNT))
+    }
+
+    fn phone(&self, name: &str) -> Device {
+        Device::open(self.stage.root.join(name).join("home"))
     }
 
     /// Steps 3 to 5: enable with a password, back up, add a day of chats, back up again.
@@ -120,24 +126,25 @@ impl PasswordStory<'_> {
             3,
             "Enabling end-to-end encrypted backup with a password (the cloud is a local folder)",
         );
-        let home_a = Home::at(stage.root.join("phone-a/home"));
-        let (repo, _) = vault::enable_with_password(
-            &home_a,
+        let phone_a = self.phone("phone-a");
+        phone_a.enable_with_password(
             &stage.location,
-            &self.access(),
+            &self.vault.url,
+            Self::ACCOUNT,
+            self.token(),
             &self.password,
-            None,
         )?;
         println!(
-            "    repository {} created; random 256-bit key stored at the vault behind the password",
-            repo.id().short()
+            "    repository created; random 256-bit key stored at the vault behind the password"
         );
 
         step(4, "First backup");
-        let s1 = timed_backup(&repo, &stage.chats, stage.quiet)?;
+        let s1 = device_backup(&phone_a, &stage.chats, stage.quiet)?;
         println!(
             "    snapshot {}: {} files, {} bytes uploaded",
-            s1.0, s1.1, s1.2
+            short(&s1.id),
+            s1.files,
+            s1.uploaded_bytes
         );
 
         step(
@@ -153,10 +160,11 @@ impl PasswordStory<'_> {
             d.messages_edited,
             d.messages_deleted
         );
-        let s2 = timed_backup(&repo, &stage.chats, stage.quiet)?;
+        let s2 = device_backup(&phone_a, &stage.chats, stage.quiet)?;
         println!(
             "    snapshot {}: {} bytes uploaded (only new media and changed database pages)",
-            s2.0, s2.2
+            short(&s2.id),
+            s2.uploaded_bytes
         );
         Ok(())
     }
@@ -171,84 +179,162 @@ impl PasswordStory<'_> {
         Ok(())
     }
 
-    /// Step 7: two wrong passwords, each costing a guess.
+    /// Step 7: two wrong passwords on the new phone, each costing a guess.
     fn mistype_the_password(&self) -> Result<()> {
         step(
             7,
             "New phone: a mistyped password costs one of the 10 guesses",
         );
+        let phone_b = self.phone("phone-b");
         for attempt in 1..=2 {
             let wrong = SecretString::from(format!("not-the-password-{attempt}"));
-            match vault::recover_key(&self.access(), &wrong, None) {
-                Err(e) => println!("    attempt {attempt}: {e}"),
+            match self.restore_with(&phone_b, &wrong) {
+                Err(e @ DeviceError::WrongPassword { .. }) => {
+                    println!("    attempt {attempt}: {e}")
+                }
+                Err(e) => bail!("a wrong password gave another error: {e}"),
                 Ok(_) => bail!("a wrong password released the key"),
             }
         }
         Ok(())
     }
 
+    /// Phone B's restore with `password`: key from the vault, home set up, rollback check
+    /// against the vault's commitment, restore into `phone-b/`.
+    fn restore_with(
+        &self,
+        phone_b: &Device,
+        password: &SecretString,
+    ) -> std::result::Result<chatvault_client::device::RestoreInfo, DeviceError> {
+        let bar = Bar::new(self.stage.quiet, "restoring");
+        let r = phone_b.restore_with_password(
+            &self.stage.location,
+            &self.vault.url,
+            Self::ACCOUNT,
+            self.token(),
+            password,
+            "latest",
+            &self.stage.root.join("phone-b"),
+            Some(&bar),
+            None,
+        );
+        bar.finish();
+        r
+    }
+
     /// Step 8: phone B gets the key with the password, adopts the backup and restores it.
-    fn restore_with_the_password(&self) -> Result<(Home, ServerIdentity)> {
+    fn restore_with_the_password(&self) -> Result<Device> {
         let stage = self.stage;
         step(
             8,
             "New phone: the right password releases the key; restore from the cloud copy",
         );
-        let home_b = Home::at(stage.root.join("phone-b/home"));
-        let (key_b, identity) = vault::recover_key(&self.access(), &self.password, None)?;
+        let phone_b = self.phone("phone-b");
+        let info = self.restore_with(&phone_b, &self.password)?;
         ensure!(
-            identity.to_string() == self.vault.identity,
+            phone_b.status()?.vault_identity.as_deref() == Some(self.vault.identity.as_str()),
             "the vault's key changed"
         );
-        vault::adopt_device(&home_b, &stage.location, &self.access(), &identity, &key_b)?;
-        let repo_b = chatvault_client::open(&stage.location, &key_b)?;
-        let target = stage.root.join("phone-b");
-        restore_latest(&repo_b, &target, stage.quiet)?;
-        verify(&stage.chats, &target.join("WhatsApp"))?;
-        Ok((home_b, identity))
+        print_restored(&info);
+        verify(&stage.chats, &stage.root.join("phone-b/WhatsApp"))?;
+        Ok(phone_b)
     }
 
     /// Step 9: phone B switches to the 64-digit key; the vault no longer releases it.
-    fn switch_to_the_key(
-        &self,
-        home_b: &Home,
-        identity: &ServerIdentity,
-    ) -> Result<zeroize::Zeroizing<String>> {
+    fn switch_to_the_key(&self, phone_b: &Device) -> Result<zeroize::Zeroizing<String>> {
         step(
             9,
             "Switching the new phone to a 64-digit key (the vault record is deleted)",
         );
-        let key_hex =
-            vault::to_key(home_b, &self.access(), &self.password, identity)?.to_grouped_hex();
+        let key_text = phone_b.switch_to_key(&self.password)?;
         println!(
             "    the key is shown to the user once as 16 groups of 4 hex digits (not printed in this demo)"
         );
-        match vault::recover_key(&self.access(), &self.password, None) {
-            Err(e) => println!("    the vault no longer has it: {e}"),
-            Ok(_) => bail!("the vault still released the key after to-key"),
+        let probe = self.phone("phone-x");
+        let r = probe.restore_with_password(
+            &self.stage.location,
+            &self.vault.url,
+            Self::ACCOUNT,
+            self.token(),
+            &self.password,
+            "latest",
+            &self.stage.root.join("phone-x"),
+            None,
+            None,
+        );
+        match r {
+            // The vault answers for a deleted record as for any unknown account (it does not
+            // reveal which accounts exist), so the error reads like a wrong password.
+            Err(e) => println!("    the vault no longer releases it (\"{e}\")"),
+            Ok(_) => bail!("the vault still released the key after switching to the key"),
         }
-        Ok(key_hex)
+        Ok(key_text)
     }
 
     /// Step 10: phone C restores with only the cloud copy and the key; a wrong key is refused.
-    fn restore_with_the_key(&self, key_hex: &str) -> Result<()> {
+    fn restore_with_the_key(&self, key_text: &str) -> Result<()> {
         let stage = self.stage;
         step(
             10,
             "Another new phone restores with only the cloud copy and the 64-digit key",
         );
-        let key_c = BackupKey::parse_hex(key_hex)?;
-        let repo_c = chatvault_client::open(&stage.location, &key_c)?;
         let target_c = stage.root.join("phone-c");
-        restore_latest(&repo_c, &target_c, stage.quiet)?;
+        let bar = Bar::new(stage.quiet, "restoring");
+        let r = self.phone("phone-c").restore_with_key(
+            &stage.location,
+            key_text,
+            "latest",
+            &target_c,
+            Some(&bar),
+            None,
+        );
+        bar.finish();
+        print_restored(&r?);
         verify(&stage.chats, &target_c.join("WhatsApp"))?;
-        let wrong = BackupKey::generate(&mut rand_core::OsRng);
-        match chatvault_client::open(&stage.location, &wrong) {
-            Err(e) => println!("    and a wrong key is refused: {e}"),
+        let wrong = BackupKey::generate(&mut rand_core::OsRng).to_grouped_hex();
+        let r = self.phone("phone-d").restore_with_key(
+            &stage.location,
+            &wrong,
+            "latest",
+            &stage.root.join("phone-d"),
+            None,
+            None,
+        );
+        match r {
+            Err(e @ DeviceError::WrongKey { .. }) => {
+                println!("    and a wrong key is refused: {e}")
+            }
+            Err(e) => bail!("a wrong key gave another error: {e}"),
             Ok(_) => bail!("a wrong key opened the repository"),
         }
         Ok(())
     }
+}
+
+/// A backup through the SDK, with the demo's progress bar.
+fn device_backup(
+    phone: &Device,
+    chats: &Path,
+    quiet: bool,
+) -> Result<chatvault_client::device::SnapshotInfo> {
+    let bar = Bar::new(quiet, "backing up");
+    let r = phone.backup_now(&[chats.to_path_buf()], Some(&bar), None);
+    bar.finish();
+    Ok(r?)
+}
+
+/// The first 8 hex digits of an id, as the CLI shows ids.
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+fn print_restored(info: &chatvault_client::device::RestoreInfo) {
+    println!(
+        "    restored snapshot {}: {} files, {} bytes",
+        short(&info.snapshot_id),
+        info.files,
+        info.bytes
+    );
 }
 
 /// `chatvault demo --realms N`: the threshold story (docs/PROTOCOL.md §13) with `N` in-process
@@ -357,7 +443,8 @@ impl ThresholdStory<'_> {
         )?;
         ensure!(warnings.is_empty(), "realms skipped: {warnings:?}");
         println!("    each realm holds one OPRF key share and one share of the encryption scalar");
-        timed_backup(&repo, &stage.chats, stage.quiet)?;
+        let access = self.access().commitment_access();
+        recorded_backup(&home_a, &repo, &access, &stage.chats, stage.quiet)?;
         drop(repo);
         std::fs::remove_dir_all(stage.root.join("phone-a/home"))?;
         Ok(())
@@ -374,6 +461,19 @@ impl ThresholdStory<'_> {
         let home_b = Home::at(stage.root.join("phone-b/home"));
         vault::adopt_device_threshold(&home_b, &stage.location, &self.access(), &ids, &key_b)?;
         let repo_b = chatvault_client::open(&stage.location, &key_b)?;
+        // The rollback check a restore runs: the realms' commitments vouch for the newest
+        // snapshot (PROTOCOL.md §13.15).
+        let status = chatvault_client::rollback::check_rollback(
+            &home_b,
+            &repo_b,
+            &self.access().commitment_access(),
+        )?;
+        ensure!(
+            status.rollback.is_none() && status.tampered.is_none(),
+            "rollback check failed: {:?} {:?}",
+            status.rollback,
+            status.tampered
+        );
         restore_latest(&repo_b, &stage.root.join("phone-b"), stage.quiet)?;
         verify(&stage.chats, &stage.root.join("phone-b/WhatsApp"))?;
         Ok(ids)
@@ -572,25 +672,45 @@ impl Drop for DemoVault {
     }
 }
 
-fn timed_backup(
+/// A threshold-mode backup with the workflow the CLI's `backup` runs
+/// ([`chatvault_client::device::backup_recorded`]): this device's id and rollback memory go
+/// into the run, and the snapshot is recorded on the device and committed at every realm.
+fn recorded_backup(
+    home: &Home,
     repo: &chatvault_repo::repository::Repository,
+    access: &[vault::VaultAccess],
     path: &Path,
     quiet: bool,
-) -> Result<(String, u64, u64)> {
+) -> Result<()> {
     let bar = Bar::new(quiet, "backing up");
-    let r = backup::backup(repo, &[path.to_path_buf()], &BackupOptions::default(), &bar);
+    let r = chatvault_client::device::backup_recorded(
+        home,
+        repo,
+        access,
+        &[path.to_path_buf()],
+        None,
+        false,
+        &bar,
+    );
     bar.finish();
-    let out = r?;
+    let (out, recorded) = r?;
     ensure!(
         out.snapshot.summary.is_complete(),
         "backup was partial: {:?}",
         out.snapshot.summary
     );
-    Ok((
+    match recorded {
+        chatvault_client::rollback::Recorded::Done => {}
+        chatvault_client::rollback::Recorded::Warning(w) => println!("    warning: {w}"),
+        chatvault_client::rollback::Recorded::Tampered(t) => bail!("{t}"),
+    }
+    println!(
+        "    snapshot {}: {} files, {} bytes uploaded; committed at every realm",
         out.id.short(),
         out.snapshot.summary.files,
-        out.snapshot.summary.uploaded_bytes,
-    ))
+        out.snapshot.summary.uploaded_bytes
+    );
+    Ok(())
 }
 
 /// Relative path → digest of every regular file: BLAKE3 of the bytes, or for a SQLite database

@@ -72,6 +72,17 @@ impl Progress for Bar {
     }
 }
 
+/// The SDK's progress callback ([`chatvault_client::device::ProgressListener`]) on the same bar
+/// (the demo runs its stories through [`chatvault_client::device::Device`]).
+impl chatvault_client::device::ProgressListener for Bar {
+    fn on_progress(&self, done_bytes: u64, _total_bytes: u64, current_path: String) {
+        if let Some(b) = &self.bar {
+            b.set_position(done_bytes);
+            b.set_message(current_path);
+        }
+    }
+}
+
 /// Restore progress as newline-delimited JSON on stdout (`restore --json`); warnings on stderr.
 pub struct JsonEvents;
 
