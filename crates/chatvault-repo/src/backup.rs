@@ -134,6 +134,76 @@ pub fn backup(
         ));
     }
     let started = chrono::Utc::now();
+    let roots = resolve_roots(paths)?;
+    let display_paths: Vec<String> = roots
+        .iter()
+        .map(|r| r.0.to_string_lossy().into_owned())
+        .collect();
+    let hostname = opts
+        .hostname
+        .clone()
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+
+    let mut guard = lock::lock(repo, "backup", false)?;
+    if let Some(base) = &opts.scratch_dir {
+        // Database copies of killed runs (made when SQLite cannot read pages in place) go now,
+        // whether or not this run needs a copy.
+        sqlite::Scratch::clean(base);
+    }
+    let (index, adopted) = load_index_adopting(repo, progress)?;
+    let lineage = lineage(repo, &index, opts, &hostname, &display_paths)?;
+
+    let shared = Shared {
+        abort: AtomicBool::new(false),
+        error: Mutex::new(None),
+        uploaded: AtomicU64::new(0),
+        pending: Mutex::new((adopted, std::time::Instant::now())),
+        live: guard.liveness(),
+    };
+    let walk_result = run_pipeline(repo, &shared, |work_tx| {
+        let mut walker = Walker {
+            repo,
+            index: &index,
+            stored: HashSet::new(),
+            work_tx,
+            shared: &shared,
+            progress,
+            summary: Summary::default(),
+            guard: &mut guard,
+            scratch_base: opts.scratch_dir.clone(),
+            scratch: None,
+            copies: 0,
+        };
+        let r = walker.root(&roots, lineage.parent_tree.as_ref());
+        let summary = std::mem::take(&mut walker.summary);
+        drop(walker); // closes the work channel; the stages drain and finish
+        r.map(|tree| (tree, summary))
+    });
+    let (tree, summary) = finish_uploads(repo, &shared, walk_result, progress)?;
+
+    let snapshot = Snapshot {
+        version: OBJECT_VERSION,
+        time: started.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        hostname,
+        paths: display_paths,
+        tree,
+        parent: lineage.parent.map(|(id, _)| id),
+        program: format!("chatvault {}", env!("CARGO_PKG_VERSION")),
+        summary,
+        seq: lineage.seq,
+        device: opts.device.clone(),
+    };
+    let id = publish_snapshot(repo, guard, &snapshot)?;
+    Ok(BackupOutcome { id, snapshot })
+}
+
+/// A path to back up: its absolute path, its name (the root tree's entry), its metadata.
+type Root = (PathBuf, Vec<u8>, Metadata);
+
+/// Resolves the paths to back up to absolute paths with their names and metadata, before
+/// anything is locked or read; two paths ending in the same name are refused (they would
+/// collide in the root tree).
+fn resolve_roots(paths: &[PathBuf]) -> Result<Vec<Root>> {
     let mut roots = Vec::new();
     let mut seen = HashSet::new();
     for p in paths {
@@ -154,21 +224,16 @@ pub fn backup(
         }
         roots.push((abs, name, meta));
     }
-    let display_paths: Vec<String> = roots
-        .iter()
-        .map(|r| r.0.to_string_lossy().into_owned())
-        .collect();
-    let hostname = opts
-        .hostname
-        .clone()
-        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    Ok(roots)
+}
 
-    let mut guard = lock::lock(repo, "backup", false)?;
-    if let Some(base) = &opts.scratch_dir {
-        // Database copies of killed runs (made when SQLite cannot read pages in place) go now,
-        // whether or not this run needs a copy.
-        sqlite::Scratch::clean(base);
-    }
+/// Loads the index (warning about damaged index objects, whose data is stored again) and
+/// adopts the packs an interrupted backup left unindexed; returns the index and the adopted
+/// packs, which this run's first index object lists.
+fn load_index_adopting(
+    repo: &Repository,
+    progress: &dyn Progress,
+) -> Result<(Index, Vec<IndexPack>)> {
     let mut index = repo.load_index()?;
     for (id, why) in &index.damaged {
         progress.warn(&format!(
@@ -177,6 +242,27 @@ pub fn backup(
         ));
     }
     let adopted = adopt_unindexed_packs(repo, &mut index)?;
+    Ok((index, adopted))
+}
+
+/// Where the new snapshot sits among the repository's: its sequence number and its parent.
+struct Lineage {
+    /// Above every snapshot in the repository and above [`BackupOptions::min_seq`].
+    seq: u64,
+    /// The parent snapshot ([`find_parent`]).
+    parent: Option<(SnapshotId, Snapshot)>,
+    /// The parent's root tree, whose unchanged files are reused (none with `force_reread`).
+    parent_tree: Option<Tree>,
+}
+
+/// Lists the snapshots to number the new one and choose its parent (FORMAT §9).
+fn lineage(
+    repo: &Repository,
+    index: &Index,
+    opts: &BackupOptions,
+    hostname: &str,
+    display_paths: &[String],
+) -> Result<Lineage> {
     let snapshots = repo.snapshots()?;
     let seq = snapshots
         .iter()
@@ -185,65 +271,65 @@ pub fn backup(
         .unwrap_or(0)
         .max(opts.min_seq)
         + 1;
-    let parent = find_parent(snapshots, &hostname, opts.device.as_deref(), &display_paths);
+    let parent = find_parent(snapshots, hostname, opts.device.as_deref(), display_paths);
     let parent_tree = match &parent {
-        Some((_, s)) if !opts.force_reread => repo.load_tree(&index, &s.tree).ok(),
+        Some((_, s)) if !opts.force_reread => repo.load_tree(index, &s.tree).ok(),
         _ => None,
     };
+    Ok(Lineage {
+        seq,
+        parent,
+        parent_tree,
+    })
+}
 
-    let shared = Shared {
-        abort: AtomicBool::new(false),
-        error: Mutex::new(None),
-        uploaded: AtomicU64::new(0),
-        pending: Mutex::new((adopted, std::time::Instant::now())),
-        live: guard.liveness(),
-    };
+/// Runs the pipeline's stages (workers, packer, uploaders; see the module docs) while `walk`
+/// feeds them on this thread through the work channel it is given; returns once every stage
+/// has drained. `walk` must drop the channel's sender when it is done.
+fn run_pipeline<T>(
+    repo: &Repository,
+    shared: &Shared,
+    walk: impl FnOnce(Sender<Job>) -> Result<T>,
+) -> Result<T> {
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
     let pack_size = repo.params().pack_size as usize;
-
-    let walk_result = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let (work_tx, work_rx) = bounded::<Job>(2 * workers);
         let (sealed_tx, sealed_rx) = bounded::<Sealed>(2 * workers);
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
         for _ in 0..workers {
-            let (rx, tx, shared) = (work_rx.clone(), sealed_tx.clone(), &shared);
+            let (rx, tx) = (work_rx.clone(), sealed_tx.clone());
             s.spawn(move || seal_stage(repo, rx, tx, shared));
         }
         drop((work_rx, sealed_tx));
         s.spawn(|| pack_stage(repo, sealed_rx, pack_tx, pack_size));
         for _ in 0..2 {
-            let (rx, shared) = (pack_rx.clone(), &shared);
+            let rx = pack_rx.clone();
             s.spawn(move || upload_stage(repo, rx, shared));
         }
         drop(pack_rx);
+        walk(work_tx)
+    })
+}
 
-        let mut walker = Walker {
-            repo,
-            index: &index,
-            stored: HashSet::new(),
-            work_tx,
-            shared: &shared,
-            progress,
-            summary: Summary::default(),
-            guard: &mut guard,
-            scratch_base: opts.scratch_dir.clone(),
-            scratch: None,
-            copies: 0,
-        };
-        let r = walker.root(&roots, parent_tree.as_ref());
-        let summary = std::mem::take(&mut walker.summary);
-        drop(walker); // closes the work channel; the stages drain and finish
-        r.map(|tree| (tree, summary))
-    });
-
+/// After the pipeline drained: fails with the first stage error (indexing what was stored
+/// when the run was cancelled), else indexes the packs not yet in an index object, so that
+/// everything the snapshot references is stored and indexed before it is written. Returns the
+/// root tree and the summary, with the uploaded bytes.
+fn finish_uploads(
+    repo: &Repository,
+    shared: &Shared,
+    walk_result: Result<(BlobId, Summary)>,
+    progress: &dyn Progress,
+) -> Result<(BlobId, Summary)> {
     if let Some(e) = shared.error.lock().expect("error slot").take() {
         if matches!(e, RepoError::Cancelled) {
             // Every stage has drained: the packs stored so far are indexed (as after a killed
             // run, so the next run reuses them); no snapshot is written.
             let rest = std::mem::take(&mut shared.pending.lock().expect("pending").0);
-            write_index(repo, rest, &shared)?;
+            write_index(repo, rest, shared)?;
             tracing::info!("backup cancelled; no snapshot written");
         }
         return Err(e);
@@ -251,36 +337,33 @@ pub fn backup(
     let (tree, mut summary) = walk_result?;
     // All packs are stored; index what is left, then (and only then) the snapshot.
     let rest = std::mem::take(&mut shared.pending.lock().expect("pending").0);
-    write_index(repo, rest, &shared)?;
+    write_index(repo, rest, shared)?;
     if progress.cancelled() {
         tracing::info!("backup cancelled; no snapshot written");
         return Err(RepoError::Cancelled);
     }
     summary.uploaded_bytes = shared.uploaded.load(Ordering::SeqCst);
-    let snapshot = Snapshot {
-        version: OBJECT_VERSION,
-        time: started.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        hostname,
-        paths: display_paths,
-        tree,
-        parent: parent.map(|(id, _)| id),
-        program: format!("chatvault {}", env!("CARGO_PKG_VERSION")),
-        summary,
-        seq,
-        device: opts.device.clone(),
-    };
+    Ok((tree, summary))
+}
+
+/// Seals and writes the snapshot under the run's lock, then releases the lock.
+fn publish_snapshot(
+    repo: &Repository,
+    guard: LockGuard<'_>,
+    snapshot: &Snapshot,
+) -> Result<SnapshotId> {
     // A prune sweep only deletes condemned packs while no backup that started before the plan
     // holds a live lock (§15). If this run's lock lapsed (the device slept past its expiry), a
     // sweep may have deleted data this snapshot references: do not publish it (the write checks
     // the lock and is cut off at its deadline, §11).
     let (id, sealed) =
-        objects::seal_object(repo.keys(), ObjectKind::Snapshot, &snapshot, &mut OsRng)
+        objects::seal_object(repo.keys(), ObjectKind::Snapshot, snapshot, &mut OsRng)
             .map_err(|e| RepoError::Invalid(format!("cannot write the snapshot: {e}")))?;
     let id = SnapshotId::from_bytes(id);
     guard.write_new(&layout::snapshot(&id), sealed)?;
     drop(guard);
     tracing::info!(snapshot = %id.short(), "snapshot saved");
-    Ok(BackupOutcome { id, snapshot })
+    Ok(id)
 }
 
 /// Adopts the packs in storage that no index lists (FORMAT §12.4): what a backup that was
@@ -730,6 +813,8 @@ impl Walker<'_, '_> {
         self.store_tree(path, nodes).map(Some)
     }
 
+    /// The node kind of the regular file `path`: reused from the parent snapshot when
+    /// unchanged, a SQLite database as of one transaction, else the file's bytes as read.
     fn file(
         &mut self,
         path: &Path,
@@ -739,6 +824,25 @@ impl Walker<'_, '_> {
     ) -> Result<NodeKind, FileError> {
         self.summary.files += 1;
         self.summary.bytes += meta.len();
+        if let Some(kind) = self.unchanged_file(meta, parent, journaled) {
+            return Ok(kind);
+        }
+        if sqlite::is_sqlite(path)
+            && let Some(kind) = self.database(path, meta, parent)?
+        {
+            return Ok(kind);
+        }
+        self.plain_file(path, meta)
+    }
+
+    /// The parent snapshot's entry of a plain file that did not change since, reused as is
+    /// (counted as read without reading).
+    fn unchanged_file(
+        &mut self,
+        meta: &Metadata,
+        parent: Option<&Node>,
+        journaled: bool,
+    ) -> Option<NodeKind> {
         // A plain file unchanged since the parent snapshot (same size, mtime, ctime, inode) whose
         // blobs are all still indexed: its content list is reused without opening the file (not
         // even to look for a SQLite header: a year of media is thousands of files, most of them
@@ -761,7 +865,7 @@ impl Walker<'_, '_> {
             && self.reusable_content(content, lists)
         {
             self.progress.bytes(*size);
-            return Ok(NodeKind::File {
+            return Some(NodeKind::File {
                 size: *size,
                 content: content.clone(),
                 lists: lists.clone(),
@@ -770,44 +874,60 @@ impl Walker<'_, '_> {
                 sqlite_source: None,
             });
         }
-        if sqlite::is_sqlite(path) {
-            // Stamps of the database and its WAL taken before the copy: a write after this
-            // point changes them, so the next backup copies again (FORMAT §5.1).
-            let source = sqlite_source(path);
-            if let (Some(source), Some(p)) = (&source, parent)
-                && let NodeKind::File {
-                    size,
-                    content,
-                    lists,
-                    sqlite_snapshot: true,
-                    sqlite_source: Some(before),
-                    ..
-                } = &p.kind
-                && before == source
-                && !sqlite::has_hot_journal(path)
-                && self.reusable_content(content, lists)
-            {
-                tracing::debug!(path = %path.display(), "database unchanged since the parent snapshot: not copied");
-                self.progress.bytes(*size);
-                self.summary.bytes = self.summary.bytes - meta.len() + size;
-                return Ok(p.kind.clone());
+        None
+    }
+
+    /// The node kind of the SQLite database `path`: the parent's when the database did not
+    /// change since, else a consistent copy of its pages. `None` when the database cannot be
+    /// read as one (warned): the caller backs up the raw file instead.
+    fn database(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        parent: Option<&Node>,
+    ) -> Result<Option<NodeKind>, FileError> {
+        // Stamps of the database and its WAL taken before the copy: a write after this
+        // point changes them, so the next backup copies again (FORMAT §5.1).
+        let source = sqlite_source(path);
+        if let (Some(source), Some(p)) = (&source, parent)
+            && let NodeKind::File {
+                size,
+                content,
+                lists,
+                sqlite_snapshot: true,
+                sqlite_source: Some(before),
+                ..
+            } = &p.kind
+            && before == source
+            && !sqlite::has_hot_journal(path)
+            && self.reusable_content(content, lists)
+        {
+            tracing::debug!(path = %path.display(), "database unchanged since the parent snapshot: not copied");
+            self.progress.bytes(*size);
+            self.summary.bytes = self.summary.bytes - meta.len() + size;
+            return Ok(Some(p.kind.clone()));
+        }
+        match self.sqlite_file(path, source) {
+            Ok(k) => {
+                if let NodeKind::File { size, .. } = &k {
+                    self.summary.bytes = self.summary.bytes - meta.len() + size;
+                }
+                Ok(Some(k))
             }
-            match self.sqlite_file(path, source) {
-                Ok(k) => {
-                    if let NodeKind::File { size, .. } = &k {
-                        self.summary.bytes = self.summary.bytes - meta.len() + size;
-                    }
-                    return Ok(k);
-                }
-                Err(FileError::Fatal(e)) => return Err(FileError::Fatal(e)),
-                Err(FileError::Unreadable(why)) => {
-                    self.progress.warn(&format!(
-                        "{}: {why}; backing up the raw file instead",
-                        path.display()
-                    ));
-                }
+            Err(FileError::Fatal(e)) => Err(FileError::Fatal(e)),
+            Err(FileError::Unreadable(why)) => {
+                self.progress.warn(&format!(
+                    "{}: {why}; backing up the raw file instead",
+                    path.display()
+                ));
+                Ok(None)
             }
         }
+    }
+
+    /// Reads and chunks the file `path` as it is; one that changed while it was read is stored
+    /// as read and reported.
+    fn plain_file(&mut self, path: &Path, meta: &Metadata) -> Result<NodeKind, FileError> {
         self.progress.file(path);
         self.summary.files_read += 1;
         let f = File::open(path).map_err(|e| FileError::Unreadable(e.to_string()))?;

@@ -336,22 +336,20 @@ fn check_snapshots(
                 continue;
             }
         };
-        let mut damaged = Vec::new();
-        let mut seen_trees = HashSet::new();
-        walk(
+        let mut walk = Walk {
             repo,
             index,
             bad,
-            &snap.tree,
-            "",
-            &mut seen_trees,
-            &mut lists_seen,
-            &mut vec![snap.tree],
-            &mut 0,
-            &mut damaged,
-            &mut r.warnings,
-            &mut r.errors,
-        );
+            seen: HashSet::new(),
+            lists_seen: &mut lists_seen,
+            ancestors: vec![snap.tree],
+            budget: 0,
+            damaged: Vec::new(),
+            warnings: &mut r.warnings,
+            errors: &mut r.errors,
+        };
+        walk.tree(&snap.tree, "");
+        let damaged = walk.damaged;
         if !damaged.is_empty() {
             r.errors.push(format!(
                 "snapshot {} ({}): {} item(s) cannot be restored intact",
@@ -365,124 +363,157 @@ fn check_snapshots(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn walk(
-    repo: &Repository,
-    index: &Index,
-    bad: &HashSet<BlobId>,
-    tree_id: &BlobId,
-    prefix: &str,
-    seen: &mut HashSet<BlobId>,
-    lists_seen: &mut ListVerdicts,
-    ancestors: &mut Vec<BlobId>,
-    budget: &mut usize,
-    damaged: &mut Vec<String>,
-    warnings: &mut Vec<String>,
-    errors: &mut Vec<String>,
-) {
-    let shown_dir = if prefix.is_empty() {
-        "/".to_string()
-    } else {
-        prefix.to_string()
-    };
-    if bad.contains(tree_id) {
-        damaged.push(format!("{shown_dir} (directory listing damaged)"));
-        return;
-    }
-    let tree: Tree = match repo.load_tree(index, tree_id) {
-        Ok(t) => t,
-        Err(e) => {
-            errors.push(e.to_string());
-            damaged.push(format!("{shown_dir} (directory listing damaged)"));
+/// One snapshot's walk of its trees ([`Walk::tree`]): what every level of the recursion shares.
+struct Walk<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    /// Blobs found unusable.
+    bad: &'a HashSet<BlobId>,
+    /// Trees of this snapshot already visited: their errors are reported on the first visit.
+    seen: HashSet<BlobId>,
+    /// Verdicts on content lists, shared by all snapshots.
+    lists_seen: &'a mut ListVerdicts,
+    /// Tree ids from the root to the tree being walked.
+    ancestors: Vec<BlobId>,
+    /// Entries walked so far (bounded by [`restore::MAX_ENTRIES`]).
+    budget: usize,
+    /// Items of this snapshot that cannot be restored intact.
+    damaged: Vec<String>,
+    warnings: &'a mut Vec<String>,
+    errors: &'a mut Vec<String>,
+}
+
+impl Walk<'_> {
+    /// Walks the tree `tree_id` (shown below `prefix`) and everything beneath it, recording
+    /// what cannot be restored intact.
+    fn tree(&mut self, tree_id: &BlobId, prefix: &str) {
+        let shown_dir = if prefix.is_empty() {
+            "/".to_string()
+        } else {
+            prefix.to_string()
+        };
+        if self.bad.contains(tree_id) {
+            self.damaged
+                .push(format!("{shown_dir} (directory listing damaged)"));
             return;
         }
-    };
-    let first_visit = seen.insert(*tree_id);
-    for (n, refusal) in tree.nodes.iter().zip(restore::refusals(&tree)) {
-        let path = format!("{prefix}{}", String::from_utf8_lossy(&n.name.0));
+        let tree: Tree = match self.repo.load_tree(self.index, tree_id) {
+            Ok(t) => t,
+            Err(e) => {
+                self.errors.push(e.to_string());
+                self.damaged
+                    .push(format!("{shown_dir} (directory listing damaged)"));
+                return;
+            }
+        };
+        let first_visit = self.seen.insert(*tree_id);
+        for (n, refusal) in tree.nodes.iter().zip(restore::refusals(&tree)) {
+            let path = format!("{prefix}{}", String::from_utf8_lossy(&n.name.0));
+            if self.over_budget(&path) {
+                return;
+            }
+            if self.refused(refusal, &path, tree_id, first_visit) {
+                continue;
+            }
+            self.node(&n.kind, path, first_visit);
+        }
+    }
+
+    /// Counts one entry; true when the snapshot has more than [`restore::MAX_ENTRIES`] (reported
+    /// once): the walk stops there.
+    fn over_budget(&mut self, path: &str) -> bool {
         // A hostile DAG of shared subtrees can describe 2^depth entries (restore::MAX_ENTRIES).
-        *budget += 1;
-        if *budget > restore::MAX_ENTRIES {
-            if *budget == restore::MAX_ENTRIES + 1 {
-                errors.push(format!(
+        self.budget += 1;
+        if self.budget > restore::MAX_ENTRIES {
+            if self.budget == restore::MAX_ENTRIES + 1 {
+                self.errors.push(format!(
                     "the snapshot has more than {} entries (a hostile or broken tree)",
                     restore::MAX_ENTRIES
                 ));
-                damaged.push(format!("{path} (and the rest: too many entries)"));
+                self.damaged
+                    .push(format!("{path} (and the rest: too many entries)"));
             }
-            return;
+            return true;
         }
+        false
+    }
+
+    /// Records an entry restore refuses (FORMAT §12.1), if it is one; true when the entry is
+    /// not to be walked further.
+    fn refused(
+        &mut self,
+        refusal: Option<Refusal>,
+        path: &str,
+        tree_id: &BlobId,
+        first_visit: bool,
+    ) -> bool {
         // Entries restore refuses (FORMAT §12.1): a hostile or broken tree.
         match refusal {
-            None => {}
-            Some(Refusal::Duplicate { first: false, .. }) => continue,
+            None => false,
+            Some(Refusal::Duplicate { first: false, .. }) => true,
             Some(Refusal::Journal) => {
                 // Backup never stores these (§5.1); restore skips them, which loses nothing.
-                warnings.push(format!(
+                self.warnings.push(format!(
                     "{path}: {} (tree {})",
                     Refusal::Journal,
                     tree_id.short()
                 ));
-                continue;
+                true
             }
             Some(r) => {
                 if first_visit {
-                    errors.push(format!("tree {} ({path}): {r}", tree_id.short()));
+                    self.errors
+                        .push(format!("tree {} ({path}): {r}", tree_id.short()));
                 }
-                damaged.push(format!("{path} ({r})"));
-                continue;
+                self.damaged.push(format!("{path} ({r})"));
+                true
             }
         }
-        match &n.kind {
+    }
+
+    /// Checks one accepted entry: a file's blobs or content lists, or a directory's tree
+    /// (recursively, within [`MAX_DEPTH`] and without cycles).
+    fn node(&mut self, kind: &NodeKind, path: String, first_visit: bool) {
+        match kind {
             NodeKind::File { lists, .. } if !lists.is_empty() => {
-                if let Err(why) = check_lists(repo, index, bad, lists, lists_seen) {
+                if let Err(why) =
+                    check_lists(self.repo, self.index, self.bad, lists, self.lists_seen)
+                {
                     if first_visit {
-                        errors.push(format!("{path}: {why}"));
+                        self.errors.push(format!("{path}: {why}"));
                     }
-                    damaged.push(path);
+                    self.damaged.push(path);
                 }
             }
             NodeKind::File { content, .. } => {
                 if content
                     .iter()
-                    .any(|b| bad.contains(b) || !index.contains(b))
+                    .any(|b| self.bad.contains(b) || !self.index.contains(b))
                 {
                     if first_visit {
-                        for b in content.iter().filter(|b| !index.contains(b)) {
-                            errors.push(format!(
+                        for b in content.iter().filter(|b| !self.index.contains(b)) {
+                            self.errors.push(format!(
                                 "data blob {} of {path} is not in any index",
                                 b.short()
                             ));
                         }
                     }
-                    damaged.push(path);
+                    self.damaged.push(path);
                 }
             }
             NodeKind::Dir { subtree } => {
-                if ancestors.len() >= MAX_DEPTH || ancestors.contains(subtree) {
-                    errors.push(format!(
+                if self.ancestors.len() >= MAX_DEPTH || self.ancestors.contains(subtree) {
+                    self.errors.push(format!(
                         "tree {} ({path}/): nested deeper than {MAX_DEPTH} or contains itself",
                         subtree.short()
                     ));
-                    damaged.push(format!("{path}/ (directory nested too deep)"));
-                    continue;
+                    self.damaged
+                        .push(format!("{path}/ (directory nested too deep)"));
+                    return;
                 }
-                ancestors.push(*subtree);
-                walk(
-                    repo,
-                    index,
-                    bad,
-                    subtree,
-                    &format!("{path}/"),
-                    seen,
-                    lists_seen,
-                    ancestors,
-                    budget,
-                    damaged,
-                    warnings,
-                    errors,
-                );
-                ancestors.pop();
+                self.ancestors.push(*subtree);
+                self.tree(subtree, &format!("{path}/"));
+                self.ancestors.pop();
             }
             NodeKind::Symlink { .. } => {}
         }

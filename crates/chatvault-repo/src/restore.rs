@@ -305,22 +305,71 @@ pub fn restore(
             id.short()
         ));
     }
-    let include: Option<Vec<Vec<u8>>> = match &opts.include {
-        None => None,
-        Some(p) => Some(
-            p.components()
-                .map(|c| match c {
-                    Component::Normal(s) => Ok(s.as_bytes().to_vec()),
-                    Component::CurDir => Ok(Vec::new()),
-                    _ => Err(RepoError::Invalid(format!(
-                        "--include {}: give a relative path inside the snapshot, like chats/Media",
-                        p.display()
-                    ))),
-                })
-                .filter(|c| !matches!(c, Ok(v) if v.is_empty()))
-                .collect::<Result<_>>()?,
-        ),
+    let include = include_components(opts.include.as_deref())?;
+    let root = open_target(target)?;
+    let mut out = RestoreOutcome::default();
+    let root_tree = match repo.load_tree(&index, &snapshot.tree) {
+        Ok(t) => t,
+        // Listed like a damaged subdirectory, so the caller reports it with the snapshot id.
+        Err(e @ RepoError::Corrupted { .. }) => {
+            out.failed
+                .push(("/".into(), format!("snapshot not restored: {e}")));
+            return Ok(out);
+        }
+        Err(e) => return Err(e),
     };
+    let mut plan = Plan::new(repo, &index, snapshot.tree, opts, &mut out);
+    plan.tree(&root_tree, 0, root.as_fd(), include.as_deref())?;
+    let Plan {
+        dirs, files, links, ..
+    } = plan;
+    if let Some(inc) = &include {
+        check_include_found(inc, &dirs, &files, &links, &out)?;
+    }
+
+    let steps = Steps {
+        repo,
+        index: &index,
+        root: root.as_fd(),
+        dirs: &dirs,
+        target,
+        opts,
+        progress,
+    };
+    // 1. Files: the databases' folders first, then the rest in tree order (rule 11).
+    steps.files(&files, &mut out)?;
+    // 2. Symbolic links, once nothing else will be written beneath any name.
+    steps.links(&links, &mut out);
+    // 3. Directory metadata last, deepest first, so writing entries does not change it again
+    // (and a read-only directory is filled before it becomes read-only).
+    steps.dir_metadata(&mut out);
+    out.failed.sort();
+    out.skipped.sort();
+    out.downloaded_bytes = repo.storage.transfers().read_bytes - downloaded_before;
+    Ok(out)
+}
+
+/// The components of `--include`, or `None` without it; anything but a relative path inside
+/// the snapshot is refused (`.` components are dropped).
+fn include_components(include: Option<&Path>) -> Result<Option<Vec<Vec<u8>>>> {
+    let Some(p) = include else { return Ok(None) };
+    p.components()
+        .map(|c| match c {
+            Component::Normal(s) => Ok(s.as_bytes().to_vec()),
+            Component::CurDir => Ok(Vec::new()),
+            _ => Err(RepoError::Invalid(format!(
+                "--include {}: give a relative path inside the snapshot, like chats/Media",
+                p.display()
+            ))),
+        })
+        .filter(|c| !matches!(c, Ok(v) if v.is_empty()))
+        .collect::<Result<_>>()
+        .map(Some)
+}
+
+/// Creates and opens the target folder (following it if it is a link: the user named it) and
+/// locks it, so that no other restore writes into it meanwhile.
+fn open_target(target: &Path) -> Result<OwnedFd> {
     std::fs::create_dir_all(target)
         .map_err(|e| RepoError::io("creating the restore target", target, e))?;
     let root = rfs::open(
@@ -343,39 +392,19 @@ pub fn restore(
         // A file system without locks: restore anyway.
         Err(_) => {}
     }
-    let mut out = RestoreOutcome::default();
-    let root_tree = match repo.load_tree(&index, &snapshot.tree) {
-        Ok(t) => t,
-        // Listed like a damaged subdirectory, so the caller reports it with the snapshot id.
-        Err(e @ RepoError::Corrupted { .. }) => {
-            out.failed
-                .push(("/".into(), format!("snapshot not restored: {e}")));
-            return Ok(out);
-        }
-        Err(e) => return Err(e),
-    };
-    let mut plan = Plan {
-        repo,
-        index: &index,
-        overwrite: opts.overwrite,
-        dirs: vec![DirRec {
-            names: Vec::new(),
-            shown: String::new(),
-            meta: None,
-        }],
-        files: Vec::new(),
-        links: Vec::new(),
-        ancestors: vec![snapshot.tree],
-        entries: 0,
-        max_entries: opts.max_entries.unwrap_or(MAX_ENTRIES),
-        out: &mut out,
-    };
-    plan.tree(&root_tree, 0, root.as_fd(), include.as_deref())?;
-    let Plan {
-        dirs, files, links, ..
-    } = plan;
-    if let Some(inc) = &include
-        && files.is_empty()
+    Ok(root)
+}
+
+/// Refuses an `--include` path that named nothing in the snapshot (nothing planned, nothing
+/// listed as failed or skipped).
+fn check_include_found(
+    inc: &[Vec<u8>],
+    dirs: &[DirRec],
+    files: &[Job],
+    links: &[Job],
+    out: &RestoreOutcome,
+) -> Result<()> {
+    if files.is_empty()
         && links.is_empty()
         && dirs.iter().all(|d| d.meta.is_none())
         && out.failed.is_empty()
@@ -386,89 +415,118 @@ pub fn restore(
             String::from_utf8_lossy(&inc.join(&b'/'))
         )));
     }
+    Ok(())
+}
 
-    // 1. Files: the databases' folders first, then the rest in tree order (rule 11).
-    let database_dirs: HashSet<usize> = files
-        .iter()
-        .filter(|j| is_database(&j.node))
-        .map(|j| j.dir)
-        .collect();
-    let (first, rest): (Vec<usize>, Vec<usize>) =
-        (0..files.len()).partition(|&i| database_dirs.contains(&files[i].dir));
-    let readers = opts
-        .readers
-        .unwrap_or_else(|| match repo.storage.backend() {
-            "fs" | "memory" => std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .clamp(2, 8),
-            _ => 8,
+/// What the steps after planning (files, links, directory metadata) share.
+struct Steps<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    /// The target folder, open.
+    root: BorrowedFd<'a>,
+    /// The planned directories ([`Plan::dirs`]).
+    dirs: &'a [DirRec],
+    target: &'a Path,
+    opts: &'a RestoreOptions,
+    progress: &'a dyn Progress,
+}
+
+impl Steps<'_> {
+    /// Step 1: writes the files, first every database's folder (then
+    /// [`RestoreEvent::MessagesReady`]), then the rest in tree order (rule 11). Fails with
+    /// [`RepoError::Cancelled`] when the caller cancels between the two.
+    fn files(&self, files: &[Job], out: &mut RestoreOutcome) -> Result<()> {
+        let database_dirs: HashSet<usize> = files
+            .iter()
+            .filter(|j| is_database(&j.node))
+            .map(|j| j.dir)
+            .collect();
+        let (first, rest): (Vec<usize>, Vec<usize>) =
+            (0..files.len()).partition(|&i| database_dirs.contains(&files[i].dir));
+        let readers = self
+            .opts
+            .readers
+            .unwrap_or_else(|| default_readers(self.repo));
+        self.progress.restore_event(&RestoreEvent::Started {
+            files: files.len() as u64,
+            bytes: files.iter().map(|j| file_size(&j.node)).sum(),
+            databases: files.iter().filter(|j| is_database(&j.node)).count() as u64,
+            cleaned: out.cleaned,
         });
-    progress.restore_event(&RestoreEvent::Started {
-        files: files.len() as u64,
-        bytes: files.iter().map(|j| file_size(&j.node)).sum(),
-        databases: files.iter().filter(|j| is_database(&j.node)).count() as u64,
-        cleaned: out.cleaned,
-    });
-    let writer = Writer {
-        repo,
-        index: &index,
-        root: root.as_fd(),
-        dirs: &dirs,
-        files: &files,
-        overwrite: opts.overwrite,
-        target,
-        progress,
-        readers: readers.max(1),
-        out: Mutex::new(&mut out),
-    };
-    let failed_before = writer.failed();
-    writer.write(&first);
-    let databases = first
-        .iter()
-        .filter(|&&i| is_database(&files[i].node))
-        .count() as u64;
-    let failed_first = (writer.failed() - failed_before) as u64;
-    progress.restore_event(&RestoreEvent::MessagesReady {
-        databases: databases.saturating_sub(
-            first
-                .iter()
-                .filter(|&&i| is_database(&files[i].node) && writer.has_failed(&files[i].shown))
-                .count() as u64,
-        ),
-        failed: failed_first,
-    });
-    if progress.cancelled() {
-        return Err(RepoError::Cancelled);
+        let writer = Writer {
+            repo: self.repo,
+            index: self.index,
+            root: self.root,
+            dirs: self.dirs,
+            files,
+            overwrite: self.opts.overwrite,
+            target: self.target,
+            progress: self.progress,
+            readers: readers.max(1),
+            out: Mutex::new(out),
+        };
+        let failed_before = writer.failed();
+        writer.write(&first);
+        let databases = first
+            .iter()
+            .filter(|&&i| is_database(&files[i].node))
+            .count() as u64;
+        let failed_first = (writer.failed() - failed_before) as u64;
+        self.progress.restore_event(&RestoreEvent::MessagesReady {
+            databases: databases.saturating_sub(
+                first
+                    .iter()
+                    .filter(|&&i| is_database(&files[i].node) && writer.has_failed(&files[i].shown))
+                    .count() as u64,
+            ),
+            failed: failed_first,
+        });
+        if self.progress.cancelled() {
+            return Err(RepoError::Cancelled);
+        }
+        writer.write(&rest);
+        if self.progress.cancelled() {
+            return Err(RepoError::Cancelled);
+        }
+        Ok(())
     }
-    writer.write(&rest);
-    if progress.cancelled() {
-        return Err(RepoError::Cancelled);
-    }
-    // 2. Symbolic links, once nothing else will be written beneath any name.
-    for job in &links {
-        match restore_symlink(root.as_fd(), &dirs[job.dir], job, opts.overwrite) {
-            Ok(()) => out.files += 1,
-            Err(e) => {
-                progress.warn(&format!("{}: {e}", job.shown));
-                out.failed.push((job.shown.clone(), e.to_string()));
+
+    /// Step 2: creates the symbolic links; one that fails is warned about and listed.
+    fn links(&self, links: &[Job], out: &mut RestoreOutcome) {
+        for job in links {
+            match restore_symlink(self.root, &self.dirs[job.dir], job, self.opts.overwrite) {
+                Ok(()) => out.files += 1,
+                Err(e) => {
+                    self.progress.warn(&format!("{}: {e}", job.shown));
+                    out.failed.push((job.shown.clone(), e.to_string()));
+                }
             }
         }
     }
-    // 3. Directory metadata last, deepest first, so writing entries does not change it again
-    // (and a read-only directory is filled before it becomes read-only).
-    for d in dirs.iter().rev() {
-        let Some(node) = &d.meta else { continue };
-        // Best effort, like the file metadata: a failure leaves default permissions.
-        if let Ok(fd) = open_dir(root.as_fd(), &d.names) {
-            let _ = rfs::fchmod(&fd, mode_of(node));
-            let _ = rfs::futimens(&fd, &times_of(node));
-            out.dirs += 1;
+
+    /// Step 3: sets the directories' mode and time through the open directory, deepest first.
+    fn dir_metadata(&self, out: &mut RestoreOutcome) {
+        for d in self.dirs.iter().rev() {
+            let Some(node) = &d.meta else { continue };
+            // Best effort, like the file metadata: a failure leaves default permissions.
+            if let Ok(fd) = open_dir(self.root, &d.names) {
+                let _ = rfs::fchmod(&fd, mode_of(node));
+                let _ = rfs::futimens(&fd, &times_of(node));
+                out.dirs += 1;
+            }
         }
     }
-    out.failed.sort();
-    out.skipped.sort();
-    out.downloaded_bytes = repo.storage.transfers().read_bytes - downloaded_before;
-    Ok(out)
+}
+
+/// Readers when [`RestoreOptions::readers`] is not set: one per core (at least 2, at most 8) on
+/// a local folder, 8 on a cloud backend (round trips, not CPU, bound those).
+fn default_readers(repo: &Repository) -> usize {
+    match repo.storage.backend() {
+        "fs" | "memory" => std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 8),
+        _ => 8,
+    }
 }
 
 fn is_database(node: &Node) -> bool {
@@ -504,7 +562,36 @@ struct Plan<'a> {
     out: &'a mut RestoreOutcome,
 }
 
-impl Plan<'_> {
+impl<'a> Plan<'a> {
+    /// A plan with only the target root, for the snapshot whose root tree is `root_tree`.
+    fn new(
+        repo: &'a Repository,
+        index: &'a Index,
+        root_tree: BlobId,
+        opts: &RestoreOptions,
+        out: &'a mut RestoreOutcome,
+    ) -> Self {
+        Plan {
+            repo,
+            index,
+            overwrite: opts.overwrite,
+            dirs: vec![DirRec {
+                names: Vec::new(),
+                shown: String::new(),
+                meta: None,
+            }],
+            files: Vec::new(),
+            links: Vec::new(),
+            ancestors: vec![root_tree],
+            entries: 0,
+            max_entries: opts.max_entries.unwrap_or(MAX_ENTRIES),
+            out,
+        }
+    }
+
+    /// Plans the entries of `tree`, the content of directory `dir` (open as `dir_fd`), after
+    /// removing the leftovers of a killed restore there; `include`: the rest of the
+    /// `--include` path below this directory.
     fn tree(
         &mut self,
         tree: &Tree,
@@ -517,18 +604,7 @@ impl Plan<'_> {
         for (node, refusal) in tree.nodes.iter().zip(refusals(tree)) {
             let name = &node.name.0;
             let shown_child = format!("{shown}{}", String::from_utf8_lossy(name));
-            self.entries += 1;
-            if self.entries > self.max_entries {
-                if self.entries == self.max_entries + 1 {
-                    self.out.failed.push((
-                        shown_child,
-                        format!(
-                            "the snapshot has more than {} entries (a hostile or broken \
-                             tree); this and the remaining entries are not restored",
-                            self.max_entries
-                        ),
-                    ));
-                }
+            if self.over_budget(&shown_child) {
                 return Ok(());
             }
             // Unsafe names are reported even outside `--include`: the tree is damaged.
@@ -556,48 +632,14 @@ impl Plan<'_> {
             let deeper = rest.filter(|r| !r.is_empty());
             match &node.kind {
                 NodeKind::Dir { subtree } => {
-                    let shown_dir = format!("{shown_child}/");
-                    if self.ancestors.len() >= MAX_DEPTH {
-                        self.out.failed.push((
-                            shown_dir,
-                            format!("directory not restored: nested deeper than {MAX_DEPTH}"),
-                        ));
-                        continue;
-                    }
-                    if self.ancestors.contains(subtree) {
-                        self.out.failed.push((
-                            shown_dir,
-                            "directory not restored: its tree contains itself".into(),
-                        ));
-                        continue;
-                    }
-                    let sub = match self.repo.load_tree(self.index, subtree) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            self.out
-                                .failed
-                                .push((shown_dir, format!("directory not restored: {e}")));
-                            continue;
-                        }
-                    };
-                    let fd = match ensure_dir(dir_fd, name, self.overwrite) {
-                        Ok(fd) => fd,
-                        Err(why) => {
-                            self.out.failed.push((shown_dir, why));
-                            continue;
-                        }
-                    };
-                    let mut names = self.dirs[dir].names.clone();
-                    names.push(name.clone());
-                    let idx = self.dirs.len();
-                    self.dirs.push(DirRec {
-                        names,
-                        shown: shown_dir,
-                        meta: deeper.is_none().then(|| node.clone()),
-                    });
-                    self.ancestors.push(*subtree);
-                    self.tree(&sub, idx, fd.as_fd(), deeper)?;
-                    self.ancestors.pop();
+                    self.subdir(
+                        node,
+                        subtree,
+                        format!("{shown_child}/"),
+                        dir,
+                        dir_fd,
+                        deeper,
+                    )?;
                 }
                 _ if deeper.is_some() => {}
                 NodeKind::File { .. } => self.files.push(Job {
@@ -614,6 +656,83 @@ impl Plan<'_> {
                 }),
             }
         }
+        Ok(())
+    }
+
+    /// Counts one entry; true when the snapshot has more than [`Plan::max_entries`] (listed
+    /// once, with the entry it stopped at): the rest is not restored.
+    fn over_budget(&mut self, shown_child: &str) -> bool {
+        self.entries += 1;
+        if self.entries > self.max_entries {
+            if self.entries == self.max_entries + 1 {
+                self.out.failed.push((
+                    shown_child.to_owned(),
+                    format!(
+                        "the snapshot has more than {} entries (a hostile or broken \
+                         tree); this and the remaining entries are not restored",
+                        self.max_entries
+                    ),
+                ));
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Plans the subdirectory `node` of directory `dir` (tree `subtree`, shown as `shown_dir`):
+    /// refused when nested too deep or inside itself, else created (or reused) in the target
+    /// and planned recursively. A directory that cannot be planned is listed, not fatal.
+    fn subdir(
+        &mut self,
+        node: &Node,
+        subtree: &BlobId,
+        shown_dir: String,
+        dir: usize,
+        dir_fd: BorrowedFd<'_>,
+        deeper: Option<&[Vec<u8>]>,
+    ) -> Result<()> {
+        let name = &node.name.0;
+        if self.ancestors.len() >= MAX_DEPTH {
+            self.out.failed.push((
+                shown_dir,
+                format!("directory not restored: nested deeper than {MAX_DEPTH}"),
+            ));
+            return Ok(());
+        }
+        if self.ancestors.contains(subtree) {
+            self.out.failed.push((
+                shown_dir,
+                "directory not restored: its tree contains itself".into(),
+            ));
+            return Ok(());
+        }
+        let sub = match self.repo.load_tree(self.index, subtree) {
+            Ok(t) => t,
+            Err(e) => {
+                self.out
+                    .failed
+                    .push((shown_dir, format!("directory not restored: {e}")));
+                return Ok(());
+            }
+        };
+        let fd = match ensure_dir(dir_fd, name, self.overwrite) {
+            Ok(fd) => fd,
+            Err(why) => {
+                self.out.failed.push((shown_dir, why));
+                return Ok(());
+            }
+        };
+        let mut names = self.dirs[dir].names.clone();
+        names.push(name.clone());
+        let idx = self.dirs.len();
+        self.dirs.push(DirRec {
+            names,
+            shown: shown_dir,
+            meta: deeper.is_none().then(|| node.clone()),
+        });
+        self.ancestors.push(*subtree);
+        self.tree(&sub, idx, fd.as_fd(), deeper)?;
+        self.ancestors.pop();
         Ok(())
     }
 }

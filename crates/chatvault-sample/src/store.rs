@@ -756,13 +756,17 @@ fn load_chats(conn: &Connection) -> Result<Vec<Chat>, Error> {
     Ok(chats)
 }
 
+/// Simulates day `day` in one transaction: the morning's read receipts, the day's messages (and
+/// media, through `writer`), edits, reactions, stars and deletes, then the chats' latest activity.
+/// Every step draws from the day's own random stream in this order, so a seed always gives the
+/// same day.
 fn apply_day(
     conn: &Connection,
     spec: &SampleSpec,
     day: u32,
     writer: &media::Writer,
 ) -> Result<DaySummary, Error> {
-    let mut rng = rng::stream(spec.seed, rng::STREAM_DAY_BASE + u64::from(day));
+    let rng = rng::stream(spec.seed, rng::STREAM_DAY_BASE + u64::from(day));
     let chats = load_chats(conn)?;
     if chats.len() != spec.chats as usize {
         return Err(Error::SpecMismatch);
@@ -770,158 +774,40 @@ fn apply_day(
     let max_before: i64 = conn.query_row("SELECT coalesce(max(_id), 0) FROM message", [], |r| {
         r.get(0)
     })?;
-    // Messages of about the last week: targets of reactions, spared by deletes.
-    let week = (spec.messages / u64::from(spec.history_days) * 7).max(1) as i64;
+    let mut d = Day {
+        conn,
+        spec,
+        rng,
+        max_before,
+        // Messages of about the last week: targets of reactions, spared by deletes.
+        week: (spec.messages / u64::from(spec.history_days) * 7).max(1) as i64,
+        day_start: HISTORY_START_MS + (i64::from(spec.history_days) + i64::from(day) - 1) * DAY_MS,
+    };
 
     conn.execute_batch("BEGIN")?;
-    // Morning: yesterday's outgoing messages and their receipts are read.
-    let marked_read = conn.execute(
-        "UPDATE message SET status = ?1 WHERE from_me = 1 AND status = ?2",
-        params![STATUS_READ, STATUS_DELIVERED],
-    )? as u64;
-    conn.execute(
-        "UPDATE receipt_user SET read_timestamp = receipt_timestamp + 1800000
-         WHERE read_timestamp IS NULL",
-        [],
-    )?;
-
-    // The day's messages, in the day's active chats.
-    let all_weights = chat_weights(spec);
-    let picker = Weighted::new(&all_weights);
-    let want = spec.day_active_chats.clamp(1, spec.chats) as usize;
-    let mut active: Vec<usize> = Vec::with_capacity(want);
-    for _ in 0..want * 100 {
-        if active.len() == want {
-            break;
-        }
-        let c = picker.pick(&mut rng);
-        if !active.contains(&c) {
-            active.push(c);
-        }
-    }
-    let active_weights: Vec<u64> = active.iter().map(|&c| all_weights[c]).collect();
-    let active_picker = Weighted::new(&active_weights);
-    let plan = media::plan(&mut rng, spec.day_media_files, spec.day_media_bytes_target);
-    let day_start = HISTORY_START_MS + (i64::from(spec.history_days) + i64::from(day) - 1) * DAY_MS;
-    let mut times: Vec<i64> = (0..spec.day_messages)
-        .map(|_| time_of_day(&mut rng))
-        .collect();
-    times.sort_unstable();
-    let mut activity = vec![ChatActivity::default(); chats.len()];
-    let mut own_texts = Vec::new();
+    let marked_read = d.mark_read()?;
+    let (active, active_weights) = d.active_chats();
+    let plan = media::plan(
+        &mut d.rng,
+        spec.day_media_files,
+        spec.day_media_bytes_target,
+    );
+    let times = d.message_times();
     let mut em = Emitter::new(conn, writer, max_before + 1, day)?;
-    let mut next_media = 0usize;
-    let n = u64::from(spec.day_messages);
-    for (i, t) in times.iter().enumerate() {
-        let ts = day_start + t;
-        let c = active[active_picker.pick(&mut rng)];
-        let media_left = (plan.len() - next_media) as u64;
-        let media = if rng.gen_range(0..n - i as u64) < media_left {
-            next_media += 1;
-            Some(plan[next_media - 1])
-        } else {
-            None
-        };
-        let m = em.emit(&mut rng, &chats[c], ts, media, false)?;
-        let a = &mut activity[c];
-        a.last_id = m.id;
-        a.last_ts = ts;
-        if m.from_me {
-            a.last_read_id = m.id;
-            if m.is_text {
-                own_texts.push((m.id, ts));
-            }
-        } else {
-            a.unseen += 1;
-        }
-    }
-
-    // Edits of the day's own messages.
-    own_texts.shuffle(&mut rng);
-    let mut edited = 0;
-    for &(id, _) in own_texts.iter().take(spec.day_edits as usize) {
-        let new_text = text::message(&mut rng);
-        conn.execute(
-            "UPDATE message SET text_data = ?2, message_add_on_flags = message_add_on_flags | 2
-             WHERE _id = ?1",
-            params![id, new_text],
-        )?;
-        conn.execute(
-            "UPDATE message_ftsv2 SET content = ?2 WHERE rowid = ?1",
-            params![id, new_text],
-        )?;
-        edited += 1;
-    }
-
-    // Reactions to messages of the last week.
-    let mut reactions = 0;
-    let day_end = day_start + DAY_MS;
-    for _ in 0..spec.day_reactions {
-        let parent = max_before - rng.gen_range(0..week.min(max_before).max(1));
-        let chat: Option<i64> = conn
-            .query_row(
-                "SELECT chat_row_id FROM message WHERE _id = ?1",
-                [parent],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let ts = day_start + rng.gen_range(0..DAY_MS);
-        if let Some(chat) = chat {
-            em.react(&mut rng, chat, parent, ts.min(day_end - 1))?;
-            conn.execute(
-                "UPDATE message SET message_add_on_flags = message_add_on_flags | 1 WHERE _id = ?1",
-                [parent],
-            )?;
-            reactions += 1;
-        }
-    }
+    let (activity, own_texts) =
+        d.messages(&mut em, &chats, &active, &active_weights, &plan, &times)?;
+    let edited = d.edits(own_texts)?;
+    let reactions = d.reactions(&mut em)?;
     drop(em);
-
-    // Stars anywhere in the history.
-    let mut starred = 0;
-    for _ in 0..spec.day_stars {
-        let id = rng.gen_range(1..=max_before.max(1));
-        starred += conn.execute(
-            "UPDATE message SET starred = 1 WHERE _id = ?1 AND starred = 0",
-            [id],
-        )? as u64;
-    }
-
-    // Deletes of old text messages that no chat shows as its last one.
-    let mut deleted = 0;
-    let oldest_spared = (max_before - week).max(1);
-    for _ in 0..spec.day_deletes {
-        for _attempt in 0..20 {
-            let id = rng.gen_range(1..=oldest_spared);
-            let n = conn.execute(
-                "DELETE FROM message WHERE _id = ?1 AND message_type = ?2
-                   AND NOT EXISTS (SELECT 1 FROM chat WHERE last_message_row_id = ?1)",
-                params![id, TYPE_TEXT],
-            )?;
-            if n == 1 {
-                conn.execute("DELETE FROM message_ftsv2 WHERE rowid = ?1", [id])?;
-                conn.execute("DELETE FROM receipt_user WHERE message_row_id = ?1", [id])?;
-                conn.execute(
-                    "DELETE FROM message_add_on_reaction WHERE message_add_on_row_id IN
-                       (SELECT _id FROM message_add_on WHERE parent_message_row_id = ?1)",
-                    [id],
-                )?;
-                conn.execute(
-                    "DELETE FROM message_add_on WHERE parent_message_row_id = ?1",
-                    [id],
-                )?;
-                deleted += 1;
-                break;
-            }
-        }
-    }
+    let starred = d.stars()?;
+    let deleted = d.deletes()?;
 
     update_chats(conn, &chats, &activity, false)?;
     set_prop(conn, schema::PROP_DAY, &day.to_string())?;
     conn.execute_batch("COMMIT")?;
     Ok(DaySummary {
         day,
-        messages_added: n,
+        messages_added: u64::from(spec.day_messages),
         media_files_added: 0,
         media_bytes_added: 0,
         messages_marked_read: marked_read,
@@ -931,6 +817,208 @@ fn apply_day(
         messages_deleted: deleted,
         msgstore_bytes: 0,
     })
+}
+
+/// An own text message of the day, (id, time): what the edits step picks from.
+type OwnText = (i64, i64);
+
+/// What the steps of one simulated day ([`apply_day`]) share: the open database, the spec, the
+/// day's random stream and where the day sits in the history.
+struct Day<'c> {
+    conn: &'c Connection,
+    spec: &'c SampleSpec,
+    /// The day's random stream; the steps draw from it in a fixed order (determinism).
+    rng: ChaCha20Rng,
+    /// The highest message id before the day (reactions, stars and deletes target older ones).
+    max_before: i64,
+    /// Messages of about the last week: targets of reactions, spared by deletes.
+    week: i64,
+    /// The day's first millisecond.
+    day_start: i64,
+}
+
+impl Day<'_> {
+    /// Morning: yesterday's outgoing messages and their receipts are read. Returns how many
+    /// messages were marked read.
+    fn mark_read(&mut self) -> Result<u64, Error> {
+        let marked_read = self.conn.execute(
+            "UPDATE message SET status = ?1 WHERE from_me = 1 AND status = ?2",
+            params![STATUS_READ, STATUS_DELIVERED],
+        )? as u64;
+        self.conn.execute(
+            "UPDATE receipt_user SET read_timestamp = receipt_timestamp + 1800000
+             WHERE read_timestamp IS NULL",
+            [],
+        )?;
+        Ok(marked_read)
+    }
+
+    /// The day's active chats (indices into the chat list, weighted picks without repeats) and
+    /// their weights: the day's messages go only to these.
+    fn active_chats(&mut self) -> (Vec<usize>, Vec<u64>) {
+        let all_weights = chat_weights(self.spec);
+        let picker = Weighted::new(&all_weights);
+        let want = self.spec.day_active_chats.clamp(1, self.spec.chats) as usize;
+        let mut active: Vec<usize> = Vec::with_capacity(want);
+        for _ in 0..want * 100 {
+            if active.len() == want {
+                break;
+            }
+            let c = picker.pick(&mut self.rng);
+            if !active.contains(&c) {
+                active.push(c);
+            }
+        }
+        let active_weights: Vec<u64> = active.iter().map(|&c| all_weights[c]).collect();
+        (active, active_weights)
+    }
+
+    /// The times of the day's messages (milliseconds after the day's start), in order.
+    fn message_times(&mut self) -> Vec<i64> {
+        let mut times: Vec<i64> = (0..self.spec.day_messages)
+            .map(|_| time_of_day(&mut self.rng))
+            .collect();
+        times.sort_unstable();
+        times
+    }
+
+    /// The day's messages, in the active chats, with the planned media spread evenly among
+    /// them. Returns each chat's latest activity and the own text messages (id, time) that the
+    /// edits step picks from.
+    fn messages(
+        &mut self,
+        em: &mut Emitter<'_, '_>,
+        chats: &[Chat],
+        active: &[usize],
+        active_weights: &[u64],
+        plan: &[Planned],
+        times: &[i64],
+    ) -> Result<(Vec<ChatActivity>, Vec<OwnText>), Error> {
+        let active_picker = Weighted::new(active_weights);
+        let mut activity = vec![ChatActivity::default(); chats.len()];
+        let mut own_texts = Vec::new();
+        let mut next_media = 0usize;
+        let n = u64::from(self.spec.day_messages);
+        for (i, t) in times.iter().enumerate() {
+            let ts = self.day_start + t;
+            let c = active[active_picker.pick(&mut self.rng)];
+            let media_left = (plan.len() - next_media) as u64;
+            let media = if self.rng.gen_range(0..n - i as u64) < media_left {
+                next_media += 1;
+                Some(plan[next_media - 1])
+            } else {
+                None
+            };
+            let m = em.emit(&mut self.rng, &chats[c], ts, media, false)?;
+            let a = &mut activity[c];
+            a.last_id = m.id;
+            a.last_ts = ts;
+            if m.from_me {
+                a.last_read_id = m.id;
+                if m.is_text {
+                    own_texts.push((m.id, ts));
+                }
+            } else {
+                a.unseen += 1;
+            }
+        }
+        Ok((activity, own_texts))
+    }
+
+    /// Edits of the day's own messages (text and search index). Returns how many.
+    fn edits(&mut self, mut own_texts: Vec<OwnText>) -> Result<u64, Error> {
+        own_texts.shuffle(&mut self.rng);
+        let mut edited = 0;
+        for &(id, _) in own_texts.iter().take(self.spec.day_edits as usize) {
+            let new_text = text::message(&mut self.rng);
+            self.conn.execute(
+                "UPDATE message SET text_data = ?2, message_add_on_flags = message_add_on_flags | 2
+                 WHERE _id = ?1",
+                params![id, new_text],
+            )?;
+            self.conn.execute(
+                "UPDATE message_ftsv2 SET content = ?2 WHERE rowid = ?1",
+                params![id, new_text],
+            )?;
+            edited += 1;
+        }
+        Ok(edited)
+    }
+
+    /// Reactions to messages of the last week. Returns how many.
+    fn reactions(&mut self, em: &mut Emitter<'_, '_>) -> Result<u64, Error> {
+        let mut reactions = 0;
+        let (max_before, week) = (self.max_before, self.week);
+        let day_end = self.day_start + DAY_MS;
+        for _ in 0..self.spec.day_reactions {
+            let parent = max_before - self.rng.gen_range(0..week.min(max_before).max(1));
+            let chat: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT chat_row_id FROM message WHERE _id = ?1",
+                    [parent],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let ts = self.day_start + self.rng.gen_range(0..DAY_MS);
+            if let Some(chat) = chat {
+                em.react(&mut self.rng, chat, parent, ts.min(day_end - 1))?;
+                self.conn.execute(
+                    "UPDATE message SET message_add_on_flags = message_add_on_flags | 1 WHERE _id = ?1",
+                    [parent],
+                )?;
+                reactions += 1;
+            }
+        }
+        Ok(reactions)
+    }
+
+    /// Stars anywhere in the history. Returns how many messages became starred.
+    fn stars(&mut self) -> Result<u64, Error> {
+        let mut starred = 0;
+        for _ in 0..self.spec.day_stars {
+            let id = self.rng.gen_range(1..=self.max_before.max(1));
+            starred += self.conn.execute(
+                "UPDATE message SET starred = 1 WHERE _id = ?1 AND starred = 0",
+                [id],
+            )? as u64;
+        }
+        Ok(starred)
+    }
+
+    /// Deletes of old text messages that no chat shows as its last one (with their search
+    /// row, receipts and reactions). Returns how many.
+    fn deletes(&mut self) -> Result<u64, Error> {
+        let conn = self.conn;
+        let mut deleted = 0;
+        let oldest_spared = (self.max_before - self.week).max(1);
+        for _ in 0..self.spec.day_deletes {
+            for _attempt in 0..20 {
+                let id = self.rng.gen_range(1..=oldest_spared);
+                let n = conn.execute(
+                    "DELETE FROM message WHERE _id = ?1 AND message_type = ?2
+                       AND NOT EXISTS (SELECT 1 FROM chat WHERE last_message_row_id = ?1)",
+                    params![id, TYPE_TEXT],
+                )?;
+                if n == 1 {
+                    conn.execute("DELETE FROM message_ftsv2 WHERE rowid = ?1", [id])?;
+                    conn.execute("DELETE FROM receipt_user WHERE message_row_id = ?1", [id])?;
+                    conn.execute(
+                        "DELETE FROM message_add_on_reaction WHERE message_add_on_row_id IN
+                           (SELECT _id FROM message_add_on WHERE parent_message_row_id = ?1)",
+                        [id],
+                    )?;
+                    conn.execute(
+                        "DELETE FROM message_add_on WHERE parent_message_row_id = ?1",
+                        [id],
+                    )?;
+                    deleted += 1;
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
 }
 
 /// A couple of contacts change their "about" line.

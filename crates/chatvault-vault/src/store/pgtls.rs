@@ -109,6 +109,36 @@ pub(crate) fn parse_target(url: &str, ca_flag: Option<&Path>) -> Result<PgTarget
             "expected a postgres:// or postgresql:// URL (key=value connection strings are not supported)",
         ));
     }
+    let TlsParams {
+        rebuilt,
+        sslmode,
+        rootcert,
+    } = split_tls_params(url)?;
+    let ca = choose_ca(rootcert, ca_flag)?;
+    let mode = choose_mode(sslmode.as_deref(), ca.is_some())?;
+    let mut config: tokio_postgres::Config = rebuilt.parse()?;
+    config.ssl_mode(if mode == PgSslMode::Disable {
+        tokio_postgres::config::SslMode::Disable
+    } else {
+        // Never fall back to plain text: the server must accept TLS.
+        tokio_postgres::config::SslMode::Require
+    });
+    Ok(PgTarget { config, mode, ca })
+}
+
+/// A URL with the TLS parameters this module handles taken out of its query.
+struct TlsParams {
+    /// The URL without them (for tokio-postgres).
+    rebuilt: String,
+    /// The `sslmode` value, decoded.
+    sslmode: Option<String>,
+    /// The `sslrootcert` value, decoded.
+    rootcert: Option<String>,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of the URL's query, refusing the [`UNSUPPORTED`]
+/// parameters (refused rather than ignored); the other parameters stay, in order.
+fn split_tls_params(url: &str) -> Result<TlsParams> {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
@@ -143,13 +173,22 @@ pub(crate) fn parse_target(url: &str, ca_flag: Option<&Path>) -> Result<PgTarget
     } else {
         format!("{base}?{}", kept.join("&"))
     };
+    Ok(TlsParams {
+        rebuilt,
+        sslmode,
+        rootcert,
+    })
+}
+
+/// The CA file, from `sslrootcert` or `--db-ca` (one of them at most; never the system roots).
+fn choose_ca(rootcert: Option<String>, ca_flag: Option<&Path>) -> Result<Option<PathBuf>> {
     if rootcert.as_deref() == Some("system") {
         return Err(err(
             "sslrootcert=system is not supported: the vault uses no system or built-in roots; \
              give the CA that issued the database certificate with sslrootcert=FILE or --db-ca FILE",
         ));
     }
-    let ca = match (rootcert, ca_flag) {
+    Ok(match (rootcert, ca_flag) {
         (Some(_), Some(_)) => {
             return Err(err(
                 "the PostgreSQL CA is given twice (sslrootcert in the URL and --db-ca): give one",
@@ -158,9 +197,14 @@ pub(crate) fn parse_target(url: &str, ca_flag: Option<&Path>) -> Result<PgTarget
         (Some(f), None) => Some(PathBuf::from(f)),
         (None, Some(f)) => Some(f.to_path_buf()),
         (None, None) => None,
-    };
-    let mode = match sslmode.as_deref() {
-        None if ca.is_some() => PgSslMode::VerifyFull,
+    })
+}
+
+/// The protection from `sslmode` (see the module docs), checked against whether a CA file is
+/// given: TLS needs one, plain TCP refuses one.
+fn choose_mode(sslmode: Option<&str>, has_ca: bool) -> Result<PgSslMode> {
+    let mode = match sslmode {
+        None if has_ca => PgSslMode::VerifyFull,
         None | Some("disable") => PgSslMode::Disable,
         Some("require") | Some("verify-full") => PgSslMode::VerifyFull,
         Some("verify-ca") => PgSslMode::VerifyCa,
@@ -177,14 +221,14 @@ pub(crate) fn parse_target(url: &str, ca_flag: Option<&Path>) -> Result<PgTarget
             ));
         }
     };
-    if mode == PgSslMode::Disable && ca.is_some() {
+    if mode == PgSslMode::Disable && has_ca {
         return Err(err(
             "sslmode=disable together with a CA file (sslrootcert or --db-ca): choose \
              sslmode=verify-full, or drop the CA",
         ));
     }
-    if mode != PgSslMode::Disable && ca.is_none() {
-        let asked = sslmode.as_deref().unwrap_or("verify-full");
+    if mode != PgSslMode::Disable && !has_ca {
+        let asked = sslmode.unwrap_or("verify-full");
         let also = if asked == "require" {
             " (chatvault-vault treats sslmode=require as verify-full: a database that is not \
              authenticated lets anyone on the path reset guess counters)"
@@ -197,14 +241,7 @@ pub(crate) fn parse_target(url: &str, ca_flag: Option<&Path>) -> Result<PgTarget
              system roots{also}"
         )));
     }
-    let mut config: tokio_postgres::Config = rebuilt.parse()?;
-    config.ssl_mode(if mode == PgSslMode::Disable {
-        tokio_postgres::config::SslMode::Disable
-    } else {
-        // Never fall back to plain text: the server must accept TLS.
-        tokio_postgres::config::SslMode::Require
-    });
-    Ok(PgTarget { config, mode, ca })
+    Ok(mode)
 }
 
 /// Hosts of `config` that are not loopback addresses or Unix sockets (for the plain-TCP warning).
