@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chatvault_format::blob::{self, BlobType};
 use chatvault_format::config::{Config, ConfigError, RepoParams};
@@ -103,6 +103,11 @@ pub struct Repository {
     pub(crate) lock_config: LockConfig,
     /// The device's metadata cache, if any (`cache.rs`).
     pub(crate) cache: Option<Cache>,
+    /// Snapshots this process already read and verified, by id. A command that looks at the
+    /// snapshots more than once (a restore: the rollback check, `latest`, the damaged count)
+    /// lists them each time but reads each one once: on a new phone, with no local cache, a
+    /// year of daily snapshots is one read each, not three (each a storage round trip).
+    snapshots_read: Mutex<HashMap<SnapshotId, Snapshot>>,
 }
 
 /// Where a blob lives.
@@ -482,6 +487,7 @@ impl Repository {
             },
             lock_config: LockConfig::default(),
             cache: None,
+            snapshots_read: Mutex::default(),
         })
     }
 
@@ -554,6 +560,7 @@ impl Repository {
             config,
             lock_config: LockConfig::default(),
             cache: None,
+            snapshots_read: Mutex::default(),
         })
     }
 
@@ -572,6 +579,7 @@ impl Repository {
             config: self.config.clone(),
             lock_config: self.lock_config,
             cache: None,
+            snapshots_read: Mutex::default(),
         }
     }
 
@@ -828,17 +836,26 @@ impl Repository {
 
     /// Loads one snapshot, from the cache if it was cached with `stamp` (§12.3).
     fn load_snapshot_stamped(&self, id: &SnapshotId, stamp: Option<&str>) -> Result<Snapshot> {
-        self.read_object(
-            cache::kind::SNAPSHOT,
-            id.as_bytes(),
-            &layout::snapshot(id),
-            stamp,
-            |bytes| {
-                objects::open_object(&self.keys, ObjectKind::Snapshot, id.as_bytes(), bytes)
-                    .map_err(|e| RepoError::corrupted(format!("snapshot {}", id.short()), e))
-            },
-        )?
-        .ok_or_else(|| RepoError::SnapshotNotFound(id.short()))
+        if let Some(s) = self.snapshots_read.lock().expect("snapshot memo").get(id) {
+            return Ok(s.clone());
+        }
+        let snapshot: Snapshot = self
+            .read_object(
+                cache::kind::SNAPSHOT,
+                id.as_bytes(),
+                &layout::snapshot(id),
+                stamp,
+                |bytes| {
+                    objects::open_object(&self.keys, ObjectKind::Snapshot, id.as_bytes(), bytes)
+                        .map_err(|e| RepoError::corrupted(format!("snapshot {}", id.short()), e))
+                },
+            )?
+            .ok_or_else(|| RepoError::SnapshotNotFound(id.short()))?;
+        self.snapshots_read
+            .lock()
+            .expect("snapshot memo")
+            .insert(*id, snapshot.clone());
+        Ok(snapshot)
     }
 
     /// All snapshot ids in storage.

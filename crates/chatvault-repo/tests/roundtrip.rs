@@ -115,6 +115,64 @@ fn identical_files_are_stored_once() {
     );
 }
 
+/// A command that looks at the snapshots several times (a restore: rollback check, `latest`,
+/// the damaged count) reads each one from storage once; a newly listed snapshot is read, and a
+/// deleted one is no longer returned.
+#[test]
+fn each_snapshot_is_read_from_storage_once_per_process() {
+    use chatvault_repo::storage::stats;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), content(1, 10_000, true)).unwrap();
+    let repo = Repository::init(
+        Storage::open("memory://snapshot-memo").unwrap(),
+        &BackupKey::generate(&mut rand_core::OsRng),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        backup(
+            &repo,
+            &[src.clone()],
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    }
+    let first = repo.snapshots().unwrap();
+    assert_eq!(first.len(), 3);
+    let reads = stats().reads;
+    let again = repo.snapshots().unwrap();
+    let (id, latest) = repo.find_snapshot("latest").unwrap();
+    assert_eq!(stats().reads, reads, "no snapshot read twice");
+    assert_eq!(
+        first
+            .iter()
+            .map(|(i, s)| (*i, s.as_ref().unwrap().seq))
+            .collect::<Vec<_>>(),
+        again
+            .iter()
+            .map(|(i, s)| (*i, s.as_ref().unwrap().seq))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (id, latest.seq),
+        (first[2].0, first[2].1.as_ref().unwrap().seq)
+    );
+    // A fourth snapshot (here from another handle, as from another device) is read once.
+    let other = repo.without_cache();
+    let fourth = backup(
+        &other,
+        &[src.clone()],
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let reads = stats().reads;
+    assert_eq!(repo.find_snapshot("latest").unwrap().0, fourth.id);
+    assert_eq!(stats().reads, reads + 1, "only the new snapshot is read");
+}
+
 /// An interrupted backup's uploads are not sent again (FORMAT §12.4): the packs a run stored
 /// after its last index object are adopted by the next run, which indexes them.
 #[test]

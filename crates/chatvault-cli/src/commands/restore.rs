@@ -69,6 +69,7 @@ pub(super) fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let (repo, _) = ctx.open_checked()?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     if a.snapshot == "latest" {
+        // Listed again, but not read again: the snapshots read above are kept in memory.
         let damaged = repo.snapshots()?.iter().filter(|(_, s)| s.is_err()).count();
         if damaged > 0 {
             eprintln!(
