@@ -133,7 +133,7 @@ fn each_snapshot_is_read_from_storage_once_per_process() {
     for _ in 0..3 {
         backup(
             &repo,
-            &[src.clone()],
+            std::slice::from_ref(&src),
             &BackupOptions::default(),
             &NoProgress,
         )
@@ -163,7 +163,7 @@ fn each_snapshot_is_read_from_storage_once_per_process() {
     let other = repo.without_cache();
     let fourth = backup(
         &other,
-        &[src.clone()],
+        std::slice::from_ref(&src),
         &BackupOptions::default(),
         &NoProgress,
     )
