@@ -14,6 +14,43 @@ pub struct IdParseError {
     kind: &'static str,
 }
 
+/// Value of each byte as a hex digit (either case), or 0xff.
+static HEX_DIGIT: [u8; 256] = {
+    let mut t = [0xff_u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// 64 hex digits (either case, as `hex::decode_to_slice` accepts) to 32 bytes. Reading an index
+/// object parses one id per blob, and `hex`'s per-digit decoding was 15 % of a new phone's
+/// restore start; a table lookup per digit, with one validity check at the end, is a few times
+/// faster.
+fn decode_hex32(s: &[u8]) -> Option<[u8; 32]> {
+    let s: &[u8; 64] = s.try_into().ok()?;
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let (hi, lo) = (
+            HEX_DIGIT[usize::from(pair[0])],
+            HEX_DIGIT[usize::from(pair[1])],
+        );
+        bad |= hi | lo;
+        *o = (hi << 4) | lo;
+    }
+    // Every digit's value is below 16; an invalid one (0xff) sets the high bits.
+    (bad < 16).then_some(out)
+}
+
 macro_rules! define_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
@@ -62,9 +99,9 @@ macro_rules! define_id {
         impl FromStr for $name {
             type Err = IdParseError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                let mut b = [0u8; 32];
-                hex::decode_to_slice(s, &mut b).map_err(|_| IdParseError { kind: $kind })?;
-                Ok($name(b))
+                decode_hex32(s.as_bytes())
+                    .map($name)
+                    .ok_or(IdParseError { kind: $kind })
             }
         }
 
@@ -124,5 +161,34 @@ mod tests {
         assert_eq!(serde_json::from_str::<SnapshotId>(&j).unwrap(), id);
         assert_eq!(id.short(), "abababab");
         assert!("zz".parse::<SnapshotId>().is_err());
+    }
+
+    /// The table decoder agrees with the `hex` crate on every id and refuses exactly what it
+    /// refuses: each non-digit byte in each position, either case, wrong lengths.
+    #[test]
+    fn hex_ids_parse_exactly_as_the_hex_crate_does() {
+        let mut b = [0u8; 32];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (i as u8).wrapping_mul(37) ^ 0x5c;
+        }
+        let lower = hex::encode(b);
+        assert_eq!(lower.parse::<BlobId>().unwrap().as_bytes(), &b);
+        assert_eq!(
+            lower.to_uppercase().parse::<BlobId>().unwrap().as_bytes(),
+            &b
+        );
+        for pos in [0, 1, 31, 62, 63] {
+            for byte in 0..=255u8 {
+                let mut t = lower.clone().into_bytes();
+                t[pos] = byte;
+                let mut want = [0u8; 32];
+                let ours = decode_hex32(&t);
+                let theirs = hex::decode_to_slice(&t, &mut want).ok().map(|()| want);
+                assert_eq!(ours, theirs, "position {pos}, byte {byte:#04x}");
+            }
+        }
+        for len in [0, 2, 63, 65, 128] {
+            assert!("a".repeat(len).parse::<BlobId>().is_err(), "length {len}");
+        }
     }
 }
