@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chatvault_format::blob::{self, BlobType};
+use chatvault_format::envelope::OVERHEAD;
 use chatvault_format::id::BlobId;
 use chatvault_format::objects::{Node, NodeKind, Snapshot, Tree};
 use rand_core::{OsRng, RngCore};
@@ -1289,18 +1290,22 @@ impl Writer<'_, '_> {
         std::thread::scope(|s| {
             for _ in 0..self.readers.min(regions.len()) {
                 s.spawn(|| {
+                    // This reader's plaintext buffer, reused region after region (a fresh one
+                    // per region was an mmap and its page faults each time).
+                    let mut plain = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(r) = regions.get(i) else { break };
-                        self.region(opens, &pieces[r.clone()]);
+                        self.region(opens, &pieces[r.clone()], &mut plain);
                     }
                 });
             }
         });
     }
 
-    /// Reads one region, opens and verifies each blob, writes it where it goes.
-    fn region(&self, opens: &[Arc<Open>], pieces: &[Piece]) {
+    /// Reads one region, opens and verifies each blob, writes it where it goes. `buf` is the
+    /// reader's scratch buffer: the plaintexts are opened into it side by side.
+    fn region(&self, opens: &[Arc<Open>], pieces: &[Piece], buf: &mut Vec<u8>) {
         let first = pieces[0].loc;
         let last = pieces[pieces.len() - 1].loc;
         let total = last.offset + u64::from(last.length) - first.offset;
@@ -1319,10 +1324,19 @@ impl Writer<'_, '_> {
                 Err(e) => Err(e.to_string()),
             };
         // Open and verify every blob of the region first (each once, however many places need
-        // it), then write them sorted by file and offset: plaintexts that continue each other
-        // in one file (a database's pages, which a backup packs in no strict order) go out with
-        // one positioned write (`pwritev`), not one per blob.
-        let mut plains: Vec<Vec<u8>> = Vec::new();
+        // it), into `buf` (blob::open_blob_into: decrypted in place, no allocation per blob),
+        // then write them sorted by file and offset: plaintexts that continue each other in one
+        // file (a database's pages, which a backup packs in no strict order) go out with one
+        // positioned write (`pwritev`), not one per blob.
+        buf.clear();
+        buf.reserve(
+            pieces
+                .iter()
+                .map(|p| p.loc.raw_length as usize + OVERHEAD + 1)
+                .sum::<usize>()
+                .min(PLAIN_RESERVE_MAX),
+        );
+        let mut plains: Vec<std::ops::Range<usize>> = Vec::new();
         let mut dests: Vec<(u32, u64, usize)> = Vec::with_capacity(pieces.len());
         let mut prev: Option<(u64, BlobId, std::result::Result<usize, String>)> = None;
         for p in pieces {
@@ -1331,8 +1345,8 @@ impl Writer<'_, '_> {
                 .is_none_or(|(o, id, _)| *o != p.loc.offset || *id != p.id)
             {
                 let plain = match &data {
-                    Ok(d) => self.open_blob(d, first.offset, p).map(|v| {
-                        plains.push(v);
+                    Ok(d) => self.open_blob(d, first.offset, p, buf).map(|r| {
+                        plains.push(r);
                         plains.len() - 1
                     }),
                     Err(e) => Err(e.clone()),
@@ -1366,7 +1380,7 @@ impl Writer<'_, '_> {
             let open = &opens[file as usize];
             let slices: Vec<&[u8]> = dests[start..end]
                 .iter()
-                .map(|&(_, _, k)| plains[k].as_slice())
+                .map(|&(_, _, k)| &buf[plains[k].clone()])
                 .collect();
             match pwritev_all(open.fd.as_fd(), &slices, offset) {
                 Ok(()) => {
@@ -1378,6 +1392,10 @@ impl Writer<'_, '_> {
             self.done(open, end - start);
             start = end;
         }
+        // A region of unusually large blobs does not leave a huge buffer behind.
+        if buf.capacity() > PLAIN_RESERVE_MAX {
+            *buf = Vec::new();
+        }
     }
 
     /// `n` more blobs of `open` were handled; the last one finishes the file.
@@ -1387,13 +1405,15 @@ impl Writer<'_, '_> {
         }
     }
 
-    /// Opens and verifies the blob of `p` from a region read at `base`.
+    /// Opens and verifies the blob of `p` from a region read at `base` into `buf`; returns where
+    /// its plaintext is.
     fn open_blob(
         &self,
         region: &[u8],
         base: u64,
         p: &Piece,
-    ) -> std::result::Result<Vec<u8>, String> {
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<std::ops::Range<usize>, String> {
         let what = || {
             format!(
                 "{} {} in pack {}",
@@ -1416,7 +1436,7 @@ impl Writer<'_, '_> {
             )
             .to_string());
         }
-        let plain = blob::open_blob(&self.repo.keys, p.loc.ty, &p.id, sealed)
+        let plain = blob::open_blob_into(&self.repo.keys, p.loc.ty, &p.id, sealed, buf)
             .map_err(|e| RepoError::corrupted(what(), e).to_string())?;
         if plain.len() != p.loc.raw_length as usize {
             return Err(RepoError::corrupted(
@@ -1494,6 +1514,10 @@ fn pwritev_all(fd: BorrowedFd<'_>, slices: &[&[u8]], offset: u64) -> rustix::io:
     }
     Ok(())
 }
+
+/// Most a reader reserves up front for one region's plaintexts, and most it keeps between
+/// regions (a region of very compressible pages can hold far more plaintext than its size).
+const PLAIN_RESERVE_MAX: usize = 32 << 20;
 
 /// Writes of at least this many bytes start their writeback at once ([`start_writeback`]).
 const WRITEBACK_MIN: u64 = 256 << 10;

@@ -466,7 +466,8 @@ pub fn lock_object(data: &[u8]) {
 // blob payloads
 
 /// `blob_payload`: mode 0 `blob::decompress` (+ round trip); mode 1 `open_blob(Data)` on raw
-/// bytes; mode 2 the bytes are a payload sealed under its id; mode 3 compress round trip.
+/// bytes; mode 2 the bytes are a payload sealed under its id (`open_blob` and `open_blob_into`
+/// must agree); mode 3 compress round trip.
 pub fn blob_payload(data: &[u8]) {
     let Some((mode, rest)) = split_mode(data) else {
         return;
@@ -500,6 +501,19 @@ pub fn blob_payload(data: &[u8]) {
             };
             let sealed = envelope::seal(k, ObjectKind::DataBlob, id.as_bytes(), rest, &mut rng());
             let opened = blob::open_blob(k, BlobType::Data, &id, &sealed);
+            // The restore's path (open_blob_into, after other blobs in the buffer) agrees.
+            let mut buf = vec![0xa5; 7];
+            match (
+                blob::open_blob_into(k, BlobType::Data, &id, &sealed, &mut buf),
+                &opened,
+            ) {
+                (Ok(r), Ok(plain)) => assert_eq!(&buf[r], &plain[..]),
+                (Err(a), Err(b)) => {
+                    assert_eq!(&a, b);
+                    assert_eq!(buf, [0xa5; 7]);
+                }
+                (a, b) => panic!("open_blob_into {a:?}, open_blob {b:?}"),
+            }
             match expected {
                 Some(plain) => assert_eq!(opened.expect("valid blob opens"), plain),
                 None => assert!(opened.is_err()),
