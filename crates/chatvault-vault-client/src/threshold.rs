@@ -8,6 +8,7 @@
 //! wrong password says how many guesses remain. Each realm's identity key is pinned: [`ThresholdClient::register`] returns
 //! the ids to store, later calls take them with [`ThresholdClient::with_pins`].
 
+use std::collections::VecDeque;
 use std::fmt;
 
 use chatvault_threshold::{
@@ -319,22 +320,33 @@ impl ThresholdClient {
     /// the registration, [`Error::Locked`].
     pub fn recover(&self, password: &SecretString) -> Result<ThresholdRecovered> {
         let (set, known) = self.realm_set()?;
-        let n = set.len();
-        let t = usize::from(self.threshold);
-        let mut untried: std::collections::VecDeque<usize> = (0..n).collect();
-        let recover1 = |c: &VaultClient, _: &()| {
-            Self::post_realm::<_, Recover1Response>(c, "recover1", &Empty {})
-        };
+        let mut untried: VecDeque<usize> = (0..set.len()).collect();
+        let chosen = self.choose_registration(&set, &mut untried)?;
+        let (unlocked, tags) = self.evaluate(chosen, password, &mut untried)?;
+        let (key, warnings) = self.release(set.len(), unlocked, tags)?;
+        Ok(ThresholdRecovered {
+            backup_key: key.into_zeroizing(),
+            realm_ids: known,
+            warnings,
+        })
+    }
 
-        // recover1: t realms first; all the others if those do not agree on a registration.
+    /// recover1: asks `t` realms (taken from `untried`) which registration they hold, and all
+    /// the others if those do not agree on one.
+    fn choose_registration(
+        &self,
+        set: &RealmSet,
+        untried: &mut VecDeque<usize>,
+    ) -> Result<th::Chosen> {
+        let (n, t) = (set.len(), usize::from(self.threshold));
         let mut r1 = Vec::new();
         let mut wave = t;
-        let chosen = loop {
+        loop {
             let ask: Vec<(usize, ())> = untried
                 .drain(..wave.min(untried.len()))
                 .map(|k| (k, ()))
                 .collect();
-            r1.extend(self.run(&ask, recover1));
+            r1.extend(self.run(&ask, Self::recover1));
             let locked = r1
                 .iter()
                 .filter(|(_, r)| r.as_ref().is_err_and(|e: &String| e.starts_with("locked")))
@@ -343,7 +355,7 @@ impl ThresholdClient {
                 return Err(Error::Locked);
             }
             match th::Recovery::new(set.clone(), self.account.clone()).choose(r1.clone()) {
-                Ok(chosen) => break chosen,
+                Ok(chosen) => return Ok(chosen),
                 Err(e) if untried.is_empty() => {
                     let not_registered = Error::NotRegistered.to_string();
                     if r1
@@ -358,21 +370,34 @@ impl ThresholdClient {
                 }
                 Err(_) => wave = untried.len(),
             }
-        };
+        }
+    }
 
-        // recover2: t agreeing realms first, one more for each that fails or lies.
-        let mut candidates: std::collections::VecDeque<u8> =
-            chosen.realms().iter().copied().collect();
+    /// One realm's recover1 answer.
+    fn recover1(c: &VaultClient, _: &()) -> Result<Recover1Response> {
+        Self::post_realm::<_, Recover1Response>(c, "recover1", &Empty {})
+    }
+
+    /// recover2: the blinded password to `t` realms holding the chosen registration, one more
+    /// for each that fails or lies (asking the untried realms which registration they hold when
+    /// the candidates run out), until `t` verified evaluations unlock.
+    fn evaluate(
+        &self,
+        chosen: th::Chosen,
+        password: &SecretString,
+        untried: &mut VecDeque<usize>,
+    ) -> Result<th::UnlockStep> {
+        let mut candidates: VecDeque<u8> = chosen.realms().iter().copied().collect();
         let pw = normalize_password(password);
         let (mut blinded, req): (_, Recover2Request) = chosen
             .blind(&mut rand_core::OsRng, pw.as_bytes())
             .map_err(th_error)?;
-        let mut wave = t;
-        let (mut unlocked, tags) = loop {
+        let mut wave = usize::from(self.threshold);
+        loop {
             if candidates.len() < wave && !untried.is_empty() {
                 // The realms not asked yet: which of them hold the chosen registration?
                 let ask: Vec<(usize, ())> = untried.drain(..).map(|k| (k, ())).collect();
-                candidates.extend(blinded.admit(self.run(&ask, recover1)));
+                candidates.extend(blinded.admit(self.run(&ask, Self::recover1)));
             }
             let ask: Vec<(usize, ())> = candidates
                 .drain(..wave.min(candidates.len()))
@@ -386,12 +411,20 @@ impl ThresholdClient {
             });
             blinded.accept(r2);
             match blinded.try_unlock().map_err(th_error)? {
-                Some(done) => break done,
+                Some(done) => return Ok(done),
                 None => wave = blinded.missing().max(1),
             }
-        };
+        }
+    }
 
-        // recover3: the realms that evaluated; another realm for each release that fails.
+    /// recover3: the unlock tags to the realms that evaluated, another realm for each release
+    /// that fails; returns the backup key and the warnings about realms that failed.
+    fn release(
+        &self,
+        n: usize,
+        mut unlocked: th::Unlocked,
+        tags: Vec<(u8, Recover3Request)>,
+    ) -> Result<(BackupKey, Vec<String>)> {
         let mut asked: Vec<u8> = tags.iter().map(|(i, _)| *i).collect();
         let mut jobs: Vec<(usize, Recover3Request)> = tags
             .into_iter()
@@ -402,12 +435,8 @@ impl ThresholdClient {
                 Self::post_realm::<_, Recover3Response>(c, "recover3", req)
             });
             unlocked.accept(r3);
-            if let Some((key, warnings)) = unlocked.try_finish().map_err(th_error)? {
-                return Ok(ThresholdRecovered {
-                    backup_key: key.into_zeroizing(),
-                    realm_ids: known,
-                    warnings,
-                });
+            if let Some(done) = unlocked.try_finish().map_err(th_error)? {
+                return Ok(done);
             }
             let more: Vec<u8> = (1..=n as u8)
                 .filter(|i| !asked.contains(i))

@@ -28,6 +28,12 @@ use super::{ApiError, ApiJson, AppState, authorize, authorize_fresh, locked, tok
 use crate::store::Store;
 use crate::unix_now;
 
+/// The request body of an endpoint that takes none (clients send `{}`), read and ignored. A body
+/// the handler never read is drained by hyper only if it already arrived with the headers;
+/// otherwise hyper closes the connection after the response, without saying so, and a client
+/// that sends its next request on it at once finds the connection gone ("peer disconnected").
+type ReadBody = axum::body::Bytes;
+
 impl From<th::Error> for ApiError {
     fn from(e: th::Error) -> Self {
         let msg = e.to_string();
@@ -142,6 +148,7 @@ pub(super) async fn register1<S: Store>(
     State(st): State<Arc<AppState<S>>>,
     Path(account): Path<String>,
     headers: HeaderMap,
+    _body: ReadBody,
 ) -> Result<Json<Register1Response>, ApiError> {
     authorize(&st, &headers, &account)?;
     let keys = realm_keys(&st)?;
@@ -208,6 +215,7 @@ pub(super) async fn recover1<S: Store>(
     State(st): State<Arc<AppState<S>>>,
     Path(account): Path<String>,
     headers: HeaderMap,
+    _body: ReadBody,
 ) -> Result<Json<Recover1Response>, ApiError> {
     let account = authorize(&st, &headers, &account)?;
     let keys = realm_keys(&st)?;
@@ -299,6 +307,7 @@ pub(super) async fn delete<S: Store>(
     State(st): State<Arc<AppState<S>>>,
     Path(account): Path<String>,
     headers: HeaderMap,
+    _body: ReadBody,
 ) -> Result<StatusCode, ApiError> {
     let (account, recent) = authorize_fresh(&st, &headers, &account)?;
     let keys = realm_keys(&st)?;
