@@ -7,7 +7,8 @@
 # Client-side Argon2 is excluded (test KSF, accepted only by the dev-feature build this script
 # makes; never deploy that binary). Floor to check by eye: >= 500 recoveries/s (PROTOCOL.md §13).
 #
-#   bash bench/threshold-load.sh        # env: CLIENTS (16), SECONDS_PER_RUN (15), ACCOUNTS (64)
+#   bash bench/threshold-load.sh        # env: CLIENTS (16), SECONDS_PER_RUN (15), ACCOUNTS (64),
+#                                       # VAULT_BIN / LOADGEN_BIN (other builds, for an A/B), SKIP_BUILD=1
 # Prints one JSON line and appends it to bench/results/threshold-load-DATE.jsonl. No assertion:
 # a bench, not a test.
 set -euo pipefail
@@ -22,8 +23,8 @@ log() { echo "threshold-load: $*" >&2; }
 
 log "building release binaries (vault + load generator)"
 [ -n "${SKIP_BUILD:-}" ] || (cd "$ROOT" && cargo build --release -q -p chatvault-vault --bins --examples)
-BIN="$ROOT/target/release/chatvault-vault"
-GEN="$ROOT/target/release/examples/threshold_loadgen"
+BIN=${VAULT_BIN:-"$ROOT/target/release/chatvault-vault"}
+GEN=${LOADGEN_BIN:-"$ROOT/target/release/examples/threshold_loadgen"}
 
 WORK=$(mktemp -d /tmp/chatvault-threshold-load.XXXXXX)
 PIDS=()
