@@ -1287,16 +1287,23 @@ impl Writer<'_, '_> {
             start = end;
         }
         let next = AtomicUsize::new(0);
+        // The decrypting and decompressing is CPU work: one reader per core keeps its plaintext
+        // buffer from region to region (a fresh one is an mmap and its page faults each time);
+        // the others, there to overlap storage round trips (8 on S3), free theirs after each
+        // region, so memory kept between regions grows with the cores, not the readers.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         std::thread::scope(|s| {
-            for _ in 0..self.readers.min(regions.len()) {
-                s.spawn(|| {
-                    // This reader's plaintext buffer, reused region after region (a fresh one
-                    // per region was an mmap and its page faults each time).
+            for reader in 0..self.readers.min(regions.len()) {
+                let (next, regions, pieces) = (&next, &regions, &pieces);
+                s.spawn(move || {
                     let mut plain = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(r) = regions.get(i) else { break };
                         self.region(opens, &pieces[r.clone()], &mut plain);
+                        if reader >= cores {
+                            plain = Vec::new();
+                        }
                     }
                 });
             }
@@ -1329,7 +1336,7 @@ impl Writer<'_, '_> {
         // file (a database's pages, which a backup packs in no strict order) go out with one
         // positioned write (`pwritev`), not one per blob.
         buf.clear();
-        buf.reserve(
+        buf.reserve_exact(
             pieces
                 .iter()
                 .map(|p| p.loc.raw_length as usize + OVERHEAD + 1)
