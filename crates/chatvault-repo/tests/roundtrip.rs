@@ -173,6 +173,49 @@ fn each_snapshot_is_read_from_storage_once_per_process() {
     assert_eq!(stats().reads, reads + 1, "only the new snapshot is read");
 }
 
+/// Restoring a directory of many subdirectories fetches their trees together, not one storage
+/// round trip each (a phone's restore starts sooner), and restores them all.
+#[test]
+fn sibling_trees_are_fetched_together() {
+    use chatvault_repo::storage::stats;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for k in 0..30 {
+        let sub = src.join(format!("chat-{k:02}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("note.txt"), format!("note {k}")).unwrap();
+    }
+    let repo = Repository::init(
+        Storage::open("memory://sibling-trees").unwrap(),
+        &BackupKey::generate(&mut rand_core::OsRng),
+    )
+    .unwrap();
+    let out = backup(
+        &repo,
+        std::slice::from_ref(&src),
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let target = dir.path().join("restored");
+    let before = stats().ranged_reads;
+    let r = restore(
+        &repo,
+        &out.snapshot,
+        &target,
+        &RestoreOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let reads = stats().ranged_reads - before;
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(r.files, 30);
+    assert_eq!(read_tree(&src), read_tree(&target.join("src")));
+    // The root tree, the trees of `src` and of its 30 subdirectories (together), the data:
+    // a handful of reads, where one per subdirectory would be over 30.
+    assert!(reads <= 8, "{reads} ranged reads");
+}
+
 /// An interrupted backup's uploads are not sent again (FORMAT §12.4): the packs a run stored
 /// after its last index object are adopted by the next run, which indexes them.
 #[test]
