@@ -84,6 +84,13 @@ struct Job {
     data: Vec<u8>,
 }
 
+/// Blobs travel between stages in batches of about this many plaintext bytes (or
+/// [`BATCH_BLOBS`]): one channel message per 4 KiB database page cost more in wake-ups and
+/// context switches than hashing the page.
+const BATCH_BYTES: usize = 128 << 10;
+/// The most blobs in one batch.
+const BATCH_BLOBS: usize = 32;
+
 struct Sealed {
     ty: BlobType,
     id: BlobId,
@@ -174,8 +181,12 @@ pub fn backup(
             scratch: None,
             copies: 0,
             chunk_buf: Vec::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
         };
-        let r = walker.root(&roots, lineage.parent_tree.as_ref());
+        let r = walker
+            .root(&roots, lineage.parent_tree.as_ref())
+            .and_then(|tree| walker.flush().map(|()| tree));
         let summary = std::mem::take(&mut walker.summary);
         drop(walker); // closes the work channel; the stages drain and finish
         r.map(|tree| (tree, summary))
@@ -290,15 +301,15 @@ fn lineage(
 fn run_pipeline<T>(
     repo: &Repository,
     shared: &Shared,
-    walk: impl FnOnce(Sender<Job>) -> Result<T>,
+    walk: impl FnOnce(Sender<Vec<Job>>) -> Result<T>,
 ) -> Result<T> {
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
     let pack_size = repo.params().pack_size as usize;
     std::thread::scope(|s| {
-        let (work_tx, work_rx) = bounded::<Job>(2 * workers);
-        let (sealed_tx, sealed_rx) = bounded::<Sealed>(2 * workers);
+        let (work_tx, work_rx) = bounded::<Vec<Job>>(2 * workers);
+        let (sealed_tx, sealed_rx) = bounded::<Vec<Sealed>>(2 * workers);
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
         for _ in 0..workers {
             let (rx, tx) = (work_rx.clone(), sealed_tx.clone());
@@ -443,18 +454,20 @@ fn find_parent(
         .find(|(_, s)| s.device.is_none() && s.hostname == hostname)
 }
 
-fn seal_stage(repo: &Repository, rx: Receiver<Job>, tx: Sender<Sealed>, shared: &Shared) {
-    for job in rx {
+fn seal_stage(repo: &Repository, rx: Receiver<Vec<Job>>, tx: Sender<Vec<Sealed>>, shared: &Shared) {
+    for batch in rx {
         if shared.aborted() {
             continue;
         }
-        let bytes = blob::seal_blob(repo.keys(), job.ty, &job.id, &job.data, &mut OsRng);
-        let sealed = Sealed {
-            ty: job.ty,
-            id: job.id,
-            raw_length: job.data.len() as u32,
-            bytes,
-        };
+        let sealed = batch
+            .into_iter()
+            .map(|job| Sealed {
+                ty: job.ty,
+                id: job.id,
+                raw_length: job.data.len() as u32,
+                bytes: blob::seal_blob(repo.keys(), job.ty, &job.id, &job.data, &mut OsRng),
+            })
+            .collect();
         if tx.send(sealed).is_err() {
             return;
         }
@@ -491,11 +504,16 @@ impl PackBuilder {
     }
 }
 
-fn pack_stage(repo: &Repository, rx: Receiver<Sealed>, tx: Sender<FinishedPack>, pack_size: usize) {
+fn pack_stage(
+    repo: &Repository,
+    rx: Receiver<Vec<Sealed>>,
+    tx: Sender<FinishedPack>,
+    pack_size: usize,
+) {
     // Data and tree blobs go to separate packs, so metadata can be read without data.
     let mut data = PackBuilder::default();
     let mut trees = PackBuilder::default();
-    for s in rx {
+    for s in rx.into_iter().flatten() {
         let b = if s.ty.is_metadata() {
             &mut trees
         } else {
@@ -562,7 +580,7 @@ struct Walker<'a, 'g> {
     index: &'a Index,
     /// Blobs this run already queued (the index answers for everything stored before).
     stored: HashSet<BlobId>,
-    work_tx: Sender<Job>,
+    work_tx: Sender<Vec<Job>>,
     shared: &'a Shared,
     progress: &'a dyn Progress,
     summary: Summary,
@@ -575,6 +593,9 @@ struct Walker<'a, 'g> {
     copies: u32,
     /// The chunker's read window, reused from file to file ([`Walker::chunk_stream`]).
     chunk_buf: Vec<u8>,
+    /// New blobs not yet sent to the workers, and their plaintext bytes ([`BATCH_BYTES`]).
+    batch: Vec<Job>,
+    batch_bytes: usize,
 }
 
 fn mtime(m: &Metadata) -> (i64, u32) {
@@ -650,15 +671,28 @@ impl Walker<'_, '_> {
         if !self.index.reusable(&id) && self.stored.insert(id) {
             self.summary.new_blobs += 1;
             self.summary.new_bytes += len as u64;
-            self.work_tx
-                .send(Job {
-                    ty,
-                    id,
-                    data: make(),
-                })
-                .map_err(|_| RepoError::Aborted)?;
+            self.batch.push(Job {
+                ty,
+                id,
+                data: make(),
+            });
+            self.batch_bytes += len;
+            if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_BLOBS {
+                self.flush()?;
+            }
         }
         Ok(())
+    }
+
+    /// Sends the blobs batched so far to the workers; the walk ends with it (before the work
+    /// channel closes), so every new blob is stored before the snapshot.
+    fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_BLOBS));
+        self.work_tx.send(batch).map_err(|_| RepoError::Aborted)
     }
 
     fn store_tree(&mut self, path: &Path, mut nodes: Vec<Node>) -> Result<BlobId> {
