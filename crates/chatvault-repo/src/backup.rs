@@ -84,6 +84,13 @@ struct Job {
     data: Vec<u8>,
 }
 
+/// Blobs travel between stages in batches of about this many plaintext bytes (or
+/// [`BATCH_BLOBS`]): one channel message per 4 KiB database page cost more in wake-ups and
+/// context switches than hashing the page.
+const BATCH_BYTES: usize = 128 << 10;
+/// The most blobs in one batch.
+const BATCH_BLOBS: usize = 32;
+
 struct Sealed {
     ty: BlobType,
     id: BlobId,
@@ -173,8 +180,13 @@ pub fn backup(
             scratch_base: opts.scratch_dir.clone(),
             scratch: None,
             copies: 0,
+            chunk_buf: Vec::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
         };
-        let r = walker.root(&roots, lineage.parent_tree.as_ref());
+        let r = walker
+            .root(&roots, lineage.parent_tree.as_ref())
+            .and_then(|tree| walker.flush().map(|()| tree));
         let summary = std::mem::take(&mut walker.summary);
         drop(walker); // closes the work channel; the stages drain and finish
         r.map(|tree| (tree, summary))
@@ -289,15 +301,15 @@ fn lineage(
 fn run_pipeline<T>(
     repo: &Repository,
     shared: &Shared,
-    walk: impl FnOnce(Sender<Job>) -> Result<T>,
+    walk: impl FnOnce(Sender<Vec<Job>>) -> Result<T>,
 ) -> Result<T> {
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
     let pack_size = repo.params().pack_size as usize;
     std::thread::scope(|s| {
-        let (work_tx, work_rx) = bounded::<Job>(2 * workers);
-        let (sealed_tx, sealed_rx) = bounded::<Sealed>(2 * workers);
+        let (work_tx, work_rx) = bounded::<Vec<Job>>(2 * workers);
+        let (sealed_tx, sealed_rx) = bounded::<Vec<Sealed>>(2 * workers);
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
         for _ in 0..workers {
             let (rx, tx) = (work_rx.clone(), sealed_tx.clone());
@@ -442,18 +454,20 @@ fn find_parent(
         .find(|(_, s)| s.device.is_none() && s.hostname == hostname)
 }
 
-fn seal_stage(repo: &Repository, rx: Receiver<Job>, tx: Sender<Sealed>, shared: &Shared) {
-    for job in rx {
+fn seal_stage(repo: &Repository, rx: Receiver<Vec<Job>>, tx: Sender<Vec<Sealed>>, shared: &Shared) {
+    for batch in rx {
         if shared.aborted() {
             continue;
         }
-        let bytes = blob::seal_blob(repo.keys(), job.ty, &job.id, &job.data, &mut OsRng);
-        let sealed = Sealed {
-            ty: job.ty,
-            id: job.id,
-            raw_length: job.data.len() as u32,
-            bytes,
-        };
+        let sealed = batch
+            .into_iter()
+            .map(|job| Sealed {
+                ty: job.ty,
+                id: job.id,
+                raw_length: job.data.len() as u32,
+                bytes: blob::seal_blob(repo.keys(), job.ty, &job.id, &job.data, &mut OsRng),
+            })
+            .collect();
         if tx.send(sealed).is_err() {
             return;
         }
@@ -467,7 +481,13 @@ struct PackBuilder {
 }
 
 impl PackBuilder {
-    fn add(&mut self, s: Sealed) {
+    fn add(&mut self, s: Sealed, pack_size: usize) {
+        if self.bytes.capacity() == 0 {
+            // The whole pack and its tail in one allocation: growing by doubling copied every
+            // pack about once more and left the smaller buffers resident in the allocator.
+            // Capacity that is never written is never touched, so costs no memory.
+            self.bytes.reserve(pack_size + pack_size / 16);
+        }
         self.entries.push(PackEntry {
             ty: s.ty,
             id: s.id,
@@ -490,11 +510,16 @@ impl PackBuilder {
     }
 }
 
-fn pack_stage(repo: &Repository, rx: Receiver<Sealed>, tx: Sender<FinishedPack>, pack_size: usize) {
+fn pack_stage(
+    repo: &Repository,
+    rx: Receiver<Vec<Sealed>>,
+    tx: Sender<FinishedPack>,
+    pack_size: usize,
+) {
     // Data and tree blobs go to separate packs, so metadata can be read without data.
     let mut data = PackBuilder::default();
     let mut trees = PackBuilder::default();
-    for s in rx {
+    for s in rx.into_iter().flatten() {
         let b = if s.ty.is_metadata() {
             &mut trees
         } else {
@@ -506,7 +531,7 @@ fn pack_stage(repo: &Repository, rx: Receiver<Sealed>, tx: Sender<FinishedPack>,
         {
             return;
         }
-        b.add(s);
+        b.add(s, pack_size);
     }
     for b in [&mut data, &mut trees] {
         if let Some(p) = b.finish(repo) {
@@ -561,7 +586,7 @@ struct Walker<'a, 'g> {
     index: &'a Index,
     /// Blobs this run already queued (the index answers for everything stored before).
     stored: HashSet<BlobId>,
-    work_tx: Sender<Job>,
+    work_tx: Sender<Vec<Job>>,
     shared: &'a Shared,
     progress: &'a dyn Progress,
     summary: Summary,
@@ -572,6 +597,11 @@ struct Walker<'a, 'g> {
     scratch: Option<sqlite::Scratch>,
     /// Database copies made so far (names them).
     copies: u32,
+    /// The chunker's read window, reused from file to file ([`Walker::chunk_stream`]).
+    chunk_buf: Vec<u8>,
+    /// New blobs not yet sent to the workers, and their plaintext bytes ([`BATCH_BYTES`]).
+    batch: Vec<Job>,
+    batch_bytes: usize,
 }
 
 fn mtime(m: &Metadata) -> (i64, u32) {
@@ -647,15 +677,28 @@ impl Walker<'_, '_> {
         if !self.index.reusable(&id) && self.stored.insert(id) {
             self.summary.new_blobs += 1;
             self.summary.new_bytes += len as u64;
-            self.work_tx
-                .send(Job {
-                    ty,
-                    id,
-                    data: make(),
-                })
-                .map_err(|_| RepoError::Aborted)?;
+            self.batch.push(Job {
+                ty,
+                id,
+                data: make(),
+            });
+            self.batch_bytes += len;
+            if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_BLOBS {
+                self.flush()?;
+            }
         }
         Ok(())
+    }
+
+    /// Sends the blobs batched so far to the workers; the walk ends with it (before the work
+    /// channel closes), so every new blob is stored before the snapshot.
+    fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_BLOBS));
+        self.work_tx.send(batch).map_err(|_| RepoError::Aborted)
     }
 
     fn store_tree(&mut self, path: &Path, mut nodes: Vec<Node>) -> Result<BlobId> {
@@ -1095,35 +1138,124 @@ impl Walker<'_, '_> {
     }
 
     /// Chunks a stream with the repository's keyed chunker; returns the blob ids and the bytes read.
+    /// The read window ([`for_each_chunk`]) is a buffer the walker keeps from file to file.
     fn chunk_stream(
         &mut self,
-        source: impl std::io::Read,
+        mut source: impl std::io::Read,
     ) -> Result<(Vec<BlobId>, u64), FileError> {
         let p = self.repo.params();
-        let chunker = fastcdc::v2020::StreamCDC::with_level_and_seed(
-            source,
-            p.chunk_min,
-            p.chunk_avg,
-            p.chunk_max,
-            fastcdc::v2020::Normalization::Level1,
-            self.repo.keys().chunker_seed(),
-        );
-        let mut content = Vec::new();
-        let mut read = 0u64;
-        for chunk in chunker {
-            let chunk = chunk.map_err(|e| FileError::Unreadable(format!("read error: {e}")))?;
-            let id = blob::blob_id(self.repo.keys(), BlobType::Data, &chunk.data);
-            read += chunk.data.len() as u64;
-            self.progress.bytes(chunk.data.len() as u64);
-            content.push(id);
-            self.send(BlobType::Data, id, chunk.data)
-                .map_err(FileError::Fatal)?;
-            // Big files on slow links: keep the lock fresh within a file too.
-            self.guard.refresh_if_due().map_err(FileError::Fatal)?;
+        let max = p.chunk_max as usize;
+        let mut buf = std::mem::take(&mut self.chunk_buf);
+        // A window of several chunks: a cut never needs more than `max` bytes past its start.
+        let window = max + CHUNK_WINDOW_EXTRA;
+        if buf.len() < window {
+            buf.resize(window, 0);
         }
+        let result = self.chunk_window(&mut source, &mut buf[..window]);
+        self.chunk_buf = buf;
+        result
+    }
+
+    /// [`Walker::chunk_stream`] with its window buffer `buf`.
+    fn chunk_window(
+        &mut self,
+        source: &mut impl std::io::Read,
+        buf: &mut [u8],
+    ) -> Result<(Vec<BlobId>, u64), FileError> {
+        let p = self.repo.params();
+        let sizes = (p.chunk_min, p.chunk_avg, p.chunk_max);
+        let seed = self.repo.keys().chunker_seed();
+        let mut content = Vec::new();
+        let read = for_each_chunk(source, sizes, seed, buf, |data| {
+            let id = blob::blob_id(self.repo.keys(), BlobType::Data, data);
+            self.progress.bytes(data.len() as u64);
+            content.push(id);
+            self.send_with(BlobType::Data, id, data.len(), || data.to_vec())?;
+            // Big files on slow links: keep the lock fresh within a file too.
+            self.guard.refresh_if_due()
+        })
+        .map_err(|e| match e {
+            ChunkError::Read(e) => FileError::Unreadable(format!("read error: {e}")),
+            ChunkError::Visit(e) => FileError::Fatal(e),
+        })?;
         Ok((content, read))
     }
 }
+
+/// Why [`for_each_chunk`] stopped.
+enum ChunkError<E> {
+    /// Reading the source failed.
+    Read(std::io::Error),
+    /// The chunk visitor failed.
+    Visit(E),
+}
+
+/// Cuts `source` into the chunks `fastcdc::v2020::StreamCDC::with_level_and_seed(source, min,
+/// avg, max, Level1, seed)` yields (FORMAT §5) and passes each to `visit`, in order; returns the
+/// bytes read. `buf` is the read window, at least `max` bytes long (longer means fewer moves).
+///
+/// `StreamCDC` keeps a window of `max` bytes and cuts at its start, so a cut depends only on
+/// the next `max` bytes (fewer at the end of the stream): every chunk whose next `max` bytes
+/// are in this longer window is cut here with the same function over the same bytes.
+/// `StreamCDC` itself moved the rest of its window to the front and zero-filled it after every
+/// chunk and copied each chunk out byte by byte: about four copies of every media byte on the
+/// walker thread, which bounds the whole pipeline.
+fn for_each_chunk<E>(
+    source: &mut impl std::io::Read,
+    (min, avg, max): (u32, u32, u32),
+    seed: u64,
+    buf: &mut [u8],
+    mut visit: impl FnMut(&[u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<u64, ChunkError<E>> {
+    let max_len = max as usize;
+    debug_assert!(buf.len() >= max_len);
+    let mut read = 0u64;
+    // Bytes `start..len` of `buf` are read and not yet cut.
+    let (mut start, mut len, mut eof) = (0usize, 0usize, false);
+    loop {
+        if !eof && len - start < max_len {
+            buf.copy_within(start..len, 0);
+            len -= start;
+            start = 0;
+            let n = read_full(source, &mut buf[len..]).map_err(ChunkError::Read)?;
+            eof = len + n < buf.len();
+            len += n;
+            read += n as u64;
+        }
+        if start == len {
+            return Ok(read);
+        }
+        // The cut points of this window: every chunk with its next `max` bytes in it, or all
+        // the rest at the end of the stream.
+        let cuts = {
+            let cdc = fastcdc::v2020::FastCDC::with_level_and_seed(
+                &buf[..len],
+                min,
+                avg,
+                max,
+                fastcdc::v2020::Normalization::Level1,
+                seed,
+            );
+            let mut cuts = Vec::new();
+            let mut at = start;
+            while at < len && (eof || len - at >= max_len) {
+                let (_, end) = cdc.cut(at, (len - at).min(max_len));
+                cuts.push(end);
+                at = end;
+            }
+            cuts
+        };
+        for end in cuts {
+            visit(&buf[start..end]).map_err(ChunkError::Visit)?;
+            start = end;
+        }
+    }
+}
+
+/// How much longer than `chunk_max` the chunker's read window is ([`Walker::chunk_stream`]):
+/// a few average chunks per refill, so the uncut tail moved to the front before a refill is
+/// small next to what was cut; longer windows measured no faster and cost resident memory.
+const CHUNK_WINDOW_EXTRA: usize = 2 << 20;
 
 fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
@@ -1141,4 +1273,66 @@ fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 enum FileError {
     Unreadable(String),
     Fatal(RepoError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The windowed chunker cuts where `StreamCDC` cuts, whatever the window length and the
+    /// read sizes, including at the end of the stream and for empty and tiny streams.
+    #[test]
+    fn for_each_chunk_cuts_like_stream_cdc() {
+        /// A reader that hands out at most `step` bytes per read.
+        struct Trickle<'a>(&'a [u8], usize);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(out.len()).min(self.1);
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut data = vec![0u8; 300_000];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 24) as u8;
+        }
+        // A run of zeros: cuts at the maximum size.
+        data[100_000..150_000].fill(0);
+        let (min, avg, max) = (1024u32, 4096u32, 16_384u32);
+        let seed = 0x1234_5678_9abc_def0;
+        for len in [0, 1, 1023, 1024, 5000, 16_384, 16_385, 99_999, 300_000] {
+            let src = &data[..len];
+            let expect: Vec<Vec<u8>> = fastcdc::v2020::StreamCDC::with_level_and_seed(
+                src,
+                min,
+                avg,
+                max,
+                fastcdc::v2020::Normalization::Level1,
+                seed,
+            )
+            .map(|c| c.unwrap().data)
+            .collect();
+            for (window, step) in [(16_384, usize::MAX), (20_000, 777), (1 << 20, 4096)] {
+                let mut buf = vec![0u8; window];
+                let mut got = Vec::new();
+                let read = for_each_chunk(
+                    &mut Trickle(src, step),
+                    (min, avg, max),
+                    seed,
+                    &mut buf,
+                    |c| {
+                        got.push(c.to_vec());
+                        Ok::<(), ()>(())
+                    },
+                );
+                assert!(matches!(read, Ok(n) if n == len as u64));
+                assert_eq!(got, expect, "len {len}, window {window}, step {step}");
+            }
+        }
+    }
 }
