@@ -76,6 +76,11 @@ timed() {
     local t1=$EPOCHREALTIME
     fig "${name}_s" "$(python3 -c "print(round($t1 - $t0, 3))")"
 }
+# Before each timed backup: the earlier steps' writes are flushed (`sync`), so that no tool pays
+# for the writeback of the sample generation or of another tool's repository (chatvault syncs
+# each pack it writes, and would wait for that), and the folder is read once, so the page cache
+# is warm for every tool.
+settle() { sync; find "$CHATS" -type f -exec cat {} + > /dev/null; }
 dusb() { du -sb "$1" | cut -f1; }
 # Per-folder sizes of a repository (missing folders count 0).
 dus_parts() {
@@ -162,6 +167,7 @@ log "initial backups (day 0)"
     > "$LOGS/chatvault_init.log" 2>&1 \
     || { cat "$LOGS/chatvault_init.log" >&2; die "chatvault init failed"; }
 STATE0=$(state)
+settle
 timed chatvault_backup0 "$CV" --home "$CV_HOME" --quiet backup "$CHATS" --json
 fig chatvault_repo0_bytes "$(dusb "$CV_REPO")"
 dus_parts chatvault "$CV_REPO" repo0 data index snapshots
@@ -175,6 +181,7 @@ repo_stats 0
 restic -r "$RESTIC_REPO" init > "$LOGS/restic_init.log" 2>&1 \
     || { cat "$LOGS/restic_init.log" >&2; die "restic init failed"; }
 same_state "$STATE0" "restic day 0"
+settle
 timed restic_backup0 restic -r "$RESTIC_REPO" --host bench backup "$CHATS" --json
 fig restic_repo0_bytes "$(dusb "$RESTIC_REPO")"
 dus_parts restic "$RESTIC_REPO" repo0 data index snapshots
@@ -183,6 +190,7 @@ if [ "$USE_BORG" = yes ]; then
     borg init -e repokey "$BORG_REPO_DIR" > "$LOGS/borg_init.log" 2>&1 \
         || { cat "$LOGS/borg_init.log" >&2; die "borg init failed"; }
     same_state "$STATE0" "borg day 0"
+    settle
     timed borg_backup0 borg create --compression zstd,3 --stats "$BORG_REPO_DIR::day0" "$CHATS"
     fig borg_repo0_bytes "$(dusb "$BORG_REPO_DIR")"
     dus_parts borg "$BORG_REPO_DIR" repo0 data
@@ -234,6 +242,7 @@ cat "$PAGES_JSON" >&2
 # ---------------------------------------------------------------------------------------------
 log "incremental backups (day 1)"
 STATE1=$(state)
+settle
 timed chatvault_backup1 "$CV" --home "$CV_HOME" --quiet backup "$CHATS" --json
 fig chatvault_repo1_bytes "$(dusb "$CV_REPO")"
 dus_parts chatvault "$CV_REPO" repo1 data index snapshots
@@ -243,12 +252,14 @@ repo_stats 1
     > "$LOGS/chatvault_new_objects.tsv"
 
 same_state "$STATE1" "restic day 1"
+settle
 timed restic_backup1 restic -r "$RESTIC_REPO" --host bench backup "$CHATS" --json
 fig restic_repo1_bytes "$(dusb "$RESTIC_REPO")"
 dus_parts restic "$RESTIC_REPO" repo1 data index snapshots
 
 if [ "$USE_BORG" = yes ]; then
     same_state "$STATE1" "borg day 1"
+    settle
     timed borg_backup1 borg create --compression zstd,3 --stats "$BORG_REPO_DIR::day1" "$CHATS"
     fig borg_repo1_bytes "$(dusb "$BORG_REPO_DIR")"
     dus_parts borg "$BORG_REPO_DIR" repo1 data
