@@ -124,14 +124,20 @@ pub fn open_blob(
 ) -> Result<Vec<u8>, BlobError> {
     let payload = envelope::open(keys, ty.kind(), id.as_bytes(), sealed)?;
     let plain = decompress(&payload)?;
-    // The id is a keyed MAC of the content; the AEAD already authenticated it, this re-check
-    // catches a writer bug that stored the wrong content under an id.
-    let actual = blob_id(keys, ty, &plain);
+    check_id(keys, ty, id, &plain)?;
+    Ok(plain)
+}
+
+/// The id is a keyed MAC of the content; the AEAD already authenticated it, this re-check
+/// catches a writer (a bug, or a hostile holder of the key) that stored other content under
+/// an id.
+fn check_id(keys: &RepoKeys, ty: BlobType, id: &BlobId, plain: &[u8]) -> Result<(), BlobError> {
+    let actual = blob_id(keys, ty, plain);
     if bool::from(subtle::ConstantTimeEq::ct_eq(
         actual.as_bytes().as_slice(),
         id.as_bytes().as_slice(),
     )) {
-        Ok(plain)
+        Ok(())
     } else {
         Err(BlobError::IdMismatch)
     }
@@ -336,17 +342,8 @@ fn open_appended(
         Some(_) => return Err(BlobError::Payload("unknown compression")),
         None => return Err(BlobError::Payload("empty payload")),
     };
-    // As in open_blob: the AEAD authenticated the content, this catches a writer that stored
-    // the wrong content under an id.
-    let actual = blob_id(keys, ty, &out[plain.clone()]);
-    if bool::from(subtle::ConstantTimeEq::ct_eq(
-        actual.as_bytes().as_slice(),
-        id.as_bytes().as_slice(),
-    )) {
-        Ok(plain)
-    } else {
-        Err(BlobError::IdMismatch)
-    }
+    check_id(keys, ty, id, &out[plain.clone()])?;
+    Ok(plain)
 }
 
 #[cfg(test)]
