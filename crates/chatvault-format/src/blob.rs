@@ -317,9 +317,11 @@ fn open_appended(
     let payload_len =
         envelope::open_in_place(keys, ty.kind(), id.as_bytes(), &mut out[start..])?.len();
     let payload = start + envelope::NONCE_LEN..start + envelope::NONCE_LEN + payload_len;
-    let plain = match out.get(payload.start) {
-        Some(&STORED) => payload.start + 1..payload.end,
-        Some(&ZSTD) => {
+    // The compression byte is the payload's first, if it has one: not whatever follows an empty
+    // payload in `out` (its tag).
+    let plain = match out[payload.clone()].first().copied() {
+        Some(STORED) => payload.start + 1..payload.end,
+        Some(ZSTD) => {
             thread_local! {
                 static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
             }
@@ -473,6 +475,28 @@ mod tests {
                 }
                 (a, b) => prop_assert!(false, "open_blob_into {:?}, open_blob {:?}", a.map(|_| ()), b.map(|_| ())),
             }
+        }
+    }
+
+    /// An envelope whose payload is empty is refused as by `open_blob`; the byte after it in the
+    /// buffer (the first byte of its tag) is not taken for a compression byte. Found by fuzzing
+    /// (`blob_payload` mode 2, the regression input `empty-payload-into`).
+    #[test]
+    fn open_blob_into_refuses_an_empty_payload_like_open_blob() {
+        let k = keys();
+        let id = blob_id(&k, BlobType::Data, b"");
+        for _ in 0..64 {
+            let sealed = envelope::seal(&k, ObjectKind::DataBlob, id.as_bytes(), b"", &mut OsRng);
+            let mut buf = vec![1, 2, 3];
+            assert_eq!(
+                open_blob_into(&k, BlobType::Data, &id, &sealed, &mut buf),
+                Err(BlobError::Payload("empty payload"))
+            );
+            assert_eq!(buf, [1, 2, 3]);
+            assert_eq!(
+                open_blob(&k, BlobType::Data, &id, &sealed),
+                Err(BlobError::Payload("empty payload"))
+            );
         }
     }
 
