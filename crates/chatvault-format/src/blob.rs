@@ -271,10 +271,12 @@ fn decompress_zstd_into(body: &[u8], dst: &mut Vec<u8>) -> Result<(), BlobError>
         }
         let d = slot.as_mut().expect("context just made");
         // A failed call leaves the context reusable: every call starts a new frame. The
-        // buffer is written from its start, up to its capacity.
+        // buffer is written from its start, up to its capacity: reserved exactly, so that the
+        // retry's capacity is MAX_BLOB_LEN, not a doubling past it (a reused buffer keeps at
+        // most 8 MiB, below the cap).
         let mut attempt = |cap: usize| {
             dst.clear();
-            dst.reserve(cap);
+            dst.reserve_exact(cap);
             d.decompress_to_buffer(body, dst)
         };
         attempt(guess)
