@@ -58,6 +58,9 @@ SOURCE_BYTES=$(du -sb "$CHATS" | cut -f1)
 
 run() {  # run NAME CMD... : one measured restore, appended to runs.jsonl
     local name=$1; shift
+    # Neither tool syncs media before it exits: the previous run's writeback must not land in
+    # this one's time.
+    sync
     python3 "$ROOT/bench/restore_run.py" "$name" -- "$@" | tee -a "$RUNS" >&2
 }
 same_media() {  # same_media DIR: the restored chats folder DIR has the source's media, byte for byte

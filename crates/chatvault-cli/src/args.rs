@@ -191,6 +191,11 @@ pub struct RestoreArgs {
     /// cloud backend).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub readers: Option<u16>,
+    /// Sync every file to disk before giving it its real name, so that not even a power loss
+    /// leaves an incomplete file under its name (default: databases and their folders only;
+    /// slower, bound by the disk's writes).
+    #[arg(long)]
+    pub durable: bool,
     /// Print progress as newline-delimited JSON events (`started`, `file`, `failed`,
     /// `messages_ready`), ending with a `summary` event.
     #[arg(long)]

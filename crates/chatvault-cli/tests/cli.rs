@@ -496,9 +496,10 @@ fn damaged_snapshot_index_and_config_objects_give_clear_errors() {
         .output()
         .unwrap();
     assert_ok(&out);
+    // --durable: every file synced before its rename (FORMAT §12.1 rule 13).
     assert_ok(
         &w.cv("a")
-            .args(["restore", "latest", "--target"])
+            .args(["restore", "latest", "--durable", "--target"])
             .arg(w.p("healed"))
             .output()
             .unwrap(),

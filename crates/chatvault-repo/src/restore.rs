@@ -27,10 +27,13 @@
 //! [`BATCH_FILES`] files and [`BATCH_BLOBS`] blobs, so memory stays bounded whatever the
 //! snapshot); a batch's blobs are sorted by pack and offset and grouped into regions (neighbours
 //! with gaps of at most [`READ_GAP`], at most [`READ_RUN`] bytes); a pool of readers fetches each
-//! region once, opens and verifies its blobs on the reader's core (zstd contexts are reused per
-//! thread), and writes each plaintext with a positioned write into every temporary file that
-//! needs it, so files of a batch fill in parallel. A file is renamed into place by whichever
-//! reader verifies its last blob.
+//! region once (on a local folder with `pread` into the reader's own buffer), decrypts its blobs
+//! where they lie and verifies them on the reader's core (zstd contexts are reused per thread),
+//! and writes each plaintext with a positioned write into every temporary file that needs it,
+//! so files of a batch fill in parallel. The reader that verifies a file's last blob hands it
+//! to the placer thread, which syncs it (databases and their folders; every file with
+//! [`RestoreOptions::durable`]: FORMAT §12.1 rule 13), stamps and renames it, while the readers
+//! go on.
 //!
 //! Resuming (rule 12): a file already under its real name is kept when its content hashes to the
 //! snapshot's blob ids (not when its size or time match); the target is locked (`flock`) so two
@@ -42,9 +45,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
-use chatvault_format::blob::{self, BlobType};
+use chatvault_format::blob::{self, BlobType, Opened};
 use chatvault_format::envelope::OVERHEAD;
 use chatvault_format::id::BlobId;
 use chatvault_format::objects::{Node, NodeKind, Snapshot, Tree};
@@ -74,6 +77,12 @@ pub struct RestoreOptions {
     /// core (at least 2, at most 8) on a local folder, 8 on a cloud backend (round trips, not
     /// CPU, bound those).
     pub readers: Option<usize>,
+    /// Sync every restored file to disk before it gets its real name, so that even a power
+    /// loss never leaves a file incomplete under its name. By default only the databases and
+    /// the other files of their folders are (before "messages ready"); media is renamed once
+    /// verified and written back by the kernel, as restic, borg and tar leave it (FORMAT §12.1
+    /// rule 13). Syncing everything makes the restore as slow as the disk's writes.
+    pub durable: bool,
 }
 
 /// What a restore reports while it runs, through [`Progress::restore_event`] (the library's
@@ -465,9 +474,11 @@ impl Steps<'_> {
             progress: self.progress,
             readers: readers.max(1),
             out: Mutex::new(out),
+            placer: Mutex::new(None),
+            sync: std::sync::atomic::AtomicBool::new(true),
         };
         let failed_before = writer.failed();
-        writer.write(&first);
+        writer.write(&first, true);
         let databases = first
             .iter()
             .filter(|&&i| is_database(&files[i].node))
@@ -485,7 +496,7 @@ impl Steps<'_> {
         if self.progress.cancelled() {
             return Err(RepoError::Cancelled);
         }
-        writer.write(&rest);
+        writer.write(&rest, self.opts.durable);
         if self.progress.cancelled() {
             return Err(RepoError::Cancelled);
         }
@@ -1063,6 +1074,12 @@ struct Writer<'a, 'o> {
     progress: &'a dyn Progress,
     readers: usize,
     out: Mutex<&'o mut RestoreOutcome>,
+    /// Where a file goes once every blob of it verified: the placer thread of the running
+    /// [`Writer::write`] syncs, stamps and renames it, so that no reader waits for the disk.
+    placer: Mutex<Option<mpsc::Sender<Arc<Open>>>>,
+    /// The files being written are synced before their rename (databases' folders, or all
+    /// with [`RestoreOptions::durable`]).
+    sync: std::sync::atomic::AtomicBool,
 }
 
 /// A file being written under its temporary name.
@@ -1150,8 +1167,31 @@ impl Writer<'_, '_> {
         });
     }
 
-    /// Writes the files `order` (indices into `files`), batch after batch.
-    fn write(&self, order: &[usize]) {
+    /// Writes the files `order` (indices into `files`), batch after batch, and returns when
+    /// every one of them is placed (or failed); with `sync`, each is synced before its rename.
+    ///
+    /// A file whose blobs all verified goes to a placer thread, which syncs it, sets its
+    /// metadata and renames it into place (`place_file`), one file after the other, while the
+    /// readers go on with the next regions: the `fsync` waits for the disk, and a reader that
+    /// waited there would leave its core idle (it was a third of a restore's time on a local
+    /// folder, the readers doing their work on one core in two).
+    fn write(&self, order: &[usize], sync: bool) {
+        self.sync.store(sync, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel::<Arc<Open>>();
+        *self.placer.lock().expect("placer") = Some(tx);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                for open in rx {
+                    self.place_verified(&open);
+                }
+            });
+            self.write_batches(order);
+            // The last sender: the placer ends once it has placed what is queued.
+            *self.placer.lock().expect("placer") = None;
+        });
+    }
+
+    fn write_batches(&self, order: &[usize]) {
         let mut queue = order.iter().copied();
         let mut carry: Option<Carry> = None;
         loop {
@@ -1376,8 +1416,8 @@ impl Writer<'_, '_> {
             start = end;
         }
         let next = AtomicUsize::new(0);
-        // The decrypting and decompressing is CPU work: one reader per core keeps its plaintext
-        // buffer from region to region (a fresh one is an mmap and its page faults each time);
+        // The decrypting and decompressing is CPU work: one reader per core keeps its buffers
+        // from region to region (a fresh one is an mmap and its page faults each time);
         // the others, there to overlap storage round trips (8 on S3), free theirs after each
         // region, so memory kept between regions grows with the cores, not the readers.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -1385,13 +1425,13 @@ impl Writer<'_, '_> {
             for reader in 0..self.readers.min(regions.len()) {
                 let (next, regions, pieces) = (&next, &regions, &pieces);
                 s.spawn(move || {
-                    let mut plain = Vec::new();
+                    let mut bufs = Buffers::default();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(r) = regions.get(i) else { break };
-                        self.region(opens, &pieces[r.clone()], &mut plain);
+                        self.region(opens, &pieces[r.clone()], &mut bufs);
                         if reader >= cores {
-                            plain = Vec::new();
+                            bufs = Buffers::default();
                         }
                     }
                 });
@@ -1399,40 +1439,44 @@ impl Writer<'_, '_> {
         });
     }
 
-    /// Reads one region, opens and verifies each blob, writes it where it goes. `buf` is the
-    /// reader's scratch buffer: the plaintexts are opened into it side by side.
-    fn region(&self, opens: &[Arc<Open>], pieces: &[Piece], buf: &mut Vec<u8>) {
+    /// Reads one region, opens and verifies each blob, writes it where it goes. `bufs` are the
+    /// reader's: the region is read into `bufs.sealed` and its blobs decrypted there; the
+    /// plaintexts of compressed ones are decompressed into `bufs.plain`, side by side.
+    fn region(&self, opens: &[Arc<Open>], pieces: &[Piece], bufs: &mut Buffers) {
         let first = pieces[0].loc;
         let last = pieces[pieces.len() - 1].loc;
         let total = last.offset + u64::from(last.length) - first.offset;
-        let data =
-            match self
-                .repo
-                .storage
-                .read_range(&layout::pack(&first.pack), first.offset, total)
-            {
-                Ok(Some(d)) => Ok(d),
-                Ok(None) => Err(RepoError::corrupted(
-                    format!("pack {}", first.pack.short()),
-                    "missing",
-                )
-                .to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+        let Buffers { sealed, plain } = bufs;
+        let mut data = match self.repo.storage.read_range_into(
+            &layout::pack(&first.pack),
+            first.offset,
+            total,
+            sealed,
+        ) {
+            Ok(Some(n)) => Ok(&mut sealed[..n]),
+            Ok(None) => Err(RepoError::corrupted(
+                format!("pack {}", first.pack.short()),
+                "missing",
+            )
+            .to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         // Open and verify every blob of the region first (each once, however many places need
-        // it), into `buf` (blob::open_blob_into: decrypted in place, no allocation per blob),
-        // then write them sorted by file and offset: plaintexts that continue each other in one
-        // file (a database's pages, which a backup packs in no strict order) go out with one
-        // positioned write (`pwritev`), not one per blob.
-        buf.clear();
-        buf.reserve_exact(
+        // it; blob::open_blob_into: decrypted where it was read, no copy or allocation per
+        // blob), then write them sorted by file and offset: plaintexts that continue each other
+        // in one file (a database's pages, which a backup packs in no strict order) go out with
+        // one positioned write (`pwritev`), not one per blob.
+        plain.clear();
+        plain.reserve_exact(
             pieces
                 .iter()
-                .map(|p| p.loc.raw_length as usize + OVERHEAD + 1)
+                // A stored blob is its plaintext, the compression byte and the envelope.
+                .filter(|p| p.loc.length as usize != p.loc.raw_length as usize + OVERHEAD + 1)
+                .map(|p| p.loc.raw_length as usize)
                 .sum::<usize>()
                 .min(PLAIN_RESERVE_MAX),
         );
-        let mut plains: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut plains: Vec<Opened> = Vec::new();
         let mut dests: Vec<(u32, u64, usize)> = Vec::with_capacity(pieces.len());
         let mut prev: Option<(u64, BlobId, std::result::Result<usize, String>)> = None;
         for p in pieces {
@@ -1440,14 +1484,14 @@ impl Writer<'_, '_> {
                 .as_ref()
                 .is_none_or(|(o, id, _)| *o != p.loc.offset || *id != p.id)
             {
-                let plain = match &data {
-                    Ok(d) => self.open_blob(d, first.offset, p, buf).map(|r| {
+                let opened = match &mut data {
+                    Ok(d) => self.open_blob(d, first.offset, p, plain).map(|r| {
                         plains.push(r);
                         plains.len() - 1
                     }),
                     Err(e) => Err(e.clone()),
                 };
-                prev = Some((p.loc.offset, p.id, plain));
+                prev = Some((p.loc.offset, p.id, opened));
             }
             match &prev.as_ref().expect("just set").2 {
                 Ok(k) => dests.push((p.file, p.offset, *k)),
@@ -1458,25 +1502,31 @@ impl Writer<'_, '_> {
                 }
             }
         }
-        drop(data);
+        let data: &[u8] = data.map_or(&[], |d| &*d);
+        let bytes = |k: usize| -> &[u8] {
+            match &plains[k] {
+                Opened::InPlace(r) => &data[r.clone()],
+                Opened::Appended(r) => &plain[r.clone()],
+            }
+        };
         dests.sort_unstable_by_key(|&(file, offset, _)| (file, offset));
         let mut start = 0;
         while start < dests.len() {
             let (file, offset, _) = dests[start];
             let mut end = start + 1;
-            let mut next = offset + plains[dests[start].2].len() as u64;
+            let mut next = offset + bytes(dests[start].2).len() as u64;
             while end < dests.len()
                 && end - start < WRITE_SLICES
                 && dests[end].0 == file
                 && dests[end].1 == next
             {
-                next += plains[dests[end].2].len() as u64;
+                next += bytes(dests[end].2).len() as u64;
                 end += 1;
             }
             let open = &opens[file as usize];
             let slices: Vec<&[u8]> = dests[start..end]
                 .iter()
-                .map(|&(_, _, k)| &buf[plains[k].clone()])
+                .map(|&(_, _, k)| bytes(k))
                 .collect();
             match pwritev_all(open.fd.as_fd(), &slices, offset) {
                 Ok(()) => {
@@ -1488,28 +1538,31 @@ impl Writer<'_, '_> {
             self.done(open, end - start);
             start = end;
         }
-        // A region of unusually large blobs does not leave a huge buffer behind.
-        if buf.capacity() > PLAIN_RESERVE_MAX {
-            *buf = Vec::new();
+        // A region of unusually large blobs does not leave huge buffers behind.
+        if plain.capacity() > PLAIN_RESERVE_MAX {
+            *plain = Vec::new();
+        }
+        if sealed.capacity() > SEALED_KEEP_MAX {
+            *sealed = Vec::new();
         }
     }
 
     /// `n` more blobs of `open` were handled; the last one finishes the file.
-    fn done(&self, open: &Open, n: usize) {
+    fn done(&self, open: &Arc<Open>, n: usize) {
         if open.remaining.fetch_sub(n, Ordering::AcqRel) == n {
             self.finish(open);
         }
     }
 
-    /// Opens and verifies the blob of `p` from a region read at `base` into `buf`; returns where
-    /// its plaintext is.
+    /// Opens and verifies the blob of `p` in a region read at `base` (decrypted where it lies;
+    /// a compressed one decompressed into `plain`); returns where its plaintext is.
     fn open_blob(
         &self,
-        region: &[u8],
+        region: &mut [u8],
         base: u64,
         p: &Piece,
-        buf: &mut Vec<u8>,
-    ) -> std::result::Result<std::ops::Range<usize>, String> {
+        plain: &mut Vec<u8>,
+    ) -> std::result::Result<Opened, String> {
         let what = || {
             format!(
                 "{} {} in pack {}",
@@ -1520,7 +1573,7 @@ impl Writer<'_, '_> {
         };
         let start = (p.loc.offset - base) as usize;
         let sealed = region
-            .get(start..start + p.loc.length as usize)
+            .get_mut(start..start + p.loc.length as usize)
             .ok_or_else(|| {
                 RepoError::corrupted(format!("pack {}", p.loc.pack.short()), "truncated")
                     .to_string()
@@ -1532,28 +1585,49 @@ impl Writer<'_, '_> {
             )
             .to_string());
         }
-        let plain = blob::open_blob_into(&self.repo.keys, p.loc.ty, &p.id, sealed, buf)
+        let opened = blob::open_blob_into(&self.repo.keys, p.loc.ty, &p.id, sealed, plain)
             .map_err(|e| RepoError::corrupted(what(), e).to_string())?;
-        if plain.len() != p.loc.raw_length as usize {
+        let (Opened::InPlace(r) | Opened::Appended(r)) = &opened;
+        if r.len() != p.loc.raw_length as usize {
+            if let Opened::Appended(r) = &opened {
+                plain.truncate(r.start);
+            }
             return Err(RepoError::corrupted(
                 what(),
-                format!("{} bytes, the index says {}", plain.len(), p.loc.raw_length),
+                format!("{} bytes, the index says {}", r.len(), p.loc.raw_length),
             )
             .to_string());
         }
-        Ok(plain)
+        Ok(match opened {
+            Opened::InPlace(r) => Opened::InPlace(start + r.start..start + r.end),
+            appended => appended,
+        })
     }
 
-    /// Every blob of `open` was handled: syncs it, sets its metadata and renames it into place
-    /// if they all verified; otherwise removes it and reports the file.
-    fn finish(&self, open: &Open) {
-        let job = &self.files[open.job];
+    /// Every blob of `open` was handled: hands it to the placer when they all verified;
+    /// otherwise removes it and reports the file.
+    fn finish(&self, open: &Arc<Open>) {
         let failure = open.error.lock().expect("file error").take();
-        let result = match failure {
-            Some((_, e)) => Err(e),
-            None => self.place_file(open, job).map_err(|e| e.to_string()),
+        if let Some((_, e)) = failure {
+            let _ = rfs::unlinkat(open.dir.as_fd(), open.tmp.as_str(), AtFlags::empty());
+            self.report_failure(&self.files[open.job], &e);
+            return;
+        }
+        let open = match self.placer.lock().expect("placer").as_ref() {
+            Some(placer) => match placer.send(open.clone()) {
+                Ok(()) => return,
+                Err(mpsc::SendError(open)) => open,
+            },
+            None => open.clone(),
         };
-        match result {
+        self.place_verified(&open);
+    }
+
+    /// Syncs a file whose every blob verified, sets its metadata and renames it into place;
+    /// when that fails, removes it and reports the file.
+    fn place_verified(&self, open: &Open) {
+        let job = &self.files[open.job];
+        match self.place_file(open, job).map_err(|e| e.to_string()) {
             Ok(()) => self.report_done(job, file_size(&job.node), false),
             Err(e) => {
                 let _ = rfs::unlinkat(open.dir.as_fd(), open.tmp.as_str(), AtFlags::empty());
@@ -1563,8 +1637,10 @@ impl Writer<'_, '_> {
     }
 
     fn place_file(&self, open: &Open, job: &Job) -> Result<()> {
-        rfs::fsync(&open.fd)
-            .map_err(|e| RepoError::io("syncing", self.target.join(&job.shown), e.into()))?;
+        if self.sync.load(Ordering::Relaxed) {
+            rfs::fsync(&open.fd)
+                .map_err(|e| RepoError::io("syncing", self.target.join(&job.shown), e.into()))?;
+        }
         // Best effort, through the open file: a mode or time that cannot be set does not make
         // the content wrong.
         let _ = rfs::fchmod(&open.fd, mode_of(&job.node));
@@ -1614,6 +1690,19 @@ fn pwritev_all(fd: BorrowedFd<'_>, slices: &[&[u8]], offset: u64) -> rustix::io:
 /// Most a reader reserves up front for one region's plaintexts, and most it keeps between
 /// regions (a region of very compressible pages can hold far more plaintext than its size).
 const PLAIN_RESERVE_MAX: usize = 32 << 20;
+
+/// Most a reader keeps of its read buffer between regions (a region is at most [`READ_RUN`]
+/// bytes, but a single blob can be larger).
+const SEALED_KEEP_MAX: usize = 2 * READ_RUN as usize;
+
+/// A reader's buffers, reused from region to region.
+#[derive(Default)]
+struct Buffers {
+    /// The region as read; its blobs are decrypted where they lie.
+    sealed: Vec<u8>,
+    /// Decompressed plaintexts, side by side.
+    plain: Vec<u8>,
+}
 
 /// Writes of at least this many bytes start their writeback at once ([`start_writeback`]).
 const WRITEBACK_MIN: u64 = 256 << 10;

@@ -299,6 +299,7 @@ fn opts(overwrite: bool) -> RestoreOptions {
         overwrite,
         max_entries: None,
         readers: None,
+        durable: false,
     }
 }
 
@@ -504,6 +505,7 @@ fn symlinks_are_restored_as_data_and_nothing_goes_through_them() {
                 overwrite: true,
                 max_entries: None,
                 readers: None,
+                durable: false,
             },
         )
         .unwrap_err();
@@ -699,6 +701,7 @@ fn a_snapshot_that_names_one_subtree_twice_per_level_is_not_expanded_without_bou
             overwrite: false,
             max_entries: Some(2_000),
             readers: None,
+            durable: false,
         },
     );
     assert_eq!(out.failed.len(), 1, "{:?}", out.failed);

@@ -86,6 +86,7 @@ pub(super) fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         overwrite: a.overwrite,
         max_entries: None,
         readers: a.readers.map(usize::from),
+        durable: a.durable,
     };
     let r = if a.json {
         restore::restore(&repo, &snap, &a.target, &opts, &ui::JsonEvents)

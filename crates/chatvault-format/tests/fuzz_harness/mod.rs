@@ -503,11 +503,19 @@ pub fn blob_payload(data: &[u8]) {
             let opened = blob::open_blob(k, BlobType::Data, &id, &sealed);
             // The restore's path (open_blob_into, after other blobs in the buffer) agrees.
             let mut buf = vec![0xa5; 7];
+            let mut in_place = sealed.clone();
             match (
-                blob::open_blob_into(k, BlobType::Data, &id, &sealed, &mut buf),
+                blob::open_blob_into(k, BlobType::Data, &id, &mut in_place, &mut buf),
                 &opened,
             ) {
-                (Ok(r), Ok(plain)) => assert_eq!(&buf[r], &plain[..]),
+                (Ok(blob::Opened::InPlace(r)), Ok(plain)) => {
+                    assert_eq!(&in_place[r], &plain[..]);
+                    assert_eq!(buf, [0xa5; 7]);
+                }
+                (Ok(blob::Opened::Appended(r)), Ok(plain)) => {
+                    assert_eq!(&buf[..7], [0xa5; 7]);
+                    assert_eq!(&buf[r], &plain[..]);
+                }
                 (Err(a), Err(b)) => {
                     assert_eq!(&a, b);
                     assert_eq!(buf, [0xa5; 7]);

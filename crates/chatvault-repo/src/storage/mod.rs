@@ -105,6 +105,9 @@ struct Inner {
     upload: Pacer,
     /// Requests and bytes moved so far ([`Storage::transfers`]).
     counters: Transfers,
+    /// The folder of an `fs` repository: [`Storage::read_range_into`] reads its packs with
+    /// `pread` straight into the caller's buffer.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for Storage {
@@ -224,8 +227,10 @@ impl Storage {
             ?part_size,
             "storage opened"
         );
+        let local_root = (built.scheme == "fs").then(|| std::path::PathBuf::from(&built.display));
         Ok(Storage {
             inner: Arc::new(Inner {
+                local_root,
                 rt,
                 op,
                 location: built.display,
@@ -304,10 +309,82 @@ impl Storage {
 
     /// Reads `len` bytes at `offset` of an object. Under a download limit the range is fetched
     /// in paced pieces (module documentation). The bytes are the buffer the service read into,
-    /// not a copy of it (a restore reads every pack region through here).
+    /// not a copy of it, when it read them in one piece.
     pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Option<Bytes>> {
-        let piece = self.inner.download.piece().unwrap_or(u64::MAX).max(1);
+        let mut single = None;
         let mut out: Vec<u8> = Vec::new();
+        let found = self.read_pieces(path, offset, len, |b, whole| {
+            if whole {
+                single = Some(b.to_bytes());
+            } else {
+                out.reserve(len as usize - out.len().min(len as usize));
+                b.into_iter().for_each(|c| out.extend_from_slice(&c));
+            }
+        })?;
+        Ok(found.then(|| single.unwrap_or_else(|| Bytes::from(out))))
+    }
+
+    /// [`Storage::read_range`] into the reusable buffer `buf`: returns how many bytes were read
+    /// into its start (fewer than `len` when the object ended), or `None` when the object is
+    /// missing. Bytes of `buf` past those are left over from earlier reads. On a local folder
+    /// without a download limit the range is read with `pread` straight into `buf`, which is
+    /// only ever grown (zeroed once, not per read); elsewhere each piece the service received
+    /// is copied in once (a restore reads every pack region through here).
+    pub fn read_range_into(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<usize>> {
+        let len = usize::try_from(len).map_err(|_| RepoError::Invalid("range too large".into()))?;
+        let Some(root) = self
+            .inner
+            .local_root
+            .as_ref()
+            .filter(|_| self.inner.download.rate().is_none())
+        else {
+            buf.clear();
+            let found = self.read_pieces(path, offset, len as u64, |b, _| {
+                buf.reserve(len.saturating_sub(buf.len()));
+                b.into_iter().for_each(|c| buf.extend_from_slice(&c));
+            })?;
+            return Ok(found.then_some(buf.len()));
+        };
+        count(&COUNTERS.ranged_reads);
+        let full = root.join(path);
+        let file = match std::fs::File::open(&full) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(RepoError::io("reading", full, e)),
+        };
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let mut got = 0;
+        while got < len {
+            match rustix::io::pread(&file, &mut buf[got..len], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(RepoError::io("reading", full, e.into())),
+            }
+        }
+        self.inner.counters.read(got);
+        Ok(Some(got))
+    }
+
+    /// Fetches `len` bytes at `offset` of an object, in paced pieces under a download limit,
+    /// handing each to `f` (with `true` when it is the whole range); `false` when the object is
+    /// missing. A short piece means the object ended.
+    fn read_pieces(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+        mut f: impl FnMut(opendal::Buffer, bool),
+    ) -> Result<bool> {
+        let piece = self.inner.download.piece().unwrap_or(u64::MAX).max(1);
         let mut at = offset;
         let end = offset + len;
         loop {
@@ -319,21 +396,15 @@ impl Storage {
             };
             match self.block_on(fetch) {
                 Ok(b) => {
-                    self.inner.counters.read(b.len());
-                    if out.is_empty() && at + n == end {
-                        return Ok(Some(b.to_bytes()));
-                    }
-                    let b = b.to_vec();
-                    out.reserve(len as usize - out.len().min(len as usize));
                     let got = b.len() as u64;
-                    out.extend_from_slice(&b);
+                    self.inner.counters.read(b.len());
+                    f(b, at == offset && at + n == end);
                     at += got;
-                    // A short read means the object ended: return what there is.
                     if at >= end || got < n {
-                        return Ok(Some(Bytes::from(out)));
+                        return Ok(true);
                     }
                 }
-                Err(e) if is_missing_object(&e) => return Ok(None),
+                Err(e) if is_missing_object(&e) => return Ok(false),
                 Err(e) => return Err(self.err("read", path, e)),
             }
         }
