@@ -2,9 +2,10 @@
 # Incremental-backup benchmark: chatvault vs restic (and borg when installed), same data, same run.
 #
 #   bench/incremental.sh [--preset benchmark|small] [--workdir DIR] [--seed N] [--no-borg]
+#                        [--no-build] [--target-dir DIR]
 #
 # See bench/README.md for what is measured and how to read the output. Not part of the test
-# suite: it only reports figures (and whether the issue's two floors are met); it exits non-zero
+# suite: it only reports figures (and whether the issue's floors are met); it exits non-zero
 # only when a tool fails.
 set -euo pipefail
 
@@ -12,9 +13,11 @@ PRESET=benchmark
 WORKDIR=
 SEED=1
 USE_BORG=auto
+BUILD=yes
+TARGET_DIR=
 
 usage() {
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-2}"
 }
 while [ $# -gt 0 ]; do
@@ -25,6 +28,9 @@ while [ $# -gt 0 ]; do
         --workdir=*) WORKDIR=${1#*=}; shift ;;
         --seed) SEED=${2:?}; shift 2 ;;
         --no-borg) USE_BORG=no; shift ;;
+        --no-build) BUILD=no; shift ;;
+        --target-dir) TARGET_DIR=${2:?}; shift 2 ;;
+        --target-dir=*) TARGET_DIR=${1#*=}; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage ;;
     esac
@@ -63,24 +69,36 @@ same_state() {
     [ "$now" = "$1" ] || die "the sample folder changed between tools (before $2)"
 }
 
-# Runs a command, its stdout to $LOGS/<name>.log and stderr to $LOGS/<name>.err; records
-# <name>_s (wall seconds).
+# Runs a command under GNU time, its stdout to $LOGS/<name>.log, its stderr to $LOGS/<name>.err
+# and time's figures to $LOGS/<name>.time; records <name>_s (wall seconds), <name>_cpu_s (user +
+# sys seconds, the command and the children it waited for) and <name>_rss_mb (peak resident set
+# of the largest process, MiB = 2^20 B).
 timed() {
     local name=$1; shift
-    local t0=$EPOCHREALTIME
-    if ! "$@" > "$LOGS/$name.log" 2> "$LOGS/$name.err"; then
-        echo "---- $name failed: $*" >&2
-        tail -n 30 "$LOGS/$name.log" "$LOGS/$name.err" >&2
+    local t0=$EPOCHREALTIME rc=0
+    /usr/bin/time -f '%e %U %S %M' -o "$LOGS/$name.time" "$@" \
+        > "$LOGS/$name.log" 2> "$LOGS/$name.err" || rc=$?
+    local t1=$EPOCHREALTIME
+    if [ $rc -ne 0 ]; then
+        echo "---- $name failed ($rc): $*" >&2
+        tail -n 30 "$LOGS/$name.log" "$LOGS/$name.err" "$LOGS/$name.time" >&2
         exit 1
     fi
-    local t1=$EPOCHREALTIME
+    local _e user sys rss_kib
+    read -r _e user sys rss_kib < <(tail -n 1 "$LOGS/$name.time")
     fig "${name}_s" "$(python3 -c "print(round($t1 - $t0, 3))")"
+    fig "${name}_cpu_s" "$(python3 -c "print(round($user + $sys, 2))")"
+    fig "${name}_rss_mb" "$(python3 -c "print(round($rss_kib / 1024, 1))")"
 }
 # Before each timed backup: the earlier steps' writes are flushed (`sync`), so that no tool pays
 # for the writeback of the sample generation or of another tool's repository (chatvault syncs
 # each pack it writes, and would wait for that), and the folder is read once, so the page cache
 # is warm for every tool.
 settle() { sync; find "$CHATS" -type f -exec cat {} + > /dev/null; }
+# Before each timed restore and check (they read only the repository, which is still in the page
+# cache): the previous step's writes are flushed, so that no tool pays for another's writeback
+# (chatvault's restore does not fsync media files; a deleted restore folder is written back too).
+flush() { sync; }
 dusb() { du -sb "$1" | cut -f1; }
 # Per-folder sizes of a repository (missing folders count 0).
 dus_parts() {
@@ -96,23 +114,44 @@ dus_parts() {
 }
 
 # ---------------------------------------------------------------------------------------------
-log "building release binaries"
 cd "$ROOT"
-# (two invocations: with --example, cargo builds only the named targets, not the binary)
-cargo build --release --quiet -p chatvault-cli --bin chatvault
-cargo build --release --quiet -p chatvault-repo --example page_diff
-TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+if [ -n "$TARGET_DIR" ]; then
+    TARGET=$(cd "$TARGET_DIR" && pwd)
+else
+    TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    # --no-build in a git worktree with no binaries of its own: the main checkout's target/.
+    if [ "$BUILD" = no ] && [ ! -x "$TARGET/release/chatvault" ] \
+            && common=$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir 2> /dev/null) \
+            && [ -x "$(dirname "$common")/target/release/chatvault" ]; then
+        TARGET="$(dirname "$common")/target"
+    fi
+fi
+if [ "$BUILD" = yes ]; then
+    log "building release binaries"
+    # (two invocations: with --example, cargo builds only the named targets, not the binary)
+    cargo build --release --quiet -p chatvault-cli --bin chatvault --target-dir "$TARGET"
+    cargo build --release --quiet -p chatvault-repo --example page_diff --target-dir "$TARGET"
+fi
 CV="$TARGET/release/chatvault"
 PAGE_DIFF="$TARGET/release/examples/page_diff"
-[ -x "$CV" ] && [ -x "$PAGE_DIFF" ] || die "binaries not found under $TARGET/release"
+[ -x "$CV" ] || die "$CV not found"
+if [ ! -x "$PAGE_DIFF" ]; then
+    [ "$BUILD" = no ] || die "$PAGE_DIFF not found"
+    echo "--no-build: $PAGE_DIFF not found: no changed-page reference figures" >&2
+    PAGE_DIFF=
+fi
 # Byte breakdown of chatvault's repository (decrypts with the key; a separate small crate, since
 # it is not part of the product). Optional: without it the figures are the same, minus the split.
 REPO_STATS="$TARGET/release/repo-stats"
-if ! cargo build --release --quiet --manifest-path "$ROOT/bench/repo-stats/Cargo.toml" \
-        --target-dir "$TARGET"; then
+if [ "$BUILD" = yes ] && ! cargo build --release --quiet \
+        --manifest-path "$ROOT/bench/repo-stats/Cargo.toml" --target-dir "$TARGET"; then
     echo "bench/repo-stats did not build: no byte breakdown of the chatvault repository" >&2
+fi
+if [ ! -x "$REPO_STATS" ]; then
+    [ "$BUILD" = no ] && echo "--no-build: $REPO_STATS not found: no byte breakdown of the chatvault repository" >&2
     REPO_STATS=
 fi
+log "binaries: $TARGET/release"
 
 command -v restic > /dev/null || die "restic not found (apt-get install -y restic)"
 if [ "$USE_BORG" = auto ]; then
@@ -126,8 +165,14 @@ fig restic_version "$(restic version | head -n1)"
 fig host_cpus "$(nproc)"
 fig host_kernel "$(uname -sr)"
 fig preset "$PRESET"
-if git -C "$ROOT" rev-parse --git-dir > /dev/null 2>&1; then
-    fig commit "$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- crates Cargo.toml Cargo.lock || echo '+dirty')"
+fig binaries "$TARGET/release"
+fig chatvault_binary_mtime "$(date -u -r "$CV" +%Y-%m-%dT%H:%M:%SZ)"
+# The commit of the checkout the binaries were built from (with --no-build, maybe not this one).
+SRC=$ROOT
+[ "$(dirname "$TARGET")" != "$ROOT" ] && git -C "$(dirname "$TARGET")" rev-parse --git-dir > /dev/null 2>&1 \
+    && SRC=$(dirname "$TARGET")
+if git -C "$SRC" rev-parse --git-dir > /dev/null 2>&1; then
+    fig commit "$(git -C "$SRC" rev-parse --short HEAD)$(git -C "$SRC" diff --quiet HEAD -- crates Cargo.toml Cargo.lock || echo '+dirty')"
 else
     fig commit "${BENCH_COMMIT:-unknown}"
 fi
@@ -143,6 +188,13 @@ BORG_PASSPHRASE=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export BORG_PASSPHRASE BORG_BASE_DIR="$WORK/borg-base" BORG_DISPLAY_PASSPHRASE=no
 unset CHATVAULT_HOME CHATVAULT_REPO CHATVAULT_KEY RESTIC_REPOSITORY RESTIC_PASSWORD BORG_REPO
 
+# Without page_diff: opens a database read-only once, so that its empty `-wal` and `-shm` exist as
+# page_diff (or chatvault's consistent copy) leaves them (a read-write connection would delete
+# them when it closes).
+open_ro() {
+    python3 -c 'import sqlite3,sys; c=sqlite3.connect("file:"+sys.argv[1]+"?mode=ro", uri=True); c.execute("select count(*) from sqlite_master").fetchall(); c.close()' "$1"
+}
+
 # ---------------------------------------------------------------------------------------------
 log "generating the $PRESET sample (seed $SEED)"
 timed sample_generate "$CV" sample "$CHATS" --preset "$PRESET" --seed "$SEED"
@@ -156,8 +208,12 @@ fig source_files_day0 "$(find "$CHATS" -type f | wc -l)"
 # and a `-shm` next to it (as on a phone, where they always exist), which restic and borg store
 # and chatvault skips (FORMAT.md §5.1).
 for db in $(cd "$CHATS" && find . -type f -name '*.db' | sort); do
-    mkdir -p "$BEFORE/$(dirname "$db")"
-    "$PAGE_DIFF" --copy "$CHATS/$db" "$BEFORE/$db"
+    if [ -n "$PAGE_DIFF" ]; then
+        mkdir -p "$BEFORE/$(dirname "$db")"
+        "$PAGE_DIFF" --copy "$CHATS/$db" "$BEFORE/$db"
+    else
+        open_ro "$CHATS/$db"
+    fi
 done
 ls -la "$CHATS"/Databases > "$LOGS/databases-day0.txt"
 
@@ -231,6 +287,9 @@ sed -n 's/.*media files (\([0-9]*\) bytes) added.*/next_day_reported_media_bytes
 # Changed pages of every database between its consistent copies before and after the day.
 PAGES_JSON="$WORK/page_diff.jsonl"
 : > "$PAGES_JSON"
+if [ -z "$PAGE_DIFF" ]; then
+    for db in $(cd "$CHATS" && find . -type f -name '*.db' | sort); do open_ro "$CHATS/$db"; done
+fi
 for db in $(cd "$BEFORE" && find . -type f -name '*.db' | sort); do
     [ -f "$CHATS/$db" ] || continue
     "$PAGE_DIFF" "$BEFORE/$db" "$CHATS/$db" \
@@ -275,19 +334,33 @@ check_restore() {
     fig "${tool}_restore_files" "$(find "$dir" -type f | wc -l)"
     fig "${tool}_restore_media_bytes" "$(find "$media" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')"
 }
+flush
 timed chatvault_restore "$CV" --home "$CV_HOME" --quiet restore latest --target "$WORK/restore-chatvault"
 check_restore chatvault "$WORK/restore-chatvault"
 rm -rf "$WORK/restore-chatvault"
 
+flush
 timed restic_restore restic -r "$RESTIC_REPO" restore latest --target "$WORK/restore-restic"
 check_restore restic "$WORK/restore-restic"
 rm -rf "$WORK/restore-restic"
 
 if [ "$USE_BORG" = yes ]; then
     mkdir -p "$WORK/restore-borg"
+    flush
     timed borg_restore sh -c 'cd "$1" && borg extract "$2::day1"' _ "$WORK/restore-borg" "$BORG_REPO_DIR"
     check_restore borg "$WORK/restore-borg"
     rm -rf "$WORK/restore-borg"
+fi
+
+# ---------------------------------------------------------------------------------------------
+log "checks with every byte read (check --read-data, restic check --read-data, borg check --verify-data)"
+flush
+timed chatvault_check "$CV" --home "$CV_HOME" --quiet check --read-data
+flush
+timed restic_check restic -r "$RESTIC_REPO" check --read-data
+if [ "$USE_BORG" = yes ]; then
+    flush
+    timed borg_check borg check --verify-data "$BORG_REPO_DIR"
 fi
 same_state "$STATE1" "the end"
 ls -la "$CHATS"/Databases > "$LOGS/databases-end.txt"

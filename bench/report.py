@@ -14,6 +14,22 @@ import sys
 FLOOR_VS_RESTIC = 0.55
 FLOOR_VS_REFERENCE = 1.15
 
+# The speed issue's floors, chatvault / restic in the same run: (name, step, measure, floor).
+# Time floors are judged on wall time (the CPU-time ratio is reported beside them).
+SPEED_STEPS = ("initial_backup", "incremental_backup", "restore", "check_read_data")
+# step -> figure prefix in figures.env (<tool>_<prefix>_s, _cpu_s, _rss_mb)
+STEP_FIGURE = {"initial_backup": "backup0", "incremental_backup": "backup1",
+               "restore": "restore", "check_read_data": "check"}
+SPEED_FLOORS = (
+    ("initial_backup_time", "initial_backup", "wall_s", 0.5),
+    ("restore_time", "restore", "wall_s", 0.5),
+    ("incremental_bytes", None, "added_bytes", 0.5),
+    ("incremental_backup_time", "incremental_backup", "wall_s", 0.5),
+    ("initial_backup_rss", "initial_backup", "rss_mb", 1.0),
+    ("incremental_backup_rss", "incremental_backup", "rss_mb", 1.0),
+    ("restore_rss", "restore", "rss_mb", 1.0),
+)
+
 
 def load_figures(path):
     figs = {}
@@ -100,6 +116,83 @@ def mb(n):
     return f"{n / 1e6:.2f} MB"
 
 
+def ratio(a, b, digits=3):
+    if a is None or b is None or not b:
+        return None
+    return round(a / b, digits)
+
+
+def speed_section(f, tools):
+    """`speed`: per step and tool, wall_s / cpu_s / rss_mb (None when the run did not record it)."""
+    speed = {}
+    for step in SPEED_STEPS:
+        speed[step] = {}
+        for t in tools:
+            k = f"{t}_{STEP_FIGURE[step]}"
+            speed[step][t] = {"wall_s": f.get(f"{k}_s"), "cpu_s": f.get(f"{k}_cpu_s"),
+                              "rss_mb": f.get(f"{k}_rss_mb")}
+    return speed
+
+
+def speed_ratios(speed, tools, bytes_ratio):
+    out = {}
+    for step in SPEED_STEPS:
+        out[step] = {}
+        for other in [t for t in ("restic", "borg") if t in tools]:
+            cv, ot = speed[step]["chatvault"], speed[step][other]
+            out[step][f"chatvault_over_{other}"] = {
+                m: ratio(cv[m], ot[m]) for m in ("wall_s", "cpu_s", "rss_mb")}
+    floors = {}
+    for name, step, measure, floor in SPEED_FLOORS:
+        if step is None:
+            r = bytes_ratio
+            d = {"ratio": r, "measure": "chatvault_added_over_restic_added"}
+        else:
+            r = out[step]["chatvault_over_restic"][measure]
+            d = {"ratio": r, "measure": f"{step}.{measure}"}
+            if measure == "wall_s":
+                rc = out[step]["chatvault_over_restic"]["cpu_s"]
+                d["cpu_ratio"] = rc
+                d["met_on_cpu"] = None if rc is None else rc <= floor
+        d["floor"] = floor
+        d["met"] = None if r is None else r <= floor
+        floors[name] = d
+    out["floors"] = floors
+    return out
+
+
+def speed_table(speed, ratios, tools):
+    """Markdown table: rows = steps; per tool wall / CPU / RSS, then the ratios."""
+    def num(v, fmt):
+        return "–" if v is None else format(v, fmt)
+    others = [t for t in ("restic", "borg") if t in tools]
+    head = ["step"]
+    for t in tools:
+        head += [f"{t} wall s", f"{t} CPU s", f"{t} RSS MiB"]
+    for o in others:
+        head += [f"cv/{o} wall", f"cv/{o} CPU", f"cv/{o} RSS"]
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for step in SPEED_STEPS:
+        row = [step]
+        for t in tools:
+            d = speed[step][t]
+            row += [num(d["wall_s"], ".2f"), num(d["cpu_s"], ".2f"), num(d["rss_mb"], ".1f")]
+        for o in others:
+            r = ratios[step][f"chatvault_over_{o}"]
+            row += [num(r["wall_s"], ".3f"), num(r["cpu_s"], ".3f"), num(r["rss_mb"], ".3f")]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "| floor (chatvault / restic) | ratio | floor | | on CPU time |",
+              "|---|---:|---:|---|---|"]
+    for name, d in ratios["floors"].items():
+        met = {True: "met", False: "MISSED", None: "–"}[d["met"]]
+        cpu = ""
+        if "cpu_ratio" in d and d["cpu_ratio"] is not None:
+            cpu = f"{d['cpu_ratio']:.3f} ({'met' if d['met_on_cpu'] else 'MISSED'})"
+        lines.append(f"| {name} ({d['measure']}) | {num(d['ratio'], '.3f')} | ≤ {d['floor']} | "
+                     f"{met} | {cpu} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--figures", required=True)
@@ -118,6 +211,7 @@ def main():
         "preset": f["preset"],
         "seed": f["seed"],
         "commit": f.get("commit"),
+        "binaries": {"dir": f.get("binaries"), "chatvault_mtime": f.get("chatvault_binary_mtime")},
         "host": {"cpus": f["host_cpus"], "kernel": f["host_kernel"]},
         "versions": {t: f[f"{t}_version"] for t in tools},
         "source": {
@@ -141,16 +235,18 @@ def main():
         "tools": {},
     }
 
-    changed_pages = sum(p["changed_pages"] for p in pages)
-    zstd_cat = sum(p["changed_zstd_concatenated"] for p in pages)
-    zstd_page = sum(p["changed_zstd_per_page"] for p in pages)
+    # No page_diff output (incremental.sh --no-build without the example): no reference.
+    have_pages = bool(pages)
+    changed_pages = sum(p["changed_pages"] for p in pages) if have_pages else None
+    zstd_cat = sum(p["changed_zstd_concatenated"] for p in pages) if have_pages else None
+    zstd_page = sum(p["changed_zstd_per_page"] for p in pages) if have_pages else None
     new_media = f["new_media_bytes"]
-    ref = new_media + zstd_cat
-    ref_pp = new_media + zstd_page
+    ref = new_media + zstd_cat if have_pages else None
+    ref_pp = new_media + zstd_page if have_pages else None
     res["reference"] = {
         "new_media_bytes": new_media,
         "changed_pages": changed_pages,
-        "changed_bytes": sum(p["changed_bytes"] for p in pages),
+        "changed_bytes": sum(p["changed_bytes"] for p in pages) if have_pages else None,
         "changed_pages_zstd_concatenated": zstd_cat,
         "changed_pages_zstd_per_page": zstd_page,
         "reference_bytes": ref,
@@ -163,6 +259,7 @@ def main():
             "initial_backup_s": f[f"{t}_backup0_s"],
             "incremental_backup_s": f[f"{t}_backup1_s"],
             "restore_s": f[f"{t}_restore_s"],
+            "check_read_data_s": f.get(f"{t}_check_s"),
             "repo_bytes_day0": f[f"{t}_repo0_bytes"],
             "repo_bytes_day1": f[f"{t}_repo1_bytes"],
             "added_bytes": f[f"{t}_repo1_bytes"] - f[f"{t}_repo0_bytes"],
@@ -176,6 +273,10 @@ def main():
             "restore_media_bytes": f[f"{t}_restore_media_bytes"],
             "restore_media_complete": f[f"{t}_restore_media_bytes"] == f["source_media_bytes_day1"],
         }
+        for step in SPEED_STEPS:
+            k = f"{t}_{STEP_FIGURE[step]}"
+            d[f"{step}_cpu_s"] = f.get(f"{k}_cpu_s")
+            d[f"{step}_rss_mb"] = f.get(f"{k}_rss_mb")
         logs = a.logs
         if t == "chatvault":
             for day in (0, 1):
@@ -206,20 +307,24 @@ def main():
     cv = res["tools"]["chatvault"]["added_bytes"]
     rs = res["tools"]["restic"]["added_bytes"]
     r1 = cv / rs if rs else float("inf")
-    r2 = cv / ref if ref else float("inf")
-    r2pp = cv / ref_pp if ref_pp else float("inf")
+    r2 = (cv / ref if ref else float("inf")) if have_pages else None
+    r2pp = (cv / ref_pp if ref_pp else float("inf")) if have_pages else None
     res["ratios"] = {
         "chatvault_added_over_restic_added": round(r1, 4),
-        "chatvault_added_over_reference": round(r2, 4),
-        "chatvault_added_over_reference_per_page": round(r2pp, 4),
+        "chatvault_added_over_reference": None if r2 is None else round(r2, 4),
+        "chatvault_added_over_reference_per_page": None if r2pp is None else round(r2pp, 4),
         "floor_vs_restic": FLOOR_VS_RESTIC,
         "floor_vs_reference": FLOOR_VS_REFERENCE,
         "meets_floor_vs_restic": r1 <= FLOOR_VS_RESTIC,
-        "meets_floor_vs_reference": r2 <= FLOOR_VS_REFERENCE,
+        "meets_floor_vs_reference": None if r2 is None else r2 <= FLOOR_VS_REFERENCE,
     }
     if "borg" in res["tools"]:
         bg = res["tools"]["borg"]["added_bytes"]
         res["ratios"]["chatvault_added_over_borg_added"] = round(cv / bg, 4) if bg else None
+
+    res["speed"] = speed_section(f, tools)
+    res["speed_ratios"] = speed_ratios(res["speed"], tools,
+                                       res["ratios"]["chatvault_added_over_restic_added"])
 
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as out:
@@ -233,9 +338,12 @@ def main():
     for t in tools:
         w(f"- {res['versions'][t]}\n")
     w(f"\nSource: day 0 {mb(res['source']['bytes_day0'])} in {res['source']['files_day0']} files; "
-      f"the day added {res['next_day']['new_media_files']} media files ({mb(new_media)}) and changed "
-      f"{changed_pages} database pages ({mb(res['reference']['changed_bytes'])} raw, "
-      f"{mb(zstd_cat)} zstd-3 concatenated, {mb(zstd_page)} zstd-3 per page).\n\n")
+      f"the day added {res['next_day']['new_media_files']} media files ({mb(new_media)})")
+    if have_pages:
+        w(f" and changed {changed_pages} database pages ({mb(res['reference']['changed_bytes'])} raw, "
+          f"{mb(zstd_cat)} zstd-3 concatenated, {mb(zstd_page)} zstd-3 per page).\n\n")
+    else:
+        w("; changed pages not measured (no page_diff).\n\n")
     w("| tool | initial backup | repo after day 0 | incremental backup | **added by the day** | restore (latest) |\n")
     w("|---|---:|---:|---:|---:|---:|\n")
     for t in tools:
@@ -267,21 +375,31 @@ def main():
     r = res["tools"]["restic"]
     w("restic growth by folder:    " + ", ".join(
         f"{k} {v} B" for k, v in r["added_by_folder"].items()) + "\n")
-    w(f"reference = new media {new_media} B + changed pages zstd {zstd_cat} B = {ref} B "
-      f"(per-page zstd: {ref_pp} B)\n\n")
+    if have_pages:
+        w(f"reference = new media {new_media} B + changed pages zstd {zstd_cat} B = {ref} B "
+          f"(per-page zstd: {ref_pp} B)\n\n")
+    else:
+        w("reference: not measured (no page_diff)\n\n")
     ok = lambda b: "meets" if b else "MISSES"
     w("| ratio | value | floor | |\n|---|---:|---:|---|\n")
     w(f"| chatvault added / restic added | {r1:.3f} | ≤ {FLOOR_VS_RESTIC} | "
       f"{ok(res['ratios']['meets_floor_vs_restic'])} |\n")
-    w(f"| chatvault added / (new media + changed pages zstd) | {r2:.3f} | ≤ {FLOOR_VS_REFERENCE} | "
-      f"{ok(res['ratios']['meets_floor_vs_reference'])} |\n")
-    w(f"| chatvault added / (new media + per-page zstd) | {r2pp:.3f} | (info) | |\n")
+    if have_pages:
+        w(f"| chatvault added / (new media + changed pages zstd) | {r2:.3f} | ≤ {FLOOR_VS_REFERENCE} | "
+          f"{ok(res['ratios']['meets_floor_vs_reference'])} |\n")
+        w(f"| chatvault added / (new media + per-page zstd) | {r2pp:.3f} | (info) | |\n")
     if "borg" in res["tools"] and res["ratios"].get("chatvault_added_over_borg_added"):
         w(f"| chatvault added / borg added | {res['ratios']['chatvault_added_over_borg_added']:.3f} | (info) | |\n")
     for t in tools:
         if not res["tools"][t]["restore_media_complete"]:
             w(f"\nWARNING: {t} restore has {res['tools'][t]['restore_media_bytes']} media bytes, "
               f"source {res['source']['media_bytes_day1']}\n")
+
+    # ---- speed table (stderr): wall / CPU / peak RSS per step and tool, and the ratios
+    sys.stdout.flush()
+    sys.stderr.write("\nSpeed (wall and CPU seconds, peak RSS in MiB; page cache warm; "
+                     "cv = chatvault):\n\n")
+    sys.stderr.write(speed_table(res["speed"], res["speed_ratios"], tools))
 
 
 if __name__ == "__main__":
