@@ -310,7 +310,10 @@ fn run_pipeline<T>(
     std::thread::scope(|s| {
         let (work_tx, work_rx) = bounded::<Vec<Job>>(2 * workers);
         let (sealed_tx, sealed_rx) = bounded::<Vec<Sealed>>(2 * workers);
-        let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
+        // A rendezvous: a finished pack waits in the packer until an uploader takes it, not in
+        // a queue (with a queue of one, 16 MiB more were resident: the first backup's peak RSS
+        // was 112 MB instead of 99, no faster).
+        let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
         for _ in 0..workers {
             let (rx, tx) = (work_rx.clone(), sealed_tx.clone());
             s.spawn(move || seal_stage(repo, rx, tx, shared));
