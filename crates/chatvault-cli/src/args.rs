@@ -187,7 +187,7 @@ pub struct RestoreArgs {
     /// Replace files that already exist in the target.
     #[arg(long)]
     pub overwrite: bool,
-    /// Parallel readers of the repository (default: one per core on a local folder, 8 on a
+    /// Parallel readers of the repository (default: one per core on a local folder, 6 on a
     /// cloud backend).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub readers: Option<u16>,
