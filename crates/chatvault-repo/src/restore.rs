@@ -475,7 +475,6 @@ impl Steps<'_> {
             readers: readers.max(1),
             out: Mutex::new(out),
             placer: Mutex::new(None),
-            sync: std::sync::atomic::AtomicBool::new(true),
         };
         let failed_before = writer.failed();
         writer.write(&first, true);
@@ -1080,9 +1079,6 @@ struct Writer<'a, 'o> {
     /// Where a file goes once every blob of it verified: the placer thread of the running
     /// [`Writer::write`] syncs, stamps and renames it, so that no reader waits for the disk.
     placer: Mutex<Option<mpsc::Sender<Arc<Open>>>>,
-    /// The files being written are synced before their rename (databases' folders, or all
-    /// with [`RestoreOptions::durable`]).
-    sync: std::sync::atomic::AtomicBool,
 }
 
 /// A file being written under its temporary name.
@@ -1179,13 +1175,12 @@ impl Writer<'_, '_> {
     /// waited there would leave its core idle (it was a third of a restore's time on a local
     /// folder, the readers doing their work on one core in two).
     fn write(&self, order: &[usize], sync: bool) {
-        self.sync.store(sync, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel::<Arc<Open>>();
         *self.placer.lock().expect("placer") = Some(tx);
         std::thread::scope(|s| {
             s.spawn(move || {
                 for open in rx {
-                    self.place_verified(&open);
+                    self.place_verified(&open, sync);
                 }
             });
             self.write_batches(order);
@@ -1608,7 +1603,8 @@ impl Writer<'_, '_> {
     }
 
     /// Every blob of `open` was handled: hands it to the placer when they all verified;
-    /// otherwise removes it and reports the file.
+    /// otherwise removes it and reports the file. (Without a placer to take it, which only a
+    /// panicked placer thread leaves, the file is synced and placed here.)
     fn finish(&self, open: &Arc<Open>) {
         let failure = open.error.lock().expect("file error").take();
         if let Some((_, e)) = failure {
@@ -1623,14 +1619,14 @@ impl Writer<'_, '_> {
             },
             None => open.clone(),
         };
-        self.place_verified(&open);
+        self.place_verified(&open, true);
     }
 
-    /// Syncs a file whose every blob verified, sets its metadata and renames it into place;
-    /// when that fails, removes it and reports the file.
-    fn place_verified(&self, open: &Open) {
+    /// Syncs (with `sync`) a file whose every blob verified, sets its metadata and renames it
+    /// into place; when that fails, removes it and reports the file.
+    fn place_verified(&self, open: &Open, sync: bool) {
         let job = &self.files[open.job];
-        match self.place_file(open, job).map_err(|e| e.to_string()) {
+        match self.place_file(open, job, sync).map_err(|e| e.to_string()) {
             Ok(()) => self.report_done(job, file_size(&job.node), false),
             Err(e) => {
                 let _ = rfs::unlinkat(open.dir.as_fd(), open.tmp.as_str(), AtFlags::empty());
@@ -1639,8 +1635,8 @@ impl Writer<'_, '_> {
         }
     }
 
-    fn place_file(&self, open: &Open, job: &Job) -> Result<()> {
-        if self.sync.load(Ordering::Relaxed) {
+    fn place_file(&self, open: &Open, job: &Job, sync: bool) -> Result<()> {
+        if sync {
             rfs::fsync(&open.fd)
                 .map_err(|e| RepoError::io("syncing", self.target.join(&job.shown), e.into()))?;
         }
