@@ -247,7 +247,7 @@ fn decompress_zstd(body: &[u8]) -> Result<Vec<u8>, BlobError> {
     Ok(out)
 }
 
-/// [`decompress_zstd`] into `dst` (cleared first; its capacity is reused).
+/// [`decompress_zstd`] appended to `dst` (its capacity is reused); on error `dst` is as it was.
 ///
 /// Each thread keeps one decompression context and reuses it: creating one per blob
 /// (`ZSTD_createDCtx`, which allocates and zeroes ~100 KiB) cost about a tenth of a restore's
@@ -270,19 +270,27 @@ fn decompress_zstd_into(body: &[u8], dst: &mut Vec<u8>) -> Result<(), BlobError>
             );
         }
         let d = slot.as_mut().expect("context just made");
-        // A failed call leaves the context reusable: every call starts a new frame. The
-        // buffer is written from its start, up to its capacity: reserved exactly, so that the
-        // retry's capacity is MAX_BLOB_LEN, not a doubling past it (a reused buffer keeps at
-        // most 8 MiB, below the cap).
+        // A failed call leaves the context reusable: every call starts a new frame. The frame
+        // is written after the buffer's content (a cursor at its end: no copy through a
+        // scratch buffer), up to its capacity: reserved exactly, so that the retry's room is
+        // MAX_BLOB_LEN, not a doubling past it (the restore's buffer keeps at most 32 MiB of
+        // capacity between regions, below the cap).
+        let start = dst.len();
         let mut attempt = |cap: usize| {
-            dst.clear();
+            dst.truncate(start);
             dst.reserve_exact(cap);
-            d.decompress_to_buffer(body, dst)
+            let mut end = std::io::Cursor::new(&mut *dst);
+            end.set_position(start as u64);
+            d.decompress_to_buffer(body, &mut end)
         };
-        attempt(guess)
+        let done = attempt(guess)
             .or_else(|_| attempt(MAX_BLOB_LEN))
             .map(|_| ())
-            .map_err(|_| BlobError::Payload("broken zstd frame"))
+            .map_err(|_| BlobError::Payload("broken zstd frame"));
+        if done.is_err() {
+            dst.truncate(start);
+        }
+        done
     })
 }
 
@@ -318,25 +326,13 @@ pub fn open_blob_into(
             Ok(Opened::InPlace(plain))
         }
         Some(ZSTD) => {
-            thread_local! {
-                static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+            let start = out.len();
+            decompress_zstd_into(&sealed[payload.start + 1..payload.end], out)?;
+            if let Err(e) = check_id(keys, ty, id, &out[start..]) {
+                out.truncate(start);
+                return Err(e);
             }
-            let body = &sealed[payload.start + 1..payload.end];
-            SCRATCH.with(|cell| {
-                let mut scratch = cell.borrow_mut();
-                let decoded = decompress_zstd_into(body, &mut scratch)
-                    .and_then(|()| check_id(keys, ty, id, &scratch));
-                let start = out.len();
-                let range = decoded.map(|()| {
-                    out.extend_from_slice(&scratch);
-                    Opened::Appended(start..out.len())
-                });
-                // A frame that needed the full cap leaves no 64 MiB buffer behind.
-                if scratch.capacity() > 8 << 20 {
-                    *scratch = Vec::new();
-                }
-                range
-            })
+            Ok(Opened::Appended(start..out.len()))
         }
         Some(_) => Err(BlobError::Payload("unknown compression")),
         None => Err(BlobError::Payload("empty payload")),
