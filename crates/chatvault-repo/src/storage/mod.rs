@@ -317,8 +317,7 @@ impl Storage {
             if whole {
                 single = Some(b.to_bytes());
             } else {
-                out.reserve(len as usize - out.len().min(len as usize));
-                b.into_iter().for_each(|c| out.extend_from_slice(&c));
+                append_piece(&mut out, b, len as usize);
             }
         })?;
         Ok(found.then(|| single.unwrap_or_else(|| Bytes::from(out))))
@@ -345,10 +344,8 @@ impl Storage {
             .filter(|_| self.inner.download.rate().is_none())
         else {
             buf.clear();
-            let found = self.read_pieces(path, offset, len as u64, |b, _| {
-                buf.reserve(len.saturating_sub(buf.len()));
-                b.into_iter().for_each(|c| buf.extend_from_slice(&c));
-            })?;
+            let found =
+                self.read_pieces(path, offset, len as u64, |b, _| append_piece(buf, b, len))?;
             return Ok(found.then_some(buf.len()));
         };
         count(&COUNTERS.ranged_reads);
@@ -629,6 +626,13 @@ fn http_status(text: &str) -> Option<u16> {
     let i = text.find("status: ")? + "status: ".len();
     let digits: String = text[i..].chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok().filter(|s| (100..600).contains(s))
+}
+
+/// Appends a piece of a ranged read to `out`, which is to hold `len` bytes in all (reserved at
+/// the first piece, so the pieces are copied once, without reallocations).
+fn append_piece(out: &mut Vec<u8>, piece: opendal::Buffer, len: usize) {
+    out.reserve(len.saturating_sub(out.len()));
+    piece.into_iter().for_each(|c| out.extend_from_slice(&c));
 }
 
 /// A missing object, as opposed to a missing bucket or container (which must not look like an
