@@ -27,7 +27,9 @@
 //! [`BATCH_FILES`] files and [`BATCH_BLOBS`] blobs, so memory stays bounded whatever the
 //! snapshot); a batch's blobs are sorted by pack and offset and grouped into regions (neighbours
 //! with gaps of at most [`READ_GAP`], at most [`READ_RUN`] bytes); a pool of readers fetches each
-//! region once (on a local folder with `pread` into the reader's own buffer), decrypts its blobs
+//! region once (on a local folder with `pread` into the reader's own buffer; on a cloud service
+//! all the neighbouring regions of a pack with one streamed request, consumed a region at a
+//! time: one GET per pack, as restic makes, with the memory of one region), decrypts its blobs
 //! where they lie and verifies them on the reader's core (zstd contexts are reused per thread),
 //! and writes each plaintext with a positioned write into every temporary file that needs it,
 //! so files of a batch fill in parallel. The reader that verifies a file's last blob hands it
@@ -41,6 +43,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -1393,7 +1396,7 @@ impl Writer<'_, '_> {
     /// regions, each region read once by one of the readers.
     fn run_batch(&self, opens: &[Arc<Open>], mut pieces: Vec<Piece>) {
         pieces.sort_unstable_by_key(|p| (p.loc.pack, p.loc.offset));
-        let mut regions: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut regions: Vec<Range<usize>> = Vec::new();
         let mut start = 0;
         while start < pieces.len() {
             let mut end = start + 1;
@@ -1413,21 +1416,38 @@ impl Writer<'_, '_> {
             regions.push(start..end);
             start = end;
         }
+        // What one reader takes at a time: a region, or on a cloud service all the neighbouring
+        // regions of a pack (up to STREAM_RUN bytes), fetched with one request whose response
+        // is consumed region by region (Storage::read_range_stream). One request per pack
+        // rather than per READ_RUN: a quarter of the requests (and of the per-request cost of
+        // the service: moto reads the whole object for every ranged GET) for the same memory,
+        // as only one region at a time is held.
+        let units = if self.repo.storage.streams_ranges() {
+            stream_units(&pieces, &regions)
+        } else {
+            (0..regions.len()).map(|i| i..i + 1).collect()
+        };
         let next = AtomicUsize::new(0);
         // The decrypting and decompressing is CPU work: one reader per core keeps its buffers
         // from region to region (a fresh one is an mmap and its page faults each time);
         // the others, there to overlap storage round trips (6 on S3), free theirs after each
-        // region, so memory kept between regions grows with the cores, not the readers.
+        // unit, so memory kept between units grows with the cores, not the readers.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         std::thread::scope(|s| {
-            for reader in 0..self.readers.min(regions.len()) {
-                let (next, regions, pieces) = (&next, &regions, &pieces);
+            for reader in 0..self.readers.min(units.len()) {
+                let (next, units, regions, pieces) = (&next, &units, &regions, &pieces);
                 s.spawn(move || {
                     let mut bufs = Buffers::default();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(r) = regions.get(i) else { break };
-                        self.region(opens, &pieces[r.clone()], &mut bufs);
+                        let Some(unit) = units.get(i) else { break };
+                        let regions = &regions[unit.clone()];
+                        let mut stream = (regions.len() > 1)
+                            .then(|| self.stream(pieces, regions))
+                            .flatten();
+                        for r in regions {
+                            self.region(opens, &pieces[r.clone()], &mut bufs, &mut stream);
+                        }
                         if reader >= cores {
                             bufs = Buffers::default();
                         }
@@ -1437,28 +1457,81 @@ impl Writer<'_, '_> {
         });
     }
 
-    /// Reads one region, opens and verifies each blob, writes it where it goes. `bufs` are the
-    /// reader's: the region is read into `bufs.sealed` and its blobs decrypted there; the
-    /// plaintexts of compressed ones are decompressed into `bufs.plain`, side by side.
-    fn region(&self, opens: &[Arc<Open>], pieces: &[Piece], bufs: &mut Buffers) {
-        let first = pieces[0].loc;
-        let last = pieces[pieces.len() - 1].loc;
-        let total = last.offset + u64::from(last.length) - first.offset;
-        let Buffers { sealed, plain } = bufs;
-        let mut data = match self.repo.storage.read_range_into(
+    /// One request for all of `regions` (neighbours in one pack): `None` if it cannot be made,
+    /// and each region is then read on its own (with the storage's retries and its message).
+    fn stream<'s>(&'s self, pieces: &[Piece], regions: &[Range<usize>]) -> Option<Streamed<'s>> {
+        let first = pieces[regions.first()?.start].loc;
+        let last = pieces[regions.last()?.end - 1].loc;
+        let len = last.offset + u64::from(last.length) - first.offset;
+        match self
+            .repo
+            .storage
+            .read_range_stream(&layout::pack(&first.pack), first.offset, len)
+        {
+            Ok(Some(s)) => Some(Streamed {
+                stream: s,
+                at: first.offset,
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!("streamed read of pack {} failed: {e}", first.pack.short());
+                None
+            }
+        }
+    }
+
+    /// Reads `total` bytes at `first` into `sealed`: from the unit's stream while it works
+    /// (a failed stream is dropped and this region and the next are read on their own), else
+    /// with one ranged read. Returns how many bytes were read, or the message for the blobs.
+    fn read_region(
+        &self,
+        first: &BlobLocation,
+        total: u64,
+        sealed: &mut Vec<u8>,
+        stream: &mut Option<Streamed<'_>>,
+    ) -> std::result::Result<usize, String> {
+        if let Some(st) = stream.as_mut() {
+            match st.read(first.offset, total, sealed) {
+                Ok(n) => return Ok(n),
+                Err(e) => {
+                    tracing::debug!("streamed read of pack {} failed: {e}", first.pack.short());
+                    *stream = None;
+                }
+            }
+        }
+        match self.repo.storage.read_range_into(
             &layout::pack(&first.pack),
             first.offset,
             total,
             sealed,
         ) {
-            Ok(Some(n)) => Ok(&mut sealed[..n]),
+            Ok(Some(n)) => Ok(n),
             Ok(None) => Err(RepoError::corrupted(
                 format!("pack {}", first.pack.short()),
                 "missing",
             )
             .to_string()),
             Err(e) => Err(e.to_string()),
-        };
+        }
+    }
+
+    /// Reads one region, opens and verifies each blob, writes it where it goes. `bufs` are the
+    /// reader's: the region is read into `bufs.sealed` and its blobs decrypted there; the
+    /// plaintexts of compressed ones are decompressed into `bufs.plain`, side by side.
+    fn region(
+        &self,
+        opens: &[Arc<Open>],
+        pieces: &[Piece],
+        bufs: &mut Buffers,
+        stream: &mut Option<Streamed<'_>>,
+    ) {
+        let first = pieces[0].loc;
+        let last = pieces[pieces.len() - 1].loc;
+        let total = last.offset + u64::from(last.length) - first.offset;
+        let Buffers { sealed, plain } = bufs;
+        let mut data = self
+            .read_region(&first, total, sealed, stream)
+            .map(|n| &mut sealed[..n]);
         // Open and verify every blob of the region first (each once, however many places need
         // it; blob::open_blob_into: decrypted where it was read, no copy or allocation per
         // blob), then write them sorted by file and offset: plaintexts that continue each other
@@ -1693,6 +1766,63 @@ const PLAIN_RESERVE_MAX: usize = 32 << 20;
 /// Most a reader keeps of its read buffer between regions (a region is at most [`READ_RUN`]
 /// bytes, but a single blob can be larger).
 const SEALED_KEEP_MAX: usize = 2 * READ_RUN as usize;
+
+/// Most bytes of one pack a reader fetches with one streamed request ([`stream_units`]): a whole
+/// pack (16 MiB by default, FORMAT §3) and a little more.
+const STREAM_RUN: u64 = 20 << 20;
+
+/// Groups `regions` (of `pieces` sorted by pack and offset) into what one reader takes at once
+/// on a cloud service: runs of regions of one pack, each at most [`READ_GAP`] after the last,
+/// spanning at most [`STREAM_RUN`] bytes.
+fn stream_units(pieces: &[Piece], regions: &[Range<usize>]) -> Vec<Range<usize>> {
+    let mut units = Vec::new();
+    let mut start = 0;
+    while start < regions.len() {
+        let first = pieces[regions[start].start].loc;
+        let mut end = start + 1;
+        while end < regions.len() {
+            let prev = pieces[regions[end - 1].end - 1].loc;
+            let next = pieces[regions[end].start].loc;
+            let next_last = pieces[regions[end].end - 1].loc;
+            let prev_end = prev.offset + u64::from(prev.length);
+            if next.pack != first.pack
+                || next.offset < prev_end
+                || next.offset - prev_end > READ_GAP
+                || next_last.offset + u64::from(next_last.length) - first.offset > STREAM_RUN
+            {
+                break;
+            }
+            end += 1;
+        }
+        units.push(start..end);
+        start = end;
+    }
+    units
+}
+
+/// A unit's streamed request ([`Storage::read_range_stream`]) and where in the pack it is.
+struct Streamed<'s> {
+    stream: crate::storage::RangeStream<'s>,
+    at: u64,
+}
+
+impl Streamed<'_> {
+    /// The `len` bytes at `offset` (at or after where the stream is) into `buf`: how many
+    /// there were (fewer when the pack ended).
+    fn read(&mut self, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<usize> {
+        let gap = offset
+            .checked_sub(self.at)
+            .ok_or_else(|| RepoError::Invalid("streamed read went backwards".into()))?;
+        if self.stream.skip(gap)? < gap {
+            buf.clear();
+            return Ok(0);
+        }
+        let len = usize::try_from(len).map_err(|_| RepoError::Invalid("range too large".into()))?;
+        let n = self.stream.read_into(len, buf)?;
+        self.at = offset + n as u64;
+        Ok(n)
+    }
+}
 
 /// A reader's buffers, reused from region to region.
 #[derive(Default)]
@@ -2030,6 +2160,46 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, [std::ffi::OsString::from("clip.mp4")]);
+    }
+
+    #[test]
+    fn a_cloud_restore_reads_a_packs_regions_with_one_streamed_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("chats");
+        std::fs::create_dir_all(&src).unwrap();
+        // ~14 MiB in one pack: four or more regions of at most READ_RUN bytes.
+        let big = noise(3, 14 << 20);
+        std::fs::write(src.join("big.mp4"), &big).unwrap();
+        let repo = memory_repo("restore-stream");
+        let snap = backup(&repo, &[src], &BackupOptions::default(), &NoProgress)
+            .unwrap()
+            .snapshot;
+        let requests = |limit: Option<u64>, name: &str| {
+            repo.storage.set_limits(crate::storage::Limits {
+                download: limit,
+                upload: None,
+            });
+            let target = dir.path().join(name);
+            let before = repo.storage.transfers().read_requests;
+            let out = restore(
+                &repo,
+                &snap,
+                &target,
+                &RestoreOptions::default(),
+                &NoProgress,
+            );
+            let out = out.unwrap();
+            assert!(out.failed.is_empty(), "{:?}", out.failed);
+            assert_eq!(std::fs::read(target.join("chats/big.mp4")).unwrap(), big);
+            repo.storage.transfers().read_requests - before
+        };
+        // A limit of 4 GiB/s paces in pieces of 1 GiB: one request per region, not streamed.
+        let per_region = requests(Some(4 << 30), "regions");
+        let streamed = requests(None, "streamed");
+        assert!(
+            streamed + 3 <= per_region,
+            "streamed {streamed} requests, region by region {per_region}"
+        );
     }
 
     #[test]

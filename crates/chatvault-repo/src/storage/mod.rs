@@ -371,6 +371,55 @@ impl Storage {
         Ok(Some(got))
     }
 
+    /// Whether [`Storage::read_range_stream`] is the cheaper way to read many neighbouring
+    /// regions of one object: on a cloud service (one request instead of one per region) and
+    /// without a download limit (a limited read is paced piece by piece instead). A local folder
+    /// reads each region with `pread` ([`Storage::read_range_into`]).
+    pub fn streams_ranges(&self) -> bool {
+        self.inner.local_root.is_none() && self.inner.download.rate().is_none()
+    }
+
+    /// Starts one ranged read of `len` bytes at `offset` and hands the bytes out in the order
+    /// they arrive, as [`RangeStream::read_into`] and [`RangeStream::skip`] ask for them: a
+    /// restore reads all the regions it needs of a pack with one request and holds one region
+    /// at a time, not the whole range. `None` when the object is missing. Not paced: see
+    /// [`Storage::streams_ranges`].
+    pub fn read_range_stream(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<RangeStream<'_>>> {
+        count(&COUNTERS.ranged_reads);
+        self.inner.counters.read(0);
+        let open = async {
+            self.inner
+                .op
+                .reader_with(path)
+                .await?
+                .into_stream(offset..offset + len)
+                .await
+        };
+        let stream = match self.block_on(open) {
+            Ok(s) => s,
+            Err(e) if is_missing_object(&e) => return Ok(None),
+            Err(e) => return Err(self.err("read", path, e)),
+        };
+        let mut s = RangeStream {
+            storage: self,
+            path: path.to_owned(),
+            stream,
+            pending: opendal::Buffer::new(),
+            left: len,
+        };
+        // The request goes out with the first poll: a missing object shows here.
+        match s.poll_piece() {
+            Ok(_) => Ok(Some(s)),
+            Err(e) if is_missing_object(&e) => Ok(None),
+            Err(e) => Err(self.err("read", path, e)),
+        }
+    }
+
     /// Fetches `len` bytes at `offset` of an object, in paced pieces under a download limit,
     /// handing each to `f` (with `true` when it is the whole range); `false` when the object is
     /// missing. A short piece means the object ended.
@@ -628,6 +677,78 @@ fn http_status(text: &str) -> Option<u16> {
     digits.parse().ok().filter(|s| (100..600).contains(s))
 }
 
+/// One ranged read in progress ([`Storage::read_range_stream`]): its bytes, handed out in order.
+pub struct RangeStream<'a> {
+    storage: &'a Storage,
+    path: String,
+    stream: opendal::BufferStream,
+    /// Received and not handed out yet.
+    pending: opendal::Buffer,
+    /// Bytes of the range neither handed out nor skipped yet.
+    left: u64,
+}
+
+impl RangeStream<'_> {
+    /// Receives the next piece into `pending` (which must be empty); `false` when the service
+    /// sent the whole response.
+    fn poll_piece(&mut self) -> std::result::Result<bool, opendal::Error> {
+        use futures_core::Stream;
+        let stream = &mut self.stream;
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx));
+        match self.storage.block_on(next) {
+            Some(Ok(b)) => {
+                self.storage.inner.counters.received(b.len());
+                self.pending = b;
+                Ok(true)
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(false),
+        }
+    }
+
+    /// Moves up to `n` bytes of the range to `out` (with `Some`) or drops them; returns how
+    /// many (fewer only when the object ended).
+    fn take(&mut self, n: u64, mut out: Option<&mut Vec<u8>>) -> Result<u64> {
+        use bytes::Buf;
+        let want = n.min(self.left);
+        let mut done = 0;
+        while done < want {
+            if !self.pending.has_remaining() {
+                match self.poll_piece() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => return Err(self.storage.err("read", &self.path, e)),
+                }
+            }
+            let chunk = self.pending.chunk();
+            let k = chunk
+                .len()
+                .min(usize::try_from(want - done).unwrap_or(usize::MAX));
+            if let Some(out) = out.as_deref_mut() {
+                out.extend_from_slice(&chunk[..k]);
+            }
+            self.pending.advance(k);
+            done += k as u64;
+        }
+        self.left -= done;
+        Ok(done)
+    }
+
+    /// Reads the next `n` bytes of the range into `buf` (cleared first; its capacity reused):
+    /// returns how many, fewer only when the object ended.
+    pub fn read_into(&mut self, n: usize, buf: &mut Vec<u8>) -> Result<usize> {
+        buf.clear();
+        buf.reserve(n);
+        let got = self.take(n as u64, Some(buf))?;
+        Ok(got as usize)
+    }
+
+    /// Skips the next `n` bytes of the range; returns how many (fewer when the object ended).
+    pub fn skip(&mut self, n: u64) -> Result<u64> {
+        self.take(n, None)
+    }
+}
+
 /// Appends a piece of a ranged read to `out`, which is to hold `len` bytes in all (reserved at
 /// the first piece, so the pieces are copied once, without reallocations).
 fn append_piece(out: &mut Vec<u8>, piece: opendal::Buffer, len: usize) {
@@ -725,6 +846,41 @@ mod tests {
         assert_eq!(p.piece(), Some(10 << 20));
         p.set(None);
         assert_eq!(p.admit(1 << 30), None);
+    }
+
+    #[test]
+    fn a_range_stream_hands_out_regions_and_gaps_from_one_request() {
+        let s = Storage::open("memory://stream").unwrap();
+        assert!(
+            s.streams_ranges(),
+            "memory:// stands for a cloud service here"
+        );
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        assert!(s.write_new("p", data.clone()).unwrap());
+        let before = s.transfers();
+        let mut st = s.read_range_stream("p", 1000, 500_000).unwrap().unwrap();
+        let mut buf = vec![0xAA; 10];
+        assert_eq!(st.read_into(100_000, &mut buf).unwrap(), 100_000);
+        assert_eq!(buf, data[1000..101_000]);
+        assert_eq!(st.skip(50_000).unwrap(), 50_000);
+        assert_eq!(st.read_into(200_000, &mut buf).unwrap(), 200_000);
+        assert_eq!(buf, data[151_000..351_000]);
+        // The range ends before the object: what is asked beyond it is not handed out.
+        assert_eq!(st.read_into(300_000, &mut buf).unwrap(), 150_000);
+        assert_eq!(buf, data[351_000..501_000]);
+        assert_eq!(st.read_into(10, &mut buf).unwrap(), 0);
+        assert!(buf.is_empty());
+        drop(st);
+        let after = s.transfers();
+        assert_eq!(after.read_requests - before.read_requests, 1);
+        assert_eq!(after.read_bytes - before.read_bytes, 500_000);
+        assert!(s.read_range_stream("missing", 0, 10).unwrap().is_none());
+        // Under a download limit, reads are paced piece by piece instead.
+        s.set_limits(Limits {
+            download: Some(1 << 20),
+            upload: None,
+        });
+        assert!(!s.streams_ranges());
     }
 
     #[test]

@@ -44,6 +44,10 @@ impl Transfers {
         self.read_requests.fetch_add(1, Ordering::Relaxed);
         self.read_bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
+    /// Bytes received by a request already counted (a streamed ranged read).
+    pub(super) fn received(&self, n: usize) {
+        self.read_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
     pub(super) fn wrote(&self, n: usize) {
         self.write_requests.fetch_add(1, Ordering::Relaxed);
         self.written_bytes.fetch_add(n as u64, Ordering::Relaxed);
