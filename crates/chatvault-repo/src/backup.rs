@@ -151,14 +151,18 @@ pub fn backup(
         .clone()
         .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
 
+    let clock = std::time::Instant::now();
     let mut guard = lock::lock(repo, "backup", false)?;
+    tracing::debug!(ms = clock.elapsed().as_millis(), "backup: locked");
     if let Some(base) = &opts.scratch_dir {
         // Database copies of killed runs (made when SQLite cannot read pages in place) go now,
         // whether or not this run needs a copy.
         sqlite::Scratch::clean(base);
     }
-    let (index, adopted) = load_index_adopting(repo, progress)?;
-    let lineage = lineage(repo, &index, opts, &hostname, &display_paths)?;
+    let (index, adopted, snapshots) = load_metadata(repo, progress)?;
+    tracing::debug!(ms = clock.elapsed().as_millis(), "backup: index loaded");
+    let lineage = lineage(repo, &index, snapshots, opts, &hostname, &display_paths)?;
+    tracing::debug!(ms = clock.elapsed().as_millis(), "backup: parent chosen");
 
     let shared = Shared {
         abort: AtomicBool::new(false),
@@ -192,6 +196,10 @@ pub fn backup(
         r.map(|tree| (tree, summary))
     });
     let (tree, summary) = finish_uploads(repo, &shared, walk_result, progress)?;
+    tracing::debug!(
+        ms = clock.elapsed().as_millis(),
+        "backup: data and trees stored"
+    );
 
     let snapshot = Snapshot {
         version: OBJECT_VERSION,
@@ -206,6 +214,10 @@ pub fn backup(
         device: opts.device.clone(),
     };
     let id = publish_snapshot(repo, guard, &snapshot)?;
+    tracing::debug!(
+        ms = clock.elapsed().as_millis(),
+        "backup: snapshot published"
+    );
     Ok(BackupOutcome { id, snapshot })
 }
 
@@ -239,22 +251,38 @@ fn resolve_roots(paths: &[PathBuf]) -> Result<Vec<Root>> {
     Ok(roots)
 }
 
-/// Loads the index (warning about damaged index objects, whose data is stored again) and
-/// adopts the packs an interrupted backup left unindexed; returns the index and the adopted
-/// packs, which this run's first index object lists.
-fn load_index_adopting(
+/// Snapshots as [`Repository::snapshots`] lists them.
+type Snapshots = Vec<(SnapshotId, Result<Snapshot>)>;
+
+/// Loads the index (warning about damaged index objects, whose data is stored again), adopts
+/// the packs an interrupted backup left unindexed and loads the snapshots; returns the index,
+/// the adopted packs (which this run's first index object lists) and the snapshots. The pack
+/// listing and the snapshots are fetched on their own threads while the index loads: none
+/// needs another, and after a year of daily backups the index alone takes ~0.1 s.
+fn load_metadata(
     repo: &Repository,
     progress: &dyn Progress,
-) -> Result<(Index, Vec<IndexPack>)> {
-    let mut index = repo.load_index()?;
+) -> Result<(Index, Vec<IndexPack>, Snapshots)> {
+    let (index, listing, snapshots) = std::thread::scope(|s| {
+        let listing = s.spawn(|| repo.stored_pack_listing());
+        let snapshots = s.spawn(|| repo.snapshots());
+        let index = repo.load_index();
+        (index, join(listing), join(snapshots))
+    });
+    let mut index = index?;
     for (id, why) in &index.damaged {
         progress.warn(&format!(
             "index {} is damaged and ignored ({why}); data it listed is stored again",
             id.short()
         ));
     }
-    let adopted = adopt_unindexed_packs(repo, &mut index)?;
-    Ok((index, adopted))
+    let adopted = adopt_unindexed_packs(repo, &mut index, listing?.0)?;
+    Ok((index, adopted, snapshots?))
+}
+
+/// A scoped thread's result (its panic goes on in this thread).
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// Where the new snapshot sits among the repository's: its sequence number and its parent.
@@ -271,11 +299,11 @@ struct Lineage {
 fn lineage(
     repo: &Repository,
     index: &Index,
+    snapshots: Snapshots,
     opts: &BackupOptions,
     hostname: &str,
     display_paths: &[String],
 ) -> Result<Lineage> {
-    let snapshots = repo.snapshots()?;
     let seq = snapshots
         .iter()
         .filter_map(|(_, s)| s.as_ref().ok().map(|s| s.seq))
@@ -387,9 +415,13 @@ fn publish_snapshot(
 /// this run, and this run's first index object lists the pack, so an interrupted backup's
 /// uploads are not sent again. A pack whose header does not open (damaged, or a write still in
 /// progress on a backend without atomic writes) is left alone for `check` and prune; one that
-/// vanished meanwhile is skipped. Packs condemned by a prune plan are never adopted.
-fn adopt_unindexed_packs(repo: &Repository, index: &mut Index) -> Result<Vec<IndexPack>> {
-    let (stored, _) = repo.stored_pack_listing()?;
+/// vanished meanwhile is skipped. Packs condemned by a prune plan are never adopted. `stored`:
+/// the packs in storage ([`Repository::stored_pack_listing`]).
+fn adopt_unindexed_packs(
+    repo: &Repository,
+    index: &mut Index,
+    stored: HashMap<PackId, crate::storage::Listed>,
+) -> Result<Vec<IndexPack>> {
     let orphans: Vec<(PackId, u64)> = stored
         .into_iter()
         .filter(|(id, _)| !index.packs.contains_key(id) && !index.condemned.contains(id))

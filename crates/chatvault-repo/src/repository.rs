@@ -135,6 +135,13 @@ pub struct BlobLocation {
 pub struct Index {
     /// Blob locations, sorted by id (after [`Index::finish`]).
     entries: Vec<(BlobId, Slot)>,
+    /// Blobs added by [`Index::finish`] since `entries` was last rebuilt, sorted by id: new
+    /// ones, and better locations (outside condemned packs) of blobs in `entries`, which they
+    /// override. A few index objects added to a large merged index (a daily backup after a year)
+    /// land here instead of costing a copy of the whole array; folded in once they are many.
+    extra: Vec<(BlobId, Slot)>,
+    /// How many ids of `extra` are not in `entries`.
+    extra_new: usize,
     /// Entries added since the last [`Index::finish`], with "is in a condemned pack".
     pending: Vec<(BlobId, Slot, bool)>,
     /// Pack numbers used by [`Slot`] → pack id.
@@ -220,6 +227,11 @@ impl Index {
         // Per id, a location in a pack that is not condemned first; otherwise first added.
         pending.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
         pending.dedup_by(|later, first| later.0 == first.0);
+        if (self.extra.len() + pending.len()) * EXTRA_SHARE <= self.entries.len() {
+            self.finish_into_extra(pending);
+            return;
+        }
+        self.fold_extra();
         let existing = std::mem::take(&mut self.entries);
         let mut out = Vec::with_capacity(existing.len() + pending.len());
         let mut added = pending.into_iter().peekable();
@@ -243,6 +255,70 @@ impl Index {
         self.index_prefixes();
     }
 
+    /// Whether a blob at `slot` should give way to one added outside a condemned pack.
+    fn yields(&self, slot: &Slot) -> bool {
+        !self.condemned.is_empty() && self.condemned.contains(&self.pack_ids[slot.pack as usize])
+    }
+
+    /// [`Index::finish`] for a few additions (sorted, one per id): each goes to `extra` if its
+    /// blob is new, or is a location outside a condemned pack for one only in a condemned pack.
+    fn finish_into_extra(&mut self, pending: Vec<(BlobId, Slot, bool)>) {
+        let mut accepted: Vec<(BlobId, Slot, bool)> = Vec::with_capacity(pending.len());
+        for (id, slot, condemned) in pending {
+            let known = self.extra_slot(&id).or_else(|| self.entries_slot(&id));
+            match known {
+                None => accepted.push((id, slot, false)),
+                Some(old) if !condemned && self.yields(old) => {
+                    accepted.push((id, slot, self.entries_slot(&id).is_some()))
+                }
+                Some(_) => {}
+            }
+        }
+        let old = std::mem::take(&mut self.extra);
+        let mut out = Vec::with_capacity(old.len() + accepted.len());
+        let mut added = accepted.into_iter().peekable();
+        for (id, slot) in old {
+            while let Some((new_id, new_slot, in_entries)) = added.next_if(|a| a.0 < id) {
+                self.extra_new += usize::from(!in_entries);
+                out.push((new_id, new_slot));
+            }
+            // An id already in `extra` is replaced (only by a better location: see above).
+            match added.next_if(|a| a.0 == id) {
+                Some((_, new_slot, _)) => out.push((id, new_slot)),
+                None => out.push((id, slot)),
+            }
+        }
+        for (id, slot, in_entries) in added {
+            self.extra_new += usize::from(!in_entries);
+            out.push((id, slot));
+        }
+        self.extra = out;
+    }
+
+    /// Folds `extra` into `entries` (its locations win), leaving it empty.
+    fn fold_extra(&mut self) {
+        if self.extra.is_empty() {
+            return;
+        }
+        let extra = std::mem::take(&mut self.extra);
+        self.extra_new = 0;
+        let existing = std::mem::take(&mut self.entries);
+        let mut out = Vec::with_capacity(existing.len() + extra.len());
+        let mut added = extra.into_iter().peekable();
+        for (id, slot) in existing {
+            while let Some(e) = added.next_if(|e| e.0 < id) {
+                out.push(e);
+            }
+            match added.next_if(|e| e.0 == id) {
+                Some(e) => out.push(e),
+                None => out.push((id, slot)),
+            }
+        }
+        out.extend(added);
+        self.entries = out;
+        self.index_prefixes();
+    }
+
     /// Rebuilds [`Index::prefix_start`] from the sorted entries.
     fn index_prefixes(&mut self) {
         let mut starts = Vec::with_capacity(PREFIXES + 1);
@@ -260,6 +336,20 @@ impl Index {
 
     fn slot(&self, id: &BlobId) -> Option<&Slot> {
         debug_assert!(self.pending.is_empty(), "Index::finish was not called");
+        self.extra_slot(id).or_else(|| self.entries_slot(id))
+    }
+
+    fn extra_slot(&self, id: &BlobId) -> Option<&Slot> {
+        if self.extra.is_empty() {
+            return None;
+        }
+        self.extra
+            .binary_search_by(|(e, _)| e.cmp(id))
+            .ok()
+            .map(|i| &self.extra[i].1)
+    }
+
+    fn entries_slot(&self, id: &BlobId) -> Option<&Slot> {
         let p = prefix(id);
         let (lo, hi) = match self.prefix_start.get(p..=p + 1) {
             Some(&[lo, hi]) => (lo as usize, hi as usize),
@@ -298,17 +388,33 @@ impl Index {
 
     /// Number of indexed blobs.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.extra_new
     }
 
     /// Whether no blob is indexed.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// Every indexed blob and its location, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (BlobId, BlobLocation)> + '_ {
-        self.entries.iter().map(|(id, s)| (*id, self.location(s)))
+        self.slots().map(|(id, s)| (*id, self.location(s)))
+    }
+
+    /// Every indexed blob's slot in id order: `entries` and `extra` merged, `extra` winning.
+    fn slots(&self) -> impl Iterator<Item = &(BlobId, Slot)> + '_ {
+        let mut a = self.entries.iter().peekable();
+        let mut b = self.extra.iter().peekable();
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 < y.0 => a.next(),
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                a.next();
+                b.next()
+            }
+            (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, None) => None,
+        })
     }
 
     /// Whether a backup may reference `id` without storing it again: it is indexed in a pack
@@ -318,6 +424,10 @@ impl Index {
             .is_some_and(|s| !self.condemned.contains(&self.pack_ids[s.pack as usize]))
     }
 }
+
+/// [`Index::finish`] keeps additions apart (in `extra`) while they and the earlier ones are at
+/// most this fraction (1/n) of the sorted array: a lookup then bisects a small second array.
+const EXTRA_SHARE: usize = 16;
 
 /// Version byte of a cached merged index (FORMAT §12.3).
 const MERGED_VERSION: u8 = 1;
@@ -354,7 +464,7 @@ impl Index {
                 + 64
                 + sources.len() * 64
                 + self.pack_ids.len() * 40
-                + self.entries.len() * MERGED_ENTRY_LEN,
+                + self.len() * MERGED_ENTRY_LEN,
         );
         out.resize(envelope::NONCE_LEN, 0);
         out.push(MERGED_VERSION);
@@ -370,8 +480,8 @@ impl Index {
             out.extend_from_slice(id.as_bytes());
             out.extend_from_slice(&self.packs.get(id).copied().unwrap_or(0).to_le_bytes());
         }
-        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        for (id, s) in &self.entries {
+        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        for (id, s) in self.slots() {
             out.extend_from_slice(id.as_bytes());
             for v in [s.pack, s.offset, s.length, s.raw_length] {
                 out.extend_from_slice(&v.to_le_bytes());
@@ -709,6 +819,7 @@ impl Repository {
     /// objects added since: opening a repository with years of history does not parse every
     /// index object again.
     pub fn load_index(&self) -> Result<Index> {
+        let clock = std::time::Instant::now();
         let mut condemned = HashSet::new();
         for (_, plan) in self.load_plans()? {
             condemned.extend(plan.packs);
@@ -752,6 +863,13 @@ impl Repository {
         results.into_iter().collect::<Result<()>>()?;
         let (mut index, added) = shared.into_inner().expect("index lock");
         index.finish();
+        tracing::debug!(
+            ms = clock.elapsed().as_millis(),
+            blobs = index.len(),
+            from_cache = sources.len(),
+            loaded = added.len(),
+            "index loaded"
+        );
         let rewrite = added.len() >= MERGE_AFTER || (sources.is_empty() && !added.is_empty());
         sources.extend(added);
         sources.sort();
@@ -1199,6 +1317,79 @@ mod index_tests {
 
     fn id(i: u32) -> BlobId {
         BlobId::from_bytes(*blake3::hash(&i.to_le_bytes()).as_bytes())
+    }
+
+    /// Everything an index answers, for comparing two built differently.
+    fn answers(index: &Index) -> (usize, Vec<(BlobId, BlobLocation)>, Vec<bool>) {
+        let reusable = (0..20_000).map(|i| index.reusable(&id(i))).collect();
+        (index.len(), index.iter().collect(), reusable)
+    }
+
+    #[test]
+    fn small_additions_kept_apart_answer_as_a_full_merge() {
+        let build = |finish_each: bool| {
+            let mut index = Index::default();
+            index.condemned.insert(PackId::from_bytes([1; 32]));
+            index.condemned.insert(PackId::from_bytes([4; 32]));
+            let files = [
+                file(1, 0..12_000), // condemned
+                file(2, 6_000..9_000),
+                file(3, 11_000..12_100), // beats the condemned copies of 11,000..12,000
+                file(4, 12_050..12_300), // condemned: new ids, and copies of 3's
+                file(5, 12_200..12_260), // beats 4's copies of 12,200..12,260
+                file(6, 12_280..12_400), // beats 4's last ones, adds new ones
+                file(7, 5_990..6_010),   // loses to 2 (not condemned) where they overlap
+            ];
+            for f in &files {
+                index.add(f);
+                if finish_each {
+                    index.finish();
+                }
+            }
+            index.finish();
+            index
+        };
+        let apart = build(true);
+        assert!(!apart.extra.is_empty(), "the later files were kept apart");
+        let merged = build(false);
+        assert!(merged.extra.is_empty());
+        assert!(answers(&apart) == answers(&merged));
+        assert_eq!(apart.len(), 12_400);
+        assert_eq!(
+            apart.get(&id(11_500)).unwrap().pack,
+            PackId::from_bytes([3; 32])
+        );
+        assert_eq!(
+            apart.get(&id(12_210)).unwrap().pack,
+            PackId::from_bytes([5; 32])
+        );
+        assert_eq!(
+            apart.get(&id(12_290)).unwrap().pack,
+            PackId::from_bytes([6; 32])
+        );
+        assert_eq!(
+            apart.get(&id(6_000)).unwrap().pack,
+            PackId::from_bytes([2; 32])
+        );
+        assert_eq!(
+            apart.get(&id(5_995)).unwrap().pack,
+            PackId::from_bytes([7; 32])
+        );
+        // The cached form holds the same, and a large addition folds everything in.
+        let digest = [0u8; 32];
+        let (mut decoded, _, _) =
+            Index::decode_merged(&apart.encode_merged(&[], &digest)[envelope_nonce()..]).unwrap();
+        decoded.condemned = apart.condemned.clone();
+        assert!(answers(&decoded) == answers(&merged));
+        let mut apart = apart;
+        apart.add(&file(8, 20_000..40_000));
+        apart.finish();
+        assert!(apart.extra.is_empty());
+        assert_eq!(apart.len(), 32_400);
+    }
+
+    fn envelope_nonce() -> usize {
+        chatvault_format::envelope::NONCE_LEN
     }
 
     #[test]
