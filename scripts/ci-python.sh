@@ -52,6 +52,8 @@ fi
 "${VENV}/bin/python" -m pip install -q --disable-pip-version-check \
     "maturin==${MATURIN_VERSION}" "pytest==${PYTEST_VERSION}" \
     || cannot "pip could not install maturin and pytest"
+# --setup-only: the virtualenv and its tools, nothing else (.ci/run does it while clippy compiles).
+[ "${1:-}" != --setup-only ] || exit 0
 
 if [ ! -x "${CHATVAULT_VAULT_BIN}" ]; then
     log "building the vault binary"

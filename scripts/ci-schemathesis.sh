@@ -22,16 +22,13 @@ ACCOUNT=schemathesis
 CHECKS=${CHATVAULT_SCHEMATHESIS_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SETUP_ONLY=no
+if [ "${1:-}" = --setup-only ]; then SETUP_ONLY=yes; shift; fi
 VAULT_BIN=${1:-$ROOT/target/debug/chatvault-vault}
 VENV=${CHATVAULT_SCHEMATHESIS_VENV:-/tmp/chatvault-schemathesis/venv}
 
 log() { echo "ci-schemathesis: $*" >&2; }
 started=$(date +%s)
-
-if [ ! -x "$VAULT_BIN" ]; then
-    log "vault binary $VAULT_BIN not found; build it first (cargo build -p chatvault-vault)"
-    exit 2
-fi
 
 # --- pinned schemathesis in a private venv ---------------------------------------------------
 if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
@@ -46,6 +43,13 @@ if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VE
     mkdir -p "$(dirname "$VENV")"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2
+fi
+# --setup-only: install, nothing else (.ci/run does it while clippy compiles).
+[ "$SETUP_ONLY" = no ] || exit 0
+
+if [ ! -x "$VAULT_BIN" ]; then
+    log "vault binary $VAULT_BIN not found; build it first (cargo build -p chatvault-vault)"
+    exit 2
 fi
 
 # --- the chatvault CLI registers the account (built next to the vault by the test run) --------
