@@ -11,7 +11,7 @@
 # differs from the source.
 set -euo pipefail
 
-PRESET=benchmark WORKDIR= USE_S3=yes BUILD=yes LIMIT_KIB=2048 REPS=1
+PRESET=benchmark WORKDIR= USE_S3=yes BUILD=yes LIMIT_KIB=2048 REPS=1 PHONE_KIB=16384
 while [ $# -gt 0 ]; do
     case "$1" in
         --preset) PRESET=${2:?}; shift 2 ;;
@@ -121,6 +121,14 @@ bench_backend() {  # bench_backend LABEL CV_REPO RESTIC_REPO
         local inc
         inc=$(cd "$WORK" && du -b --max-depth=3 chats | sort -n | awk -F'\t' -v s="$SOURCE_BYTES" '$1 >= 50000000 && $1 < s/2 {print $2; exit}')
         [ -n "$inc" ] || inc=chats
+        # A phone's link: the whole snapshot through a 16 MiB/s (134 Mbit/s) download limit,
+        # where transfer, not CPU, sets the pace, as on a new phone over Wi-Fi or 5G: how soon
+        # the chats are usable then (messages_ready_ratio of this run).
+        log "[$label] whole snapshot at --limit-download $PHONE_KIB (a phone's link)"
+        CHATVAULT_NO_CACHE=1 run "chatvault_${label}_phone_link" "$CV" --home "$home" --quiet \
+            --limit-download "$PHONE_KIB" restore latest --json --target "$WORK/r-phone"
+        same_media "$WORK/r-phone/chats"
+        rm -rf "$WORK/r-phone"
         log "[$label] --limit-download $LIMIT_KIB, --include $inc"
         CHATVAULT_NO_CACHE=1 run "chatvault_${label}_limit_${LIMIT_KIB}" "$CV" --home "$home" --quiet \
             --limit-download "$LIMIT_KIB" restore latest --json --include "$inc" --target "$WORK/r-limit"
@@ -159,6 +167,14 @@ for b in ("local", "s3", "local_cached", "s3_cached"):
             "rss_vs_restic": round(c["peak_rss_mb"] / r["peak_rss_mb"], 3),
             "messages_ready_ratio": c.get("messages_ready_ratio"),
         }
+phone = best.get("chatvault_local_phone_link")
+if phone:
+    ratios["phone_link"] = {
+        "limit_kib_s": 16384,
+        "wall_s": phone["wall_s"],
+        "messages_ready_s": phone.get("messages_ready_s"),
+        "messages_ready_ratio": phone.get("messages_ready_ratio"),
+    }
 lim = best.get(f"chatvault_local_limit_{limit}")
 if lim:
     ratios["limit_download"] = {

@@ -12,6 +12,7 @@ The vault binary is $CHATVAULT_VAULT_BIN, else target/debug/chatvault-vault of t
 import os
 import random
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,34 @@ def test_cancelled_backup_leaves_check_clean(tmp_path):
     info = d.backup_now([str(chats)], cancel=chatvault.CancelToken())
     assert [s.id for s in d.snapshots()] == [info.id]
     assert d.check().errors == []
+
+
+def test_transfer_limits_pace_backup_and_restore_and_durable_restore_is_exact(tmp_path):
+    # ~2.8 MB of incompressible media: at 1024 KiB/s each way, the upload and the download
+    # cannot take less than ~2.7 s (the token bucket admits a quarter second's burst); without
+    # limits both take a fraction of that on any machine. Lower bounds only: a slow machine
+    # makes them longer, never shorter.
+    chats = sample_chats(tmp_path)
+    d = chatvault.Device(str(tmp_path / "phone"))
+    key_text = d.enable_with_key(str(tmp_path / "repo"))
+    d.set_transfer(download_kib_per_s=1024, upload_kib_per_s=1024)
+    start = time.monotonic()
+    info = d.backup_now([str(chats)])
+    assert time.monotonic() - start > 2.0, "the upload limit paces the backup"
+    assert info.uploaded_bytes > 2_700_000
+
+    n = chatvault.Device(str(tmp_path / "new-phone"))
+    n.set_transfer(download_kib_per_s=1024, durable_restore=True)
+    start = time.monotonic()
+    r = n.restore_with_key(str(tmp_path / "repo"), key_text, "latest", str(tmp_path / "restored"))
+    assert time.monotonic() - start > 2.0, "the download limit paces the restore"
+    assert r.snapshot_id == info.id
+    assert tree(tmp_path / "restored" / "chats") == tree(chats)
+
+    # Lifted: no limit, the default durability.
+    n.set_transfer()
+    r = n.restore("latest", str(tmp_path / "restored-again"))
+    assert tree(tmp_path / "restored-again" / "chats") == tree(chats)
 
 
 def test_errors_without_a_repository(tmp_path):

@@ -37,6 +37,7 @@ use chatvault_repo::backup::{self, BackupOptions, BackupOutcome, Progress};
 use chatvault_repo::check::{self, CheckOptions};
 use chatvault_repo::repository::Repository;
 use chatvault_repo::restore::{RestoreEvent, RestoreOptions};
+use chatvault_repo::storage::Limits;
 use chatvault_vault_client::{SecretString, ServerIdentity};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -295,6 +296,25 @@ pub struct Status {
 #[derive(Debug, Clone)]
 pub struct Device {
     home: Home,
+    /// How this device transfers ([`Device::set_transfer`]); shared by clones.
+    transfer: Arc<Mutex<Transfer>>,
+}
+
+/// How a [`Device`] moves data: bandwidth limits for every transfer of its workflows and how
+/// durably a restore places files. Not stored in the home: an app sets it for each session
+/// (for example lower limits on a metered network).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transfer {
+    /// Most download bandwidth in bytes per second (restore, check, and every other read of
+    /// the repository), paced evenly by a token bucket; `None`: unlimited.
+    pub download: Option<u64>,
+    /// Most upload bandwidth in bytes per second (backup); `None`: unlimited.
+    pub upload: Option<u64>,
+    /// Restores sync every file to disk before giving it its real name
+    /// ([`RestoreOptions::durable`], docs/FORMAT.md §12.1 rule 13), not only the databases and
+    /// their folders: not even a power loss then leaves an incomplete medium under its name.
+    /// Slower: bound by the disk's writes.
+    pub durable_restore: bool,
 }
 
 /// The password-mode settings of a device: vault access (if the home holds an account token)
@@ -311,7 +331,31 @@ impl Device {
     pub fn open(home: impl Into<PathBuf>) -> Self {
         Device {
             home: Home::at(home.into()),
+            transfer: Default::default(),
         }
+    }
+
+    /// Sets how this device (and its clones) transfers from now on: bandwidth limits and
+    /// restore durability. A workflow already running keeps what it started with.
+    pub fn set_transfer(&self, transfer: Transfer) {
+        *self.transfer.lock().unwrap_or_else(|p| p.into_inner()) = transfer;
+    }
+
+    /// How this device transfers ([`Device::set_transfer`]; default: unlimited, databases
+    /// synced).
+    pub fn transfer(&self) -> Transfer {
+        *self.transfer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens the repository at `location` with `key`, under this device's bandwidth limits.
+    fn open_repo(&self, location: &str, key: &BackupKey) -> Result<Repository> {
+        let repo = crate::open(location, key)?;
+        let t = self.transfer();
+        repo.storage().set_limits(Limits {
+            download: t.download,
+            upload: t.upload,
+        });
+        Ok(repo)
     }
 
     /// The device home.
@@ -423,7 +467,11 @@ impl Device {
         cancel: Option<&CancelToken>,
     ) -> Result<RestoreInfo> {
         let (repo, _) = self.open_checked()?;
-        restore_from(&repo, snapshot, target, progress, cancel)
+        let opts = RestoreOptions {
+            durable: self.transfer().durable_restore,
+            ..RestoreOptions::default()
+        };
+        restore_from(&repo, snapshot, target, &opts, progress, cancel)
     }
 
     /// On a new device: restores from `repo` with the 64-digit `key_text`, and sets this home
@@ -440,7 +488,7 @@ impl Device {
         self.require_new()?;
         let key = BackupKey::parse_hex(key_text).map_err(ClientError::from)?;
         // Opening proves the key before anything is written to the home.
-        crate::open(repo, &key)?;
+        self.open_repo(repo, &key)?;
         self.home.store_key(&key)?;
         self.home.save_config(&crate::DeviceConfig {
             version: 1,
@@ -469,7 +517,7 @@ impl Device {
         self.require_new()?;
         let access = access(vault_url, account, token);
         let (key, identity) = vault::recover_key(&access, password, None)?;
-        crate::open(repo, &key)?;
+        self.open_repo(repo, &key)?;
         vault::adopt_device(&self.home, repo, &access, &identity, &key)?;
         self.store_token(&access.token)?;
         self.restore(snapshot, target, progress, cancel)
@@ -668,7 +716,7 @@ impl Device {
             .home
             .load_key()?
             .ok_or_else(|| ClientError::NotConfigured(self.home.dir().to_path_buf()))?;
-        let mut repo = crate::open(&cfg.repo, &key)?;
+        let mut repo = self.open_repo(&cfg.repo, &key)?;
         repo.set_cache(&self.home.dir().join("cache"));
         let access = match self.password_mode()? {
             Some(PasswordMode {
@@ -738,13 +786,13 @@ fn restore_from(
     repo: &Repository,
     snapshot: &str,
     target: &Path,
+    opts: &RestoreOptions,
     progress: Option<&dyn ProgressListener>,
     cancel: Option<&CancelToken>,
 ) -> Result<RestoreInfo> {
     let (id, snap) = repo.find_snapshot(snapshot)?;
     let sink = Sink::new(progress, cancel, 0);
-    let out =
-        chatvault_repo::restore::restore(repo, &snap, target, &RestoreOptions::default(), &sink)?;
+    let out = chatvault_repo::restore::restore(repo, &snap, target, opts, &sink)?;
     sink.finish();
     if !out.failed.is_empty() {
         return Err(DeviceError::Damaged {

@@ -37,7 +37,7 @@ pub mod device;
 pub mod rollback;
 pub mod vault;
 
-pub use device::{CancelToken, Device, DeviceError, ProgressListener};
+pub use device::{CancelToken, Device, DeviceError, ProgressListener, Transfer};
 
 /// Restoring, as an app embeds it: [`restore::restore`] with an observer ([`restore::Progress`])
 /// whose `restore_event` receives [`restore::RestoreEvent::MessagesReady`] as soon as every chat

@@ -268,6 +268,25 @@ impl Device {
         Arc::new(Device(core::Device::open(home)))
     }
 
+    /// Sets how this device transfers from now on: the most download and upload bandwidth in
+    /// KiB/s (`None` or 0: unlimited; paced evenly, for every transfer of every workflow) and
+    /// whether a restore syncs every file before naming it (`durable_restore`; default: only
+    /// the databases and their folders, docs/FORMAT.md §12.1 rule 13). Not stored in the home.
+    #[uniffi::method(default(download_kib_per_s = None, upload_kib_per_s = None, durable_restore = false))]
+    pub fn set_transfer(
+        &self,
+        download_kib_per_s: Option<u64>,
+        upload_kib_per_s: Option<u64>,
+        durable_restore: bool,
+    ) {
+        let bytes = |kib: Option<u64>| kib.map(|k| k.saturating_mul(1024));
+        self.0.set_transfer(core::Transfer {
+            download: bytes(download_kib_per_s),
+            upload: bytes(upload_kib_per_s),
+            durable_restore,
+        });
+    }
+
     /// Enables backup with a new 64-digit key at `repo`; returns the key as grouped text for
     /// the user to write down.
     pub fn enable_with_key(&self, repo: String) -> Result<String> {
