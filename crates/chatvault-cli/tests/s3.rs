@@ -306,6 +306,11 @@ enum Fault {
     Forbidden = 3,
     /// Read the request, then close the connection without an answer.
     Reset = 4,
+    /// Forward the request; for an answer of more than 5 MiB (a streamed pack read, not a
+    /// region or a tree), send its head and none of its body, and close (a connection cut as
+    /// the download starts: no progress, so the storage's retries count up). Only such answers
+    /// count against the budgets.
+    Truncate = 5,
 }
 
 struct ProxyState {
@@ -389,6 +394,15 @@ fn decide(st: &ProxyState, path: &str) -> Fault {
     if mode == Fault::Pass as u8 || !path.contains(st.filter.lock().unwrap().as_str()) {
         return Fault::Pass;
     }
+    if mode == Fault::Truncate as u8 {
+        return Fault::Truncate; // budgets: once the answer's size is known (serve)
+    }
+    take_budget(st)
+}
+
+/// The fault of the current mode if the budgets allow one more (counting it), else `Pass`.
+fn take_budget(st: &ProxyState) -> Fault {
+    let mode = st.mode.load(Ordering::SeqCst);
     if st
         .pass_budget
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -414,6 +428,7 @@ fn decide(st: &ProxyState, path: &str) -> Fault {
         1 => Fault::Error500,
         2 => Fault::Stall,
         3 => Fault::Forbidden,
+        5 => Fault::Truncate,
         _ => Fault::Reset,
     }
 }
@@ -441,7 +456,7 @@ fn serve(conn: TcpStream, st: &ProxyState) -> std::io::Result<()> {
     st.requests.fetch_add(1, Ordering::SeqCst);
     let path = head.split(' ').nth(1).unwrap_or("").to_string();
     match decide(st, &path) {
-        Fault::Pass => {
+        fault @ (Fault::Pass | Fault::Truncate) => {
             let mut up = TcpStream::connect(st.upstream)?;
             up.write_all(with_connection_close(&head).as_bytes())?;
             up.write_all(&body)?;
@@ -452,6 +467,9 @@ fn serve(conn: TcpStream, st: &ProxyState) -> std::io::Result<()> {
             let rhead = String::from_utf8_lossy(&rhead).into_owned();
             let mut rest = Vec::new();
             ur.read_to_end(&mut rest)?;
+            if fault == Fault::Truncate && rest.len() > 5 << 20 && take_budget(st) != Fault::Pass {
+                rest.clear();
+            }
             client.write_all(with_connection_close(&rhead).as_bytes())?;
             client.write_all(&rest)?;
         }
@@ -579,6 +597,63 @@ fn s3_backup_restore_and_check_with_multipart_packs() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["snapshot"]["summary"]["uploaded_bytes"].as_u64().unwrap() < 100_000);
     assert_eq!(w.snapshot_ids("phone-a").len(), 2);
+}
+
+/// Pack downloads cut off: a restore reads each pack's regions with one streamed request; a cut
+/// stream is asked again by the storage's retries, and one that fails for good is replaced by
+/// region-by-region reads of that pack. Either way the restore completes, byte for byte.
+#[test]
+fn s3_restore_survives_cut_pack_downloads() {
+    let Some(env) = s3_env() else { return };
+    let w = World::new(&env, "cut");
+    let src = w.p("chats");
+    small_source(&src);
+    // ~30 MB of media: two packs of several regions each.
+    std::fs::write(src.join("Media/VID-1.mp4"), noise(11, 18_000_000)).unwrap();
+    std::fs::write(src.join("Media/VID-2.mp4"), noise(12, 12_000_000)).unwrap();
+    let key = w.init("phone-a");
+    let out = w.cv("phone-a").arg("backup").arg(&src).output().unwrap();
+    assert_ok(&out);
+
+    let proxy = Proxy::start(env.addr);
+    let mut w2 = World::new(&env, "cut");
+    w2.repo = w.repo.clone();
+    w2.endpoint = proxy.endpoint();
+    let restore = |target: &str, extra: &[(&str, &str)]| {
+        let mut c = w2.cv(target);
+        c.env("CHATVAULT_KEY", &key)
+            .envs(extra.iter().copied())
+            .args([
+                "--repo",
+                &w.repo,
+                "-vv",
+                "restore",
+                "latest",
+                "--readers",
+                "2",
+                "--target",
+            ])
+            .arg(w2.p(target));
+        let out = c.output().unwrap();
+        assert_ok(&out);
+        assert_eq!(tree(&src), tree(&w2.p(&format!("{target}/chats"))));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // 1. The first two large pack downloads are cut: the storage layer's retries ask again
+    //    (OpenDAL also resumes a stream cut later, asking for the rest of the range).
+    proxy.set(Fault::Truncate, "/data/", 0, 2);
+    restore("restored", &[]);
+    assert_eq!(proxy.faults(), 2, "the downloads were cut");
+    // 2. Every large download is cut, every time: the streamed reads fail for good once the
+    //    retries are spent, and the restorer reads those packs region by region (answers of
+    //    at most 4 MiB, which pass).
+    proxy.set(Fault::Truncate, "/data/", 0, usize::MAX);
+    let log = restore("restored-2", &[("CHATVAULT_STORAGE_RETRY_DELAY_MS", "10")]);
+    assert!(proxy.faults() >= 2, "the downloads were cut");
+    assert!(
+        log.contains("streamed read of pack"),
+        "the restorer fell back to region reads (debug log):\n{log}"
+    );
 }
 
 /// Storage that fails mid-upload: 500s until retries are exhausted, stalls until timeouts,
