@@ -25,11 +25,21 @@ pub const READ_RUN: u64 = 4 << 20;
 pub const READ_GAP: u64 = 64 << 10;
 
 /// Metadata objects (snapshots, index objects, plans) fetched at once: storage round trips,
-/// not CPU, bound how long opening a repository takes.
-pub const METADATA_READERS: usize = 16;
+/// not CPU, bound how long opening a repository takes. On a new device every snapshot and index
+/// object is fetched: a month of daily backups is one round of requests, a year a dozen.
+pub const METADATA_READERS: usize = 32;
+
+/// Runs of tree or list blobs [`Repository::read_blobs`] fetches at once (each up to
+/// [`READ_RUN`] bytes, held until all are read).
+const BLOB_READERS: usize = 8;
 
 /// Applies `f` to every item on up to [`METADATA_READERS`] threads; results keep the order.
 pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    par_map_n(items, METADATA_READERS, f)
+}
+
+/// [`par_map`] on up to `threads` threads.
+fn par_map_n<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     if items.len() <= 1 {
         return items.iter().map(f).collect();
     }
@@ -37,7 +47,7 @@ pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync)
     let results: Vec<std::sync::Mutex<Option<R>>> =
         items.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
-        for _ in 0..METADATA_READERS.min(items.len()) {
+        for _ in 0..threads.min(items.len()) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1011,19 +1021,22 @@ impl Repository {
         Ok(v)
     }
 
+    /// `latest` among snapshots as [`Repository::snapshots`] lists them: the newest readable.
+    pub fn latest_of(all: Vec<(SnapshotId, Result<Snapshot>)>) -> Result<(SnapshotId, Snapshot)> {
+        all.into_iter()
+            .rev()
+            .find_map(|(id, s)| s.ok().map(|s| (id, s)))
+            .ok_or_else(|| {
+                RepoError::SnapshotNotFound(
+                    "latest (the repository has no readable snapshots)".into(),
+                )
+            })
+    }
+
     /// Resolves `latest`, a full id, or a unique id prefix (at least 4 hex digits).
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
-            let all = self.snapshots()?;
-            return all
-                .into_iter()
-                .rev()
-                .find_map(|(id, s)| s.ok().map(|s| (id, s)))
-                .ok_or_else(|| {
-                    RepoError::SnapshotNotFound(
-                        "latest (the repository has no readable snapshots)".into(),
-                    )
-                });
+            return Self::latest_of(self.snapshots()?);
         }
         let spec_l = spec.to_ascii_lowercase();
         if spec_l.len() < 4 || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -1164,6 +1177,11 @@ impl Repository {
             order.push((i, *id, loc));
         }
         order.sort_by_key(|(_, _, l)| (l.pack, l.offset));
+        // Runs of neighbours, each read with one request; the runs (of different packs, or far
+        // apart) are fetched in parallel: trees a restore prefetches, or the content lists of a
+        // large file, often lie in one pack per day of history, and one round trip after
+        // another would grow with it.
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
         let mut start = 0;
         while start < order.len() {
             // The same blob may be asked for twice: read it once, copy it.
@@ -1181,14 +1199,22 @@ impl Repository {
                 }
                 end += 1;
             }
-            let mut run: Vec<(BlobId, BlobLocation)> = Vec::with_capacity(end - start);
-            for (_, id, loc) in &order[start..end] {
+            runs.push(start..end);
+            start = end;
+        }
+        let read = par_map_n(&runs, BLOB_READERS, |r| {
+            let mut run: Vec<(BlobId, BlobLocation)> = Vec::with_capacity(r.len());
+            for (_, id, loc) in &order[r.clone()] {
                 if run.last().is_none_or(|(_, l)| l.offset != loc.offset) {
                     run.push((*id, *loc));
                 }
             }
             let plains = self.read_adjacent_blobs(&run)?;
-            for (i, id, loc) in &order[start..end] {
+            Ok((run, plains))
+        });
+        for (r, result) in runs.iter().zip(read) {
+            let (run, plains): (Vec<(BlobId, BlobLocation)>, Vec<Vec<u8>>) = result?;
+            for (i, id, loc) in &order[r.clone()] {
                 let k = run
                     .iter()
                     .position(|(rid, l)| l.offset == loc.offset && rid == id)
@@ -1200,7 +1226,6 @@ impl Repository {
                     })?;
                 out[*i] = Some(plains[k].clone());
             }
-            start = end;
         }
         Ok(out
             .into_iter()

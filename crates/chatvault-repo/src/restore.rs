@@ -615,47 +615,72 @@ impl<'a> Plan<'a> {
         }
     }
 
-    /// Fetches the trees of `tree`'s subdirectories in one go (neighbouring blobs in one read,
-    /// FORMAT §12.1), so that walking a directory of many subdirectories costs one storage
-    /// round trip, not one per subdirectory (on a phone's network, each is tens of
-    /// milliseconds before the first byte of a file is restored). Only while the trees fetched
-    /// ahead and not yet walked stay within [`PREFETCH_BYTES`] of plaintext (a hostile tree of
-    /// huge or deeply nested subtrees is walked one by one, as before); a failure here is
-    /// ignored: the walk then loads and reports each subtree itself. Returns the ids fetched,
-    /// for [`Plan::drop_prefetched`] once the directory is walked.
+    /// Fetches the trees below `tree` ahead, a level at a time: its subdirectories' trees in
+    /// one go, then all of theirs, and so on (neighbouring blobs in one read, the reads of one
+    /// level in parallel: FORMAT §12.1), so that walking a snapshot costs one storage round trip
+    /// per level of depth, not one per directory (on a phone's network, each is tens of
+    /// milliseconds before the first byte of a file is restored; and the trees of a snapshot
+    /// lie in as many packs as the days that changed them). Only while the trees fetched ahead
+    /// and not yet walked stay within [`PREFETCH_BYTES`] of plaintext (a level that does not fit
+    /// is left to the walk, which loads and checks each subtree itself, as it does after any
+    /// failure here). Returns the ids fetched, for [`Plan::drop_prefetched`] once the directory
+    /// is walked.
     fn prefetch(&mut self, tree: &Tree, include: Option<&[Vec<u8>]>) -> Vec<BlobId> {
-        let mut ids: Vec<BlobId> = Vec::new();
+        let mut fetched: Vec<BlobId> = Vec::new();
         if include.is_some() {
-            return ids;
+            return fetched;
         }
-        let mut sizes: Vec<u64> = Vec::new();
-        let mut bytes = 0u64;
-        for node in &tree.nodes {
-            if let NodeKind::Dir { subtree } = &node.kind
-                && !self.prefetched.contains_key(subtree)
-                && !ids.contains(subtree)
-            {
-                let Some(loc) = self.index.get(subtree) else {
-                    return Vec::new();
+        let mut level = self.unfetched_subtrees(&tree.nodes, &HashSet::new());
+        // A single subdirectory costs the walk one read either way.
+        if level.len() < 2 {
+            return fetched;
+        }
+        while !level.is_empty() {
+            let mut sizes: Vec<u64> = Vec::with_capacity(level.len());
+            let mut bytes = 0u64;
+            for id in &level {
+                let Some(loc) = self.index.get(id) else {
+                    return fetched;
                 };
                 bytes += u64::from(loc.raw_length);
-                if self.prefetched_bytes + bytes > PREFETCH_BYTES {
-                    return Vec::new();
-                }
-                ids.push(*subtree);
                 sizes.push(u64::from(loc.raw_length));
             }
+            if self.prefetched_bytes + bytes > PREFETCH_BYTES {
+                return fetched;
+            }
+            let Ok(blobs) = self.repo.read_blobs(self.index, BlobType::Tree, &level) else {
+                return fetched;
+            };
+            let mut next: Vec<BlobId> = Vec::new();
+            let mut queued: HashSet<BlobId> = HashSet::new();
+            for ((id, size), plain) in level.iter().zip(sizes).zip(blobs) {
+                if let Ok(t) = chatvault_format::objects::parse_tree(&plain) {
+                    for sub in self.unfetched_subtrees(&t.nodes, &queued) {
+                        queued.insert(sub);
+                        next.push(sub);
+                    }
+                    self.prefetched.insert(*id, (t, size));
+                    self.prefetched_bytes += size;
+                }
+            }
+            fetched.extend_from_slice(&level);
+            next.retain(|id| !self.prefetched.contains_key(id));
+            level = next;
         }
-        if ids.len() < 2 {
-            return Vec::new();
-        }
-        let Ok(blobs) = self.repo.read_blobs(self.index, BlobType::Tree, &ids) else {
-            return Vec::new();
-        };
-        for ((id, size), plain) in ids.iter().zip(sizes).zip(blobs) {
-            if let Ok(t) = chatvault_format::objects::parse_tree(&plain) {
-                self.prefetched.insert(*id, (t, size));
-                self.prefetched_bytes += size;
+        fetched
+    }
+
+    /// The subdirectory trees among `nodes` neither fetched ahead nor in `queued`, once each.
+    fn unfetched_subtrees(&self, nodes: &[Node], queued: &HashSet<BlobId>) -> Vec<BlobId> {
+        let mut ids: Vec<BlobId> = Vec::new();
+        let mut seen: HashSet<BlobId> = HashSet::new();
+        for node in nodes {
+            if let NodeKind::Dir { subtree } = &node.kind
+                && !self.prefetched.contains_key(subtree)
+                && !queued.contains(subtree)
+                && seen.insert(*subtree)
+            {
+                ids.push(*subtree);
             }
         }
         ids

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use chatvault_format::id::SnapshotId;
+use chatvault_repo::repository::Repository;
 use chatvault_repo::restore::RestoreOutcome;
 use chatvault_repo::restore::{self, RestoreOptions};
 use serde::Serialize;
@@ -67,18 +68,23 @@ impl<'a> Summary<'a> {
 
 pub(super) fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let (repo, _) = ctx.open_checked()?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
-    if a.snapshot == "latest" {
-        // Listed again, but not read again: the snapshots read above are kept in memory.
-        let damaged = repo.snapshots()?.iter().filter(|(_, s)| s.is_err()).count();
-        if damaged > 0 {
-            eprintln!(
-                "warning: {damaged} snapshot(s) are damaged and were skipped; `latest` is the \
-                 newest readable one, {} ({}). Run `chatvault check`.",
-                id.short(),
-                snap.time
-            );
-        }
+    let (id, snap, damaged) = if a.snapshot == "latest" {
+        // One listing for both: the newest readable snapshot and how many are damaged.
+        let all = repo.snapshots()?;
+        let damaged = all.iter().filter(|(_, s)| s.is_err()).count();
+        let (id, snap) = Repository::latest_of(all)?;
+        (id, snap, damaged)
+    } else {
+        let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+        (id, snap, 0)
+    };
+    if damaged > 0 {
+        eprintln!(
+            "warning: {damaged} snapshot(s) are damaged and were skipped; `latest` is the \
+             newest readable one, {} ({}). Run `chatvault check`.",
+            id.short(),
+            snap.time
+        );
     }
     let bar = Bar::new(ctx.quiet || a.json, "restoring");
     let opts = RestoreOptions {
