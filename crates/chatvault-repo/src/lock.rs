@@ -181,6 +181,9 @@ struct State {
     last_failure: Option<String>,
     /// Storage time, if the backend reports it.
     clock: Option<StorageClock>,
+    /// The current lock object as written (`None` until the first is): listing the live locks
+    /// does not read it back.
+    object: Option<Lock>,
 }
 
 struct Inner {
@@ -212,6 +215,8 @@ fn human(d: Duration) -> String {
 /// The outcome of writing one lock object.
 struct Written {
     id: LockId,
+    /// What was written.
+    lock: Lock,
     /// Taken just before the write started.
     started: Stamp,
     clock: Option<StorageClock>,
@@ -287,6 +292,7 @@ impl Inner {
         let id = LockId::random(&mut OsRng);
         let lock = self.lock_object();
         let sealed = objects::seal_lock(&self.keys, id.as_bytes(), &lock, &mut OsRng);
+        let written = lock.clone();
         let path = lock_path(&id);
         let started = Stamp::now();
         if self
@@ -304,7 +310,12 @@ impl Inner {
                 None
             }
         };
-        Ok(Some(Written { id, started, clock }))
+        Ok(Some(Written {
+            id,
+            lock: written,
+            started,
+            clock,
+        }))
     }
 
     /// Writes a new lock object and deletes the old one, if a refresh is due. If another
@@ -351,6 +362,7 @@ impl Inner {
         {
             let mut s = self.state();
             s.id = w.id;
+            s.object = Some(w.lock);
             s.refreshed = w.started;
             s.last_failure = None;
             if w.clock.is_some() {
@@ -446,6 +458,7 @@ pub fn lock<'a>(repo: &'a Repository, operation: &str, exclusive: bool) -> Resul
             lost: None,
             last_failure: None,
             clock: None,
+            object: None,
         }),
         refreshing: Mutex::new(()),
     };
@@ -457,6 +470,7 @@ pub fn lock<'a>(repo: &'a Repository, operation: &str, exclusive: bool) -> Resul
     {
         let mut s = inner.state();
         s.id = w.id;
+        s.object = Some(w.lock);
         s.refreshed = w.started;
         s.clock = w.clock;
     }
@@ -575,21 +589,40 @@ impl LockGuard<'_> {
         let storage_now = self.storage_now();
         let wall_now = Utc::now();
         let ttl = TimeDelta::from_std(self.inner.cfg.ttl).unwrap_or(TimeDelta::MAX);
-        let mut out = Vec::new();
+        let mut listed = Vec::new();
         for l in self.repo.storage.list(layout::LOCKS, false)? {
-            let Ok(id) = l.name.parse::<LockId>() else {
-                tracing::warn!(name = %l.name, "ignoring unexpected object in locks/");
-                continue;
+            match l.name.parse::<LockId>() {
+                Ok(id) => listed.push((id, l)),
+                Err(_) => tracing::warn!(name = %l.name, "ignoring unexpected object in locks/"),
+            }
+        }
+        // This guard's own lock is not read back; the others are read in parallel (stale locks
+        // of killed runs on other devices must not cost a round trip each).
+        let (mine, object) = {
+            let s = self.inner.state();
+            (s.id, s.object.clone())
+        };
+        let read = crate::repository::par_map(&listed, |(id, _)| -> Result<Option<Lock>> {
+            if *id == mine
+                && let Some(own) = &object
+            {
+                return Ok(Some(own.clone()));
+            }
+            let Some(bytes) = self.repo.storage.read(&lock_path(id))? else {
+                return Ok(None);
             };
-            let Some(bytes) = self.repo.storage.read(&lock_path(&id))? else {
-                continue;
-            };
-            let lock = match objects::open_lock(self.repo.keys(), id.as_bytes(), &bytes) {
-                Ok(lock) => lock,
+            match objects::open_lock(self.repo.keys(), id.as_bytes(), &bytes) {
+                Ok(lock) => Ok(Some(lock)),
                 Err(e) => {
                     tracing::warn!(lock = %id.short(), error = %e, "ignoring unreadable lock");
-                    continue;
+                    Ok(None)
                 }
+            }
+        });
+        let mut out = Vec::new();
+        for ((id, l), lock) in listed.into_iter().zip(read) {
+            let Some(lock) = lock? else {
+                continue;
             };
             let live = match (l.last_modified, storage_now) {
                 (Some(written), Some(now)) => written
