@@ -29,6 +29,9 @@ pub const READ_GAP: u64 = 64 << 10;
 /// object is fetched: a month of daily backups is one round of requests, a year a dozen.
 pub const METADATA_READERS: usize = 32;
 
+/// Most sealed bytes of index objects [`Repository::load_index`] fetches and parses at once.
+const INDEX_WAVE_BYTES: u64 = 16 << 20;
+
 /// Runs of tree or list blobs [`Repository::read_blobs`] fetches at once (each up to
 /// [`READ_RUN`] bytes, held until all are read).
 const BLOB_READERS: usize = 8;
@@ -849,10 +852,33 @@ impl Repository {
         let have: HashSet<&(IndexId, String)> = sources.iter().collect();
         let missing: Vec<&(IndexId, String)> =
             listed.iter().filter(|l| !have.contains(l)).collect();
-        // Fetched in parallel; each reader merges what it fetched at once, so at most one
-        // parsed index object per reader is in memory.
+        // Fetched in parallel, in waves of at most INDEX_WAVE_BYTES of sealed objects (a new
+        // device's first load of a 4.5 GB database's index: 40 objects of megabytes each, whose
+        // parsing in 32 threads at once took 170 MB more than the index itself); each reader
+        // merges what it fetched at once, so at most one parsed index object per reader is in
+        // memory.
         let shared = std::sync::Mutex::new((index, Vec::new()));
-        let results = par_map(&missing, |(id, stamp)| {
+        let listed_size = |stamp: &str| {
+            stamp
+                .split(' ')
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let mut waves: Vec<&[&(IndexId, String)]> = Vec::new();
+        let (mut start, mut bytes) = (0, 0u64);
+        for (i, (_, stamp)) in missing.iter().enumerate() {
+            let size = listed_size(stamp);
+            if i > start && (bytes + size > INDEX_WAVE_BYTES || i - start >= METADATA_READERS) {
+                waves.push(&missing[start..i]);
+                (start, bytes) = (i, 0);
+            }
+            bytes += size;
+        }
+        if start < missing.len() {
+            waves.push(&missing[start..]);
+        }
+        let results = waves.iter().flat_map(|wave| par_map(wave, |(id, stamp)| {
             let loaded = self.load_index_file_stamped(id, Some(stamp));
             let mut guard = shared.lock().expect("index lock");
             let (index, added) = &mut *guard;
@@ -869,8 +895,8 @@ impl Repository {
                 }
                 Err(e) => Err(e),
             }
-        });
-        results.into_iter().collect::<Result<()>>()?;
+        }));
+        results.collect::<Result<()>>()?;
         let (mut index, added) = shared.into_inner().expect("index lock");
         index.finish();
         tracing::debug!(

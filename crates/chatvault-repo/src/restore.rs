@@ -478,6 +478,7 @@ impl Steps<'_> {
             readers: readers.max(1),
             out: Mutex::new(out),
             placer: Mutex::new(None),
+            buffers: Mutex::new(Vec::new()),
         };
         let failed_before = writer.failed();
         writer.write(&first, true);
@@ -1107,6 +1108,11 @@ struct Writer<'a, 'o> {
     /// Where a file goes once every blob of it verified: the placer thread of the running
     /// [`Writer::write`] syncs, stamps and renames it, so that no reader waits for the disk.
     placer: Mutex<Option<mpsc::Sender<Arc<Open>>>>,
+    /// The read and plaintext buffers of the readers that keep theirs (one per core), handed
+    /// from batch to batch: a batch's readers are new threads, and buffers freed and
+    /// allocated again by each (glibc keeps freed ones in per-thread arenas) grew a 4.5 GB
+    /// database's restore by ~140 MB over its 17 batches.
+    buffers: Mutex<Vec<Buffers>>,
 }
 
 /// A file being written under its temporary name.
@@ -1462,7 +1468,12 @@ impl Writer<'_, '_> {
             for reader in 0..self.readers.min(units.len()) {
                 let (next, units, regions, pieces) = (&next, &units, &regions, &pieces);
                 s.spawn(move || {
-                    let mut bufs = Buffers::default();
+                    let keeps = reader < cores;
+                    let mut bufs = if keeps {
+                        self.buffers.lock().expect("buffers").pop().unwrap_or_default()
+                    } else {
+                        Buffers::default()
+                    };
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(unit) = units.get(i) else { break };
@@ -1473,9 +1484,12 @@ impl Writer<'_, '_> {
                         for r in regions {
                             self.region(opens, &pieces[r.clone()], &mut bufs, &mut stream);
                         }
-                        if reader >= cores {
+                        if !keeps {
                             bufs = Buffers::default();
                         }
+                    }
+                    if keeps {
+                        self.buffers.lock().expect("buffers").push(bufs);
                     }
                 });
             }
