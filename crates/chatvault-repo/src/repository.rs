@@ -878,24 +878,26 @@ impl Repository {
         if start < missing.len() {
             waves.push(&missing[start..]);
         }
-        let results = waves.iter().flat_map(|wave| par_map(wave, |(id, stamp)| {
-            let loaded = self.load_index_file_stamped(id, Some(stamp));
-            let mut guard = shared.lock().expect("index lock");
-            let (index, added) = &mut *guard;
-            match loaded {
-                Ok(f) => {
-                    index.add(&f);
-                    added.push((*id, stamp.clone()));
-                    Ok(())
+        let results = waves.iter().flat_map(|wave| {
+            par_map(wave, |(id, stamp)| {
+                let loaded = self.load_index_file_stamped(id, Some(stamp));
+                let mut guard = shared.lock().expect("index lock");
+                let (index, added) = &mut *guard;
+                match loaded {
+                    Ok(f) => {
+                        index.add(&f);
+                        added.push((*id, stamp.clone()));
+                        Ok(())
+                    }
+                    Err(e @ RepoError::Corrupted { .. }) => {
+                        tracing::warn!(error = %e, "skipping damaged index object");
+                        index.damaged.push((*id, e.to_string()));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e @ RepoError::Corrupted { .. }) => {
-                    tracing::warn!(error = %e, "skipping damaged index object");
-                    index.damaged.push((*id, e.to_string()));
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
-        }));
+            })
+        });
         results.collect::<Result<()>>()?;
         let (mut index, added) = shared.into_inner().expect("index lock");
         index.finish();

@@ -47,7 +47,7 @@ use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use chatvault_format::blob::{self, BlobType, Opened};
@@ -478,6 +478,7 @@ impl Steps<'_> {
             readers: readers.max(1),
             out: Mutex::new(out),
             placer: Mutex::new(None),
+            syncing: AtomicBool::new(false),
             buffers: Mutex::new(Vec::new()),
         };
         let failed_before = writer.failed();
@@ -1107,7 +1108,10 @@ struct Writer<'a, 'o> {
     out: Mutex<&'o mut RestoreOutcome>,
     /// Where a file goes once every blob of it verified: the placer thread of the running
     /// [`Writer::write`] syncs, stamps and renames it, so that no reader waits for the disk.
-    placer: Mutex<Option<mpsc::Sender<Arc<Open>>>>,
+    placer: Mutex<Option<mpsc::Sender<ToPlacer>>>,
+    /// Whether the running [`Writer::write`] syncs its files: then the placer also writes a
+    /// file's data back while it is being written ([`FLUSH_EVERY`]).
+    syncing: AtomicBool,
     /// The read and plaintext buffers of the readers that keep theirs (one per core), handed
     /// from batch to batch: a batch's readers are new threads, and buffers freed and
     /// allocated again by each (glibc keeps freed ones in per-thread arenas) grew a 4.5 GB
@@ -1124,6 +1128,8 @@ struct Open {
     fd: OwnedFd,
     /// Blobs not yet written (or failed); the reader that takes it to 0 finishes the file.
     remaining: AtomicUsize,
+    /// Bytes written since the placer last wrote this file back (files to be synced only).
+    unflushed: AtomicU64,
     /// The failure at the lowest file offset, if any (the one reported, whatever the order the
     /// readers met them in).
     error: Mutex<Option<(u64, String)>>,
@@ -1137,6 +1143,21 @@ impl Open {
         }
     }
 }
+
+/// What the placer thread is asked to do.
+enum ToPlacer {
+    /// Sync (if the write syncs), stamp and rename a file whose every blob verified.
+    Place(Arc<Open>),
+    /// Write back what was written of a file to be synced so far (`fdatasync`), so that its
+    /// final sync waits for little.
+    Flush(Arc<Open>),
+}
+
+/// A file to be synced is written back by the placer every this many bytes written: the
+/// pages of a database restored from several days of backups arrive scattered, in runs too
+/// short for [`start_writeback`], and its final `fsync` waited 80–100 ms for all of them, with
+/// the cores idle, before *messages ready*.
+const FLUSH_EVERY: u64 = 16 << 20;
 
 /// One blob to place at `offset` of the batch's file `file`.
 struct Piece {
@@ -1209,12 +1230,19 @@ impl Writer<'_, '_> {
     /// waited there would leave its core idle (it was a third of a restore's time on a local
     /// folder, the readers doing their work on one core in two).
     fn write(&self, order: &[usize], sync: bool) {
-        let (tx, rx) = mpsc::channel::<Arc<Open>>();
+        let (tx, rx) = mpsc::channel::<ToPlacer>();
         *self.placer.lock().expect("placer") = Some(tx);
+        self.syncing.store(sync, Ordering::Relaxed);
         std::thread::scope(|s| {
             s.spawn(move || {
-                for open in rx {
-                    self.place_verified(&open, sync);
+                for job in rx {
+                    match job {
+                        ToPlacer::Place(open) => self.place_verified(&open, sync),
+                        // Only a head start: the final sync reports any error.
+                        ToPlacer::Flush(open) => {
+                            let _ = rfs::fdatasync(&open.fd);
+                        }
+                    }
                 }
             });
             self.write_batches(order);
@@ -1374,6 +1402,7 @@ impl Writer<'_, '_> {
             tmp,
             fd,
             remaining: AtomicUsize::new(ids.len()),
+            unflushed: AtomicU64::new(0),
             error: Mutex::new(None),
         });
         Ok(if ids.is_empty() {
@@ -1470,7 +1499,11 @@ impl Writer<'_, '_> {
                 s.spawn(move || {
                     let keeps = reader < cores;
                     let mut bufs = if keeps {
-                        self.buffers.lock().expect("buffers").pop().unwrap_or_default()
+                        self.buffers
+                            .lock()
+                            .expect("buffers")
+                            .pop()
+                            .unwrap_or_default()
                     } else {
                         Buffers::default()
                     };
@@ -1641,6 +1674,7 @@ impl Writer<'_, '_> {
             match pwritev_all(open.fd.as_fd(), &slices, offset) {
                 Ok(()) => {
                     start_writeback(open.fd.as_fd(), offset, next - offset);
+                    self.flush_if_due(open, next - offset);
                     self.progress.bytes(next - offset);
                 }
                 Err(e) => open.fail(offset, format!("writing: {e}")),
@@ -1654,6 +1688,22 @@ impl Writer<'_, '_> {
         }
         if sealed.capacity() > SEALED_KEEP_MAX {
             *sealed = Vec::new();
+        }
+    }
+
+    /// `n` bytes more of `open` were written: when the write syncs its files and
+    /// [`FLUSH_EVERY`] bytes were written since the last time, asks the placer to write them
+    /// back now.
+    fn flush_if_due(&self, open: &Arc<Open>, n: u64) {
+        if !self.syncing.load(Ordering::Relaxed) {
+            return;
+        }
+        let before = open.unflushed.fetch_add(n, Ordering::Relaxed);
+        if before + n >= FLUSH_EVERY && before < FLUSH_EVERY {
+            open.unflushed.fetch_sub(before + n, Ordering::Relaxed);
+            if let Some(placer) = self.placer.lock().expect("placer").as_ref() {
+                let _ = placer.send(ToPlacer::Flush(open.clone()));
+            }
         }
     }
 
@@ -1725,9 +1775,9 @@ impl Writer<'_, '_> {
             return;
         }
         let open = match self.placer.lock().expect("placer").as_ref() {
-            Some(placer) => match placer.send(open.clone()) {
+            Some(placer) => match placer.send(ToPlacer::Place(open.clone())) {
                 Ok(()) => return,
-                Err(mpsc::SendError(open)) => open,
+                Err(mpsc::SendError(ToPlacer::Place(open) | ToPlacer::Flush(open))) => open,
             },
             None => open.clone(),
         };
