@@ -29,6 +29,40 @@ pub const READ_GAP: u64 = 64 << 10;
 /// object is fetched: a month of daily backups is one round of requests, a year a dozen.
 pub const METADATA_READERS: usize = 32;
 
+/// Groups `n` byte ranges of packs, sorted by pack and start, into runs that one ranged read
+/// fetches: a range joins the run when it lies in the same pack and either starts where the
+/// previous one starts (the same blob, wanted twice) or starts at most [`READ_GAP`] after the
+/// previous one ends with the whole run spanning at most `max_span` bytes. `range(i)` is item
+/// `i`'s pack, start and end.
+pub(crate) fn neighbour_runs(
+    n: usize,
+    range: impl Fn(usize) -> (PackId, u64, u64),
+    max_span: u64,
+) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let (pack, first, _) = range(start);
+        let mut end = start + 1;
+        while end < n {
+            let (_, prev_start, prev_end) = range(end - 1);
+            let (next_pack, next_start, next_end) = range(end);
+            let same = next_pack == pack && next_start == prev_start;
+            let joins = next_pack == pack
+                && next_start >= prev_end
+                && next_start - prev_end <= READ_GAP
+                && next_end - first <= max_span;
+            if !(same || joins) {
+                break;
+            }
+            end += 1;
+        }
+        runs.push(start..end);
+        start = end;
+    }
+    runs
+}
+
 /// Most sealed bytes of index objects [`Repository::load_index`] fetches and parses at once.
 const INDEX_WAVE_BYTES: u64 = 16 << 20;
 
@@ -1209,27 +1243,15 @@ impl Repository {
         // apart) are fetched in parallel: trees a restore prefetches, or the content lists of a
         // large file, often lie in one pack per day of history, and one round trip after
         // another would grow with it.
-        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
-        let mut start = 0;
-        while start < order.len() {
-            // The same blob may be asked for twice: read it once, copy it.
-            let mut end = start + 1;
-            while end < order.len() {
-                let (prev, next) = (&order[end - 1].2, &order[end].2);
-                let prev_end = prev.offset + u64::from(prev.length);
-                let joins = next.pack == prev.pack
-                    && next.offset >= prev_end
-                    && next.offset - prev_end <= READ_GAP
-                    && next.offset + u64::from(next.length) - order[start].2.offset <= READ_RUN;
-                let duplicate = next.pack == prev.pack && next.offset == prev.offset;
-                if !(joins || duplicate) {
-                    break;
-                }
-                end += 1;
-            }
-            runs.push(start..end);
-            start = end;
-        }
+        // The same blob may be asked for twice: read it once, copy it.
+        let runs = neighbour_runs(
+            order.len(),
+            |i| {
+                let l = &order[i].2;
+                (l.pack, l.offset, l.offset + u64::from(l.length))
+            },
+            READ_RUN,
+        );
         let read = par_map_n(&runs, BLOB_READERS, |r| {
             let mut run: Vec<(BlobId, BlobLocation)> = Vec::with_capacity(r.len());
             for (_, id, loc) in &order[r.clone()] {

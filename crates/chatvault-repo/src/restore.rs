@@ -26,7 +26,7 @@
 //! The writer is a planner (docs/FORMAT.md §12.1 rule 11): files are taken in batches (at most
 //! [`BATCH_FILES`] files and [`BATCH_BLOBS`] blobs, so memory stays bounded whatever the
 //! snapshot); a batch's blobs are sorted by pack and offset and grouped into regions (neighbours
-//! with gaps of at most [`READ_GAP`], at most [`READ_RUN`] bytes); a pool of readers fetches each
+//! with gaps of at most [`READ_GAP`](crate::repository::READ_GAP), at most [`READ_RUN`] bytes); a pool of readers fetches each
 //! region once (on a local folder with `pread` into the reader's own buffer; on a cloud service
 //! all the neighbouring regions of a pack with one streamed request, consumed a region at a
 //! time: one GET per pack, as restic makes, with the memory of one region), decrypts its blobs
@@ -61,7 +61,7 @@ use rustix::io::Errno;
 use crate::backup::Progress;
 use crate::error::{RepoError, Result};
 use crate::lock;
-use crate::repository::{BlobLocation, Index, READ_GAP, READ_RUN, Repository, layout};
+use crate::repository::{BlobLocation, Index, READ_RUN, Repository, layout, neighbour_runs};
 use crate::sqlite;
 
 /// Options of a restore.
@@ -1456,26 +1456,14 @@ impl Writer<'_, '_> {
     /// regions, each region read once by one of the readers.
     fn run_batch(&self, opens: &[Arc<Open>], mut pieces: Vec<Piece>) {
         pieces.sort_unstable_by_key(|p| (p.loc.pack, p.loc.offset));
-        let mut regions: Vec<Range<usize>> = Vec::new();
-        let mut start = 0;
-        while start < pieces.len() {
-            let mut end = start + 1;
-            while end < pieces.len() {
-                let (prev, next) = (&pieces[end - 1].loc, &pieces[end].loc);
-                let prev_end = prev.offset + u64::from(prev.length);
-                let same = next.pack == prev.pack && next.offset == prev.offset;
-                let joins = next.pack == prev.pack
-                    && next.offset >= prev_end
-                    && next.offset - prev_end <= READ_GAP
-                    && next.offset + u64::from(next.length) - pieces[start].loc.offset <= READ_RUN;
-                if !(same || joins) {
-                    break;
-                }
-                end += 1;
-            }
-            regions.push(start..end);
-            start = end;
-        }
+        let regions = neighbour_runs(
+            pieces.len(),
+            |i| {
+                let l = &pieces[i].loc;
+                (l.pack, l.offset, l.offset + u64::from(l.length))
+            },
+            READ_RUN,
+        );
         // What one reader takes at a time: a region, or on a cloud service all the neighbouring
         // regions of a pack (up to STREAM_RUN bytes), fetched with one request whose response
         // is consumed region by region (Storage::read_range_stream). One request per pack
@@ -1861,32 +1849,25 @@ const SEALED_KEEP_MAX: usize = 2 * READ_RUN as usize;
 const STREAM_RUN: u64 = 20 << 20;
 
 /// Groups `regions` (of `pieces` sorted by pack and offset) into what one reader takes at once
-/// on a cloud service: runs of regions of one pack, each at most [`READ_GAP`] after the last,
-/// spanning at most [`STREAM_RUN`] bytes.
+/// on a cloud service: runs of regions of one pack, each at most
+/// [`READ_GAP`](crate::repository::READ_GAP) after the last, spanning at most [`STREAM_RUN`]
+/// bytes.
 fn stream_units(pieces: &[Piece], regions: &[Range<usize>]) -> Vec<Range<usize>> {
-    let mut units = Vec::new();
-    let mut start = 0;
-    while start < regions.len() {
-        let first = pieces[regions[start].start].loc;
-        let mut end = start + 1;
-        while end < regions.len() {
-            let prev = pieces[regions[end - 1].end - 1].loc;
-            let next = pieces[regions[end].start].loc;
-            let next_last = pieces[regions[end].end - 1].loc;
-            let prev_end = prev.offset + u64::from(prev.length);
-            if next.pack != first.pack
-                || next.offset < prev_end
-                || next.offset - prev_end > READ_GAP
-                || next_last.offset + u64::from(next_last.length) - first.offset > STREAM_RUN
-            {
-                break;
-            }
-            end += 1;
-        }
-        units.push(start..end);
-        start = end;
-    }
-    units
+    neighbour_runs(
+        regions.len(),
+        |i| {
+            let (first, last) = (
+                &pieces[regions[i].start].loc,
+                &pieces[regions[i].end - 1].loc,
+            );
+            (
+                first.pack,
+                first.offset,
+                last.offset + u64::from(last.length),
+            )
+        },
+        STREAM_RUN,
+    )
 }
 
 /// A unit's streamed request ([`Storage::read_range_stream`]) and where in the pack it is.

@@ -18,7 +18,7 @@ pub struct Limits {
 }
 
 /// Requests made and bytes moved by one [`Storage`] since it was opened (all clones share them;
-/// [`stats`] counts operations of the whole process).
+/// [`stats`](super::stats()) counts operations of the whole process).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TransferStats {
     /// Read requests (whole objects and ranges) that returned data.
