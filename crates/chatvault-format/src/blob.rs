@@ -16,6 +16,13 @@ const STORED: u8 = 0;
 const ZSTD: u8 = 1;
 /// zstd level: 3 is the library default, the best ratio/speed trade-off for chat text.
 const ZSTD_LEVEL: i32 = 3;
+/// zstd level for plaintexts of at most [`SMALL_LEN`] bytes. Each database page is its own
+/// blob and frame, and at level 3 their compression was a quarter of a first backup's cycles;
+/// on 4 KiB pages of the benchmark's `msgstore.db`, level 2 compresses 30 % faster into 0.5 %
+/// more bytes (level 1: 40 % faster, 2.3 % more), and decompresses as fast.
+const ZSTD_LEVEL_SMALL: i32 = 2;
+/// Plaintexts up to this size are compressed at [`ZSTD_LEVEL_SMALL`].
+const SMALL_LEN: usize = 16 << 10;
 /// Size of the sample used to decide whether a large chunk is worth compressing.
 const SAMPLE_LEN: usize = 64 << 10;
 
@@ -219,7 +226,12 @@ fn compress_into(plaintext: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
     if worth_trying {
         out.push(ZSTD);
-        match zstd_append(plaintext, ZSTD_LEVEL, out) {
+        let level = if plaintext.len() <= SMALL_LEN {
+            ZSTD_LEVEL_SMALL
+        } else {
+            ZSTD_LEVEL
+        };
+        match zstd_append(plaintext, level, out) {
             Some(c) if c + c / 32 < plaintext.len() => return,
             _ => out.truncate(start),
         }

@@ -66,9 +66,57 @@ pub(crate) fn neighbour_runs(
 /// Most sealed bytes of index objects [`Repository::load_index`] fetches and parses at once.
 const INDEX_WAVE_BYTES: u64 = 16 << 20;
 
-/// Runs of tree or list blobs [`Repository::read_blobs`] fetches at once (each up to
-/// [`READ_RUN`] bytes, held until all are read).
-const BLOB_READERS: usize = 8;
+/// Sealed bytes of the runs of tree or list blobs [`Repository::read_blobs`] fetches at once:
+/// up to [`METADATA_READERS`] small runs, or 8 runs of [`READ_RUN`] bytes.
+const BLOB_READ_BUDGET: u64 = 8 * READ_RUN;
+
+/// Bytes that parallel readers may hold at once. A reader takes its share before a request and
+/// gives it back when done with what it read, so that many small reads are in flight together
+/// (the scattered pages and trees of a repository with months of daily backups lie in one pack
+/// per day) while large ones queue: round trips bound the one, memory the other.
+pub(crate) struct ByteBudget {
+    total: u64,
+    left: std::sync::Mutex<u64>,
+    freed: std::sync::Condvar,
+}
+
+impl ByteBudget {
+    pub(crate) fn new(total: u64) -> Self {
+        ByteBudget {
+            total,
+            left: std::sync::Mutex::new(total),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits until `bytes` (at most the whole budget) are free and takes them until the share
+    /// is dropped.
+    pub(crate) fn take(&self, bytes: u64) -> BudgetShare<'_> {
+        let bytes = bytes.min(self.total);
+        let mut left = self.left.lock().expect("byte budget");
+        while *left < bytes {
+            left = self.freed.wait(left).expect("byte budget");
+        }
+        *left -= bytes;
+        BudgetShare {
+            budget: self,
+            bytes,
+        }
+    }
+}
+
+/// Bytes taken from a [`ByteBudget`], given back on drop.
+pub(crate) struct BudgetShare<'a> {
+    budget: &'a ByteBudget,
+    bytes: u64,
+}
+
+impl Drop for BudgetShare<'_> {
+    fn drop(&mut self) {
+        *self.budget.left.lock().expect("byte budget") += self.bytes;
+        self.budget.freed.notify_all();
+    }
+}
 
 /// Applies `f` to every item on up to [`METADATA_READERS`] threads; results keep the order.
 pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
@@ -1252,13 +1300,19 @@ impl Repository {
             },
             READ_RUN,
         );
-        let read = par_map_n(&runs, BLOB_READERS, |r| {
+        let budget = ByteBudget::new(BLOB_READ_BUDGET);
+        let read = par_map_n(&runs, METADATA_READERS, |r| {
             let mut run: Vec<(BlobId, BlobLocation)> = Vec::with_capacity(r.len());
             for (_, id, loc) in &order[r.clone()] {
                 if run.last().is_none_or(|(_, l)| l.offset != loc.offset) {
                     run.push((*id, *loc));
                 }
             }
+            let bytes = run
+                .last()
+                .map_or(0, |(_, l)| l.offset + u64::from(l.length))
+                - run.first().map_or(0, |(_, l)| l.offset);
+            let _share = budget.take(bytes);
             let plains = self.read_adjacent_blobs(&run)?;
             Ok((run, plains))
         });
@@ -1529,5 +1583,50 @@ mod index_tests {
             "the first live copy is kept"
         );
         assert!(index.iter().map(|(id, _)| id).is_sorted());
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::ByteBudget;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Many small shares are held at once; a share larger than what is left waits until enough
+    /// is given back, and at no time do the held shares exceed the budget; a share larger than
+    /// the whole budget takes all of it (it must not wait for ever).
+    #[test]
+    fn shares_stay_within_the_budget() {
+        let budget = ByteBudget::new(100);
+        let held = AtomicU64::new(0);
+        let peak = AtomicU64::new(0);
+        let barrier = std::sync::Barrier::new(10);
+        std::thread::scope(|s| {
+            // Ten small shares (10 bytes each) are all held at the same time.
+            for _ in 0..10 {
+                s.spawn(|| {
+                    let _share = budget.take(10);
+                    barrier.wait();
+                });
+            }
+        });
+        std::thread::scope(|s| {
+            for i in 0..16u64 {
+                let (budget, held, peak) = (&budget, &held, &peak);
+                s.spawn(move || {
+                    let bytes = [30, 70, 100, 5, 500][i as usize % 5];
+                    let _share = budget.take(bytes);
+                    let now = held.fetch_add(bytes.min(100), Ordering::SeqCst) + bytes.min(100);
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    held.fetch_sub(bytes.min(100), Ordering::SeqCst);
+                });
+            }
+        });
+        assert!(peak.load(Ordering::SeqCst) <= 100);
+        assert_eq!(
+            *budget.left.lock().unwrap(),
+            100,
+            "every share was given back"
+        );
     }
 }
