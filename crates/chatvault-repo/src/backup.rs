@@ -91,6 +91,41 @@ const BATCH_BYTES: usize = 128 << 10;
 /// The most blobs in one batch.
 const BATCH_BLOBS: usize = 32;
 
+/// Bytes of database pages hashed together by one helper of [`Walker::sqlite_file`].
+const PAGE_BATCH_BYTES: usize = 1 << 20;
+
+/// Pages of one database, in page order, with their ids and whether the index has them.
+#[derive(Default)]
+struct PageBatch {
+    /// Page size (every page of a batch has it).
+    page: usize,
+    bytes: Vec<u8>,
+    ids: Vec<BlobId>,
+    reusable: Vec<bool>,
+}
+
+impl PageBatch {
+    fn new(page: usize, spare: Option<Vec<u8>>) -> Self {
+        let mut bytes = spare.unwrap_or_default();
+        bytes.reserve(PAGE_BATCH_BYTES);
+        PageBatch {
+            page,
+            bytes,
+            ids: Vec::new(),
+            reusable: Vec::new(),
+        }
+    }
+
+    fn hash(&mut self, repo: &Repository, index: &Index) {
+        self.ids = self
+            .bytes
+            .chunks(self.page)
+            .map(|p| blob::blob_id(repo.keys(), BlobType::Data, p))
+            .collect();
+        self.reusable = self.ids.iter().map(|id| index.reusable(id)).collect();
+    }
+}
+
 struct Sealed {
     ty: BlobType,
     id: BlobId,
@@ -699,8 +734,7 @@ impl Walker<'_, '_> {
         self.send_with(ty, id, data.len(), || data)
     }
 
-    /// [`Walker::send`] for data that is only materialised (`make`) when the blob is new: an
-    /// unchanged database page is hashed in SQLite's buffer and never copied.
+    /// [`Walker::send`] for data that is only materialised (`make`) when the blob is new.
     fn send_with(
         &mut self,
         ty: BlobType,
@@ -708,8 +742,21 @@ impl Walker<'_, '_> {
         len: usize,
         make: impl FnOnce() -> Vec<u8>,
     ) -> Result<()> {
+        let reusable = self.index.reusable(&id);
+        self.send_known(ty, id, len, reusable, make)
+    }
+
+    /// [`Walker::send_with`] with the index's answer for `id` already known (`reusable`).
+    fn send_known(
+        &mut self,
+        ty: BlobType,
+        id: BlobId,
+        len: usize,
+        reusable: bool,
+        make: impl FnOnce() -> Vec<u8>,
+    ) -> Result<()> {
         self.check_abort()?;
-        if !self.index.reusable(&id) && self.stored.insert(id) {
+        if !reusable && self.stored.insert(id) {
             self.summary.new_blobs += 1;
             self.summary.new_bytes += len as u64;
             self.batch.push(Job {
@@ -1052,7 +1099,7 @@ impl Walker<'_, '_> {
             ok &= self.index.reusable(l);
             ok
         });
-        ok && data.is_ok_and(|d| d.iter().all(|id| self.index.reusable(id)))
+        ok && data.is_ok_and(|d| self.index.all_reusable(d))
     }
 
     /// The content reference of a file with data blobs `ids`: inline, or content lists when
@@ -1078,13 +1125,69 @@ impl Walker<'_, '_> {
     ) -> Result<NodeKind, FileError> {
         self.progress.file(path);
         self.summary.files_read += 1;
-        let repo = self.repo;
+        let (repo, index) = (self.repo, self.index);
         let mut content = Vec::new();
-        let direct = sqlite::read_pages(path, |page| {
-            let id = blob::blob_id(repo.keys(), BlobType::Data, page);
-            self.progress.bytes(page.len() as u64);
-            content.push(id);
-            self.send_with(BlobType::Data, id, page.len(), || page.to_vec())
+        // The pages are hashed and looked up in the index by helper threads, a batch at a time,
+        // while this one reads the next pages through SQLite and sends the new ones on in page
+        // order: hashing was 45 % and the index lookups 20 % of a changed 4.6 GB database's
+        // backup, all on one core.
+        let hashers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+        let direct = std::thread::scope(|s| {
+            let (jobs, todo) = bounded::<(PageBatch, Sender<PageBatch>)>(hashers);
+            for _ in 0..hashers {
+                let todo = todo.clone();
+                s.spawn(move || {
+                    for (mut b, reply) in todo {
+                        b.hash(repo, index);
+                        let _ = reply.send(b);
+                    }
+                });
+            }
+            drop(todo);
+            let mut queued = std::collections::VecDeque::new();
+            let mut spare: Vec<Vec<u8>> = Vec::new();
+            let mut current = PageBatch::default();
+            let dispatch = |b: PageBatch, queued: &mut std::collections::VecDeque<_>| {
+                let (reply, answer) = bounded(1);
+                // The helpers outlive this scope's body: a send fails only if one panicked,
+                // which the scope re-raises.
+                let _ = jobs.send((b, reply));
+                queued.push_back(answer);
+            };
+            let read = sqlite::read_pages(path, |page| {
+                if current.page != page.len() || current.bytes.len() + page.len() > PAGE_BATCH_BYTES
+                {
+                    if !current.bytes.is_empty() {
+                        let next = PageBatch::new(page.len(), spare.pop());
+                        dispatch(std::mem::replace(&mut current, next), &mut queued);
+                    } else {
+                        current.page = page.len();
+                    }
+                }
+                current.bytes.extend_from_slice(page);
+                while queued.len() > hashers + 1 {
+                    let done = queued
+                        .pop_front()
+                        .and_then(|a: Receiver<PageBatch>| a.recv().ok());
+                    spare.push(self.take_pages(done, &mut content)?);
+                }
+                Ok(())
+            });
+            if read.is_ok() && !current.bytes.is_empty() {
+                dispatch(std::mem::take(&mut current), &mut queued);
+            }
+            drop(jobs);
+            let mut taken = Ok(());
+            for answer in queued {
+                if read.is_ok() && taken.is_ok() {
+                    taken = self.take_pages(answer.recv().ok(), &mut content).map(drop);
+                }
+            }
+            match (read, taken) {
+                (Ok(r), Ok(())) => Ok(r),
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(sqlite::PagesError::Visit(e)),
+            }
         });
         let read = match direct {
             Ok(Some(read)) => read,
@@ -1104,6 +1207,25 @@ impl Walker<'_, '_> {
             sqlite_snapshot: true,
             sqlite_source: source,
         })
+    }
+
+    /// Takes a hashed batch of pages in page order: their ids go to `content`, the new pages
+    /// to the workers. Returns the batch's buffer for reuse.
+    fn take_pages(
+        &mut self,
+        done: Option<PageBatch>,
+        content: &mut Vec<BlobId>,
+    ) -> Result<Vec<u8>> {
+        // A helper that panicked dropped its batch; the scope re-raises the panic.
+        let b = done.ok_or(RepoError::Aborted)?;
+        for ((page, id), reusable) in b.bytes.chunks(b.page).zip(&b.ids).zip(&b.reusable) {
+            self.progress.bytes(page.len() as u64);
+            content.push(*id);
+            self.send_known(BlobType::Data, *id, page.len(), *reusable, || page.to_vec())?;
+        }
+        let mut bytes = b.bytes;
+        bytes.clear();
+        Ok(bytes)
     }
 
     /// The fallback of [`Walker::sqlite_file`]: a consistent copy in the private scratch folder

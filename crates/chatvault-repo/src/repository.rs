@@ -259,6 +259,13 @@ pub struct Index {
     prefix_start: Vec<u32>,
 }
 
+/// The first 8 bytes of an id, big-endian: they order ids as the whole id does and almost always
+/// decide, so a bisection step is one integer compare instead of a 32-byte `memcmp` call (the
+/// index lookup of every page of a database was 5 % of a daily backup's time).
+fn head(id: &BlobId) -> u64 {
+    u64::from_be_bytes(id.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
 /// Number of id prefixes in [`Index::prefix_start`].
 const PREFIXES: usize = 1 << 16;
 
@@ -438,8 +445,9 @@ impl Index {
         if self.extra.is_empty() {
             return None;
         }
+        let want = head(id);
         self.extra
-            .binary_search_by(|(e, _)| e.cmp(id))
+            .binary_search_by(|(e, _)| head(e).cmp(&want).then_with(|| e.cmp(id)))
             .ok()
             .map(|i| &self.extra[i].1)
     }
@@ -451,10 +459,6 @@ impl Index {
             _ => (0, self.entries.len()),
         };
         let run = &self.entries[lo..hi];
-        // The first 8 bytes, big-endian, order ids as the whole array does and almost always
-        // decide: one integer compare instead of a 32-byte `memcmp` call per step (the index
-        // lookup of every page of a database was 5 % of a daily backup's time).
-        let head = |b: &BlobId| u64::from_be_bytes(b.as_bytes()[..8].try_into().expect("8 bytes"));
         let want = head(id);
         run.binary_search_by(|(e, _)| head(e).cmp(&want).then_with(|| e.cmp(id)))
             .ok()
@@ -517,6 +521,17 @@ impl Index {
     pub fn reusable(&self, id: &BlobId) -> bool {
         self.slot(id)
             .is_some_and(|s| !self.condemned.contains(&self.pack_ids[s.pack as usize]))
+    }
+
+    /// Whether every one of `ids` is [`Index::reusable`]. Many ids (the pages of a large
+    /// database) are looked up in id order, so the lookups walk the sorted entries front to
+    /// back instead of missing the cache at random: 1.2 million unchanged pages took 0.64 s of
+    /// lookups one by one.
+    pub fn all_reusable(&self, mut ids: Vec<BlobId>) -> bool {
+        if ids.len() > 4096 {
+            ids.sort_unstable_by_key(head);
+        }
+        ids.iter().all(|id| self.reusable(id))
     }
 }
 
