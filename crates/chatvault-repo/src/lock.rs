@@ -44,7 +44,7 @@ use rand_core::OsRng;
 
 use crate::error::{RepoError, Result};
 use crate::repository::{Repository, layout};
-use crate::storage::Storage;
+use crate::storage::{Listed, Storage};
 
 /// How long a lock object stays valid, by storage time, after it was written.
 pub const LOCK_TTL: Duration = Duration::from_secs(30 * 60);
@@ -220,6 +220,8 @@ struct Written {
     /// Taken just before the write started.
     started: Stamp,
     clock: Option<StorageClock>,
+    /// When the write had returned (pairs with the object's time in a listing).
+    seen: Instant,
 }
 
 impl Inner {
@@ -287,8 +289,9 @@ impl Inner {
     }
 
     /// Writes a new lock object, giving up after `limit` (`Ok(None)`), and learns the storage
-    /// clock from it.
-    fn write_lock_object(&self, limit: Duration) -> Result<Option<Written>> {
+    /// clock from it (`ask_time`: with a request for its time; else the caller learns it from
+    /// a listing, with [`Written::seen`]).
+    fn write_lock_object(&self, limit: Duration, ask_time: bool) -> Result<Option<Written>> {
         let id = LockId::random(&mut OsRng);
         let lock = self.lock_object();
         let sealed = objects::seal_lock(&self.keys, id.as_bytes(), &lock, &mut OsRng);
@@ -303,19 +306,29 @@ impl Inner {
             return Ok(None);
         }
         let seen = Instant::now();
-        let clock = match self.storage.last_modified(&path) {
-            Ok(t) => t.map(|at| StorageClock { at, seen }),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the time of the new lock object");
-                None
-            }
+        let clock = if ask_time {
+            self.object_clock(&id, seen)
+        } else {
+            None
         };
         Ok(Some(Written {
             id,
             lock: written,
             started,
             clock,
+            seen,
         }))
+    }
+
+    /// The storage clock learned from lock object `id`, written by `seen`: its time, asked for.
+    fn object_clock(&self, id: &LockId, seen: Instant) -> Option<StorageClock> {
+        match self.storage.last_modified(&lock_path(id)) {
+            Ok(t) => t.map(|at| StorageClock { at, seen }),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the time of the new lock object");
+                None
+            }
+        }
     }
 
     /// Writes a new lock object and deletes the old one, if a refresh is due. If another
@@ -338,7 +351,7 @@ impl Inner {
             return Ok(());
         }
         let old = self.state().id;
-        let w = match self.write_lock_object(left) {
+        let w = match self.write_lock_object(left, true) {
             Ok(Some(w)) => w,
             Ok(None) => {
                 return Err(self.mark_lost(
@@ -463,10 +476,13 @@ pub fn lock<'a>(repo: &'a Repository, operation: &str, exclusive: bool) -> Resul
         refreshing: Mutex::new(()),
     };
     // No deadline yet: the first write may take as long as the storage layer allows; if it took
-    // longer than the lock lives, the lock is lost at once.
+    // longer than the lock lives, the lock is lost at once. Its time comes with the listing of
+    // the locks below (one round trip less than asking for it), or is asked for if the listing
+    // has none.
     let w = inner
-        .write_lock_object(Duration::MAX)?
+        .write_lock_object(Duration::MAX, false)?
         .ok_or_else(|| RepoError::Invalid("writing the lock object never finished".into()))?;
+    let seen = w.seen;
     {
         let mut s = inner.state();
         s.id = w.id;
@@ -481,8 +497,16 @@ pub fn lock<'a>(repo: &'a Repository, operation: &str, exclusive: bool) -> Resul
         refresher: None,
     };
     let mine = guard.id();
+    let listed = guard.list_locks()?;
+    let clock = match listed.iter().find(|(id, _)| *id == mine) {
+        Some((_, l)) if l.last_modified.is_some() => {
+            l.last_modified.map(|at| StorageClock { at, seen })
+        }
+        _ => guard.inner.object_clock(&mine, seen),
+    };
+    guard.inner.state().clock = clock;
     if let Some(c) = guard
-        .live_locks()?
+        .judge_locks(listed)?
         .into_iter()
         .find(|l| l.id != mine && (exclusive || l.lock.exclusive))
     {
@@ -586,9 +610,12 @@ impl LockGuard<'_> {
     /// object's `last_modified`; only if the backend reports no times, while its `expires` is
     /// ahead of this device's clock. Unreadable locks are ignored.
     pub fn live_locks(&self) -> Result<Vec<LiveLock>> {
-        let storage_now = self.storage_now();
-        let wall_now = Utc::now();
-        let ttl = TimeDelta::from_std(self.inner.cfg.ttl).unwrap_or(TimeDelta::MAX);
+        let listed = self.list_locks()?;
+        self.judge_locks(listed)
+    }
+
+    /// The lock objects in the repository, with what the listing says of them.
+    fn list_locks(&self) -> Result<Vec<(LockId, Listed)>> {
         let mut listed = Vec::new();
         for l in self.repo.storage.list(layout::LOCKS, false)? {
             match l.name.parse::<LockId>() {
@@ -596,6 +623,14 @@ impl LockGuard<'_> {
                 Err(_) => tracing::warn!(name = %l.name, "ignoring unexpected object in locks/"),
             }
         }
+        Ok(listed)
+    }
+
+    /// [`LockGuard::live_locks`] of a listing.
+    fn judge_locks(&self, listed: Vec<(LockId, Listed)>) -> Result<Vec<LiveLock>> {
+        let storage_now = self.storage_now();
+        let wall_now = Utc::now();
+        let ttl = TimeDelta::from_std(self.inner.cfg.ttl).unwrap_or(TimeDelta::MAX);
         // This guard's own lock is not read back; the others are read in parallel (stale locks
         // of killed runs on other devices must not cost a round trip each).
         let (mine, object) = {

@@ -931,10 +931,19 @@ impl Repository {
     pub fn load_index(&self) -> Result<Index> {
         let clock = std::time::Instant::now();
         let mut condemned = HashSet::new();
-        for (_, plan) in self.load_plans()? {
+        // The prune plans and the index objects are listed at once (one round trip, not two).
+        let (plans, listed) = std::thread::scope(|s| {
+            let plans = s.spawn(|| self.load_plans());
+            let listed = self.list_stamped::<IndexId>(layout::INDEX);
+            let plans = plans
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (plans, listed)
+        });
+        for (_, plan) in plans? {
             condemned.extend(plan.packs);
         }
-        let listed: Vec<(IndexId, String)> = self.list_stamped(layout::INDEX)?;
+        let listed: Vec<(IndexId, String)> = listed?;
         let digest = Index::condemned_digest(&condemned);
         let mut merged = None;
         if let Some(cache) = &self.cache {
