@@ -445,8 +445,9 @@ impl Device {
     /// left out (with a warning in the log; `check` lists them).
     pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let (repo, _) = self.open_checked()?;
+        // As the rollback check just listed them.
         Ok(repo
-            .snapshots()?
+            .snapshots_as_listed()?
             .iter()
             .filter_map(|(id, s)| match s {
                 Ok(s) => Some(SnapshotInfo::of(id, s)),
@@ -790,7 +791,12 @@ fn restore_from(
     progress: Option<&dyn ProgressListener>,
     cancel: Option<&CancelToken>,
 ) -> Result<RestoreInfo> {
-    let (id, snap) = repo.find_snapshot(snapshot)?;
+    let (id, snap) = if snapshot == "latest" {
+        // As the rollback check of opening just listed them.
+        Repository::latest_of(repo.snapshots_as_listed()?)?
+    } else {
+        repo.find_snapshot(snapshot)?
+    };
     let sink = Sink::new(progress, cancel, 0);
     let out = chatvault_repo::restore::restore(repo, &snap, target, opts, &sink)?;
     sink.finish();

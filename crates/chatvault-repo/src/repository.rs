@@ -203,6 +203,8 @@ pub struct Repository {
     /// lists them each time but reads each one once: on a new phone, with no local cache, a
     /// year of daily snapshots is one read each, not three (each a storage round trip).
     snapshots_read: Mutex<HashMap<SnapshotId, Snapshot>>,
+    /// The last listing of `snapshots/` ([`Repository::snapshots_as_listed`]).
+    snapshots_listed: Mutex<Option<Vec<(SnapshotId, String)>>>,
 }
 
 /// Where a blob lives.
@@ -708,6 +710,7 @@ impl Repository {
             lock_config: LockConfig::default(),
             cache: None,
             snapshots_read: Mutex::default(),
+            snapshots_listed: Mutex::default(),
         })
     }
 
@@ -781,6 +784,7 @@ impl Repository {
             lock_config: LockConfig::default(),
             cache: None,
             snapshots_read: Mutex::default(),
+            snapshots_listed: Mutex::default(),
         })
     }
 
@@ -800,6 +804,7 @@ impl Repository {
             lock_config: self.lock_config,
             cache: None,
             snapshots_read: Mutex::default(),
+            snapshots_listed: Mutex::default(),
         }
     }
 
@@ -1133,6 +1138,33 @@ impl Repository {
     /// so that one bad object does not hide the others.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
         let listed: Vec<(SnapshotId, String)> = self.list_stamped(layout::SNAPSHOTS)?;
+        *self.snapshots_listed.lock().expect("snapshot listing") = Some(listed.clone());
+        Ok(self.snapshots_of(listed))
+    }
+
+    /// [`Repository::snapshots`] as of this process's last listing of them (listing them now
+    /// if it has none), without listing again: for a command that acts on the view its opening
+    /// checks just took (the rollback check lists every snapshot; a restore of `latest` on a
+    /// phone then needs no second round trip). Not for a command that wrote or deleted
+    /// snapshots since.
+    pub fn snapshots_as_listed(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
+        let listed = self
+            .snapshots_listed
+            .lock()
+            .expect("snapshot listing")
+            .clone();
+        match listed {
+            Some(listed) => Ok(self.snapshots_of(listed)),
+            None => self.snapshots(),
+        }
+    }
+
+    /// The snapshots of a listing, read (in parallel; each at most once per process) and
+    /// ordered as [`Repository::snapshots`] says.
+    fn snapshots_of(
+        &self,
+        listed: Vec<(SnapshotId, String)>,
+    ) -> Vec<(SnapshotId, Result<Snapshot>)> {
         if let Some(cache) = &self.cache {
             cache.retain(
                 cache::kind::SNAPSHOT,
@@ -1152,7 +1184,7 @@ impl Repository {
             (Err(_), Ok(_)) => std::cmp::Ordering::Less,
             _ => a.0.cmp(&b.0),
         });
-        Ok(v)
+        v
     }
 
     /// `latest` among snapshots as [`Repository::snapshots`] lists them: the newest readable.

@@ -69,8 +69,9 @@ impl<'a> Summary<'a> {
 pub(super) fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let (repo, _) = ctx.open_checked()?;
     let (id, snap, damaged) = if a.snapshot == "latest" {
-        // One listing for both: the newest readable snapshot and how many are damaged.
-        let all = repo.snapshots()?;
+        // The listing the rollback check just took, for both: the newest readable snapshot and
+        // how many are damaged.
+        let all = repo.snapshots_as_listed()?;
         let damaged = all.iter().filter(|(_, s)| s.is_err()).count();
         let (id, snap) = Repository::latest_of(all)?;
         (id, snap, damaged)

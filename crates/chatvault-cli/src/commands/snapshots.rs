@@ -62,7 +62,8 @@ impl<'a> Listed<'a> {
 
 pub(super) fn run(ctx: &Ctx, json_out: bool) -> Result<u8> {
     let (repo, _) = ctx.open_checked()?;
-    let all = repo.snapshots()?;
+    // As the rollback check just listed them.
+    let all = repo.snapshots_as_listed()?;
     let mut damaged = 0;
     if json_out {
         let v: Vec<_> = all
