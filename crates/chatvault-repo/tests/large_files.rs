@@ -524,3 +524,68 @@ fn a_live_database_is_read_in_place_as_of_its_last_commit() {
     drop(app);
     restores_and_checks(&repo, &done.snapshot, &dir.path().join("out"), &want);
 }
+
+/// The device cache keeps the content lists of a large database only for a repository that is
+/// not in a local folder (FORMAT §12.3): there the lists are on the same disk, and a multi-GB
+/// database has tens of thousands of them. Trees are cached either way, and both repositories
+/// restore the database.
+#[test]
+fn content_lists_are_cached_only_for_repositories_not_in_a_local_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("chats");
+    std::fs::create_dir_all(&src).unwrap();
+    let db = src.join("msgstore.db");
+    make_db(&db, 3_000); // ≈ 750 pages: content lists
+    let want = sqlite::logical_digest(&db).unwrap();
+    let key = BackupKey::generate(&mut rand_core::OsRng);
+    for (name, url) in [
+        (
+            "folder",
+            dir.path().join("repo").to_str().unwrap().to_string(),
+        ),
+        ("memory", "memory://lists-cache".to_string()),
+    ] {
+        let storage = Storage::open(&url).unwrap();
+        let repo = Repository::init(storage.clone(), &key).unwrap();
+        let snap = backup(
+            &repo,
+            std::slice::from_ref(&src),
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap()
+        .snapshot;
+        let cache_base = dir.path().join(format!("home-{name}/cache"));
+        let mut cached = Repository::open(storage, &key).unwrap();
+        cached.set_cache(&cache_base);
+        let NodeKind::File { lists, .. } = db_node(&cached, &snap) else {
+            panic!("a database node")
+        };
+        assert!(!lists.is_empty(), "{name}: the database has content lists");
+        let out = dir.path().join(format!("out-{name}"));
+        restores_and_checks(&cached, &snap, &out, &want);
+        // What the cache holds: every cached blob opens as a tree or as a list.
+        let index = cached.load_index().unwrap();
+        let (mut trees, mut lists_cached) = (0, 0);
+        for p in walk_files(&cache_base.join(repo.id().to_hex()).join("blobs")) {
+            let hex = p.file_name().unwrap().to_string_lossy().into_owned();
+            let Ok(id) = hex.parse::<chatvault_format::id::BlobId>() else {
+                continue;
+            };
+            match index.get(&id).map(|l| l.ty) {
+                Some(chatvault_format::blob::BlobType::Tree) => trees += 1,
+                Some(chatvault_format::blob::BlobType::List) => lists_cached += 1,
+                other => panic!("{name}: cached blob {hex} is {other:?}"),
+            }
+        }
+        assert!(trees >= 2, "{name}: trees are cached ({trees})");
+        if name == "folder" {
+            assert_eq!(lists_cached, 0, "a local folder's lists are not cached");
+        } else {
+            assert!(
+                lists_cached >= 1,
+                "the lists of a repository elsewhere are cached"
+            );
+        }
+    }
+}
