@@ -3,6 +3,11 @@
 //! Index objects, snapshots, and tree and list blobs never change once written (they are
 //! write-once and named by keyed hashes of their content), so a device keeps the sealed bytes it
 //! fetched under `<home>/cache/<repo id>/<kind>/<id>` and reads them from there next time.
+//! Tree and list blobs are kept per pack: `packs/<pack id>` is a sparse file holding the sealed
+//! blobs fetched from that pack at their offsets in it (a multi-GB database has tens of
+//! thousands of small list blobs; one file each cost eight times their size in disk blocks and
+//! seconds of system time to write). A region never fetched reads as zeros, which no sealed
+//! blob starts with (its 24-byte nonce is random), so it counts as not cached.
 //! Index objects and snapshots are cached with a *stamp*, their size and modification time in
 //! storage's listing: if the object in storage was rewritten (damaged, replaced), the stamp
 //! differs and the object is fetched (and found damaged) again, so a device does not go on
@@ -26,16 +31,16 @@ pub mod kind {
     pub const INDEX: &str = "index";
     /// Snapshot objects.
     pub const SNAPSHOT: &str = "snapshots";
-    /// Tree and list blobs (sealed blob bytes).
-    pub const BLOB: &str = "blobs";
+    /// Tree and list blobs: one sparse file per pack, the sealed blobs at their offsets.
+    pub const PACK: &str = "packs";
 }
+
+/// The folder of tree and list blobs of earlier versions (one file per blob): removed when a
+/// cache is opened.
+const LEGACY_BLOBS: &str = "blobs";
 
 /// File name of the device's merged index (sealed; FORMAT §12.3).
 pub const MERGED_INDEX: &str = "index.merged";
-
-/// The stamp of tree and list blobs: they are not listed on their own (they live in packs),
-/// and a blob's content never changes under its keyed id.
-pub const BLOB_STAMP: &str = "blob";
 
 /// A repository's cache folder.
 #[derive(Debug, Clone)]
@@ -49,6 +54,11 @@ impl Cache {
         Cache {
             dir: base.join(repo.to_hex()),
         }
+    }
+
+    /// Removes what earlier versions kept and this one no longer reads (best effort).
+    pub fn remove_legacy(&self) {
+        let _ = std::fs::remove_dir_all(self.dir.join(LEGACY_BLOBS));
     }
 
     /// The folder of this repository's cache.
@@ -85,6 +95,38 @@ impl Cache {
         entry.push(b'\n');
         entry.extend_from_slice(bytes);
         if let Err(e) = write_atomic(&path, &entry) {
+            tracing::debug!(path = %path.display(), error = %e, "metadata cache not written");
+        }
+    }
+
+    /// The cached blobs of pack `pack` (hex id), open for [`read_at`], if any are cached.
+    pub fn open_pack(&self, pack: &str) -> Option<std::fs::File> {
+        std::fs::File::open(self.path(kind::PACK, pack)).ok()
+    }
+
+    /// Writes sealed blobs of pack `pack` (hex id) into its cache file at their offsets in the
+    /// pack: each span is (offset, bytes). Failures are only logged.
+    pub fn put_pack(&self, pack: &str, spans: &[(u64, &[u8])]) {
+        use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+        let path = self.path(kind::PACK, pack);
+        let result = (|| {
+            let dir = path.parent().expect("cache paths have a folder");
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)?;
+            for (offset, bytes) in spans {
+                f.write_all_at(bytes, *offset)?;
+            }
+            std::io::Result::Ok(())
+        })();
+        if let Err(e) = result {
             tracing::debug!(path = %path.display(), error = %e, "metadata cache not written");
         }
     }
@@ -133,6 +175,29 @@ impl Cache {
             }
         }
     }
+}
+
+/// Reads `len` bytes at `offset` of a pack's cache file (see [`Cache::open_pack`]); what lies
+/// past its end reads as zeros, like a hole. `None` on a read error.
+pub fn read_at(file: &std::fs::File, offset: u64, len: usize) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(buf)
+}
+
+/// Whether a sealed blob read from a pack's cache file is a region never written (a hole reads
+/// as zeros; a sealed blob begins with its random 24-byte nonce).
+pub fn is_hole(sealed: &[u8]) -> bool {
+    sealed.iter().take(24).all(|&b| b == 0)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

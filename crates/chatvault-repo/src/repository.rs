@@ -1,6 +1,7 @@
 //! Opening, creating and reading a repository (docs/FORMAT.md §2, §6, §8, §9).
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -791,7 +792,9 @@ impl Repository {
     /// Keeps fetched index objects, snapshots, trees and lists in the local cache under
     /// `base` (the device home's `cache/`; FORMAT §12.3), and reads them from there.
     pub fn set_cache(&mut self, base: &Path) {
-        self.cache = Some(Cache::new(base, &self.config.repo_id));
+        let cache = Cache::new(base, &self.config.repo_id);
+        cache.remove_legacy();
+        self.cache = Some(cache);
     }
 
     /// Whether blobs of type `ty` go to the device's cache (FORMAT §12.3): trees and lists,
@@ -1050,6 +1053,11 @@ impl Repository {
                 &mut OsRng,
             );
             cache.put_file(cache::MERGED_INDEX, &sealed);
+            // Cached blobs of packs no index lists any more (pruned) leave with it.
+            cache.retain(
+                cache::kind::PACK,
+                &index.packs.keys().map(|p| p.to_hex()).collect(),
+            );
         }
         Ok(index)
     }
@@ -1288,6 +1296,9 @@ impl Repository {
                 RepoError::corrupted(format!("pack {}", first.pack.short()), "missing")
             })?;
         let mut out = Vec::with_capacity(blobs.len());
+        // What goes to the device's cache: verified blobs of the cached types, neighbours
+        // joined into one write (offset in the pack, range in `range`).
+        let mut spans: Vec<(u64, Range<usize>)> = Vec::new();
         for (id, loc) in blobs {
             let start = (loc.offset - first.offset) as usize;
             let end = start + loc.length as usize;
@@ -1305,12 +1316,20 @@ impl Repository {
                     e,
                 )
             })?;
-            if self.caches_blobs(loc.ty)
-                && let Some(cache) = &self.cache
-            {
-                cache.put(cache::kind::BLOB, &id.to_hex(), cache::BLOB_STAMP, sealed);
+            if self.cache.is_some() && self.caches_blobs(loc.ty) {
+                match spans.last_mut() {
+                    Some((_, r)) if r.end == start => r.end = end,
+                    Some((_, r)) if r.start <= start && end <= r.end => {}
+                    _ => spans.push((loc.offset, start..end)),
+                }
             }
             out.push(plain);
+        }
+        if let Some(cache) = &self.cache
+            && !spans.is_empty()
+        {
+            let spans: Vec<(u64, &[u8])> = spans.into_iter().map(|(o, r)| (o, &range[r])).collect();
+            cache.put_pack(&first.pack.to_hex(), &spans);
         }
         Ok(out)
     }
@@ -1326,15 +1345,7 @@ impl Repository {
         if self.caches_blobs(ty)
             && let Some(cache) = &self.cache
         {
-            for (i, id) in ids.iter().enumerate() {
-                let hex = id.to_hex();
-                if let Some(sealed) = cache.get(cache::kind::BLOB, &hex, cache::BLOB_STAMP) {
-                    match blob::open_blob(&self.keys, ty, id, &sealed) {
-                        Ok(plain) => out[i] = Some(plain),
-                        Err(_) => cache.remove(cache::kind::BLOB, &hex),
-                    }
-                }
-            }
+            self.read_cached_blobs(cache, index, ty, ids, &mut out);
         }
         for (i, id) in ids.iter().enumerate() {
             if out[i].is_some() {
@@ -1403,6 +1414,68 @@ impl Repository {
             .into_iter()
             .map(|p| p.expect("every blob read"))
             .collect())
+    }
+
+    /// Fills `out[i]` with blob `ids[i]` where the device's cache holds it verified: the cached
+    /// blobs of each pack are read in runs of neighbours (one `pread` per run). A region never
+    /// cached is skipped; one that does not verify is fetched again, and the fetch overwrites it.
+    fn read_cached_blobs(
+        &self,
+        cache: &Cache,
+        index: &Index,
+        ty: BlobType,
+        ids: &[BlobId],
+        out: &mut [Option<Vec<u8>>],
+    ) {
+        let mut wanted: Vec<(usize, BlobLocation)> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| index.get(id).filter(|l| l.ty == ty).map(|l| (i, l)))
+            .collect();
+        wanted.sort_by_key(|(_, l)| (l.pack, l.offset));
+        let runs = neighbour_runs(
+            wanted.len(),
+            |k| {
+                let l = &wanted[k].1;
+                (l.pack, l.offset, l.offset + u64::from(l.length))
+            },
+            READ_RUN,
+        );
+        let mut open: Option<(PackId, Option<std::fs::File>)> = None;
+        for r in runs {
+            let pack = wanted[r.start].1.pack;
+            if open.as_ref().is_none_or(|(p, _)| *p != pack) {
+                open = Some((pack, cache.open_pack(&pack.to_hex())));
+            }
+            let Some((_, Some(file))) = &open else {
+                continue;
+            };
+            let start = wanted[r.start].1.offset;
+            let end = wanted[r.clone()]
+                .iter()
+                .map(|(_, l)| l.offset + u64::from(l.length))
+                .max()
+                .unwrap_or(start);
+            let Some(bytes) = cache::read_at(file, start, (end - start) as usize) else {
+                continue;
+            };
+            for (i, loc) in &wanted[r] {
+                let at = (loc.offset - start) as usize;
+                let sealed = &bytes[at..at + loc.length as usize];
+                if cache::is_hole(sealed) {
+                    continue;
+                }
+                match blob::open_blob(&self.keys, ty, &ids[*i], sealed) {
+                    Ok(plain) => out[*i] = Some(plain),
+                    Err(e) => tracing::warn!(
+                        pack = %pack.short(),
+                        offset = loc.offset,
+                        error = %e,
+                        "a cached blob does not verify: fetching it again"
+                    ),
+                }
+            }
+        }
     }
 
     /// Expands a file's content lists (FORMAT §10.1) into its data blob ids, level by level.

@@ -6,6 +6,7 @@
 //! few new list blobs, and an unchanged database is neither copied nor re-read.
 #![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use chatvault_format::key::BackupKey;
@@ -15,7 +16,7 @@ use chatvault_repo::backup::{BackupOptions, NoProgress, backup};
 use chatvault_repo::check::{CheckOptions, check};
 use chatvault_repo::forget::{KeepPolicy, forget};
 use chatvault_repo::prune::{PruneOptions, prune};
-use chatvault_repo::repository::Repository;
+use chatvault_repo::repository::{Repository, layout};
 use chatvault_repo::restore::{RestoreOptions, restore};
 use chatvault_repo::sqlite;
 use chatvault_repo::storage::Storage;
@@ -197,22 +198,27 @@ fn the_metadata_cache_is_used_verified_and_never_trusted_by_check() {
         .snapshot;
 
     let cache_base = dir.path().join("home/cache");
+    let cache_dir = cache_base.join(repo.id().to_hex());
+    // An earlier version's one-file-per-blob folder is removed when the cache is opened.
+    std::fs::create_dir_all(cache_dir.join("blobs/ab")).unwrap();
+    std::fs::write(cache_dir.join("blobs/ab/abcd"), b"old entry").unwrap();
     let mut cached = Repository::open(storage.clone(), &key).unwrap();
     cached.set_cache(&cache_base);
+    assert!(!cache_dir.join("blobs").exists());
     let index = cached.load_index().unwrap();
     let root = cached.load_tree(&index, &snap.tree).unwrap();
     assert_eq!(cached.snapshots().unwrap().len(), 1);
-    let cache_dir = cache_base.join(repo.id().to_hex());
     let count = |kind: &str| {
         walk_files(&cache_dir.join(kind))
             .into_iter()
             .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
             .count()
     };
-    assert!(count("index") >= 1 && count("snapshots") == 1 && count("blobs") >= 1);
+    assert!(count("index") >= 1 && count("snapshots") == 1 && count("packs") == 1);
 
-    // A damaged cache entry is dropped and fetched again, transparently.
-    for p in walk_files(&cache_dir.join("blobs")) {
+    // A damaged cache entry (the last bytes of the pack's cache file: the root tree's tag) is
+    // fetched again, transparently.
+    for p in walk_files(&cache_dir.join("packs")) {
         let mut b = std::fs::read(&p).unwrap();
         let last = b.len() - 1;
         b[last] ^= 1;
@@ -564,27 +570,59 @@ fn content_lists_are_cached_only_for_repositories_not_in_a_local_folder() {
         assert!(!lists.is_empty(), "{name}: the database has content lists");
         let out = dir.path().join(format!("out-{name}"));
         restores_and_checks(&cached, &snap, &out, &want);
-        // What the cache holds: every cached blob opens as a tree or as a list.
+        // What the cache holds: one sparse file per pack, named by an indexed pack, holding
+        // sealed trees and lists at their offsets in the pack (zeros elsewhere).
         let index = cached.load_index().unwrap();
-        let (mut trees, mut lists_cached) = (0, 0);
-        for p in walk_files(&cache_base.join(repo.id().to_hex()).join("blobs")) {
+        let mut files = HashMap::new();
+        for p in walk_files(&cache_base.join(repo.id().to_hex()).join("packs")) {
             let hex = p.file_name().unwrap().to_string_lossy().into_owned();
-            let Ok(id) = hex.parse::<chatvault_format::id::BlobId>() else {
+            let pack: chatvault_format::id::PackId = hex.parse().expect("named by a pack id");
+            assert!(
+                index.packs.contains_key(&pack),
+                "{name}: {hex} is not indexed"
+            );
+            files.insert(pack, std::fs::read(&p).unwrap());
+        }
+        let (mut trees, mut lists_cached) = (0, 0);
+        for (id, loc) in index.iter() {
+            let Some(bytes) = files.get(&loc.pack) else {
                 continue;
             };
-            match index.get(&id).map(|l| l.ty) {
-                Some(chatvault_format::blob::BlobType::Tree) => trees += 1,
-                Some(chatvault_format::blob::BlobType::List) => lists_cached += 1,
-                other => panic!("{name}: cached blob {hex} is {other:?}"),
+            let at = loc.offset as usize;
+            let Some(sealed) = bytes.get(at..at + loc.length as usize) else {
+                continue;
+            };
+            if sealed[..24].iter().all(|&b| b == 0) {
+                continue; // never cached
+            }
+            let stored = cached
+                .storage()
+                .read_range(&layout::pack(&loc.pack), loc.offset, u64::from(loc.length))
+                .unwrap()
+                .expect("the pack is stored");
+            assert_eq!(
+                sealed,
+                &stored[..],
+                "{name}: cached blob {} differs from storage",
+                id.short()
+            );
+            match loc.ty {
+                chatvault_format::blob::BlobType::Tree => trees += 1,
+                chatvault_format::blob::BlobType::List => lists_cached += 1,
+                chatvault_format::blob::BlobType::Data => panic!("{name}: a data blob cached"),
             }
         }
+        assert!(
+            files.len() < trees + lists_cached,
+            "{name}: one cache file per pack, not per blob"
+        );
         assert!(trees >= 2, "{name}: trees are cached ({trees})");
         if name == "folder" {
             assert_eq!(lists_cached, 0, "a local folder's lists are not cached");
         } else {
             assert!(
-                lists_cached >= 1,
-                "the lists of a repository elsewhere are cached"
+                lists_cached >= lists.len(),
+                "the lists of a repository elsewhere are cached ({lists_cached})"
             );
         }
     }
