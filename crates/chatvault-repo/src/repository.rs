@@ -64,6 +64,22 @@ pub(crate) fn neighbour_runs(
     runs
 }
 
+/// [`neighbour_runs`] of `n` blob locations sorted by pack and offset, runs spanning at most
+/// [`READ_RUN`] bytes.
+pub(crate) fn location_runs(
+    n: usize,
+    loc: impl Fn(usize) -> BlobLocation,
+) -> Vec<std::ops::Range<usize>> {
+    neighbour_runs(
+        n,
+        |i| {
+            let l = loc(i);
+            (l.pack, l.offset, l.offset + u64::from(l.length))
+        },
+        READ_RUN,
+    )
+}
+
 /// Most sealed bytes of index objects [`Repository::load_index`] fetches and parses at once.
 const INDEX_WAVE_BYTES: u64 = 16 << 20;
 
@@ -1371,14 +1387,7 @@ impl Repository {
         // large file, often lie in one pack per day of history, and one round trip after
         // another would grow with it.
         // The same blob may be asked for twice: read it once, copy it.
-        let runs = neighbour_runs(
-            order.len(),
-            |i| {
-                let l = &order[i].2;
-                (l.pack, l.offset, l.offset + u64::from(l.length))
-            },
-            READ_RUN,
-        );
+        let runs = location_runs(order.len(), |i| order[i].2);
         let budget = ByteBudget::new(BLOB_READ_BUDGET);
         let read = par_map_n(&runs, METADATA_READERS, |r| {
             let mut run: Vec<(BlobId, BlobLocation)> = Vec::with_capacity(r.len());
@@ -1433,14 +1442,7 @@ impl Repository {
             .filter_map(|(i, id)| index.get(id).filter(|l| l.ty == ty).map(|l| (i, l)))
             .collect();
         wanted.sort_by_key(|(_, l)| (l.pack, l.offset));
-        let runs = neighbour_runs(
-            wanted.len(),
-            |k| {
-                let l = &wanted[k].1;
-                (l.pack, l.offset, l.offset + u64::from(l.length))
-            },
-            READ_RUN,
-        );
+        let runs = location_runs(wanted.len(), |k| wanted[k].1);
         let mut open: Option<(PackId, Option<std::fs::File>)> = None;
         for r in runs {
             let pack = wanted[r.start].1.pack;

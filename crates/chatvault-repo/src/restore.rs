@@ -62,7 +62,7 @@ use crate::backup::Progress;
 use crate::error::{RepoError, Result};
 use crate::lock;
 use crate::repository::{
-    BlobLocation, ByteBudget, Index, READ_RUN, Repository, layout, neighbour_runs,
+    BlobLocation, ByteBudget, Index, READ_RUN, Repository, layout, location_runs, neighbour_runs,
 };
 use crate::sqlite;
 
@@ -1465,14 +1465,7 @@ impl Writer<'_, '_> {
     /// regions, each region read once by one of the readers.
     fn run_batch(&self, opens: &[Arc<Open>], mut pieces: Vec<Piece>) {
         pieces.sort_unstable_by_key(|p| (p.loc.pack, p.loc.offset));
-        let regions = neighbour_runs(
-            pieces.len(),
-            |i| {
-                let l = &pieces[i].loc;
-                (l.pack, l.offset, l.offset + u64::from(l.length))
-            },
-            READ_RUN,
-        );
+        let regions = location_runs(pieces.len(), |i| pieces[i].loc);
         // What one reader takes at a time: a region, or on a cloud service all the neighbouring
         // regions of a pack (up to STREAM_RUN bytes), fetched with one request whose response
         // is consumed region by region (Storage::read_range_stream). One request per pack
