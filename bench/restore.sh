@@ -55,6 +55,8 @@ CHATS="$WORK/chats"
 log "generating the $PRESET sample"
 "$CV" sample "$CHATS" --preset "$PRESET" --seed 1 >&2
 SOURCE_BYTES=$(du -sb "$CHATS" | cut -f1)
+RESTORES="$WORK/restores"
+mkdir -p "$RESTORES"
 
 run() {  # run NAME CMD... : one measured restore, appended to runs.jsonl
     local name=$1; shift
@@ -94,27 +96,30 @@ bench_backend() {  # bench_backend LABEL CV_REPO RESTIC_REPO
     "$CV" --home "$home" --quiet backup "$CHATS" > "$LOGS/$label-backup.log"
     restic -r "$rrepo" init > "$LOGS/$label-restic-init.log" 2>&1
     restic -r "$rrepo" --host bench backup "$CHATS" > "$LOGS/$label-restic-backup.log" 2>&1
+    # Every restore goes into a folder of its own, and restore folders are deleted only at the
+    # end: on an ext4 without a journal (these machines' disks), creating files within a minute
+    # of deleting thousands costs each creation a scan past the recently deleted inodes
+    # (`recently_deleted` in the kernel's profile), and whichever tool ran right after a
+    # deletion would pay for it.
     for rep in $(seq 1 "$REPS"); do
         log "[$label] restore $rep/$REPS"
-        rm -rf "$WORK/r-cv" "$WORK/r-restic"
         # A new phone: neither tool has a metadata cache (CHATVAULT_NO_CACHE, restic
         # --no-cache; restic's cache from the backup above would otherwise serve it the index
         # and the trees). These pairs are the ones the floors judge.
         CHATVAULT_NO_CACHE=1 run "chatvault_$label" "$CV" --home "$home" --quiet restore latest \
-            --json --target "$WORK/r-cv"
-        same_media "$WORK/r-cv/chats"
-        run "restic_$label" restic --no-cache -r "$rrepo" restore latest --target "$WORK/r-restic"
-        same_media "$WORK/r-restic$CHATS"
-        rm -rf "$WORK/r-cv" "$WORK/r-restic"
+            --json --target "$RESTORES/$label-$rep-cv"
+        same_media "$RESTORES/$label-$rep-cv/chats"
+        run "restic_$label" restic --no-cache -r "$rrepo" restore latest \
+            --target "$RESTORES/$label-$rep-restic"
+        same_media "$RESTORES/$label-$rep-restic$CHATS"
         # The device that made the backup: both tools with the metadata cache the backup left.
         run "chatvault_${label}_cached" "$CV" --home "$home" --quiet restore latest \
-            --json --target "$WORK/r-cv"
-        same_media "$WORK/r-cv/chats"
-        run "restic_${label}_cached" restic -r "$rrepo" restore latest --target "$WORK/r-restic"
-        same_media "$WORK/r-restic$CHATS"
-        rm -rf "$WORK/r-cv" "$WORK/r-restic"
+            --json --target "$RESTORES/$label-$rep-cv-cached"
+        same_media "$RESTORES/$label-$rep-cv-cached/chats"
+        run "restic_${label}_cached" restic -r "$rrepo" restore latest \
+            --target "$RESTORES/$label-$rep-restic-cached"
+        same_media "$RESTORES/$label-$rep-restic-cached$CHATS"
     done
-    rm -rf "$WORK/r-cv" "$WORK/r-restic"
     if [ "$label" = local ]; then
         # Bandwidth: the whole snapshot would take minutes at 2 MiB/s; the media folder with the
         # most bytes (≥ 50 MB on the benchmark preset) is enough.
@@ -126,18 +131,15 @@ bench_backend() {  # bench_backend LABEL CV_REPO RESTIC_REPO
         # the chats are usable then (messages_ready_ratio of this run).
         log "[$label] whole snapshot at --limit-download $PHONE_KIB (a phone's link)"
         CHATVAULT_NO_CACHE=1 run "chatvault_${label}_phone_link" "$CV" --home "$home" --quiet \
-            --limit-download "$PHONE_KIB" restore latest --json --target "$WORK/r-phone"
-        same_media "$WORK/r-phone/chats"
-        rm -rf "$WORK/r-phone"
+            --limit-download "$PHONE_KIB" restore latest --json --target "$RESTORES/$label-phone"
+        same_media "$RESTORES/$label-phone/chats"
         log "[$label] --limit-download $LIMIT_KIB, --include $inc"
         CHATVAULT_NO_CACHE=1 run "chatvault_${label}_limit_${LIMIT_KIB}" "$CV" --home "$home" --quiet \
-            --limit-download "$LIMIT_KIB" restore latest --json --include "$inc" --target "$WORK/r-limit"
-        rm -rf "$WORK/r-limit"
+            --limit-download "$LIMIT_KIB" restore latest --json --include "$inc" --target "$RESTORES/$label-limit"
     fi
 }
 
 bench_backend local "$WORK/repo-cv" "$WORK/repo-restic"
-rm -rf "$WORK/repo-cv" "$WORK/repo-restic"
 
 if [ "$USE_S3" = yes ]; then
     eval "$(bash "$ROOT/scripts/ci-s3.sh")"
@@ -198,3 +200,5 @@ for n, r in best.items():
 print(json.dumps(ratios, indent=2), file=sys.stderr)
 print(f"written: {out}", file=sys.stderr)
 EOF
+# Deleted only now (see bench_backend): thousands of restored files and both repositories.
+rm -rf "$RESTORES" "$WORK/repo-cv" "$WORK/repo-restic"

@@ -3,10 +3,17 @@
 //! `envelope = nonce[24] || XChaCha20-Poly1305(K, nonce, plaintext, ad)` with
 //! `ad = label || 0x00 || ENVELOPE_VERSION (= 1) || id[32]`. Nonces are 192 random bits from the OS RNG,
 //! so they do not repeat in practice (birthday bound 2^96 objects per key).
+//!
+//! XChaCha20-Poly1305 is computed exactly as draft-irtf-cfrg-xchacha-03 §2.3 defines it, from two
+//! audited pieces: HChaCha20 (RustCrypto's `chacha20`) derives a subkey from `K` and the nonce's
+//! first 16 bytes, and ChaCha20-Poly1305 (RFC 8439, *ring*'s assembly) runs under that subkey with
+//! the 12-byte nonce `0x00000000 || nonce[16..24]`. That is how libsodium and the
+//! `chacha20poly1305` crate build it too; the tests compare every output with the latter's.
 
-use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20::cipher::consts::U10;
 use rand_core::{CryptoRng, RngCore};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use zeroize::Zeroize;
 
 use crate::ENVELOPE_VERSION;
 use crate::key::RepoKeys;
@@ -129,6 +136,60 @@ pub enum EnvelopeError {
     Authentication,
 }
 
+/// One envelope's cipher: the HChaCha20 subkey and the RFC 8439 nonce of an XChaCha20 nonce.
+struct XChaCha {
+    key: LessSafeKey,
+    nonce: [u8; 12],
+}
+
+impl XChaCha {
+    fn new(key: &[u8; 32], nonce: &[u8]) -> Self {
+        let (prefix, suffix) = nonce.split_at(16);
+        let mut subkey = chacha20::hchacha::<U10>(key.into(), prefix.into());
+        let key = LessSafeKey::new(
+            UnboundKey::new(&CHACHA20_POLY1305, &subkey)
+                .expect("a 32-byte key is a ChaCha20-Poly1305 key"),
+        );
+        subkey.as_mut_slice().zeroize();
+        let mut rfc_nonce = [0u8; 12];
+        rfc_nonce[4..].copy_from_slice(suffix);
+        Self {
+            key,
+            nonce: rfc_nonce,
+        }
+    }
+
+    /// Encrypts `body` in place and returns the tag.
+    fn seal(self, ad: &[u8], body: &mut [u8]) -> [u8; TAG_LEN] {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(self.nonce),
+                Aad::from(ad),
+                body,
+            )
+            .expect("ChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Decrypts `body_and_tag` (ciphertext, then the tag) in place; returns the plaintext part.
+    fn open<'a>(
+        self,
+        ad: &[u8],
+        body_and_tag: &'a mut [u8],
+    ) -> Result<&'a mut [u8], EnvelopeError> {
+        self.key
+            .open_in_place(
+                Nonce::assume_unique_for_key(self.nonce),
+                Aad::from(ad),
+                body_and_tag,
+            )
+            .map_err(|_| EnvelopeError::Authentication)
+    }
+}
+
 /// Seals `plaintext` as an object of `kind` named `id`.
 pub fn seal<R: RngCore + CryptoRng>(
     keys: &RepoKeys,
@@ -137,22 +198,10 @@ pub fn seal<R: RngCore + CryptoRng>(
     plaintext: &[u8],
     rng: &mut R,
 ) -> Vec<u8> {
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill_bytes(&mut nonce);
-    let cipher = XChaCha20Poly1305::new(kind.key(keys).into());
-    let ad = kind.associated_data(id);
-    let ct = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad: &ad,
-            },
-        )
-        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+    out.resize(NONCE_LEN, 0);
+    out.extend_from_slice(plaintext);
+    seal_in_place(keys, kind, id, &mut out, rng);
     out
 }
 
@@ -168,12 +217,13 @@ pub fn open(
             len: envelope.len(),
         });
     }
-    let (nonce, ct) = envelope.split_at(NONCE_LEN);
-    let cipher = XChaCha20Poly1305::new(kind.key(keys).into());
-    let ad = kind.associated_data(id);
-    cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &ad })
-        .map_err(|_| EnvelopeError::Authentication)
+    let (nonce, sealed) = envelope.split_at(NONCE_LEN);
+    let mut out = sealed.to_vec();
+    let plain_len = XChaCha::new(kind.key(keys), nonce)
+        .open(&kind.associated_data(id), &mut out)?
+        .len();
+    out.truncate(plain_len);
+    Ok(out)
 }
 
 /// [`seal`] without a second buffer, for large local objects: `buf` holds [`NONCE_LEN`] bytes
@@ -192,11 +242,7 @@ pub fn seal_in_place<R: RngCore + CryptoRng>(
     );
     let (nonce, body) = buf.split_at_mut(NONCE_LEN);
     rng.fill_bytes(nonce);
-    let cipher = XChaCha20Poly1305::new(kind.key(keys).into());
-    let ad = kind.associated_data(id);
-    let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(nonce), &ad, body)
-        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+    let tag = XChaCha::new(kind.key(keys), nonce).seal(&kind.associated_data(id), body);
     buf.extend_from_slice(&tag);
 }
 
@@ -214,19 +260,9 @@ pub fn open_in_place<'a>(
             len: envelope.len(),
         });
     }
-    let (nonce, rest) = envelope.split_at_mut(NONCE_LEN);
-    let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-    let cipher = XChaCha20Poly1305::new(kind.key(keys).into());
-    let ad = kind.associated_data(id);
-    cipher
-        .decrypt_in_place_detached(
-            XNonce::from_slice(nonce),
-            &ad,
-            body,
-            chacha20poly1305::Tag::from_slice(tag),
-        )
-        .map_err(|_| EnvelopeError::Authentication)?;
-    Ok(body)
+    let (nonce, sealed) = envelope.split_at_mut(NONCE_LEN);
+    let plain = XChaCha::new(kind.key(keys), nonce).open(&kind.associated_data(id), sealed)?;
+    Ok(plain)
 }
 
 #[cfg(test)]
@@ -309,7 +345,51 @@ mod tests {
         assert_ne!(a[..NONCE_LEN], b[..NONCE_LEN]);
     }
 
+    /// The envelope of RustCrypto's `XChaCha20Poly1305` for the same key, nonce, kind and id.
+    fn rustcrypto_envelope(
+        keys: &RepoKeys,
+        kind: ObjectKind,
+        id: &[u8; 32],
+        nonce: &[u8; NONCE_LEN],
+        data: &[u8],
+    ) -> Vec<u8> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new(kind.key(keys).into());
+        let ct = cipher
+            .encrypt(
+                chacha20poly1305::XNonce::from_slice(nonce),
+                Payload {
+                    msg: data,
+                    aad: &kind.associated_data(id),
+                },
+            )
+            .unwrap();
+        [&nonce[..], &ct].concat()
+    }
+
     proptest! {
+        /// HChaCha20 + ring's ChaCha20-Poly1305 is XChaCha20-Poly1305: the same bytes as the
+        /// `chacha20poly1305` crate's, both ways, at every length around ChaCha's 64-byte blocks
+        /// and Poly1305's 16-byte ones.
+        #[test]
+        fn envelopes_equal_the_chacha20poly1305_crates(
+            key in any::<[u8; 32]>(),
+            nonce in any::<[u8; NONCE_LEN]>(),
+            id in any::<[u8; 32]>(),
+            data in proptest::collection::vec(any::<u8>(), 0..1100),
+            data_kind in any::<bool>(),
+        ) {
+            let k = BackupKey::from_bytes(key).derive(&RepoId::from_bytes([1; 32]));
+            let kind = if data_kind { ObjectKind::DataBlob } else { ObjectKind::Snapshot };
+            let theirs = rustcrypto_envelope(&k, kind, &id, &nonce, &data);
+            let mut ours = nonce.to_vec();
+            ours.extend_from_slice(&data);
+            let tag = XChaCha::new(kind.key(&k), &nonce).seal(&kind.associated_data(&id), &mut ours[NONCE_LEN..]);
+            ours.extend_from_slice(&tag);
+            prop_assert_eq!(&ours, &theirs);
+            prop_assert_eq!(open(&k, kind, &id, &theirs).unwrap(), data);
+        }
+
         #[test]
         fn any_flipped_bit_is_rejected(data in proptest::collection::vec(any::<u8>(), 0..256), pos in any::<usize>(), bit in 0u8..8) {
             let k = keys();
