@@ -188,7 +188,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// Parallel readers of the repository (default: one per core on a local folder, 6 on a
-    /// cloud backend; there up to 4×N small reads at once, in the memory of N readers).
+    /// cloud backend; there up to 16×N small reads at once, in the memory of N readers).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub readers: Option<u16>,
     /// Sync every file to disk before giving it its real name, so that not even a power loss
