@@ -10,6 +10,7 @@
 //! Problems are mapped back to the snapshots and files they affect.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chatvault_format::blob::BlobType;
@@ -199,30 +200,33 @@ struct PackVerdict {
     verified: usize,
 }
 
-thread_local! {
-    /// A `--read-data` thread's pack buffer, reused from pack to pack (a fresh one per pack
-    /// cost a page fault per 4 KiB: a third of the time on a local folder).
-    static PACK_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// [`verify_blob`]'s buffers.
-    static BLOB_BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+/// Buffers a `--read-data` thread reuses from pack to pack: a fresh pack buffer cost a page
+/// fault per 4 KiB (a third of the time on a local folder), and [`blob::open_blob`]'s
+/// allocations per blob were fresh `mmap`s for 1 MiB media chunks.
+#[derive(Default)]
+struct Scratch {
+    /// The pack.
+    pack: Vec<u8>,
+    /// A copy of one sealed blob, decrypted in place.
+    sealed: Vec<u8>,
+    /// Its decompressed plaintext.
+    plain: Vec<u8>,
 }
 
-/// Opens and verifies one sealed blob of a pack read by `--read-data`, in buffers the thread
-/// reuses (a copy of the sealed bytes, decrypted in place, and the decompressed plaintext):
-/// [`blob::open_blob`]'s allocations per blob were fresh `mmap`s for 1 MiB media chunks.
-fn verify_blob(
-    repo: &Repository,
-    ty: BlobType,
-    id: &BlobId,
-    sealed: &[u8],
-) -> std::result::Result<(), blob::BlobError> {
-    BLOB_BUFFERS.with_borrow_mut(|(copy, out)| {
-        copy.clear();
-        copy.extend_from_slice(sealed);
-        out.clear();
-        blob::open_blob_into(repo.keys(), ty, id, copy, out).map(|_| ())
-    })
+impl Scratch {
+    /// Opens and verifies one sealed blob of the pack.
+    fn verify_blob(
+        &mut self,
+        repo: &Repository,
+        ty: BlobType,
+        id: &BlobId,
+        sealed: &[u8],
+    ) -> std::result::Result<(), blob::BlobError> {
+        self.sealed.clear();
+        self.sealed.extend_from_slice(sealed);
+        self.plain.clear();
+        blob::open_blob_into(repo.keys(), ty, id, &mut self.sealed, &mut self.plain).map(|_| ())
+    }
 }
 
 /// Packs read and verified at once by `--read-data`: one per core on a local folder (the work
@@ -260,30 +264,31 @@ fn read_packs(
     // After a storage error no pack is started: packs are taken in order, so every pack skipped
     // comes after the failed one, whose error the loop below returns first.
     let failed = AtomicBool::new(false);
+    // One set of buffers per thread at most, freed when the check is done.
+    let scratches: Mutex<Vec<Scratch>> = Mutex::new(Vec::new());
     let verdicts = par_map_n(&packs, pack_checkers(repo), |pid| {
         let mut v = PackVerdict::default();
         if failed.load(Ordering::Relaxed) {
             return Ok(v);
         }
         let size = index.packs.get(pid).copied().unwrap_or_default();
-        PACK_BUFFER.with_borrow_mut(|buf| {
-            match repo
-                .storage
-                .read_range_into(&layout::pack(pid), 0, size, buf)
-            {
-                Ok(Some(got)) => {
-                    progress.bytes(got as u64);
-                    let blobs = by_pack.get(pid).map(Vec::as_slice).unwrap_or_default();
-                    verify_pack_blobs(repo, *pid, &buf[..got], blobs, &mut v);
-                }
-                Ok(None) => v.missing = true,
-                Err(e) => {
-                    failed.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
+        let mut scratch = scratches.lock().expect("scratch").pop().unwrap_or_default();
+        let mut pack = std::mem::take(&mut scratch.pack);
+        let read = repo
+            .storage
+            .read_range_into(&layout::pack(pid), 0, size, &mut pack);
+        match read {
+            Ok(Some(got)) => {
+                progress.bytes(got as u64);
+                let blobs = by_pack.get(pid).map(Vec::as_slice).unwrap_or_default();
+                verify_pack_blobs(repo, *pid, &pack[..got], blobs, &mut scratch, &mut v);
             }
-            Ok(v)
-        })
+            Ok(None) => v.missing = true,
+            Err(_) => failed.store(true, Ordering::Relaxed),
+        }
+        scratch.pack = pack;
+        scratches.lock().expect("scratch").push(scratch);
+        read.map(|_| v)
     });
     for (pid, verdict) in packs.iter().zip(verdicts) {
         let v = verdict?;
@@ -307,6 +312,7 @@ fn verify_pack_blobs(
     pid: PackId,
     bytes: &[u8],
     blobs: &[(BlobId, BlobLocation)],
+    scratch: &mut Scratch,
     r: &mut PackVerdict,
 ) {
     let header = match pack::decode_header(repo.keys(), &pid, bytes) {
@@ -328,7 +334,7 @@ fn verify_pack_blobs(
             let sealed = usize::try_from(loc.offset)
                 .ok()
                 .and_then(|start| bytes.get(start..start.checked_add(loc.length as usize)?));
-            match sealed.map(|s| verify_blob(repo, loc.ty, bid, s)) {
+            match sealed.map(|s| scratch.verify_blob(repo, loc.ty, bid, s)) {
                 Some(Ok(_)) => r.verified += 1,
                 Some(Err(err)) => {
                     r.errors.push(format!(
@@ -370,7 +376,7 @@ fn verify_pack_blobs(
             continue;
         }
         let sealed = &bytes[e.offset as usize..(e.offset + u64::from(e.length)) as usize];
-        match verify_blob(repo, e.ty, bid, sealed) {
+        match scratch.verify_blob(repo, e.ty, bid, sealed) {
             Ok(_) => r.verified += 1,
             Err(err) => {
                 r.errors.push(format!(
