@@ -915,7 +915,9 @@ impl Walker<'_, '_> {
                 tracing::debug!(path = %child.display(), "journal of a consistently copied database: skipped");
                 continue;
             }
-            let meta = match std::fs::symlink_metadata(&child) {
+            // Relative to the open directory (fstatat), like lstat: no walk of the whole path
+            // per entry (a year of media is thousands of files in a few folders).
+            let meta = match e.metadata() {
                 Ok(m) => m,
                 Err(err) => {
                     self.problem(&child, err);

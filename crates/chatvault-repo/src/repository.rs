@@ -246,13 +246,13 @@ pub struct BlobLocation {
 /// The merged in-memory view of all index objects.
 ///
 /// Built with [`Index::add`] per index object, then [`Index::finish`]. Blob locations are kept
-/// compactly — a sorted array of 52-byte entries (id, pack number, offset, lengths, type)
+/// compactly — a sorted array of 49-byte records (id, pack number, offset, lengths, type)
 /// searched by bisection, with pack ids stored once — so a repository of a million blobs costs
 /// about 50 MB, not the ~100–200 bytes per blob of a hash map of full locations.
 #[derive(Debug, Default)]
 pub struct Index {
     /// Blob locations, sorted by id (after [`Index::finish`]).
-    entries: Vec<(BlobId, Slot)>,
+    entries: Entries,
     /// Blobs added by [`Index::finish`] since `entries` was last rebuilt, sorted by id: new
     /// ones, and better locations (outside condemned packs) of blobs in `entries`, which they
     /// override. A few index objects added to a large merged index (a daily backup after a year)
@@ -296,7 +296,7 @@ fn prefix(id: &BlobId) -> usize {
     usize::from(u16::from_be_bytes([id.as_bytes()[0], id.as_bytes()[1]]))
 }
 
-/// A blob's place, compactly: 20 bytes.
+/// A blob's place, compactly.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     pack: u32,
@@ -306,8 +306,100 @@ struct Slot {
     ty: BlobType,
 }
 
-/// In-memory bytes per indexed blob (id and compact location; measured by a test).
-pub const INDEX_BYTES_PER_BLOB: usize = std::mem::size_of::<(BlobId, Slot)>();
+/// In-memory bytes per indexed blob (one record of [`Entries`]; measured by a test).
+pub const INDEX_BYTES_PER_BLOB: usize = MERGED_ENTRY_LEN;
+
+/// Blob locations sorted by id, as [`MERGED_ENTRY_LEN`]-byte records laid out like the entries
+/// of a cached merged index (FORMAT §12.3): id, pack number, offset, length, raw length (u32le),
+/// type. A merged index read from the cache is searched where it was decrypted, not parsed into
+/// a second array: after a year of daily backups (750,000 blobs, 37 MB) that copy's fresh pages
+/// cost every backup about 40 ms.
+#[derive(Debug, Default)]
+struct Entries {
+    buf: Vec<u8>,
+    /// Where the first record starts in `buf`.
+    start: usize,
+    len: usize,
+}
+
+impl Entries {
+    fn with_capacity(n: usize) -> Entries {
+        Entries {
+            buf: Vec::with_capacity(n * MERGED_ENTRY_LEN),
+            start: 0,
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn record(&self, i: usize) -> &[u8] {
+        let at = self.start + i * MERGED_ENTRY_LEN;
+        &self.buf[at..at + MERGED_ENTRY_LEN]
+    }
+
+    fn id(&self, i: usize) -> &[u8] {
+        &self.record(i)[..32]
+    }
+
+    fn get(&self, i: usize) -> (BlobId, Slot) {
+        decode_record(self.record(i)).expect("records are checked when they are stored")
+    }
+
+    fn push(&mut self, id: &BlobId, slot: &Slot) {
+        encode_record(&mut self.buf, id, slot);
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (BlobId, Slot)> + '_ {
+        (0..self.len).map(|i| self.get(i))
+    }
+
+    /// The slot of `id` among records `lo..hi`, by bisection on the ids' first 8 bytes.
+    fn search(&self, lo: usize, hi: usize, id: &BlobId) -> Option<Slot> {
+        let want = head(id);
+        let (mut lo, mut hi) = (lo, hi.min(self.len));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let have = self.id(mid);
+            let h = u64::from_be_bytes(have[..8].try_into().expect("8 bytes"));
+            match h
+                .cmp(&want)
+                .then_with(|| have.cmp(id.as_bytes().as_slice()))
+            {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(self.get(mid).1),
+            }
+        }
+        None
+    }
+}
+
+/// Appends one [`MERGED_ENTRY_LEN`]-byte record (FORMAT §12.3).
+fn encode_record(out: &mut Vec<u8>, id: &BlobId, s: &Slot) {
+    out.extend_from_slice(id.as_bytes());
+    for v in [s.pack, s.offset, s.length, s.raw_length] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.push(s.ty.code());
+}
+
+/// Reads one [`MERGED_ENTRY_LEN`]-byte record; `None` if its type is unknown.
+fn decode_record(e: &[u8]) -> Option<(BlobId, Slot)> {
+    let word =
+        |i: usize| u32::from_le_bytes(e[32 + 4 * i..36 + 4 * i].try_into().expect("4 bytes"));
+    let slot = Slot {
+        pack: word(0),
+        offset: word(1),
+        length: word(2),
+        raw_length: word(3),
+        ty: BlobType::from_code(e[48])?,
+    };
+    Some((BlobId::from_bytes(e[..32].try_into().ok()?), slot))
+}
 
 impl Index {
     /// Adds one index object's entries. Call [`Index::finish`] before looking blobs up. A blob
@@ -358,24 +450,22 @@ impl Index {
         }
         self.fold_extra();
         let existing = std::mem::take(&mut self.entries);
-        let mut out = Vec::with_capacity(existing.len() + pending.len());
+        let mut out = Entries::with_capacity(existing.len() + pending.len());
         let mut added = pending.into_iter().peekable();
-        for (id, slot) in existing {
+        for (id, slot) in existing.iter() {
             while let Some((new_id, new_slot, _)) = added.next_if(|p| p.0 < id) {
-                out.push((new_id, new_slot));
+                out.push(&new_id, &new_slot);
             }
             match added.next_if(|p| p.0 == id) {
-                Some((_, new_slot, false))
-                    if !self.condemned.is_empty()
-                        && self.condemned.contains(&self.pack_ids[slot.pack as usize]) =>
-                {
-                    out.push((id, new_slot))
-                }
-                _ => out.push((id, slot)),
+                Some((_, new_slot, false)) if self.yields(&slot) => out.push(&id, &new_slot),
+                _ => out.push(&id, &slot),
             }
         }
-        out.extend(added.map(|(id, slot, _)| (id, slot)));
-        out.shrink_to_fit();
+        drop(existing);
+        for (id, slot, _) in added {
+            out.push(&id, &slot);
+        }
+        out.buf.shrink_to_fit();
         self.entries = out;
         self.index_prefixes();
     }
@@ -393,7 +483,7 @@ impl Index {
             let known = self.extra_slot(&id).or_else(|| self.entries_slot(&id));
             match known {
                 None => accepted.push((id, slot, false)),
-                Some(old) if !condemned && self.yields(old) => {
+                Some(old) if !condemned && self.yields(&old) => {
                     accepted.push((id, slot, self.entries_slot(&id).is_some()))
                 }
                 Some(_) => {}
@@ -428,18 +518,21 @@ impl Index {
         let extra = std::mem::take(&mut self.extra);
         self.extra_new = 0;
         let existing = std::mem::take(&mut self.entries);
-        let mut out = Vec::with_capacity(existing.len() + extra.len());
+        let mut out = Entries::with_capacity(existing.len() + extra.len());
         let mut added = extra.into_iter().peekable();
-        for (id, slot) in existing {
-            while let Some(e) = added.next_if(|e| e.0 < id) {
-                out.push(e);
+        for (id, slot) in existing.iter() {
+            while let Some((new_id, new_slot)) = added.next_if(|e| e.0 < id) {
+                out.push(&new_id, &new_slot);
             }
             match added.next_if(|e| e.0 == id) {
-                Some(e) => out.push(e),
-                None => out.push((id, slot)),
+                Some((_, new_slot)) => out.push(&id, &new_slot),
+                None => out.push(&id, &slot),
             }
         }
-        out.extend(added);
+        drop(existing);
+        for (id, slot) in added {
+            out.push(&id, &slot);
+        }
         self.entries = out;
         self.index_prefixes();
     }
@@ -448,8 +541,9 @@ impl Index {
     fn index_prefixes(&mut self) {
         let mut starts = Vec::with_capacity(PREFIXES + 1);
         let mut next = 0usize;
-        for (i, (id, _)) in self.entries.iter().enumerate() {
-            let p = prefix(id);
+        for i in 0..self.entries.len() {
+            let id = self.entries.id(i);
+            let p = usize::from(u16::from_be_bytes([id[0], id[1]]));
             while next <= p {
                 starts.push(i as u32);
                 next += 1;
@@ -459,12 +553,12 @@ impl Index {
         self.prefix_start = starts;
     }
 
-    fn slot(&self, id: &BlobId) -> Option<&Slot> {
+    fn slot(&self, id: &BlobId) -> Option<Slot> {
         debug_assert!(self.pending.is_empty(), "Index::finish was not called");
         self.extra_slot(id).or_else(|| self.entries_slot(id))
     }
 
-    fn extra_slot(&self, id: &BlobId) -> Option<&Slot> {
+    fn extra_slot(&self, id: &BlobId) -> Option<Slot> {
         if self.extra.is_empty() {
             return None;
         }
@@ -472,20 +566,16 @@ impl Index {
         self.extra
             .binary_search_by(|(e, _)| head(e).cmp(&want).then_with(|| e.cmp(id)))
             .ok()
-            .map(|i| &self.extra[i].1)
+            .map(|i| self.extra[i].1)
     }
 
-    fn entries_slot(&self, id: &BlobId) -> Option<&Slot> {
+    fn entries_slot(&self, id: &BlobId) -> Option<Slot> {
         let p = prefix(id);
         let (lo, hi) = match self.prefix_start.get(p..=p + 1) {
             Some(&[lo, hi]) => (lo as usize, hi as usize),
             _ => (0, self.entries.len()),
         };
-        let run = &self.entries[lo..hi];
-        let want = head(id);
-        run.binary_search_by(|(e, _)| head(e).cmp(&want).then_with(|| e.cmp(id)))
-            .ok()
-            .map(|i| &run[i].1)
+        self.entries.search(lo, hi, id)
     }
 
     fn location(&self, slot: &Slot) -> BlobLocation {
@@ -500,7 +590,7 @@ impl Index {
 
     /// Where blob `id` is, if indexed.
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
-        self.slot(id).map(|s| self.location(s))
+        self.slot(id).map(|s| self.location(&s))
     }
 
     /// Whether blob `id` is indexed.
@@ -520,13 +610,13 @@ impl Index {
 
     /// Every indexed blob and its location, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (BlobId, BlobLocation)> + '_ {
-        self.slots().map(|(id, s)| (*id, self.location(s)))
+        self.slots().map(|(id, s)| (id, self.location(&s)))
     }
 
     /// Every indexed blob's slot in id order: `entries` and `extra` merged, `extra` winning.
-    fn slots(&self) -> impl Iterator<Item = &(BlobId, Slot)> + '_ {
+    fn slots(&self) -> impl Iterator<Item = (BlobId, Slot)> + '_ {
         let mut a = self.entries.iter().peekable();
-        let mut b = self.extra.iter().peekable();
+        let mut b = self.extra.iter().copied().peekable();
         std::iter::from_fn(move || match (a.peek(), b.peek()) {
             (Some(x), Some(y)) if x.0 < y.0 => a.next(),
             (Some(x), Some(y)) if x.0 == y.0 => {
@@ -615,19 +705,16 @@ impl Index {
         }
         out.extend_from_slice(&(self.len() as u32).to_le_bytes());
         for (id, s) in self.slots() {
-            out.extend_from_slice(id.as_bytes());
-            for v in [s.pack, s.offset, s.length, s.raw_length] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.push(s.ty.code());
+            encode_record(&mut out, &id, &s);
         }
         out
     }
 
-    /// Parses a cached merged index; `None` if it is not one this version wrote (it is then
-    /// rebuilt from the index objects).
-    fn decode_merged(b: &[u8]) -> Option<(Index, Sources, [u8; 32])> {
-        let mut r = Reader(b);
+    /// Parses a cached merged index, the plaintext `plain` of `buf`; `None` if it is not one
+    /// this version wrote (it is then rebuilt from the index objects). The entries stay in
+    /// `buf`, checked (sorted, known types and packs) but not copied.
+    fn decode_merged(buf: Vec<u8>, plain: Range<usize>) -> Option<(Index, Sources, [u8; 32])> {
+        let mut r = Reader(buf.get(plain.clone())?);
         if r.take(1)? != [MERGED_VERSION] {
             return None;
         }
@@ -653,26 +740,16 @@ impl Index {
         if r.0.len() != n.checked_mul(MERGED_ENTRY_LEN)? {
             return None;
         }
-        index.entries.reserve_exact(n);
+        let mut last: Option<&[u8]> = None;
         for e in r.0.chunks_exact(MERGED_ENTRY_LEN) {
-            let id = BlobId::from_bytes(e[..32].try_into().ok()?);
-            let word = |i: usize| {
-                u32::from_le_bytes(e[32 + 4 * i..36 + 4 * i].try_into().expect("4 bytes"))
-            };
-            let slot = Slot {
-                pack: word(0),
-                offset: word(1),
-                length: word(2),
-                raw_length: word(3),
-                ty: BlobType::from_code(e[48])?,
-            };
-            if slot.pack as usize >= index.pack_ids.len()
-                || index.entries.last().is_some_and(|(last, _)| *last >= id)
-            {
+            let (_, slot) = decode_record(e)?;
+            if slot.pack as usize >= index.pack_ids.len() || last.is_some_and(|l| l >= &e[..32]) {
                 return None;
             }
-            index.entries.push((id, slot));
+            last = Some(&e[..32]);
         }
+        let start = plain.end - r.0.len();
+        index.entries = Entries { buf, start, len: n };
         index.index_prefixes();
         Some((index, sources, digest))
     }
@@ -1096,8 +1173,12 @@ impl Repository {
             ObjectKind::CacheIndex,
             self.id().as_bytes(),
             &mut bytes,
-        );
-        let decoded = opened.ok().and_then(Index::decode_merged);
+        )
+        .map(|plain| plain.len());
+        let nonce = chatvault_format::envelope::NONCE_LEN;
+        let decoded = opened
+            .ok()
+            .and_then(|n| Index::decode_merged(bytes, nonce..nonce + n));
         let Some((index, sources, built_under)) = decoded else {
             tracing::warn!("the cached merged index does not verify: rebuilding it");
             cache.remove_file(cache::MERGED_INDEX);
@@ -1653,8 +1734,9 @@ mod index_tests {
         );
         // The cached form holds the same, and a large addition folds everything in.
         let digest = [0u8; 32];
-        let (mut decoded, _, _) =
-            Index::decode_merged(&apart.encode_merged(&[], &digest)[envelope_nonce()..]).unwrap();
+        let encoded = apart.encode_merged(&[], &digest);
+        let n = encoded.len();
+        let (mut decoded, _, _) = Index::decode_merged(encoded, envelope_nonce()..n).unwrap();
         decoded.condemned = apart.condemned.clone();
         assert!(answers(&decoded) == answers(&merged));
         let mut apart = apart;
@@ -1671,7 +1753,7 @@ mod index_tests {
     #[test]
     fn index_is_compact_and_prefers_packs_that_are_not_condemned() {
         // The budget is 64 bytes per blob; the array holds exactly one entry per blob.
-        const { assert!(INDEX_BYTES_PER_BLOB <= 52) };
+        const { assert!(INDEX_BYTES_PER_BLOB <= 49) };
         let mut index = Index::default();
         index.condemned.insert(PackId::from_bytes([1; 32]));
         index.add(&file(1, 0..1000)); // condemned copy first
@@ -1679,8 +1761,8 @@ mod index_tests {
         index.finish();
         assert_eq!(index.len(), 100_000);
         assert_eq!(
-            index.entries.capacity(),
-            index.len(),
+            index.entries.buf.capacity(),
+            index.len() * INDEX_BYTES_PER_BLOB,
             "no slack after finish"
         );
         let in_both = index.get(&id(700)).unwrap();
