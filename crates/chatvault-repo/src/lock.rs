@@ -300,7 +300,7 @@ impl Inner {
         let started = Stamp::now();
         if self
             .storage
-            .write_new_within(&path, sealed, limit)?
+            .write_new_within_volatile(&path, sealed, limit)?
             .is_none()
         {
             return Ok(None);
