@@ -519,25 +519,34 @@ impl Storage {
             let _ = std::fs::remove_file(&tmp);
             return Err(io("writing", &tmp, e));
         }
-        // Write-once: never replaces an object of the same name.
-        match rustix::fs::renameat_with(
+        // Write-once: never replaces an object of the same name. A filesystem without
+        // RENAME_NOREPLACE (some FUSE and network filesystems) gets a plain rename: the callers'
+        // names are random 256-bit ids, and the existence check above covers the rest.
+        let renamed = match rustix::fs::renameat_with(
             rustix::fs::CWD,
             &tmp,
             rustix::fs::CWD,
             &full,
             rustix::fs::RenameFlags::NOREPLACE,
         ) {
+            Ok(()) => Ok(()),
+            Err(
+                rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP,
+            ) => std::fs::rename(&tmp, &full),
+            Err(e) => Err(e.into()),
+        };
+        match renamed {
             Ok(()) => {
                 self.inner.counters.wrote(bytes.len());
                 Ok(Some(true))
             }
-            Err(rustix::io::Errno::EXIST) => {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let _ = std::fs::remove_file(&tmp);
                 Ok(Some(false))
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                Err(io("renaming into place", &full, e.into()))
+                Err(io("renaming into place", &full, e))
             }
         }
     }
