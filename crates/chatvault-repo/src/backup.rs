@@ -135,7 +135,9 @@ struct Sealed {
 
 struct FinishedPack {
     id: PackId,
-    bytes: Vec<u8>,
+    /// The pack's bytes, in order ([`PackBuilder`]).
+    parts: Vec<Vec<u8>>,
+    size: u64,
     entries: Vec<PackEntry>,
 }
 
@@ -544,39 +546,70 @@ fn seal_stage(repo: &Repository, rx: Receiver<Vec<Job>>, tx: Sender<Vec<Sealed>>
     }
 }
 
+/// Sealed blobs of at least this many bytes become parts of their pack as they are (not
+/// copied); smaller ones (database pages) are gathered into shared parts of [`GATHER_PART`].
+const OWN_PART: usize = 64 << 10;
+/// Capacity of a part that gathers small sealed blobs.
+const GATHER_PART: usize = 1 << 20;
+
+/// A pack being built: its bytes as parts written one after another (a pack of media is its
+/// sealed blobs as they came from the workers: concatenating them into one buffer copied every
+/// byte once more into fresh pages, 6 % of a first backup's cycles with the page clearing).
 #[derive(Default)]
 struct PackBuilder {
-    bytes: Vec<u8>,
+    parts: Vec<Vec<u8>>,
+    /// Whether the last part gathers small blobs (and may take more).
+    gathering: bool,
+    /// Bytes in `parts`.
+    len: usize,
     entries: Vec<PackEntry>,
 }
 
 impl PackBuilder {
-    fn add(&mut self, s: Sealed, pack_size: usize) {
-        if self.bytes.capacity() == 0 {
-            // The whole pack and its tail in one allocation: growing by doubling copied every
-            // pack about once more and left the smaller buffers resident in the allocator.
-            // Capacity that is never written is never touched, so costs no memory.
-            self.bytes.reserve(pack_size + pack_size / 16);
-        }
+    fn add(&mut self, s: Sealed) {
         self.entries.push(PackEntry {
             ty: s.ty,
             id: s.id,
-            offset: self.bytes.len() as u64,
+            offset: self.len as u64,
             length: s.bytes.len() as u32,
             raw_length: s.raw_length,
         });
-        self.bytes.extend_from_slice(&s.bytes);
+        self.len += s.bytes.len();
+        if s.bytes.len() >= OWN_PART {
+            self.parts.push(s.bytes);
+            self.gathering = false;
+            return;
+        }
+        match self.parts.last_mut() {
+            Some(last) if self.gathering && last.len() + s.bytes.len() <= last.capacity() => {
+                last.extend_from_slice(&s.bytes)
+            }
+            _ => {
+                let mut part = Vec::with_capacity(GATHER_PART.max(s.bytes.len()));
+                part.extend_from_slice(&s.bytes);
+                self.parts.push(part);
+                self.gathering = true;
+            }
+        }
     }
     fn finish(&mut self, repo: &Repository) -> Option<FinishedPack> {
         if self.entries.is_empty() {
             return None;
         }
         let id = PackId::random(&mut OsRng);
-        let mut bytes = std::mem::take(&mut self.bytes);
+        let mut parts = std::mem::take(&mut self.parts);
         let entries = std::mem::take(&mut self.entries);
-        let area = bytes.len() as u64;
-        bytes.extend_from_slice(&repo.pack_tail(&id, &entries, area));
-        Some(FinishedPack { id, bytes, entries })
+        let area = std::mem::take(&mut self.len);
+        self.gathering = false;
+        let tail = repo.pack_tail(&id, &entries, area as u64);
+        let size = (area + tail.len()) as u64;
+        parts.push(tail);
+        Some(FinishedPack {
+            id,
+            parts,
+            size,
+            entries,
+        })
     }
 }
 
@@ -595,13 +628,13 @@ fn pack_stage(
         } else {
             &mut data
         };
-        if (b.bytes.len() + s.bytes.len() > pack_size || b.entries.len() >= pack::MAX_PACK_BLOBS)
+        if (b.len + s.bytes.len() > pack_size || b.entries.len() >= pack::MAX_PACK_BLOBS)
             && let Some(p) = b.finish(repo)
             && tx.send(p).is_err()
         {
             return;
         }
-        b.add(s, pack_size);
+        b.add(s);
     }
     for b in [&mut data, &mut trees] {
         if let Some(p) = b.finish(repo) {
@@ -615,8 +648,8 @@ fn upload_stage(repo: &Repository, rx: Receiver<FinishedPack>, shared: &Shared) 
         if shared.aborted() {
             continue;
         }
-        let size = p.bytes.len() as u64;
-        match repo.storage.write_new(&layout::pack(&p.id), p.bytes) {
+        let size = p.size;
+        match repo.storage.write_new_parts(&layout::pack(&p.id), p.parts) {
             Ok(_) => {
                 shared.uploaded.fetch_add(size, Ordering::Relaxed);
                 let entry = IndexPack {

@@ -208,9 +208,18 @@ fn human(d: Duration) -> String {
     }
 }
 
+/// What [`used_blobs`] found.
+enum Used {
+    /// The number of snapshots and every blob they need.
+    All(usize, HashSet<BlobId>),
+    /// A snapshot's tree or content list is in none of the index objects loaded: a backup
+    /// published it (after its index objects) since they were listed. Load them again.
+    Newer,
+}
+
 /// Every blob (data and tree) the readable snapshots need. Fails if a snapshot or tree cannot
 /// be read: pruning without knowing what is needed could delete needed data.
-fn used_blobs(repo: &Repository, index: &Index) -> Result<(usize, HashSet<BlobId>)> {
+fn used_blobs(repo: &Repository, index: &Index) -> Result<Used> {
     let mut used = HashSet::new();
     let mut trees: Vec<BlobId> = Vec::new();
     let snapshots = repo.snapshots()?;
@@ -232,6 +241,9 @@ fn used_blobs(repo: &Repository, index: &Index) -> Result<(usize, HashSet<BlobId
         if !used.insert(t) {
             continue;
         }
+        if !index.contains(&t) {
+            return Ok(Used::Newer);
+        }
         let tree = repo.load_tree(index, &t).map_err(|e| {
             RepoError::Invalid(format!(
                 "{e}; prune cannot tell which data the snapshots need (run `chatvault check`)"
@@ -241,6 +253,9 @@ fn used_blobs(repo: &Repository, index: &Index) -> Result<(usize, HashSet<BlobId
             match n.kind {
                 NodeKind::File { content, lists, .. } => {
                     used.extend(content);
+                    if !lists.iter().all(|l| used.contains(l) || index.contains(l)) {
+                        return Ok(Used::Newer);
+                    }
                     // Lists already seen (shared by an older snapshot) are not read again.
                     let data = repo
                         .walk_lists(index, &lists, |l| used.insert(*l))
@@ -257,7 +272,7 @@ fn used_blobs(repo: &Repository, index: &Index) -> Result<(usize, HashSet<BlobId
             }
         }
     }
-    Ok((snapshots.len(), used))
+    Ok(Used::All(snapshots.len(), used))
 }
 
 /// The merged index of `files` (as [`Repository::load_index`] builds it), without reading the
@@ -294,6 +309,36 @@ fn index_files(repo: &Repository) -> Result<Vec<(IndexId, IndexFile)>> {
     Ok(out)
 }
 
+/// Index objects with their ids.
+type IndexFiles = Vec<(IndexId, IndexFile)>;
+
+/// The index objects, the number of snapshots and every blob they need, loaded so that they
+/// agree: a backup that finishes between the listing of the index objects and that of the
+/// snapshots publishes a snapshot whose blobs the loaded index does not know, so the index
+/// objects are loaded again (a backup writes them before its snapshot).
+fn needed(
+    repo: &Repository,
+    plans: &[(PlanId, PrunePlan)],
+) -> Result<(IndexFiles, usize, HashSet<BlobId>)> {
+    for _ in 0..4 {
+        let files = index_files(repo)?;
+        let index = merged_index(plans, &files);
+        match used_blobs(repo, &index)? {
+            Used::All(snapshots, used) => return Ok((files, snapshots, used)),
+            Used::Newer => {
+                tracing::debug!(
+                    "a snapshot newer than the index objects loaded: loading them again"
+                )
+            }
+        }
+    }
+    Err(RepoError::Invalid(
+        "snapshots keep referring to blobs in no index object; prune cannot tell which data the \
+         snapshots need (run `chatvault check`)"
+            .into(),
+    ))
+}
+
 /// Phase 1. Returns the new plan, if anything was condemned.
 fn mark(
     repo: &Repository,
@@ -304,9 +349,7 @@ fn mark(
     let plans = repo.load_plans()?;
     let already: HashSet<PackId> = plans.iter().flat_map(|(_, p)| p.packs.clone()).collect();
     let already_index: HashSet<IndexId> = plans.iter().flat_map(|(_, p)| p.index.clone()).collect();
-    let files = index_files(repo)?;
-    let index = merged_index(&plans, &files);
-    let (snapshots, used) = used_blobs(repo, &index)?;
+    let (files, snapshots, used) = needed(repo, &plans)?;
     report.snapshots = snapshots;
     report.used_blobs = used.len();
 
@@ -591,9 +634,7 @@ fn sweep(
         report.postponed.push((id, why));
         return Ok(());
     }
-    let files = index_files(repo)?;
-    let index = merged_index(&repo.load_plans()?, &files);
-    let (_, used) = match used_blobs(repo, &index) {
+    let (files, _, used) = match needed(repo, &repo.load_plans()?) {
         Ok(u) => u,
         Err(e) => {
             report.postponed.push((id, e.to_string()));

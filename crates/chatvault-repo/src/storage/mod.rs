@@ -63,7 +63,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use opendal::layers::{RetryLayer, TimeoutLayer};
-use opendal::{ErrorKind, Operator};
+use opendal::{Buffer, ErrorKind, Operator};
 
 use crate::error::{RepoError, Result};
 
@@ -460,7 +460,14 @@ impl Storage {
     /// leaves it untouched. On services without conditional writes this is stat-then-write (see
     /// the module documentation for why the race is harmless).
     pub fn write_new(&self, path: &str, bytes: Vec<u8>) -> Result<bool> {
-        self.block_on(self.write_new_async(path, bytes))
+        self.block_on(self.write_new_async(path, bytes.into()))
+    }
+
+    /// [`Storage::write_new`] of the concatenation of `parts`, which are not copied into one
+    /// buffer (a pack is its sealed blobs one after another).
+    pub fn write_new_parts(&self, path: &str, parts: Vec<Vec<u8>>) -> Result<bool> {
+        let buffer: Buffer = parts.into_iter().map(Bytes::from).collect();
+        self.block_on(self.write_new_async(path, buffer))
     }
 
     /// [`Storage::write_new`] that gives up once `limit` has passed, retries included: `Ok(None)`
@@ -473,7 +480,8 @@ impl Storage {
         limit: Duration,
     ) -> Result<Option<bool>> {
         // The timer must be made inside the runtime.
-        let timed = async { tokio::time::timeout(limit, self.write_new_async(path, bytes)).await };
+        let timed =
+            async { tokio::time::timeout(limit, self.write_new_async(path, bytes.into())).await };
         match self.block_on(timed) {
             Ok(r) => r.map(Some),
             Err(_) => Ok(None),
@@ -551,7 +559,7 @@ impl Storage {
         }
     }
 
-    async fn write_new_async(&self, path: &str, bytes: Vec<u8>) -> Result<bool> {
+    async fn write_new_async(&self, path: &str, bytes: Buffer) -> Result<bool> {
         self.inner.upload.take(bytes.len() as u64).await;
         if !self.inner.native_if_not_exists {
             count(&COUNTERS.stats);
