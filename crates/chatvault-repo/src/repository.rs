@@ -286,14 +286,24 @@ pub struct Index {
 /// decide, so a bisection step is one integer compare instead of a 32-byte `memcmp` call (the
 /// index lookup of every page of a database was 5 % of a daily backup's time).
 fn head(id: &BlobId) -> u64 {
-    u64::from_be_bytes(id.as_bytes()[..8].try_into().expect("8 bytes"))
+    head_of(id.as_bytes())
+}
+
+/// [`head`] of an id's bytes (a record of [`Entries`]).
+fn head_of(id: &[u8]) -> u64 {
+    u64::from_be_bytes(id[..8].try_into().expect("8 bytes"))
 }
 
 /// Number of id prefixes in [`Index::prefix_start`].
 const PREFIXES: usize = 1 << 16;
 
 fn prefix(id: &BlobId) -> usize {
-    usize::from(u16::from_be_bytes([id.as_bytes()[0], id.as_bytes()[1]]))
+    prefix_of(id.as_bytes())
+}
+
+/// [`prefix`] of an id's bytes (a record of [`Entries`]).
+fn prefix_of(id: &[u8]) -> usize {
+    usize::from(u16::from_be_bytes([id[0], id[1]]))
 }
 
 /// A blob's place, compactly.
@@ -364,8 +374,7 @@ impl Entries {
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let have = self.id(mid);
-            let h = u64::from_be_bytes(have[..8].try_into().expect("8 bytes"));
-            match h
+            match head_of(have)
                 .cmp(&want)
                 .then_with(|| have.cmp(id.as_bytes().as_slice()))
             {
@@ -542,8 +551,7 @@ impl Index {
         let mut starts = Vec::with_capacity(PREFIXES + 1);
         let mut next = 0usize;
         for i in 0..self.entries.len() {
-            let id = self.entries.id(i);
-            let p = usize::from(u16::from_be_bytes([id[0], id[1]]));
+            let p = prefix_of(self.entries.id(i));
             while next <= p {
                 starts.push(i as u32);
                 next += 1;

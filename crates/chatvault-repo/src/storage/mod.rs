@@ -504,16 +504,13 @@ impl Storage {
         };
         count(&COUNTERS.writes);
         let full = root.join(path);
-        let io = |what: &'static str, at: &std::path::Path, e: std::io::Error| {
-            RepoError::io(what, at, e)
-        };
         if full.exists() {
             return Ok(Some(false));
         }
         let tmp_dir = root.join("tmp");
-        std::fs::create_dir_all(&tmp_dir).map_err(|e| io("creating", &tmp_dir, e))?;
+        std::fs::create_dir_all(&tmp_dir).map_err(|e| RepoError::io("creating", &tmp_dir, e))?;
         if let Some(parent) = full.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
+            std::fs::create_dir_all(parent).map_err(|e| RepoError::io("creating", parent, e))?;
         }
         let mut name = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut name);
@@ -525,7 +522,7 @@ impl Storage {
             .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
-            return Err(io("writing", &tmp, e));
+            return Err(RepoError::io("writing", &tmp, e));
         }
         // Write-once: never replaces an object of the same name. A filesystem without
         // RENAME_NOREPLACE (some FUSE and network filesystems) gets a plain rename: the callers'
@@ -554,7 +551,7 @@ impl Storage {
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                Err(io("renaming into place", &full, e))
+                Err(RepoError::io("renaming into place", &full, e))
             }
         }
     }
