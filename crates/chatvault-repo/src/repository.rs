@@ -280,6 +280,12 @@ pub struct Index {
     /// keyed hashes, evenly spread, so a lookup bisects a handful of neighbouring entries instead
     /// of jumping across the whole array (one or two cache misses, not twenty).
     prefix_start: Vec<u32>,
+    /// The same for `extra`, by its ids' first [`Index::extra_bits`] bits (about
+    /// [`EXTRA_BUCKET`] ids per prefix): bisecting the whole of `extra` cost a daily backup
+    /// after a year (47,000 ids there) 2.5 % of its cycles, mostly cache misses.
+    extra_start: Vec<u32>,
+    /// Prefix bits of [`Index::extra_start`].
+    extra_bits: u32,
 }
 
 /// The first 8 bytes of an id, big-endian: they order ids as the whole id does and almost always
@@ -294,16 +300,30 @@ fn head_of(id: &[u8]) -> u64 {
     u64::from_be_bytes(id[..8].try_into().expect("8 bytes"))
 }
 
-/// Number of id prefixes in [`Index::prefix_start`].
-const PREFIXES: usize = 1 << 16;
+/// Prefix bits of [`Index::prefix_start`]: 65,536 prefixes.
+const PREFIX_BITS: u32 = 16;
 
-fn prefix(id: &BlobId) -> usize {
-    prefix_of(id.as_bytes())
+/// Ids per prefix [`Index::extra_start`] aims at.
+const EXTRA_BUCKET: usize = 4;
+
+/// The first `bits` (at most 16) bits of an id's bytes (a [`BlobId`] or a record of [`Entries`]).
+fn prefix_of(id: &[u8], bits: u32) -> usize {
+    (u32::from(u16::from_be_bytes([id[0], id[1]])) >> (16 - bits)) as usize
 }
 
-/// [`prefix`] of an id's bytes (a record of [`Entries`]).
-fn prefix_of(id: &[u8]) -> usize {
-    usize::from(u16::from_be_bytes([id[0], id[1]]))
+/// Where each `bits`-bit prefix starts among `n` ids sorted ascending (`id(i)`), then `n`:
+/// 2^`bits` + 1 positions; the ids with prefix `p` are `starts[p]..starts[p + 1]`.
+fn prefix_starts<'a>(n: usize, bits: u32, id: impl Fn(usize) -> &'a [u8]) -> Vec<u32> {
+    let prefixes = 1usize << bits;
+    let mut starts = Vec::with_capacity(prefixes + 1);
+    for i in 0..n {
+        let p = prefix_of(id(i), bits);
+        while starts.len() <= p {
+            starts.push(i as u32);
+        }
+    }
+    starts.resize(prefixes + 1, n as u32);
+    starts
 }
 
 /// A blob's place, compactly.
@@ -516,7 +536,7 @@ impl Index {
             self.extra_new += usize::from(!in_entries);
             out.push((id, slot));
         }
-        self.extra = out;
+        self.set_extra(out);
     }
 
     /// Folds `extra` into `entries` (its locations win), leaving it empty.
@@ -525,6 +545,7 @@ impl Index {
             return;
         }
         let extra = std::mem::take(&mut self.extra);
+        self.set_extra(Vec::new());
         self.extra_new = 0;
         let existing = std::mem::take(&mut self.entries);
         let mut out = Entries::with_capacity(existing.len() + extra.len());
@@ -548,37 +569,48 @@ impl Index {
 
     /// Rebuilds [`Index::prefix_start`] from the sorted entries.
     fn index_prefixes(&mut self) {
-        let mut starts = Vec::with_capacity(PREFIXES + 1);
-        let mut next = 0usize;
-        for i in 0..self.entries.len() {
-            let p = prefix_of(self.entries.id(i));
-            while next <= p {
-                starts.push(i as u32);
-                next += 1;
-            }
-        }
-        starts.resize(PREFIXES + 1, self.entries.len() as u32);
-        self.prefix_start = starts;
+        let entries = &self.entries;
+        self.prefix_start = prefix_starts(entries.len(), PREFIX_BITS, |i| entries.id(i));
+    }
+
+    /// Sets `extra` (sorted by id) and rebuilds [`Index::extra_start`] for it.
+    fn set_extra(&mut self, extra: Vec<(BlobId, Slot)>) {
+        let buckets = (extra.len() / EXTRA_BUCKET).max(1);
+        self.extra_bits = buckets.ilog2().min(PREFIX_BITS);
+        self.extra_start = prefix_starts(extra.len(), self.extra_bits, |i| extra[i].0.as_bytes());
+        self.extra = extra;
     }
 
     fn slot(&self, id: &BlobId) -> Option<Slot> {
         debug_assert!(self.pending.is_empty(), "Index::finish was not called");
-        self.extra_slot(id).or_else(|| self.entries_slot(id))
+        // `extra` overrides `entries` only where the entry lies in a condemned pack
+        // ([`Index::finish_into_extra`]), so most lookups (unchanged pages, found in `entries`
+        // outside a condemned pack) skip `extra` and its cache miss.
+        match self.entries_slot(id) {
+            Some(s) if !self.yields(&s) => Some(s),
+            found => self.extra_slot(id).or(found),
+        }
     }
 
     fn extra_slot(&self, id: &BlobId) -> Option<Slot> {
         if self.extra.is_empty() {
             return None;
         }
+        let p = prefix_of(id.as_bytes(), self.extra_bits);
+        let (lo, hi) = (
+            self.extra_start[p] as usize,
+            self.extra_start[p + 1] as usize,
+        );
+        let bucket = &self.extra[lo..hi];
         let want = head(id);
-        self.extra
+        bucket
             .binary_search_by(|(e, _)| head(e).cmp(&want).then_with(|| e.cmp(id)))
             .ok()
-            .map(|i| self.extra[i].1)
+            .map(|i| bucket[i].1)
     }
 
     fn entries_slot(&self, id: &BlobId) -> Option<Slot> {
-        let p = prefix(id);
+        let p = prefix_of(id.as_bytes(), PREFIX_BITS);
         let (lo, hi) = match self.prefix_start.get(p..=p + 1) {
             Some(&[lo, hi]) => (lo as usize, hi as usize),
             _ => (0, self.entries.len()),
@@ -1716,6 +1748,10 @@ mod index_tests {
         };
         let apart = build(true);
         assert!(!apart.extra.is_empty(), "the later files were kept apart");
+        assert!(
+            apart.extra_bits > 0,
+            "the kept-apart ids are looked up by prefix"
+        );
         let merged = build(false);
         assert!(merged.extra.is_empty());
         assert!(answers(&apart) == answers(&merged));
