@@ -226,6 +226,17 @@ pub struct Repository {
     snapshots_read: Mutex<HashMap<SnapshotId, Snapshot>>,
     /// The last listing of `snapshots/` ([`Repository::snapshots_as_listed`]).
     snapshots_listed: Mutex<Option<Vec<(SnapshotId, String)>>>,
+    /// The rewrite of the cached merged index ([`Repository::load_index`]) running on a
+    /// thread of its own; joined before the next load and when the repository is dropped.
+    cache_writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Repository {
+    /// Waits for the merged index being written to the cache, so that a command's work is
+    /// not lost when it ends (a killed process leaves the old file: it is replaced atomically).
+    fn drop(&mut self) {
+        self.join_cache_writer();
+    }
 }
 
 /// Where a blob lives.
@@ -849,6 +860,7 @@ impl Repository {
             cache: None,
             snapshots_read: Mutex::default(),
             snapshots_listed: Mutex::default(),
+            cache_writer: Mutex::default(),
         })
     }
 
@@ -923,6 +935,7 @@ impl Repository {
             cache: None,
             snapshots_read: Mutex::default(),
             snapshots_listed: Mutex::default(),
+            cache_writer: Mutex::default(),
         })
     }
 
@@ -957,6 +970,7 @@ impl Repository {
             cache: None,
             snapshots_read: Mutex::default(),
             snapshots_listed: Mutex::default(),
+            cache_writer: Mutex::default(),
         }
     }
 
@@ -1087,6 +1101,7 @@ impl Repository {
     /// index object again.
     pub fn load_index(&self) -> Result<Index> {
         let clock = std::time::Instant::now();
+        self.join_cache_writer();
         let mut condemned = HashSet::new();
         // The prune plans and the index objects are listed at once (one round trip, not two).
         let (plans, listed) = std::thread::scope(|s| {
@@ -1180,23 +1195,52 @@ impl Repository {
             && rewrite
         {
             // Encoded behind room for the nonce and sealed in place: one buffer the size of
-            // the index, not two (a 4.6 GB database's index is ~60 MB).
+            // the index, not two (a 4.6 GB database's index is ~60 MB). Sealed and written on
+            // a thread of its own while the command goes on: after a year of daily backups
+            // (36 MB) this took a daily backup 220 ms once a week before its walk began.
             let mut sealed = index.encode_merged(&sources, &digest);
-            chatvault_format::envelope::seal_in_place(
-                &self.keys,
-                ObjectKind::CacheIndex,
-                self.id().as_bytes(),
-                &mut sealed,
-                &mut OsRng,
-            );
-            cache.put_file(cache::MERGED_INDEX, &sealed);
-            // Cached blobs of packs no index lists any more (pruned) leave with it.
+            // Cached blobs of packs no index lists any more (pruned) leave with it; here, not
+            // on the thread, which would race this command's own new packs.
             cache.retain(
                 cache::kind::PACK,
                 &index.packs.keys().map(|p| p.to_hex()).collect(),
             );
+            let (keys, cache, repo_id) = (Arc::clone(&self.keys), cache.clone(), self.id());
+            let writer = std::thread::Builder::new()
+                .name("chatvault-cache".into())
+                .spawn(move || {
+                    chatvault_format::envelope::seal_in_place(
+                        &keys,
+                        ObjectKind::CacheIndex,
+                        repo_id.as_bytes(),
+                        &mut sealed,
+                        &mut OsRng,
+                    );
+                    cache.put_file(cache::MERGED_INDEX, &sealed);
+                });
+            match writer {
+                Ok(handle) => {
+                    *self.cache_writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle)
+                }
+                // No thread: the cache is only an optimisation, rebuilt by a later load.
+                Err(e) => tracing::debug!(error = %e, "merged index not cached"),
+            }
         }
         Ok(index)
+    }
+
+    /// Waits for [`Repository::cache_writer`], if it runs.
+    fn join_cache_writer(&self) {
+        let handle = self
+            .cache_writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::warn!("writing the merged index to the cache failed");
+        }
     }
 
     /// The cached merged index, if it opens, was built under the same condemned packs, and
