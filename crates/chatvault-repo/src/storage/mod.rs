@@ -634,6 +634,9 @@ impl Storage {
     /// Lists the objects directly in `folder` (ending in `/`), or recursively.
     pub fn list(&self, folder: &str, recursive: bool) -> Result<Vec<Listed>> {
         count(&COUNTERS.lists);
+        if let Some(root) = &self.inner.local_root {
+            return list_local(root, folder, recursive);
+        }
         let entries = match self.block_on(self.inner.op.list_with(folder).recursive(recursive)) {
             Ok(v) => v,
             Err(e) if is_missing_object(&e) => return Ok(Vec::new()),
@@ -740,6 +743,54 @@ impl Storage {
             source: clean,
         }
     }
+}
+
+/// [`Storage::list`] of the local folder `root` with `read_dir`: what OpenDAL's `fs` service
+/// lists (every file below `folder`, its size and modification time), without handing each
+/// entry through tokio's blocking pool. A daily backup lists every pack (FORMAT §12.4); after
+/// a year of them that took 13 % of an unchanged backup's cycles.
+fn list_local(root: &std::path::Path, folder: &str, recursive: bool) -> Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    let mut folders = vec![folder.trim_matches('/').to_string()];
+    while let Some(rel) = folders.pop() {
+        let full = root.join(&rel);
+        let entries = match std::fs::read_dir(&full) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(RepoError::io("listing", full, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| RepoError::io("listing", &full, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Deleted since the folder was read (a prune, a lock released).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(RepoError::io("listing", root.join(&path), e)),
+            };
+            if meta.is_dir() {
+                if recursive {
+                    folders.push(path);
+                }
+                continue;
+            }
+            out.push(Listed {
+                name,
+                path,
+                size: meta.len(),
+                last_modified: meta
+                    .modified()
+                    .ok()
+                    .map(chrono::DateTime::<chrono::Utc>::from),
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn to_chrono(t: opendal::raw::Timestamp) -> chrono::DateTime<chrono::Utc> {
@@ -957,6 +1008,57 @@ mod tests {
             upload: None,
         });
         assert!(!s.streams_ranges());
+    }
+
+    #[test]
+    fn a_local_folder_lists_as_opendal_lists_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path().to_str().unwrap()).unwrap();
+        for (path, len) in [
+            ("data/ab/ab01", 10),
+            ("data/ab/ab02", 0),
+            ("data/cd/cd03", 300),
+            ("data/top", 5),
+            ("snapshots/s1", 7),
+            ("config", 3),
+        ] {
+            assert!(s.write_new(path, vec![1; len]).unwrap());
+        }
+        std::fs::create_dir_all(dir.path().join("data/ef")).unwrap();
+        let key = |l: &Listed| (l.path.clone(), l.name.clone(), l.size, l.last_modified);
+        let via_opendal = |folder: &str, recursive: bool| {
+            let entries = s
+                .block_on(s.inner.op.list_with(folder).recursive(recursive))
+                .unwrap_or_default();
+            let mut v: Vec<_> = entries
+                .iter()
+                .filter(|e| !e.metadata().is_dir())
+                .map(|e| {
+                    let m = e.metadata();
+                    (
+                        e.path().trim_start_matches('/').to_string(),
+                        e.name().to_string(),
+                        m.content_length(),
+                        m.last_modified().map(to_chrono),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        for (folder, recursive) in [
+            ("data/", true),
+            ("data/", false),
+            ("data/ab/", false),
+            ("snapshots/", false),
+            ("missing/", true),
+        ] {
+            let mut fast: Vec<_> = s.list(folder, recursive).unwrap().iter().map(key).collect();
+            fast.sort();
+            assert_eq!(fast, via_opendal(folder, recursive), "{folder} {recursive}");
+        }
+        assert_eq!(s.list("data/", true).unwrap().len(), 4);
+        assert!(s.list("missing/", true).unwrap().is_empty());
     }
 
     #[test]
