@@ -81,6 +81,14 @@ proptest! {
         let second = backup(&repo, std::slice::from_ref(&src), &BackupOptions::default(), &NoProgress).unwrap();
         prop_assert_eq!(second.snapshot.summary.files_read, 1);
         prop_assert_eq!(second.snapshot.parent, Some(first.id));
+        // Nothing changed since: the trees are the parent's (reused without being encoded
+        // again), and they are the trees a backup that reads everything again computes.
+        let third = backup(&repo, std::slice::from_ref(&src), &BackupOptions::default(), &NoProgress).unwrap();
+        prop_assert_eq!(third.snapshot.tree, second.snapshot.tree);
+        prop_assert_eq!(third.snapshot.summary.new_blobs, 0);
+        let reread = BackupOptions { force_reread: true, ..BackupOptions::default() };
+        let fourth = backup(&repo, std::slice::from_ref(&src), &reread, &NoProgress).unwrap();
+        prop_assert_eq!(fourth.snapshot.tree, second.snapshot.tree);
 
         let reopened = Repository::open(storage, &key).unwrap();
         let out = dir.path().join("out");
