@@ -42,6 +42,12 @@ const LEGACY_BLOBS: &str = "blobs";
 /// File name of the device's merged index (sealed; FORMAT §12.3).
 pub const MERGED_INDEX: &str = "index.merged";
 
+/// Name prefix of a file being written ([`write_atomic`]) before it is renamed into place.
+const TEMPORARY_PREFIX: &str = ".tmp-";
+
+/// Age from which a temporary file is a killed writer's leftover ([`Cache::remove_legacy`]).
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A repository's cache folder.
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -56,9 +62,30 @@ impl Cache {
         }
     }
 
-    /// Removes what earlier versions kept and this one no longer reads (best effort).
+    /// Removes what earlier versions kept and this one no longer reads, and the temporary
+    /// files of writes that a killed process left in the cache's folder (best effort). Those
+    /// are [`STALE_TEMPORARY`] old at least, so that another process's write in progress is
+    /// left alone; the largest is a merged index (tens of MB), which a phone would otherwise
+    /// keep forever. (Temporary files among the cached objects go with [`Cache::retain`].)
     pub fn remove_legacy(&self) {
         let _ = std::fs::remove_dir_all(self.dir.join(LEGACY_BLOBS));
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let stale = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .is_some_and(|t| t.elapsed().is_ok_and(|age| age >= STALE_TEMPORARY));
+            if e.file_name()
+                .as_encoded_bytes()
+                .starts_with(TEMPORARY_PREFIX.as_bytes())
+                && stale
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// The folder of this repository's cache.
@@ -208,7 +235,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     let tmp = dir.join(format!(
-        ".tmp-{:016x}",
+        "{TEMPORARY_PREFIX}{:016x}",
         rand_core::RngCore::next_u64(&mut rand_core::OsRng)
     ));
     let result = (|| {
@@ -224,4 +251,38 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_writers_temporary_files_are_removed_once_stale() {
+        let base = tempfile::tempdir().unwrap();
+        let cache = Cache::new(base.path(), &RepoId::from_bytes([7; 32]));
+        cache.put_file(MERGED_INDEX, b"sealed");
+        let old = cache
+            .dir()
+            .join(format!("{TEMPORARY_PREFIX}00000000000000aa"));
+        let fresh = cache
+            .dir()
+            .join(format!("{TEMPORARY_PREFIX}00000000000000bb"));
+        std::fs::write(&old, b"half a merged index").unwrap();
+        std::fs::write(&fresh, b"another process is writing this").unwrap();
+        let long_ago = std::time::SystemTime::now() - STALE_TEMPORARY;
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        cache.remove_legacy();
+        assert!(!old.exists(), "a killed writer's temporary file stays");
+        assert!(fresh.exists(), "a write in progress was removed");
+        assert_eq!(
+            std::fs::read(cache.dir().join(MERGED_INDEX)).unwrap(),
+            b"sealed"
+        );
+    }
 }
