@@ -39,7 +39,7 @@ use rand_core::OsRng;
 use crate::error::{RepoError, Result};
 use crate::lock::{self, Liveness, LockGuard};
 pub use crate::progress::{NoProgress, Progress};
-use crate::repository::{Index, Repository, layout};
+use crate::repository::{Index, Repository, join, layout};
 use crate::sqlite;
 
 /// Packs written between two index objects (at most; see [`INDEX_EVERY`]). Small enough that a
@@ -315,11 +315,6 @@ fn load_metadata(
     }
     let adopted = adopt_unindexed_packs(repo, &mut index, listing?.0)?;
     Ok((index, adopted, snapshots?))
-}
-
-/// A scoped thread's result (its panic goes on in this thread).
-fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// Where the new snapshot sits among the repository's: its sequence number and its parent.

@@ -239,6 +239,11 @@ impl Drop for Repository {
     }
 }
 
+/// A scoped thread's result (its panic goes on in this thread).
+pub(crate) fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
 /// Where a blob lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobLocation {
@@ -1103,29 +1108,36 @@ impl Repository {
         let clock = std::time::Instant::now();
         self.join_cache_writer();
         let mut condemned = HashSet::new();
-        // The prune plans and the index objects are listed at once (one round trip, not two).
-        let (plans, listed) = std::thread::scope(|s| {
+        // The prune plans and the index objects are listed at once (one round trip, not two),
+        // while the cached merged index is read and decrypted (on a cloud service the device's
+        // own work hides behind the listings' round trips).
+        let (plans, listed, merged) = std::thread::scope(|s| {
             let plans = s.spawn(|| self.load_plans());
+            let merged = self
+                .cache
+                .as_ref()
+                .map(|cache| s.spawn(|| self.read_merged(cache)));
             let listed = self.list_stamped::<IndexId>(layout::INDEX);
-            let plans = plans
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p));
-            (plans, listed)
+            (join(plans), listed, merged.and_then(join))
         });
         for (_, plan) in plans? {
             condemned.extend(plan.packs);
         }
         let listed: Vec<(IndexId, String)> = listed?;
         let digest = Index::condemned_digest(&condemned);
-        let mut merged = None;
         if let Some(cache) = &self.cache {
             cache.retain(
                 cache::kind::INDEX,
                 &listed.iter().map(|(id, _)| id.to_hex()).collect(),
             );
-            merged = self.read_merged(cache, &digest, &listed);
         }
-        let (mut index, mut sources) = merged.unwrap_or_default();
+        // Used only if built under the same condemned packs and every index object it was
+        // built from is still listed with the same stamp.
+        let merged = merged.filter(|(_, sources, built_under)| {
+            let listed: HashSet<&(IndexId, String)> = listed.iter().collect();
+            *built_under == digest && sources.iter().all(|s| listed.contains(s))
+        });
+        let (mut index, mut sources) = merged.map(|(i, s, _)| (i, s)).unwrap_or_default();
         index.condemned = condemned;
         let have: HashSet<&(IndexId, String)> = sources.iter().collect();
         let missing: Vec<&(IndexId, String)> =
@@ -1243,14 +1255,10 @@ impl Repository {
         }
     }
 
-    /// The cached merged index, if it opens, was built under the same condemned packs, and
-    /// every index object it was built from is still listed with the same stamp.
-    fn read_merged(
-        &self,
-        cache: &Cache,
-        digest: &[u8; 32],
-        listed: &[(IndexId, String)],
-    ) -> Option<(Index, Sources)> {
+    /// The cached merged index, if there is one and it opens, with the index objects it was
+    /// built from and the digest of the condemned packs it was built under; one that does not
+    /// open is removed.
+    fn read_merged(&self, cache: &Cache) -> Option<(Index, Sources, [u8; 32])> {
         let mut bytes = cache.get_file(cache::MERGED_INDEX)?;
         let opened = chatvault_format::envelope::open_in_place(
             &self.keys,
@@ -1263,14 +1271,11 @@ impl Repository {
         let decoded = opened
             .ok()
             .and_then(|n| Index::decode_merged(bytes, nonce..nonce + n));
-        let Some((index, sources, built_under)) = decoded else {
+        if decoded.is_none() {
             tracing::warn!("the cached merged index does not verify: rebuilding it");
             cache.remove_file(cache::MERGED_INDEX);
-            return None;
-        };
-        let listed: HashSet<&(IndexId, String)> = listed.iter().collect();
-        (built_under == *digest && sources.iter().all(|s| listed.contains(s)))
-            .then_some((index, sources))
+        }
+        decoded
     }
 
     /// Loads every prune plan (§15). An unreadable plan is logged and skipped: its packs then
