@@ -48,6 +48,9 @@ pub const AD_PACK_TRAILER: &str = "chatvault/v1/pack-trailer";
 /// Associated-data label of a device's merged index (local cache only, never in storage;
 /// docs/FORMAT.md §12.3).
 pub const AD_CACHE_INDEX: &str = "chatvault/v1/cache-index";
+/// BLAKE3 key-derivation context of the envelope ids of a device's merged index segments (local
+/// cache only; docs/FORMAT.md §12.3).
+pub const DERIVE_CACHE_INDEX_SEGMENT: &str = "chatvault/v1/cache-index-segment";
 
 #[cfg(test)]
 mod tests {
@@ -89,6 +92,10 @@ mod tests {
         assert_eq!(AD_BLOB_LIST, "chatvault/v1/blob/list");
         assert_eq!(AD_PACK_TRAILER, "chatvault/v1/pack-trailer");
         assert_eq!(AD_CACHE_INDEX, "chatvault/v1/cache-index");
+        assert_eq!(
+            DERIVE_CACHE_INDEX_SEGMENT,
+            "chatvault/v1/cache-index-segment"
+        );
     }
 
     const GOLDEN_ADDED: &str = "0226ecb8249995cc6b75604c8b33cb13006dff62ccda7c68ac16cbe4cfd5a8ed";

@@ -733,19 +733,12 @@ impl Index {
     }
 
     /// The plaintext of a cached merged index (FORMAT §12.3): what was loaded from `sources`
-    /// under condemned packs `digest`, behind `NONCE_LEN` zero bytes and with room for the tag,
-    /// ready for `envelope::seal_in_place`.
+    /// under condemned packs `digest`.
     fn encode_merged(&self, sources: &[(IndexId, String)], digest: &[u8; 32]) -> Vec<u8> {
-        use chatvault_format::envelope;
         debug_assert!(self.pending.is_empty());
         let mut out = Vec::with_capacity(
-            envelope::OVERHEAD
-                + 64
-                + sources.len() * 64
-                + self.pack_ids.len() * 40
-                + self.len() * MERGED_ENTRY_LEN,
+            64 + sources.len() * 64 + self.pack_ids.len() * 40 + self.len() * MERGED_ENTRY_LEN,
         );
-        out.resize(envelope::NONCE_LEN, 0);
         out.push(MERGED_VERSION);
         out.extend_from_slice(digest);
         out.extend_from_slice(&(sources.len() as u32).to_le_bytes());
@@ -1206,11 +1199,11 @@ impl Repository {
         if let Some(cache) = &self.cache
             && rewrite
         {
-            // Encoded behind room for the nonce and sealed in place: one buffer the size of
-            // the index, not two (a 4.6 GB database's index is ~60 MB). Sealed and written on
-            // a thread of its own while the command goes on: after a year of daily backups
-            // (36 MB) this took a daily backup 220 ms once a week before its walk began.
-            let mut sealed = index.encode_merged(&sources, &digest);
+            // Encoded here, then sealed a segment at a time into the file (one buffer the size
+            // of the index, not two: a 4.6 GB database's index is ~60 MB) on a thread of its
+            // own while the command goes on: after a year of daily backups (36 MB) this took a
+            // daily backup 220 ms once a week before its walk began.
+            let plain = index.encode_merged(&sources, &digest);
             // Cached blobs of packs no index lists any more (pruned) leave with it; here, not
             // on the thread, which would race this command's own new packs.
             cache.retain(
@@ -1221,14 +1214,12 @@ impl Repository {
             let writer = std::thread::Builder::new()
                 .name("chatvault-cache".into())
                 .spawn(move || {
-                    chatvault_format::envelope::seal_in_place(
-                        &keys,
-                        ObjectKind::CacheIndex,
-                        repo_id.as_bytes(),
-                        &mut sealed,
-                        &mut OsRng,
-                    );
-                    cache.put_file(cache::MERGED_INDEX, &sealed);
+                    cache.put_file_with(cache::MERGED_INDEX, |f| {
+                        let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+                        let segment = cache::MERGED_SEGMENT;
+                        cache::write_merged(&keys, &repo_id, &plain, segment, &mut out)?;
+                        std::io::Write::flush(&mut out)
+                    });
                 });
             match writer {
                 Ok(handle) => {
@@ -1259,18 +1250,14 @@ impl Repository {
     /// built from and the digest of the condemned packs it was built under; one that does not
     /// open is removed.
     fn read_merged(&self, cache: &Cache) -> Option<(Index, Sources, [u8; 32])> {
-        let mut bytes = cache.get_file(cache::MERGED_INDEX)?;
-        let opened = chatvault_format::envelope::open_in_place(
-            &self.keys,
-            ObjectKind::CacheIndex,
-            self.id().as_bytes(),
-            &mut bytes,
-        )
-        .map(|plain| plain.len());
-        let nonce = chatvault_format::envelope::NONCE_LEN;
-        let decoded = opened
-            .ok()
-            .and_then(|n| Index::decode_merged(bytes, nonce..nonce + n));
+        let (file, len) = cache.open_file(cache::MERGED_INDEX)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let (keys, segment) = (&self.keys, cache::MERGED_SEGMENT);
+        let decoded =
+            cache::read_merged(keys, &self.id(), &file, len, segment, threads).and_then(|plain| {
+                let n = plain.len();
+                Index::decode_merged(plain, 0..n)
+            });
         if decoded.is_none() {
             tracing::warn!("the cached merged index does not verify: rebuilding it");
             cache.remove_file(cache::MERGED_INDEX);
@@ -1829,7 +1816,7 @@ mod index_tests {
         let digest = [0u8; 32];
         let encoded = apart.encode_merged(&[], &digest);
         let n = encoded.len();
-        let (mut decoded, _, _) = Index::decode_merged(encoded, envelope_nonce()..n).unwrap();
+        let (mut decoded, _, _) = Index::decode_merged(encoded, 0..n).unwrap();
         decoded.condemned = apart.condemned.clone();
         assert!(answers(&decoded) == answers(&merged));
         let mut apart = apart;
@@ -1837,10 +1824,6 @@ mod index_tests {
         apart.finish();
         assert!(apart.extra.is_empty());
         assert_eq!(apart.len(), 32_400);
-    }
-
-    fn envelope_nonce() -> usize {
-        chatvault_format::envelope::NONCE_LEN
     }
 
     #[test]

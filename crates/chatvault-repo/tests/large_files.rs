@@ -405,7 +405,9 @@ fn the_merged_index_in_the_cache_always_equals_a_full_load() {
         .unwrap();
     };
     let cache_base = dir.path().join("home/cache");
-    let merged = cache_base.join(repo.id().to_hex()).join("index.merged");
+    let merged = cache_base
+        .join(repo.id().to_hex())
+        .join(chatvault_repo::cache::MERGED_INDEX);
     let cached = || {
         let mut r = Repository::open(storage.clone(), &key).unwrap();
         r.set_cache(&cache_base);
