@@ -4,6 +4,7 @@
 #
 #   bench/engine-v2.sh large-db [--db-bytes N] [--media-bytes N]
 #   bench/engine-v2.sh year [--days N] [--max-minutes M] [--preset benchmark|small]
+#                           [--same-source-days N]
 #   bench/engine-v2.sh rtt [--snapshots 30] [--delay-ms 50] [--preset small|benchmark]
 #   common: [--workdir DIR] (kept afterwards; default /work/bench-tmp/engine-v2-<cmd>, removed)
 #           [--keep] [--no-build]
@@ -20,7 +21,7 @@ case "$CMD" in large-db|year|rtt) ;; *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}/
 
 WORKDIR= KEEP=no BUILD=yes
 DB_BYTES=4600000000 MEDIA_BYTES=300000000
-DAYS=365 MAX_MINUTES=0 PRESET=
+DAYS=365 MAX_MINUTES=0 PRESET= SAME_SOURCE_DAYS=5
 SNAPSHOTS=30 DELAY_MS=50
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -31,6 +32,7 @@ while [ $# -gt 0 ]; do
         --media-bytes) MEDIA_BYTES=${2:?}; shift 2 ;;
         --days) DAYS=${2:?}; shift 2 ;;
         --max-minutes) MAX_MINUTES=${2:?}; shift 2 ;;
+        --same-source-days) SAME_SOURCE_DAYS=${2:?}; shift 2 ;;
         --preset) PRESET=${2:?}; shift 2 ;;
         --snapshots) SNAPSHOTS=${2:?}; shift 2 ;;
         --delay-ms) DELAY_MS=${2:?}; shift 2 ;;
@@ -227,6 +229,51 @@ EOF
     fig snapshots_listed "$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$LOGS/snapshots_cold.log")"
     CHATVAULT_KEY=$KEY measured snapshots_again "${CVN[@]}" --home "$HOME2" --repo "$REPO" snapshots --json
     measured snapshots_device "${CVN[@]}" --home "$HOME1" snapshots --json
+    [ "$SAME_SOURCE_DAYS" != 0 ] && same_source "$done_days"
+    return 0
+}
+
+# History against source: the last day's folder backed up into a new repository, then the same
+# simulated days backed up in both repositories, alternating which goes first. The year's
+# backups cost more than day 2's partly because its folder grew (files, database); this
+# separates what history costs from what the source costs.
+same_source() {
+    local last=$1 FRESH="$WORK/fresh" FHOME="$WORK/home-fresh" n first
+    log "history against source: day $last's folder in a new repository, then $SAME_SOURCE_DAYS days in both"
+    rm -rf "$FRESH" "$FHOME"; mkdir -p "$FRESH/chats"
+    # Databases copied (a simulated day rewrites them in place); the rest hard-linked (a day
+    # only adds files).
+    local d
+    for d in "$CHATS"/*; do
+        if [ "$(basename "$d")" = Databases ]; then cp -a "$d" "$FRESH/chats/"; else cp -al "$d" "$FRESH/chats/"; fi
+    done
+    "$CV" --home "$FHOME" init --repo "$FRESH/repo" --key > "$LOGS/fresh-init.log" 2>&1 \
+        || { cat "$LOGS/fresh-init.log" >&2; die "init of the same-source repository failed"; }
+    measured same_source_initial "${CVN[@]}" --home "$FHOME" backup "$FRESH/chats" --json
+    # Linking changed every linked file's ctime: the year's next backup reads them all once.
+    measured same_source_relinked "${CVN[@]}" --home "$HOME1" backup "$CHATS" --json
+    local TSV="$WORK/same-source.tsv"
+    printf 'day\tyear_s\tyear_cpu_s\tfresh_s\tfresh_cpu_s\n' > "$TSV"
+    for n in $(seq $((last + 1)) $((last + SAME_SOURCE_DAYS))); do
+        for d in "$CHATS" "$FRESH/chats"; do
+            nice -n 10 "$CV" sample "$d" --preset "$PRESET" --next-day "$n" > "$LOGS/sample.log" 2>&1 \
+                || { cat "$LOGS/sample.log" >&2; die "sample --next-day $n failed in $d"; }
+        done
+        : > "$FIG.day"
+        for first in $((n % 2)) $(((n + 1) % 2)); do
+            sync
+            if [ "$first" = 0 ]; then
+                FIG="$FIG.day" measured same_year "${CVN[@]}" --home "$HOME1" backup "$CHATS" --json
+            else
+                FIG="$FIG.day" measured same_fresh "${CVN[@]}" --home "$FHOME" backup "$FRESH/chats" --json
+            fi
+        done
+        # shellcheck disable=SC1090
+        . <(sed 's/^/local /' "$FIG.day")
+        printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$same_year_s" "$same_year_cpu_s" "$same_fresh_s" "$same_fresh_cpu_s" >> "$TSV"
+    done
+    cp "$TSV" "$LOGS/same-source.tsv"
+    fig same_source_files "$(find "$FRESH/chats" -type f | wc -l)"
 }
 
 # =============================================================================================

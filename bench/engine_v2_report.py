@@ -155,6 +155,22 @@ def year(f, logs):
     print(f"cold `snapshots` on a new home: {f['snapshots_cold_s']:.2f} s for "
           f"{f['snapshots_listed']} snapshots (page cache {f['snapshots_cold_page_cache']}); "
           f"again {f['snapshots_again_s']:.2f} s; on the device {f['snapshots_device_s']:.2f} s")
+    same = os.path.join(logs, "same-source.tsv")
+    if os.path.exists(same):
+        with open(same) as fh:
+            head = fh.readline().rstrip("\n").split("\t")
+            pairs = [dict(zip(head, map(float, line.split("\t")))) for line in fh if line.strip()]
+        if pairs:
+            d["same_source_days"] = pairs
+            for k in ("year_s", "year_cpu_s", "fresh_s", "fresh_cpu_s"):
+                d[f"same_source_median_{k}"] = statistics.median(p[k] for p in pairs)
+            d["same_source_history_wall"] = d["same_source_median_year_s"] / d["same_source_median_fresh_s"]
+            d["same_source_history_cpu"] = (d["same_source_median_year_cpu_s"]
+                                            / d["same_source_median_fresh_cpu_s"])
+            print(f"same source ({f.get('same_source_files', '?')} files), {len(pairs)} days in both: "
+                  f"year repository median {d['same_source_median_year_s']:.2f} s, new repository "
+                  f"{d['same_source_median_fresh_s']:.2f} s: history costs "
+                  f"{d['same_source_history_wall']:.2f}× wall, {d['same_source_history_cpu']:.2f}× cpu")
     return d
 
 
