@@ -107,7 +107,10 @@ macro_rules! define_id {
 
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.to_hex())
+                // On the stack: a tree of a year of photos holds tens of thousands of ids.
+                let mut digits = [0u8; 64];
+                hex::encode_to_slice(self.0, &mut digits).expect("32 bytes are 64 digits");
+                s.serialize_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"))
             }
         }
 

@@ -4,7 +4,6 @@
 //! json)`, and the stored object is `seal(K_meta, kind, id, compress(json))`. Tree blobs use the
 //! blob path (§5). Locks have random ids.
 
-use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use rand_core::{CryptoRng, RngCore};
 use serde::de::DeserializeOwned;
@@ -14,6 +13,8 @@ use crate::blob::{self, BlobType};
 use crate::envelope::{self, EnvelopeError, ObjectKind};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::key::RepoKeys;
+
+mod node_serde;
 
 /// Version number carried inside every JSON object of format version 1.
 pub const OBJECT_VERSION: u32 = 1;
@@ -384,13 +385,12 @@ pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
-/// One entry of a tree.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One entry of a tree. Its JSON encoding is written by hand (see `node_serde`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     /// Exact file name bytes.
     pub name: Bytes,
-    /// What the entry is.
-    #[serde(flatten)]
+    /// What the entry is (its fields are the node's, after `type`).
     pub kind: NodeKind,
     /// Unix permission bits (`st_mode & 0o7777`).
     pub mode: u32,
@@ -398,14 +398,11 @@ pub struct Node {
     pub mtime_s: i64,
     /// Modification time, nanoseconds part.
     pub mtime_ns: u32,
-    /// Change time (seconds), used to detect changes against the parent snapshot.
-    #[serde(default)]
+    /// Change time (seconds), used to detect changes against the parent snapshot (0 when absent).
     pub ctime_s: i64,
     /// Change time, nanoseconds part.
-    #[serde(default)]
     pub ctime_ns: u32,
     /// Inode number, used to detect changes against the parent snapshot.
-    #[serde(default)]
     pub inode: u64,
 }
 
@@ -481,34 +478,6 @@ pub struct FileStamp {
 /// so non-UTF-8 file names survive exactly.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Bytes(pub Vec<u8>);
-
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum BytesRepr {
-    Utf8(String),
-    Raw { b64: String },
-}
-
-impl Serialize for Bytes {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(&self.0) {
-            Ok(t) => BytesRepr::Utf8(t.to_owned()).serialize(s),
-            Err(_) => BytesRepr::Raw {
-                b64: B64.encode(&self.0),
-            }
-            .serialize(s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Bytes {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match BytesRepr::deserialize(d)? {
-            BytesRepr::Utf8(t) => Ok(Bytes(t.into_bytes())),
-            BytesRepr::Raw { b64 } => B64.decode(b64).map(Bytes).map_err(serde::de::Error::custom),
-        }
-    }
-}
 
 /// A lock object (§11): announces a running operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
