@@ -297,6 +297,21 @@ impl Storage {
                 None => Ok(None),
             };
         }
+        if let Some(root) = &self.inner.local_root {
+            // OpenDAL's fs reader zero-fills a large chunk buffer for every read and then the
+            // bytes are copied out of it: a new device opening a year's repository (200 index
+            // objects, ~150 k blobs) spent 60 % of its index load in that memset and its page
+            // faults. One `read` into a buffer of the file's size instead.
+            let full = root.join(path);
+            return match std::fs::read(&full) {
+                Ok(b) => {
+                    self.inner.counters.read(b.len());
+                    Ok(Some(b))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(RepoError::io("reading", full, e)),
+            };
+        }
         match self.block_on(self.inner.op.read(path)) {
             Ok(b) => {
                 self.inner.counters.read(b.len());
@@ -1008,6 +1023,27 @@ mod tests {
             upload: None,
         });
         assert!(!s.streams_ranges());
+    }
+
+    #[test]
+    fn a_local_folder_reads_as_opendal_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path().to_str().unwrap()).unwrap();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        for (path, bytes) in [
+            ("index/empty", Vec::new()),
+            ("index/small", b"abc".to_vec()),
+            ("data/ab/big", big),
+        ] {
+            assert!(s.write_new(path, bytes.clone()).unwrap());
+            let via_opendal = s.block_on(s.inner.op.read(path)).unwrap().to_vec();
+            assert_eq!(via_opendal, bytes);
+            assert_eq!(s.read(path).unwrap(), Some(bytes), "{path}");
+        }
+        assert_eq!(s.read("index/missing").unwrap(), None);
+        assert_eq!(s.read("nowhere/missing").unwrap(), None);
+        // A folder where an object should be is an error, not a missing object.
+        assert!(s.read("data/ab").is_err());
     }
 
     #[test]
