@@ -549,6 +549,132 @@ mod tests {
         }
     }
 
+    /// A JSON value of one of the shapes a node's fields take, or of a wrong one.
+    fn value() -> impl Strategy<Value = String> {
+        let id = any::<[u8; 32]>().prop_map(|b| format!("\"{}\"", hex::encode(b)));
+        let stamp = (0u64..9, -3i64..9).prop_map(|(a, b)| {
+            format!(
+                r#"{{"size":{a},"mtime_s":{b},"mtime_ns":1,"ctime_s":2,"ctime_ns":3,"inode":4}}"#
+            )
+        });
+        prop_oneof![
+            Just("\"file\"".to_string()),
+            Just("\"dir\"".to_string()),
+            Just("\"symlink\"".to_string()),
+            Just("\"x\"".to_string()),
+            id.clone(),
+            proptest::collection::vec(id, 0..3).prop_map(|v| format!("[{}]", v.join(","))),
+            (-2i64..5).prop_map(|n| n.to_string()),
+            Just("4294967296".to_string()),
+            Just("1.5".to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            Just("null".to_string()),
+            Just(r#"{"b64":"/w=="}"#.to_string()),
+            stamp.clone().prop_map(|db| format!(r#"{{"db":{db}}}"#)),
+            (stamp.clone(), stamp).prop_map(|(db, wal)| format!(r#"{{"db":{db},"wal":{wal}}}"#)),
+        ]
+    }
+
+    const KEYS: [&str; 17] = [
+        "name",
+        "type",
+        "size",
+        "content",
+        "lists",
+        "changed_while_reading",
+        "sqlite_snapshot",
+        "sqlite_source",
+        "subtree",
+        "target",
+        "mode",
+        "mtime_s",
+        "mtime_ns",
+        "ctime_s",
+        "ctime_ns",
+        "inode",
+        "other",
+    ];
+
+    /// The fields each type takes besides the common ones.
+    fn own_fields(kind: &NodeKind) -> &'static [&'static str] {
+        match kind {
+            NodeKind::File { .. } => &[
+                "size",
+                "content",
+                "lists",
+                "changed_while_reading",
+                "sqlite_snapshot",
+                "sqlite_source",
+            ],
+            NodeKind::Dir { .. } => &["subtree"],
+            NodeKind::Symlink { .. } => &["target"],
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        /// On random field sets, orders, duplicates and value shapes, this decoder accepts
+        /// only what the derived one accepted, with the same result; it refuses more only for a
+        /// duplicate field or a field of another node type that the derived decoder skipped.
+        #[test]
+        fn decodes_like_the_derived_decoder(
+            fields in proptest::collection::vec((0..KEYS.len(), value()), 0..8),
+            keep in proptest::collection::vec(proptest::bool::weighted(0.85), 6),
+            kind in 0..3usize,
+            order in proptest::collection::vec(any::<u32>(), 14),
+        ) {
+            // Mostly well-formed nodes (each base field kept with probability 0.85), random
+            // fields on top, everything in a random order.
+            let id = format!("\"{}\"", "ab".repeat(32));
+            let (ty, own) = [("file", ("size", "1".to_string())), ("dir", ("subtree", id)), ("symlink", ("target", "\"t\"".to_string()))][kind].clone();
+            let base = [
+                ("name", "\"n\"".to_string()),
+                ("mode", "1".to_string()),
+                ("mtime_s", "2".to_string()),
+                ("mtime_ns", "3".to_string()),
+                ("type", format!("\"{ty}\"")),
+                own,
+            ];
+            let mut pairs: Vec<(String, String)> = base
+                .into_iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|((k, v), _)| (k.to_string(), v))
+                .collect();
+            pairs.extend(fields.iter().map(|(k, v)| (KEYS[*k].to_string(), v.clone())));
+            let mut keyed: Vec<_> = pairs.into_iter().zip(&order).collect();
+            keyed.sort_by_key(|(_, o)| **o);
+            let pairs: Vec<(String, String)> = keyed.into_iter().map(|(p, _)| p).collect();
+            let json = format!(
+                "{{{}}}",
+                pairs.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(",")
+            );
+            let ours = serde_json::from_str::<Node>(&json);
+            let theirs = serde_json::from_str::<legacy::Node>(&json);
+            match (ours, theirs) {
+                (Ok(n), Ok(old)) => prop_assert_eq!(
+                    serde_json::to_string(&to_legacy(&n)).unwrap(),
+                    serde_json::to_string(&old).unwrap()
+                ),
+                (Ok(n), Err(e)) => prop_assert!(false, "accepted {json} ({n:?}), derived: {e}"),
+                (Err(_), Err(_)) => {}
+                (Err(e), Ok(old)) => {
+                    let mut seen = std::collections::HashSet::new();
+                    let duplicate = pairs.iter().any(|(k, _)| !seen.insert(k.as_str()));
+                    let old_kind: NodeKind = serde_json::from_str::<Node>(
+                        &serde_json::to_string(&old).unwrap(),
+                    )
+                    .unwrap()
+                    .kind;
+                    let foreign = pairs.iter().any(|(k, _)| {
+                        KEYS[2..10].contains(&k.as_str()) && !own_fields(&old_kind).contains(&k.as_str())
+                    });
+                    prop_assert!(duplicate || foreign, "refused {json}: {e}");
+                }
+            }
+        }
+    }
+
     fn node_json(extra: &str) -> String {
         format!(r#"{{"version":1,"nodes":[{{{extra}"mode":420,"mtime_s":1,"mtime_ns":2}}]}}"#)
     }
