@@ -116,8 +116,21 @@ macro_rules! define_id {
 
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
+                // A visitor of `&str`, not a `Cow<str>` (which serde always fills with a new
+                // String): an index or tree holds tens of thousands of ids.
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "a {} id (64 hex digits)", $kind)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
+                        decode_hex32(v.as_bytes())
+                            .map($name)
+                            .ok_or_else(|| E::custom(IdParseError { kind: $kind }))
+                    }
+                }
+                d.deserialize_str(V)
             }
         }
     };

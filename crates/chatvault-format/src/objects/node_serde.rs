@@ -168,19 +168,29 @@ impl Field {
     }
 }
 
+/// A visitor of one string mapped by `f`, without allocating it (a key or a `type` value).
+struct StrVisitor<F> {
+    expecting: &'static str,
+    f: F,
+}
+
+impl<T, F: FnOnce(&str) -> Option<T>> Visitor<'_> for StrVisitor<F> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        let expecting = self.expecting;
+        (self.f)(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &expecting))
+    }
+}
+
 impl<'de> Deserialize<'de> for Field {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Field;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
-                Ok(Field::of(v))
-            }
-        }
-        d.deserialize_identifier(V)
+        d.deserialize_identifier(StrVisitor {
+            expecting: "a field name",
+            f: |s: &str| Some(Field::of(s)),
+        })
     }
 }
 
@@ -193,22 +203,15 @@ enum Kind {
 
 impl<'de> Deserialize<'de> for Kind {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Kind;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("\"file\", \"dir\" or \"symlink\"")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Kind, E> {
-                match v {
-                    "file" => Ok(Kind::File),
-                    "dir" => Ok(Kind::Dir),
-                    "symlink" => Ok(Kind::Symlink),
-                    other => Err(E::unknown_variant(other, &["file", "dir", "symlink"])),
-                }
-            }
-        }
-        d.deserialize_identifier(V)
+        d.deserialize_str(StrVisitor {
+            expecting: "\"file\", \"dir\" or \"symlink\"",
+            f: |s: &str| match s {
+                "file" => Some(Kind::File),
+                "dir" => Some(Kind::Dir),
+                "symlink" => Some(Kind::Symlink),
+                _ => None,
+            },
+        })
     }
 }
 
