@@ -403,20 +403,54 @@ impl Entries {
         (0..self.len).map(|i| self.get(i))
     }
 
-    /// The slot of `id` among records `lo..hi`, by bisection on the ids' first 8 bytes.
-    fn search(&self, lo: usize, hi: usize, id: &BlobId) -> Option<Slot> {
-        let want = head(id);
+    /// The slot of `id` among records `lo..hi`, whose ids all begin with the same `bits` bits.
+    ///
+    /// Ids are keyed hashes, spread evenly: the bits after the common prefix place `id` within
+    /// the range, and the first probe lands on it or beside it. After a year of daily backups
+    /// (750 k blobs, ~11 per 16-bit prefix) plain bisection touched four or five cache lines per
+    /// lookup, and lookups were 10 % of a day backup's cycles. After the estimate and its
+    /// neighbour on the side it points to, bisection: ids crowded into one prefix (an index
+    /// written by someone else who holds the key) cost no more than bisection did.
+    fn search(&self, lo: usize, hi: usize, bits: u32, id: &BlobId) -> Option<Slot> {
         let (mut lo, mut hi) = (lo, hi.min(self.len));
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let have = self.id(mid);
-            match head_of(have)
+        let want = head(id);
+        let order = |i: usize| {
+            let have = self.id(i);
+            head_of(have)
                 .cmp(&want)
                 .then_with(|| have.cmp(id.as_bytes().as_slice()))
-            {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(self.get(mid).1),
+        };
+        let probe = |i: usize, lo: &mut usize, hi: &mut usize| match order(i) {
+            std::cmp::Ordering::Less => {
+                *lo = i + 1;
+                false
+            }
+            std::cmp::Ordering::Greater => {
+                *hi = i;
+                false
+            }
+            std::cmp::Ordering::Equal => true,
+        };
+        if lo < hi {
+            // The 32 bits after the prefix, as a fraction of the range.
+            let frac = u128::from(((want << bits) >> 32) as u32);
+            let guess = lo + ((frac * (hi - lo) as u128) >> 32) as usize;
+            if probe(guess, &mut lo, &mut hi) {
+                return Some(self.get(guess).1);
+            }
+            let beside = if lo == guess + 1 {
+                lo
+            } else {
+                hi.wrapping_sub(1)
+            };
+            if lo < hi && probe(beside, &mut lo, &mut hi) {
+                return Some(self.get(beside).1);
+            }
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if probe(mid, &mut lo, &mut hi) {
+                return Some(self.get(mid).1);
             }
         }
         None
@@ -627,11 +661,11 @@ impl Index {
 
     fn entries_slot(&self, id: &BlobId) -> Option<Slot> {
         let p = prefix_of(id.as_bytes(), PREFIX_BITS);
-        let (lo, hi) = match self.prefix_start.get(p..=p + 1) {
-            Some(&[lo, hi]) => (lo as usize, hi as usize),
-            _ => (0, self.entries.len()),
+        let (lo, hi, bits) = match self.prefix_start.get(p..=p + 1) {
+            Some(&[lo, hi]) => (lo as usize, hi as usize, PREFIX_BITS),
+            _ => (0, self.entries.len(), 0),
         };
-        self.entries.search(lo, hi, id)
+        self.entries.search(lo, hi, bits, id)
     }
 
     fn location(&self, slot: &Slot) -> BlobLocation {
@@ -1756,6 +1790,67 @@ mod index_tests {
     fn answers(index: &Index) -> (usize, Vec<(BlobId, BlobLocation)>, Vec<bool>) {
         let reusable = (0..20_000).map(|i| index.reusable(&id(i))).collect();
         (index.len(), index.iter().collect(), reusable)
+    }
+
+    /// The estimate-then-bisect search finds exactly what is there, whether the ids are spread
+    /// evenly (keyed hashes), crowded into one prefix and one region of it (an index written by
+    /// someone else who holds the key), or equal in their first 8 bytes; with and without the
+    /// prefix table.
+    #[test]
+    fn lookups_find_every_id_and_only_those() {
+        let spread: Vec<BlobId> = (0..40_000).map(id).collect();
+        let crowded: Vec<BlobId> = (0..5_000u32)
+            .map(|i| {
+                let mut b = *id(i).as_bytes();
+                b[..3].copy_from_slice(&[0x7f, 0xff, 0xff]);
+                if i % 3 == 0 {
+                    // Same first 8 bytes as others: only the tail tells them apart.
+                    b[3..8].copy_from_slice(&[1, 2, 3, 4, 5]);
+                }
+                BlobId::from_bytes(b)
+            })
+            .collect();
+        for ids in [spread, crowded] {
+            let mut sorted = ids.clone();
+            sorted.sort();
+            sorted.dedup();
+            let mut entries = Entries::with_capacity(sorted.len());
+            for (n, i) in sorted.iter().enumerate() {
+                let slot = Slot {
+                    pack: 0,
+                    offset: n as u32,
+                    length: 1,
+                    raw_length: 1,
+                    ty: BlobType::Data,
+                };
+                entries.push(i, &slot);
+            }
+            let starts = prefix_starts(entries.len(), PREFIX_BITS, |i| entries.id(i));
+            for (n, i) in sorted.iter().enumerate() {
+                let p = prefix_of(i.as_bytes(), PREFIX_BITS);
+                let (lo, hi) = (starts[p] as usize, starts[p + 1] as usize);
+                let found = entries.search(lo, hi, PREFIX_BITS, i).map(|s| s.offset);
+                assert_eq!(found, Some(n as u32));
+                let whole = entries.search(0, entries.len(), 0, i).map(|s| s.offset);
+                assert_eq!(whole, Some(n as u32));
+            }
+            for k in 0..20_000u32 {
+                // Absent ids: new hashes, and neighbours of present ones.
+                let mut absent = *id(1_000_000 + k).as_bytes();
+                if k % 2 == 0 {
+                    absent = *sorted[k as usize % sorted.len()].as_bytes();
+                    absent[31] ^= 0x80;
+                }
+                let absent = BlobId::from_bytes(absent);
+                if sorted.binary_search(&absent).is_ok() {
+                    continue;
+                }
+                let p = prefix_of(absent.as_bytes(), PREFIX_BITS);
+                let (lo, hi) = (starts[p] as usize, starts[p + 1] as usize);
+                assert!(entries.search(lo, hi, PREFIX_BITS, &absent).is_none());
+                assert!(entries.search(0, entries.len(), 0, &absent).is_none());
+            }
+        }
     }
 
     #[test]
