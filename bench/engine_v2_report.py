@@ -171,6 +171,20 @@ def year(f, logs):
                   f"year repository median {d['same_source_median_year_s']:.2f} s, new repository "
                   f"{d['same_source_median_fresh_s']:.2f} s: history costs "
                   f"{d['same_source_history_wall']:.2f}× wall, {d['same_source_history_cpu']:.2f}× cpu")
+            if all("replay_s" in p for p in pairs):
+                for k in ("replay_s", "replay_cpu_s"):
+                    d[f"replayed_first_week_median_{k}"] = statistics.median(p[k] for p in pairs)
+                d["last_week_over_replayed_first_week_wall"] = (
+                    d["same_source_median_year_s"] / d["replayed_first_week_median_replay_s"])
+                d["last_week_over_replayed_first_week_cpu"] = (
+                    d["same_source_median_year_cpu_s"] / d["replayed_first_week_median_replay_cpu_s"])
+                days = [int(p["replay_day"]) for p in pairs]
+                print(f"first week replayed in the same rounds (days {min(days)}–{max(days)} of a new "
+                      f"sample): median {d['replayed_first_week_median_replay_s']:.2f} s; year "
+                      f"repository / replayed first week: "
+                      f"{d['last_week_over_replayed_first_week_wall']:.2f}× wall, "
+                      f"{d['last_week_over_replayed_first_week_cpu']:.2f}× cpu "
+                      f"(floor ≤ {YEAR_TIME_FLOOR}×)")
     return d
 
 
