@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
 use std::io::{Read, Seek};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -935,14 +935,16 @@ impl Walker<'_, '_> {
                 return Ok(None);
             }
         };
+        // Each entry with its name, taken once: `DirEntry::file_name` allocates, and sorting by
+        // it called it twice per comparison (a year of photos is 11,000 files in one folder).
         let mut entries = Vec::new();
         for e in rd {
             match e {
-                Ok(e) => entries.push(e),
+                Ok(e) => entries.push((e.file_name().into_vec(), e)),
                 Err(e) => self.problem(path, e),
             }
         }
-        entries.sort_by_key(|e| e.file_name());
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let by_name: HashMap<&[u8], &Node> = parent
             .map(|(_, t)| t.nodes.iter().map(|n| (n.name.0.as_slice(), n)).collect())
             .unwrap_or_default();
@@ -950,13 +952,12 @@ impl Walker<'_, '_> {
         // so far (a name sorts before its journals).
         let journaled: HashSet<Vec<u8>> = entries
             .iter()
-            .filter_map(|e| sqlite::journal_base(e.file_name().as_bytes()).map(<[u8]>::to_vec))
+            .filter_map(|(name, _)| sqlite::journal_base(name).map(<[u8]>::to_vec))
             .collect();
         let mut databases: HashSet<Vec<u8>> = HashSet::new();
         let mut nodes: Vec<Node> = Vec::with_capacity(entries.len());
-        for e in entries {
+        for (name, e) in entries {
             let child = e.path();
-            let name = e.file_name().as_bytes().to_vec();
             // A database copied consistently already contains its WAL; a stale `-wal` restored
             // next to it would be replayed over the copy, so journals are not backed up.
             if sqlite::journal_base(&name).is_some_and(|db| databases.contains(db)) {
