@@ -125,9 +125,7 @@ macro_rules! define_id {
                         write!(f, "a {} id (64 hex digits)", $kind)
                     }
                     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
-                        decode_hex32(v.as_bytes())
-                            .map($name)
-                            .ok_or_else(|| E::custom(IdParseError { kind: $kind }))
+                        v.parse().map_err(E::custom)
                     }
                 }
                 d.deserialize_str(V)
