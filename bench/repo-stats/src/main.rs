@@ -174,7 +174,17 @@ fn walk(
     let loc = index.get(tree_id).ok_or("tree not in index")?;
     w.new_trees
         .add(u64::from(loc.length), u64::from(loc.raw_length));
-    let tree = repo.load_tree(index, tree_id).map_err(|e| e.to_string())?;
+    // A large folder's tree in parts (FORMAT §10.2): the parts not seen before are new too.
+    let loaded = repo
+        .load_tree_full(index, tree_id)
+        .map_err(|e| e.to_string())?;
+    for part in &loaded.parts {
+        if w.seen.insert(*part) {
+            let l = index.get(part).ok_or("tree part not in index")?;
+            w.new_trees.add(u64::from(l.length), u64::from(l.raw_length));
+        }
+    }
+    let tree = loaded.tree;
     for node in &tree.nodes {
         let name = format!("{path}/{}", String::from_utf8_lossy(&node.name.0));
         match &node.kind {

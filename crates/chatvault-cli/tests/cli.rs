@@ -183,10 +183,17 @@ fn lost_phone_restores_byte_identical_with_only_the_repository_and_the_key() {
     let w = World::new();
     let src = w.p("chats");
     make_source(&src);
+    // A folder large enough to be stored in parts (FORMAT §10.2).
+    let stickers = src.join("Media/WhatsApp Stickers");
+    std::fs::create_dir_all(&stickers).unwrap();
+    for i in 0..700 {
+        std::fs::write(stickers.join(format!("STK-{i:05}.webp")), noise(i, 40)).unwrap();
+    }
     let key = w.init("phone-a");
     assert_ok(&w.cv("phone-a").arg("backup").arg(&src).output().unwrap());
     // A second, incremental backup after a change reuses unchanged files.
     std::fs::write(src.join("Databases/new.txt"), b"hello again").unwrap();
+    std::fs::write(stickers.join("STK-00350.webp"), b"edited").unwrap();
     let out = w
         .cv("phone-a")
         .arg("backup")
@@ -197,8 +204,8 @@ fn lost_phone_restores_byte_identical_with_only_the_repository_and_the_key() {
     assert_ok(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        v["snapshot"]["summary"]["files_read"], 1,
-        "only the new file is read"
+        v["snapshot"]["summary"]["files_read"], 2,
+        "only the new and the edited file are read"
     );
     // The phone is lost: its home is gone.
     std::fs::remove_dir_all(w.p("phone-a")).unwrap();

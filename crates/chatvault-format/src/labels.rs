@@ -52,6 +52,10 @@ pub const AD_CACHE_INDEX: &str = "chatvault/v1/cache-index";
 /// cache only; docs/FORMAT.md §12.3).
 pub const DERIVE_CACHE_INDEX_SEGMENT: &str = "chatvault/v1/cache-index-segment";
 
+/// Keyed-hash domain (§4.2) of the content-defined cut of a large tree into parts
+/// (docs/FORMAT.md §10.2); the hashes are never stored.
+pub const TREE_CUT: &str = "chatvault/v1/tree-cut";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +100,7 @@ mod tests {
             DERIVE_CACHE_INDEX_SEGMENT,
             "chatvault/v1/cache-index-segment"
         );
+        assert_eq!(TREE_CUT, "chatvault/v1/tree-cut");
     }
 
     const GOLDEN_ADDED: &str = "0226ecb8249995cc6b75604c8b33cb13006dff62ccda7c68ac16cbe4cfd5a8ed";

@@ -28,6 +28,7 @@ pub mod labels;
 pub mod list;
 pub mod objects;
 pub mod pack;
+pub mod parts;
 
 /// The repository format version this crate writes for new repositories (docs/FORMAT.md §6):
 /// 2 = padded packs with a sealed trailer (§7). Version 1 repositories are read and written as

@@ -77,7 +77,7 @@ pub fn seal_object<T: Serialize, R: RngCore + CryptoRng>(
     Ok((id, sealed))
 }
 
-fn check_len(kind: &'static str, len: usize) -> Result<(), ObjectError> {
+pub(crate) fn check_len(kind: &'static str, len: usize) -> Result<(), ObjectError> {
     if len > MAX_OBJECT_LEN {
         return Err(ObjectError::TooLarge {
             kind,
@@ -152,12 +152,77 @@ pub fn open_lock(keys: &RepoKeys, id: &[u8; 32], bytes: &[u8]) -> Result<Lock, O
 /// without them are still written as version 1, which chatvault 0.1 reads.
 pub const TREE_VERSION_LISTS: u32 = 2;
 
-/// Decodes a tree blob's plaintext.
-pub fn parse_tree(json: &[u8]) -> Result<Tree, ObjectError> {
-    let t: Tree = serde_json::from_slice(json).map_err(ObjectError::Malformed)?;
-    if t.version != OBJECT_VERSION && t.version != TREE_VERSION_LISTS {
-        return Err(ObjectError::UnsupportedVersion(t.version));
+/// Tree version of a tree stored in parts (FORMAT §10.2, [`crate::parts`]).
+pub const TREE_VERSION_PARTS: u32 = 3;
+
+/// A tree blob's plaintext, decoded: a listing of nodes (versions 1 and 2), or the list of the
+/// parts a large tree is stored in (version 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeBlob {
+    /// The nodes themselves.
+    Listing(Tree),
+    /// The ids of the parts (tree blobs holding listings), in order; distinct, 1 to
+    /// [`crate::parts::MAX_PARTS`].
+    Parts(Vec<BlobId>),
+}
+
+/// Any tree blob, as stored: a listing has `nodes`; a list of parts has `parts` and no nodes
+/// (its writer emits `"nodes":[]`, so that older readers refuse it by its version).
+#[derive(Deserialize)]
+struct AnyTree {
+    version: u32,
+    #[serde(default)]
+    nodes: Option<Vec<Node>>,
+    #[serde(default)]
+    parts: Option<Vec<BlobId>>,
+}
+
+/// Decodes a tree blob's plaintext: a listing or a list of parts (§10, §10.2).
+pub fn parse_tree_blob(json: &[u8]) -> Result<TreeBlob, ObjectError> {
+    let t: AnyTree = serde_json::from_slice(json).map_err(ObjectError::Malformed)?;
+    match (t.version, t.nodes, t.parts) {
+        (OBJECT_VERSION | TREE_VERSION_LISTS, Some(nodes), None) => {
+            let tree = Tree {
+                version: t.version,
+                nodes,
+            };
+            check_listing(&tree)?;
+            Ok(TreeBlob::Listing(tree))
+        }
+        (TREE_VERSION_PARTS, nodes, Some(parts)) if nodes.as_ref().is_none_or(Vec::is_empty) => {
+            if parts.is_empty() || parts.len() > crate::parts::MAX_PARTS {
+                return Err(ObjectError::Invalid(
+                    "a tree lists no parts or more than a reader accepts",
+                ));
+            }
+            let mut seen = std::collections::HashSet::with_capacity(parts.len());
+            if !parts.iter().all(|p| seen.insert(*p)) {
+                return Err(ObjectError::Invalid("a tree lists a part twice"));
+            }
+            Ok(TreeBlob::Parts(parts))
+        }
+        (OBJECT_VERSION | TREE_VERSION_LISTS | TREE_VERSION_PARTS, _, _) => {
+            Err(ObjectError::Invalid(
+                "a tree needs `nodes` (versions 1, 2) or `parts` and no nodes (version 3)",
+            ))
+        }
+        (v, _, _) => Err(ObjectError::UnsupportedVersion(v)),
     }
+}
+
+/// Decodes the plaintext of a tree blob that must be a listing: a tree stored whole, or a
+/// part of one (parts do not nest).
+pub fn parse_tree(json: &[u8]) -> Result<Tree, ObjectError> {
+    match parse_tree_blob(json)? {
+        TreeBlob::Listing(t) => Ok(t),
+        TreeBlob::Parts(_) => Err(ObjectError::Invalid(
+            "a list of tree parts where a listing was expected",
+        )),
+    }
+}
+
+/// The rules of a listing beyond its JSON shape (§10.1).
+fn check_listing(t: &Tree) -> Result<(), ObjectError> {
     for n in &t.nodes {
         if let NodeKind::File { content, lists, .. } = &n.kind
             && !lists.is_empty()
@@ -168,7 +233,7 @@ pub fn parse_tree(json: &[u8]) -> Result<Tree, ObjectError> {
             ));
         }
     }
-    Ok(t)
+    Ok(())
 }
 
 /// The version a tree with `nodes` is written with: 2 if any file uses content lists, else 1.

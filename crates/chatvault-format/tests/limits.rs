@@ -15,7 +15,7 @@ use chatvault_format::objects::{
     MAX_PROBLEM_PATH, MAX_PROBLEMS, Node, NodeKind, OBJECT_VERSION, ObjectError, Snapshot, Summary,
     Tree,
 };
-use chatvault_format::{list, pack};
+use chatvault_format::{list, pack, parts};
 use rand_core::OsRng;
 
 fn keys() -> RepoKeys {
@@ -199,9 +199,101 @@ fn a_version_1_tree_with_lists_is_refused() {
         &format!("\"content\":[\"{}\"]", "11".repeat(32)),
     );
     assert!(objects::parse_tree(json3.as_bytes()).is_err());
+    // Version 3 is a list of parts (§10.2): nodes there are malformed, version 4 is unknown.
     let json4 = String::from_utf8_lossy(json).replace("\"version\":1", "\"version\":3");
     assert!(matches!(
-        objects::parse_tree(json4.as_bytes()),
-        Err(ObjectError::UnsupportedVersion(3))
+        objects::parse_tree_blob(json4.as_bytes()),
+        Err(ObjectError::Invalid(_))
+    ));
+    let json5 = String::from_utf8_lossy(json).replace("\"version\":1", "\"version\":4");
+    assert!(matches!(
+        objects::parse_tree(json5.as_bytes()),
+        Err(ObjectError::UnsupportedVersion(4))
+    ));
+}
+
+/// A list of parts: distinct ids, 1 to MAX_PARTS of them, and no nodes beside them.
+#[test]
+fn part_lists_are_checked() {
+    let list = |ids: &[BlobId]| parts::part_list_plaintext(ids).unwrap();
+    let ids: Vec<BlobId> = (0..3).map(id).collect();
+    assert_eq!(
+        objects::parse_tree_blob(&list(&ids)).unwrap(),
+        objects::TreeBlob::Parts(ids.clone())
+    );
+    assert!(matches!(
+        objects::parse_tree(&list(&ids)),
+        Err(ObjectError::Invalid(_))
+    ));
+    let twice = [ids[0], ids[1], ids[0]];
+    assert!(matches!(
+        objects::parse_tree_blob(&list(&twice)),
+        Err(ObjectError::Invalid(_))
+    ));
+    assert!(matches!(
+        objects::parse_tree_blob(&list(&[])),
+        Err(ObjectError::Invalid(_))
+    ));
+    let many: Vec<BlobId> = (0..parts::MAX_PARTS + 1).map(id).collect();
+    assert!(objects::parse_tree_blob(&list(&many[..parts::MAX_PARTS])).is_ok());
+    assert!(matches!(
+        objects::parse_tree_blob(&list(&many)),
+        Err(ObjectError::Invalid(_))
+    ));
+    // The writer's `"nodes":[]` may be absent; nodes beside parts, or parts in a listing, not.
+    let one = format!(r#""parts":["{}"]"#, "11".repeat(32));
+    let bare = format!(r#"{{"version":3,{one}}}"#);
+    assert!(objects::parse_tree_blob(bare.as_bytes()).is_ok());
+    let node = r#"{"name":"a","type":"symlink","target":"b","mode":511,"mtime_s":0,"mtime_ns":0}"#;
+    for bad in [
+        format!(r#"{{"version":3,"nodes":[{node}],{one}}}"#),
+        format!(r#"{{"version":1,"nodes":[{node}],{one}}}"#),
+        format!(r#"{{"version":1,"nodes":[],{one}}}"#),
+    ] {
+        assert!(
+            matches!(
+                objects::parse_tree_blob(bad.as_bytes()),
+                Err(ObjectError::Invalid(_))
+            ),
+            "{bad}"
+        );
+    }
+    let dup = format!(
+        r#"{{"version":3,"parts":["{0}"],"parts":["{0}"]}}"#,
+        "11".repeat(32)
+    );
+    assert!(matches!(
+        objects::parse_tree_blob(dup.as_bytes()),
+        Err(ObjectError::Malformed(_))
+    ));
+}
+
+/// The largest folder a writer stores in parts: every part opens, the parts together stay
+/// within what a reader loads (MAX_PARTS_BYTES); a few more entries and the writer refuses.
+#[test]
+fn largest_tree_in_parts_is_readable_and_more_is_refused_by_the_writer() {
+    let k = keys();
+    let one = serde_json::to_vec(&symlink_node(0, 4000)).unwrap().len() + 1;
+    let n = (parts::MAX_PARTS_BYTES as usize / one) * 998 / 1000;
+    let mut nodes: Vec<Node> = (0..n).map(|i| symlink_node(i, 4000)).collect();
+    let e = parts::encode_tree(&k, &nodes).expect("just below the limit");
+    let total: usize = e.parts.iter().map(|(_, p)| p.len()).sum();
+    assert!(total as u64 <= parts::MAX_PARTS_BYTES && total > n * one - one);
+    let objects::TreeBlob::Parts(ids) = objects::parse_tree_blob(&e.plain).unwrap() else {
+        panic!("parts expected")
+    };
+    assert_eq!(ids.len(), e.parts.len());
+    let mut count = 0;
+    for (pid, plain) in &e.parts {
+        assert!(plain.len() <= MAX_OBJECT_LEN);
+        assert_eq!(blob::blob_id(&k, BlobType::Tree, plain), *pid);
+        count += objects::parse_tree(plain).unwrap().nodes.len();
+    }
+    assert_eq!(count, n);
+
+    nodes.extend((n..n + n / 200).map(|i| symlink_node(i, 4000)));
+    assert!(matches!(
+        parts::encode_tree(&k, &nodes),
+        Err(ObjectError::TooLarge { .. })
     ));
 }

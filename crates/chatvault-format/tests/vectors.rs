@@ -309,7 +309,7 @@ fn load_all() -> BTreeMap<String, Vector> {
 }
 
 /// How many files [`generate`] writes (so a deleted file fails the test).
-const VECTOR_COUNT: usize = 40;
+const VECTOR_COUNT: usize = 42;
 
 #[test]
 fn vectors() {
@@ -341,6 +341,7 @@ fn vectors() {
         "pack/v2",
         "list",
         "list/cut",
+        "tree/cut",
         "chunker",
         "chunker/tables",
     ] {
@@ -365,6 +366,7 @@ fn check(v: &Vector, all: &BTreeMap<String, Vector>) -> Result<(), String> {
         "pack/v2" => check_pack_v2(v),
         "list" => check_list(v),
         "list/cut" => check_list_cut(v),
+        "tree/cut" => check_tree_cut(v),
         "chunker" => check_chunker(v, all),
         "chunker/tables" => check_chunker_tables(v),
         other => Err(format!("unknown kind {other}")),
@@ -667,6 +669,33 @@ fn check_list_cut(v: &Vector) -> Result<(), String> {
     same_val("pieces", &pieces, &want)?;
     let raw: Vec<[u8; 32]> = ids.iter().map(|i| *i.as_bytes()).collect();
     same_val("pieces (spec)", &spec::list_cut(&raw), &want)
+}
+
+/// The nodes of a `tree/cut` vector (README): node `i < count` is named `IMG-<i, 6 digits>.jpg`
+/// and its encoding is `100 + (i × 7919 mod 2000)` bytes long.
+fn cut_nodes(v: &Vector) -> Result<(Vec<Vec<u8>>, Vec<usize>), String> {
+    let n = v.num("count")?;
+    Ok((
+        (0..n)
+            .map(|i| format!("IMG-{i:06}.jpg").into_bytes())
+            .collect(),
+        (0..n).map(|i| 100 + (i as usize * 7919) % 2000).collect(),
+    ))
+}
+
+fn check_tree_cut(v: &Vector) -> Result<(), String> {
+    let (names, lens) = cut_nodes(v)?;
+    let keys = v.keys()?;
+    let parts = chatvault_format::parts::cut_lengths(&lens, |i| {
+        chatvault_format::parts::is_boundary(&keys, &names[i], lens[i])
+    });
+    let want = v.nums("parts")?;
+    same_val("parts", &parts, &want)?;
+    same_val(
+        "parts (spec)",
+        &spec::tree_cut(&v.spec_keys()?, &names, &lens),
+        &want,
+    )
 }
 
 /// The input of a `chunker` vector (README): comma-separated parts, `xorshift64 <seed hex>
@@ -1083,6 +1112,27 @@ mod spec {
         out
     }
 
+    /// §10.2: the node counts of a large tree's parts, from its sorted names and the lengths
+    /// of the nodes' encodings.
+    pub fn tree_cut(keys: &Keys, names: &[Vec<u8>], lens: &[usize]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let (mut n, mut bytes) = (0, 0);
+        for (name, &len) in names.iter().zip(lens) {
+            n += 1;
+            bytes += len;
+            let h = keyed_id(keys, "chatvault/v1/tree-cut", name);
+            let v = u32::from_le_bytes(h[..4].try_into().unwrap()) % 16384;
+            if bytes >= 131072 || (bytes >= 2048 && (v as usize) < len) {
+                out.push(n);
+                (n, bytes) = (0, 0);
+            }
+        }
+        if n > 0 {
+            out.push(n);
+        }
+        out
+    }
+
     /// The chunker tables of the `chunker-tables` vector.
     pub struct ChunkerTables {
         pub gear: [u64; 256],
@@ -1428,6 +1478,18 @@ fn generate() -> Vec<Vector> {
         "a version 2 tree (a file with content lists), a non-UTF-8 name",
         &tree_plain,
         4,
+    ));
+    let parts_plain = chatvault_format::parts::part_list_plaintext(&[
+        tree_id,
+        blob::blob_id(&keys, BlobType::Tree, &empty_tree),
+    ])
+    .unwrap();
+    out.push(blob_vector(
+        "blob-tree-parts",
+        BlobType::Tree,
+        "a version 3 tree: the list of a large folder's parts (§10.2)",
+        &parts_plain,
+        40,
     ));
     out.push(blob_vector(
         "blob-list",
@@ -1832,6 +1894,21 @@ fn generate() -> Vec<Vector> {
     );
     cut = cut.h("pieces", pieces.join(" "));
     out.push(cut);
+    let mut tcut = with_keys(
+        Vector::new("tree-cut", "tree/cut", "success")
+            .h(
+                "comment",
+                "content-defined cut of a large tree into parts (§10.2): node i < count named IMG-<i, 6 digits>.jpg, its encoding 100 + (i * 7919 mod 2000) bytes; nodes per part",
+            )
+            .h("count", "3000"),
+    );
+    let (names, lens) = cut_nodes(&tcut).unwrap();
+    let tcut_parts: Vec<String> = spec::tree_cut(&tcut.spec_keys().unwrap(), &names, &lens)
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    tcut = tcut.h("parts", tcut_parts.join(" "));
+    out.push(tcut);
 
     // §5: the chunker.
     let mut tables = String::new();

@@ -33,13 +33,14 @@ use chatvault_format::objects::{
     SqliteSource, Summary, Tree,
 };
 use chatvault_format::pack::{self, PackEntry};
+use chatvault_format::parts;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rand_core::OsRng;
 
 use crate::error::{RepoError, Result};
 use crate::lock::{self, Liveness, LockGuard};
 pub use crate::progress::{NoProgress, Progress};
-use crate::repository::{Index, Repository, join, layout};
+use crate::repository::{Index, LoadedTree, Repository, join, layout};
 use crate::sqlite;
 
 /// Packs written between two index objects (at most; see [`INDEX_EVERY`]). Small enough that a
@@ -811,39 +812,41 @@ impl Walker<'_, '_> {
         self.work_tx.send(batch).map_err(|_| RepoError::Aborted)
     }
 
-    /// Stores the tree of `nodes` (the entries of `path`) and returns its id. When the parent
-    /// snapshot's tree of the same directory (`parent`, with its id) has exactly these nodes,
-    /// its id is the answer (the same plaintext, the same keyed id), and it is neither encoded
-    /// nor hashed again if it is still reusable: after a year of daily backups, encoding the
-    /// unchanged media folders' trees (15,600 entries) was 6 % of a daily backup's cycles.
+    /// Stores the tree of `nodes` (the entries of `path`) and returns its id: one tree blob, or
+    /// for a large folder its parts and the list of them (FORMAT §10.2), each stored only if
+    /// new. When the parent snapshot's tree of the same directory (`parent`, with its id) has
+    /// exactly these nodes, its id is the answer (a valid tree of these nodes, however it was
+    /// cut), and it is neither encoded nor hashed again if it and its parts are still reusable:
+    /// after a year of daily backups, encoding the unchanged media folders' trees (15,600
+    /// entries) was 6 % of a daily backup's cycles.
     fn store_tree(
         &mut self,
         path: &Path,
         mut nodes: Vec<Node>,
-        parent: Option<(&BlobId, &Tree)>,
+        parent: Option<(&BlobId, &LoadedTree)>,
     ) -> Result<BlobId> {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        let version = objects::tree_version(&nodes);
         if let Some((id, old)) = parent
-            && old.version == version
-            && old.nodes == nodes
+            && old.tree.nodes == nodes
             && self.index.reusable(id)
+            && old.parts.iter().all(|p| self.index.reusable(p))
         {
             return Ok(*id);
         }
-        let tree = Tree { version, nodes };
         // Refuse here, before the snapshot exists, rather than store a listing no reader takes.
-        let plain = objects::tree_plaintext(&tree).map_err(|e| {
+        let encoded = parts::encode_tree(self.repo.keys(), &nodes).map_err(|e| {
             RepoError::Invalid(format!(
                 "cannot back up {}: its listing of {} entries is too large ({e}); split the \
                  folder or leave it out",
                 path.display(),
-                tree.nodes.len()
+                nodes.len()
             ))
         })?;
-        let id = blob::blob_id(self.repo.keys(), BlobType::Tree, &plain);
-        self.send(BlobType::Tree, id, plain)?;
-        Ok(id)
+        for (id, plain) in encoded.parts {
+            self.send(BlobType::Tree, id, plain)?;
+        }
+        self.send(BlobType::Tree, encoded.id, encoded.plain)?;
+        Ok(encoded.id)
     }
 
     fn problem(&mut self, path: &Path, error: impl std::fmt::Display) {
@@ -886,7 +889,7 @@ impl Walker<'_, '_> {
             let sub = match parent.map(|n| &n.kind) {
                 Some(NodeKind::Dir { subtree }) => self
                     .repo
-                    .load_tree(self.index, subtree)
+                    .load_tree_full(self.index, subtree)
                     .ok()
                     .map(|t| (*subtree, t)),
                 _ => None,
@@ -927,7 +930,11 @@ impl Walker<'_, '_> {
     }
 
     /// The tree of directory `path`; `parent`: its tree in the parent snapshot, with its id.
-    fn dir(&mut self, path: &Path, parent: Option<(&BlobId, &Tree)>) -> Result<Option<BlobId>> {
+    fn dir(
+        &mut self,
+        path: &Path,
+        parent: Option<(&BlobId, &LoadedTree)>,
+    ) -> Result<Option<BlobId>> {
         let rd = match std::fs::read_dir(path) {
             Ok(rd) => rd,
             Err(e) => {
@@ -946,7 +953,13 @@ impl Walker<'_, '_> {
         }
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let by_name: HashMap<&[u8], &Node> = parent
-            .map(|(_, t)| t.nodes.iter().map(|n| (n.name.0.as_slice(), n)).collect())
+            .map(|(_, t)| {
+                t.tree
+                    .nodes
+                    .iter()
+                    .map(|n| (n.name.0.as_slice(), n))
+                    .collect()
+            })
             .unwrap_or_default();
         // Names that have a SQLite journal beside them, and the databases stored consistently
         // so far (a name sorts before its journals).

@@ -24,7 +24,7 @@ use chatvault_format::blob;
 use chatvault_format::envelope::ObjectKind;
 use chatvault_format::id::{BlobId, IndexId, PackId, PlanId};
 use chatvault_format::objects::{
-    self, IndexBlob, IndexFile, IndexPack, NodeKind, OBJECT_VERSION, PrunePlan,
+    self, IndexBlob, IndexFile, IndexPack, NodeKind, OBJECT_VERSION, PrunePlan, TreeBlob,
 };
 use chatvault_format::pack::{self, PackEntry};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -244,11 +244,23 @@ fn used_blobs(repo: &Repository, index: &Index) -> Result<Used> {
         if !index.contains(&t) {
             return Ok(Used::Newer);
         }
-        let tree = repo.load_tree(index, &t).map_err(|e| {
+        let unreadable = |e: RepoError| {
             RepoError::Invalid(format!(
                 "{e}; prune cannot tell which data the snapshots need (run `chatvault check`)"
             ))
-        })?;
+        };
+        let tree = match repo.load_tree_blob(index, &t).map_err(unreadable)? {
+            TreeBlob::Listing(tree) => tree,
+            // A large folder's tree in parts (FORMAT §10.2): the parts are needed too.
+            TreeBlob::Parts(parts) => {
+                if !parts.iter().all(|p| index.contains(p)) {
+                    return Ok(Used::Newer);
+                }
+                used.extend(parts.iter().copied());
+                repo.load_tree_parts(index, &t, &parts)
+                    .map_err(unreadable)?
+            }
+        };
         for n in tree.nodes {
             match n.kind {
                 NodeKind::File { content, lists, .. } => {

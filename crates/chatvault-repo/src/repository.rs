@@ -10,8 +10,10 @@ use chatvault_format::config::{Config, ConfigError, RepoParams};
 use chatvault_format::envelope::ObjectKind;
 use chatvault_format::id::{BlobId, IndexId, PackId, PlanId, RepoId, SnapshotId};
 use chatvault_format::key::{BackupKey, RepoKeys};
-use chatvault_format::objects::{self, IndexFile, IndexPack, NodeKind, PrunePlan, Snapshot, Tree};
-use chatvault_format::{list, pack};
+use chatvault_format::objects::{
+    self, IndexFile, IndexPack, NodeKind, PrunePlan, Snapshot, Tree, TreeBlob,
+};
+use chatvault_format::{list, pack, parts};
 use rand_core::OsRng;
 
 use crate::cache::{self, Cache};
@@ -207,6 +209,16 @@ pub mod layout {
     pub fn plan(id: &PlanId) -> String {
         format!("plans/{id}")
     }
+}
+
+/// A directory's tree as loaded, with the parts it is stored in ([`Repository::load_tree_full`]).
+#[derive(Debug, Clone)]
+pub struct LoadedTree {
+    /// The whole tree (for a tree in parts: all parts' nodes, in order, and version
+    /// [`objects::TREE_VERSION_PARTS`]).
+    pub tree: Tree,
+    /// The ids of its parts (FORMAT §10.2); empty for a tree stored whole.
+    pub parts: Vec<BlobId>,
 }
 
 /// An open repository: storage, verified config and subkeys.
@@ -1747,14 +1759,63 @@ impl Repository {
         Ok(out)
     }
 
-    /// Loads a tree blob.
+    /// Loads a directory's tree: its tree blob and, for a tree stored in parts (FORMAT §10.2),
+    /// its parts, joined.
     pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
+        Ok(self.load_tree_full(index, id)?.tree)
+    }
+
+    /// [`Repository::load_tree`], with the ids of the parts the tree is stored in (none for a
+    /// tree stored whole): what a backup checks before reusing the tree, and prune keeps.
+    pub fn load_tree_full(&self, index: &Index, id: &BlobId) -> Result<LoadedTree> {
+        match self.load_tree_blob(index, id)? {
+            TreeBlob::Listing(tree) => Ok(LoadedTree {
+                tree,
+                parts: Vec::new(),
+            }),
+            TreeBlob::Parts(parts) => Ok(LoadedTree {
+                tree: self.load_tree_parts(index, id, &parts)?,
+                parts,
+            }),
+        }
+    }
+
+    /// Loads and decodes the tree blob `id` itself (a listing, or the list of its parts).
+    pub fn load_tree_blob(&self, index: &Index, id: &BlobId) -> Result<TreeBlob> {
         let bytes = self
             .read_blobs(index, BlobType::Tree, std::slice::from_ref(id))?
             .pop()
             .expect("one tree read");
-        objects::parse_tree(&bytes)
+        objects::parse_tree_blob(&bytes)
             .map_err(|e| RepoError::corrupted(format!("tree {}", id.short()), e))
+    }
+
+    /// Loads the `parts` of tree `id` (all read at once, the runs in parallel) and joins them.
+    /// Refuses, before reading any, parts whose plaintexts would exceed
+    /// [`parts::MAX_PARTS_BYTES`] together (a hostile list naming huge parts).
+    pub fn load_tree_parts(&self, index: &Index, id: &BlobId, parts: &[BlobId]) -> Result<Tree> {
+        let what = || format!("tree {}", id.short());
+        let mut bytes = 0u64;
+        for p in parts {
+            let loc = index.get(p).ok_or_else(|| {
+                RepoError::corrupted(what(), format!("part {} is not in any index", p.short()))
+            })?;
+            bytes += u64::from(loc.raw_length);
+        }
+        if bytes > parts::MAX_PARTS_BYTES {
+            return Err(RepoError::corrupted(
+                what(),
+                format!("its parts hold {bytes} bytes, more than a reader accepts"),
+            ));
+        }
+        let plains = self.read_blobs(index, BlobType::Tree, parts)?;
+        let mut listings = Vec::with_capacity(parts.len());
+        for (p, plain) in parts.iter().zip(plains) {
+            listings.push(objects::parse_tree(&plain).map_err(|e| {
+                RepoError::corrupted(format!("{} (part {})", what(), p.short()), e)
+            })?);
+        }
+        parts::join(listings).map_err(|e| RepoError::corrupted(what(), e))
     }
 }
 

@@ -53,7 +53,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use chatvault_format::blob::{self, BlobType, Opened};
 use chatvault_format::envelope::OVERHEAD;
 use chatvault_format::id::BlobId;
-use chatvault_format::objects::{Node, NodeKind, Snapshot, Tree};
+use chatvault_format::objects::{self, Node, NodeKind, Snapshot, Tree, TreeBlob};
 use rand_core::{OsRng, RngCore};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
@@ -663,23 +663,82 @@ impl<'a> Plan<'a> {
             let Ok(blobs) = self.repo.read_blobs(self.index, BlobType::Tree, &level) else {
                 return fetched;
             };
+            let mut trees: Vec<(BlobId, Tree, u64)> = Vec::with_capacity(level.len());
+            let mut parted: Vec<(BlobId, Vec<BlobId>)> = Vec::new();
+            for ((id, size), plain) in level.iter().zip(sizes).zip(blobs) {
+                match objects::parse_tree_blob(&plain) {
+                    Ok(TreeBlob::Listing(t)) => trees.push((*id, t, size)),
+                    Ok(TreeBlob::Parts(parts)) => parted.push((*id, parts)),
+                    Err(_) => {}
+                }
+            }
+            // Large folders in parts (FORMAT §10.2): the parts of all of this level's, read
+            // together (one more round trip for the level, not one per folder).
+            let left = PREFETCH_BYTES.saturating_sub(self.prefetched_bytes + bytes);
+            trees.extend(self.prefetch_parts(&parted, left));
             let mut next: Vec<BlobId> = Vec::new();
             let mut queued: HashSet<BlobId> = HashSet::new();
-            for ((id, size), plain) in level.iter().zip(sizes).zip(blobs) {
-                if let Ok(t) = chatvault_format::objects::parse_tree(&plain) {
-                    for sub in self.unfetched_subtrees(&t.nodes, &queued) {
-                        queued.insert(sub);
-                        next.push(sub);
-                    }
-                    self.prefetched.insert(*id, (t, size));
-                    self.prefetched_bytes += size;
+            for (id, t, size) in trees {
+                for sub in self.unfetched_subtrees(&t.nodes, &queued) {
+                    queued.insert(sub);
+                    next.push(sub);
                 }
+                self.prefetched.insert(id, (t, size));
+                self.prefetched_bytes += size;
             }
             fetched.extend_from_slice(&level);
             next.retain(|id| !self.prefetched.contains_key(id));
             level = next;
         }
         fetched
+    }
+
+    /// The trees in parts `parted` (tree id, part ids), joined, with the plaintext bytes of
+    /// their parts: all parts read with one [`Repository::read_blobs`], if they fit in `left`
+    /// bytes of the budget. A tree whose parts do not check out is left to the walk, which
+    /// loads it itself and reports why.
+    fn prefetch_parts(
+        &self,
+        parted: &[(BlobId, Vec<BlobId>)],
+        left: u64,
+    ) -> Vec<(BlobId, Tree, u64)> {
+        let mut out = Vec::new();
+        let mut ids: Vec<BlobId> = Vec::new();
+        let mut seen: HashSet<BlobId> = HashSet::new();
+        let mut bytes = 0u64;
+        for p in parted.iter().flat_map(|(_, parts)| parts) {
+            let Some(loc) = self.index.get(p) else {
+                return out;
+            };
+            if seen.insert(*p) {
+                ids.push(*p);
+                bytes += u64::from(loc.raw_length);
+            }
+        }
+        if ids.is_empty() || bytes > left {
+            return out;
+        }
+        let Ok(plains) = self.repo.read_blobs(self.index, BlobType::Tree, &ids) else {
+            return out;
+        };
+        let plain: HashMap<BlobId, Vec<u8>> = ids.into_iter().zip(plains).collect();
+        for (id, parts) in parted {
+            let mut listings = Vec::with_capacity(parts.len());
+            let mut size = 0u64;
+            for p in parts {
+                match objects::parse_tree(&plain[p]) {
+                    Ok(t) => listings.push(t),
+                    Err(_) => break,
+                }
+                size += plain[p].len() as u64;
+            }
+            if listings.len() == parts.len()
+                && let Ok(t) = chatvault_format::parts::join(listings)
+            {
+                out.push((*id, t, size));
+            }
+        }
+        out
     }
 
     /// The subdirectory trees among `nodes` neither fetched ahead nor in `queued`, once each.

@@ -18,6 +18,7 @@
 //! | f | link `l -> outside`, then a dir `l/…` in a later snapshot | — | the link is data; nothing written through it |
 //! | g | SQLite database (real backup; forged journals) | stale `-wal`, `-shm` | removed; integrity_check ok |
 //! | h | hostile trees | — | `check` reports unsafe and duplicate names as errors |
+//! | parts | trees in parts (§10.2): nested, repeated, missing, overlapping | — | each folder fails or its duplicates are refused; check reports it |
 //! | depth | 300 nested dirs | — | listed past 256 levels, no crash |
 #![allow(clippy::unwrap_used)] // tests and examples may unwrap; library and binary code may not
 
@@ -125,6 +126,14 @@ impl Forge {
             nodes,
         };
         self.blob(BlobType::Tree, &objects::tree_plaintext(&t).unwrap())
+    }
+
+    /// A tree blob listing `parts` (FORMAT §10.2), whatever they are.
+    fn parts_tree(&mut self, parts: &[BlobId]) -> BlobId {
+        self.blob(
+            BlobType::Tree,
+            &chatvault_format::parts::part_list_plaintext(parts).unwrap(),
+        )
     }
 
     fn dir(&mut self, name: &[u8], nodes: Vec<Node>) -> Node {
@@ -711,4 +720,70 @@ fn a_snapshot_that_names_one_subtree_twice_per_level_is_not_expanded_without_bou
         out.failed
     );
     assert!(out.files + out.dirs <= 2_000);
+}
+
+/// Trees in parts (FORMAT §10.2) written by someone else who holds the key: a part that is
+/// itself a list of parts, a part listed twice, a part in no index, and two parts that both
+/// hold `x`. Each of the first three folders fails as a whole, with the reason; the overlap
+/// is a duplicate name, refused like one within a tree; everything else restores, nothing
+/// outside the target changes, and check reports each.
+#[test]
+fn hostile_trees_in_parts_fail_their_folder_only() {
+    let mut f = Forge::new("hostile-parts");
+    let a = vec![f.file(b"a", b"part a")];
+    let part_a = f.tree(a);
+    let inner = f.parts_tree(&[part_a]);
+    let nested = f.parts_tree(&[part_a, inner]);
+    let twice = f.parts_tree(&[part_a, part_a]);
+    let missing = f.parts_tree(&[part_a, BlobId::from_bytes([0x42; 32])]);
+    let x1 = vec![f.file(b"w", b"w"), f.file(b"x", b"first x")];
+    let x2 = vec![f.file(b"x", b"second x"), f.file(b"y", b"y")];
+    let (p1, p2) = (f.tree(x1), f.tree(x2));
+    let overlap = f.parts_tree(&[p1, p2]);
+    let dir = |name: &[u8], subtree| Forge::node(name, NodeKind::Dir { subtree }, 0o755);
+    let good = f.file(b"good", b"fine");
+    let snap = f.snapshot(vec![
+        good,
+        dir(b"missing", missing),
+        dir(b"nested", nested),
+        dir(b"overlap", overlap),
+        dir(b"twice", twice),
+    ]);
+
+    let s = Scene::new();
+    let out = s.restore(&f.repo, &snap, opts(false));
+    let got = failed(&out);
+    let reason = |path: &str| {
+        got.iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, e)| e.to_string())
+            .unwrap_or_else(|| panic!("{path} not listed in {got:?}"))
+    };
+    assert!(reason("nested/").contains("a list of tree parts where a listing was expected"));
+    assert!(reason("twice/").contains("lists a part twice"));
+    assert!(reason("missing/").contains("not in any index"));
+    assert!(reason("overlap/x").contains("duplicate name"));
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(std::fs::read(s.t("good")).unwrap(), b"fine");
+    assert_eq!(std::fs::read(s.t("overlap/w")).unwrap(), b"w");
+    assert_eq!(std::fs::read(s.t("overlap/y")).unwrap(), b"y");
+    assert!(!s.t("overlap/x").exists());
+    assert!(!s.t("nested/a").exists() && !s.t("twice/a").exists());
+
+    let r = check(&f.repo, CheckOptions { read_data: true }, &NoProgress).unwrap();
+    assert!(!r.ok());
+    let damaged: Vec<String> = r.damaged.values().flatten().cloned().collect();
+    for d in [
+        "missing/ (directory listing damaged)",
+        "nested/ (directory listing damaged)",
+        "twice/ (directory listing damaged)",
+    ] {
+        assert!(damaged.iter().any(|x| x == d), "{d} not in {damaged:?}");
+    }
+    assert!(
+        damaged
+            .iter()
+            .any(|x| x.starts_with("overlap/x (duplicate name")),
+        "{damaged:?}"
+    );
 }

@@ -24,7 +24,7 @@ use chatvault_format::envelope::{self, EnvelopeError, ObjectKind};
 use chatvault_format::id::{BlobId, PackId, RepoId};
 use chatvault_format::key::{BackupKey, RepoKeys};
 use chatvault_format::objects::{self, IndexFile, Lock, ObjectError, Snapshot, Versioned};
-use chatvault_format::{FORMAT_VERSION, labels, list, pack};
+use chatvault_format::{FORMAT_VERSION, labels, list, pack, parts};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -381,7 +381,7 @@ pub fn snapshot_object(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // tree blobs
 
-/// `tree_blob`: mode 0 `parse_tree` on the bytes (+ round trip); mode 1 `open_blob(Tree)` on
+/// `tree_blob`: mode 0 `parse_tree_blob` on the bytes (+ round trip); mode 1 `open_blob(Tree)` on
 /// raw bytes; mode 2 the bytes are a blob payload, sealed under its id, opened and parsed.
 pub fn tree_blob(data: &[u8]) {
     let Some((mode, rest)) = split_mode(data) else {
@@ -405,12 +405,26 @@ pub fn tree_blob(data: &[u8]) {
             opened
         }
     };
-    if let Ok(tree) = objects::parse_tree(&json) {
-        let again = objects::tree_plaintext(&tree).expect("a tree that parsed re-serializes");
-        assert_eq!(
-            objects::parse_tree(&again).expect("re-serialized tree parses"),
-            tree
-        );
+    match objects::parse_tree_blob(&json) {
+        Ok(objects::TreeBlob::Listing(tree)) => {
+            let again = objects::tree_plaintext(&tree).expect("a tree that parsed re-serializes");
+            assert_eq!(
+                objects::parse_tree(&again).expect("re-serialized tree parses"),
+                tree
+            );
+        }
+        Ok(objects::TreeBlob::Parts(ids)) => {
+            assert!(
+                objects::parse_tree(&json).is_err(),
+                "parts are not a listing"
+            );
+            let again = parts::part_list_plaintext(&ids).expect("a part list re-serializes");
+            assert_eq!(
+                objects::parse_tree_blob(&again).expect("re-serialized part list parses"),
+                objects::TreeBlob::Parts(ids)
+            );
+        }
+        Err(_) => assert!(objects::parse_tree(&json).is_err()),
     }
 }
 
