@@ -194,3 +194,68 @@ fn a_large_folder_is_stored_in_parts_and_a_day_stores_only_what_changed() {
     assert!(r.failed.is_empty(), "{:?}", r.failed);
     same_files(&images, &out2.join("Media/Images"));
 }
+
+/// A damaged part (one flipped byte in its pack) costs its folder, with a clear reason, and
+/// nothing else: restore on a new device restores the rest and reports the folder; check
+/// reports it damaged.
+#[test]
+fn a_damaged_part_fails_its_folder_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("Media");
+    let images = src.join("Images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..1_500 {
+        photo(&images, i);
+    }
+    std::fs::write(src.join("notes.txt"), b"not in the large folder").unwrap();
+    let repo_dir = dir.path().join("repo");
+    let storage = Storage::open(repo_dir.to_str().unwrap()).unwrap();
+    let key = BackupKey::generate(&mut rand_core::OsRng);
+    let repo = Repository::init(storage.clone(), &key).unwrap();
+    let snap = backup(
+        &repo,
+        std::slice::from_ref(&src),
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap()
+    .snapshot;
+    let (_, TreeBlob::Parts(parts)) = images_blob(&repo, &snap) else {
+        panic!("in parts")
+    };
+    let loc = repo.load_index().unwrap().get(&parts[1]).unwrap();
+    let pack = repo_dir.join(chatvault_repo::repository::layout::pack(&loc.pack));
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[loc.offset as usize + 40] ^= 0x01;
+    std::fs::write(&pack, bytes).unwrap();
+
+    let reopened = Repository::open(storage, &key).unwrap();
+    let out = dir.path().join("out");
+    let r = restore(
+        &reopened,
+        &snap,
+        &out,
+        &RestoreOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+    let (path, why) = &r.failed[0];
+    assert_eq!(path, "Media/Images/");
+    assert!(
+        why.contains("directory not restored") && why.contains("corrupted"),
+        "{why}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("Media/notes.txt")).unwrap(),
+        b"not in the large folder"
+    );
+    assert!(!out.join("Media/Images/IMG-20250101-WA0000.jpg").exists());
+    let report = check(&reopened, CheckOptions { read_data: true }, &NoProgress).unwrap();
+    assert!(!report.ok());
+    let damaged: Vec<String> = report.damaged.values().flatten().cloned().collect();
+    assert!(
+        damaged.contains(&"Media/Images/ (directory listing damaged)".to_string()),
+        "{damaged:?}"
+    );
+}
