@@ -106,6 +106,13 @@ fn encode_node(n: &Node) -> Vec<u8> {
     serde_json::to_vec(n).expect("node serializes")
 }
 
+/// The length of [`listing`]'s result for nodes encoded as `encoded`:
+/// `{"version":V,"nodes":[` (22 bytes, V being one digit), the encodings and the commas between
+/// them, `]}`.
+fn listing_len(encoded: &[Vec<u8>]) -> usize {
+    24 + encoded.iter().map(Vec::len).sum::<usize>() + encoded.len().saturating_sub(1)
+}
+
 /// The plaintext of a listing of `nodes` (a whole tree or a part), from their encodings: the
 /// bytes `serde_json` writes for a [`Tree`] of them (`{"version":V,"nodes":[n1,n2,…]}`), with
 /// the version the nodes need (§10, §10.1).
@@ -132,8 +139,7 @@ fn listing(nodes: &[Node], encoded: &[Vec<u8>]) -> Result<Vec<u8>, ObjectError> 
 pub fn encode_tree(keys: &RepoKeys, nodes: &[Node]) -> Result<EncodedTree, ObjectError> {
     let id_of = |plain: &[u8]| blob::blob_id(keys, BlobType::Tree, plain);
     let encoded: Vec<Vec<u8>> = nodes.iter().map(encode_node).collect();
-    let whole: usize = encoded.iter().map(|e| e.len() + 1).sum::<usize>() + 32;
-    if whole <= PARTS_OVER_BYTES {
+    if listing_len(&encoded) <= PARTS_OVER_BYTES {
         let plain = listing(nodes, &encoded)?;
         return Ok(EncodedTree {
             id: id_of(&plain),
@@ -267,6 +273,18 @@ mod tests {
         };
         assert_eq!(e.plain, objects::tree_plaintext(&tree).unwrap());
         assert_eq!(decode(&e).nodes, small);
+        for n in [0, 1, 2, 100] {
+            let enc: Vec<Vec<u8>> = small[..n].iter().map(encode_node).collect();
+            assert_eq!(listing(&small[..n], &enc).unwrap().len(), listing_len(&enc));
+        }
+        // The threshold is the listing's exact length.
+        let mut n = 0;
+        let at = |n: usize| listing_len(&photos(0..n).iter().map(encode_node).collect::<Vec<_>>());
+        while at(n + 1) <= PARTS_OVER_BYTES {
+            n += 1;
+        }
+        assert!(encode_tree(&k, &photos(0..n)).unwrap().parts.is_empty());
+        assert!(!encode_tree(&k, &photos(0..n + 1)).unwrap().parts.is_empty());
 
         for large in [photos(0..20_000), (0..3_000).map(|i| node(i, 40)).collect()] {
             let e = encode_tree(&k, &large).unwrap();
