@@ -995,7 +995,7 @@ impl Repository {
     /// except lists of a repository in a local folder. A 4.6 GB database has 81,000 list blobs
     /// (median 468 bytes); one cache file each took 327 MB of disk for 43 MB, and writing them
     /// 3.6 s of system time, to save reading the same bytes from packs on the same disk.
-    fn caches_blobs(&self, ty: BlobType) -> bool {
+    pub(crate) fn caches_blobs(&self, ty: BlobType) -> bool {
         match ty {
             BlobType::Tree => true,
             BlobType::List => self.storage.backend() != "fs",

@@ -259,3 +259,69 @@ fn a_damaged_part_fails_its_folder_only() {
         "{damaged:?}"
     );
 }
+
+/// A backup leaves the trees it wrote (a folder's list of parts and its parts too) in the
+/// device's cache: the next backup and a restore on this device read them there, not one
+/// round trip per folder. Shown by damaging every pack in storage afterwards: the snapshot's
+/// trees still load through the cache, and check (which never trusts the cache) fails.
+#[test]
+fn a_backup_leaves_the_trees_it_wrote_in_the_device_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("Media");
+    let images = src.join("Images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..1_500 {
+        photo(&images, i);
+    }
+    let repo_dir = dir.path().join("repo");
+    let storage = Storage::open(repo_dir.to_str().unwrap()).unwrap();
+    let key = BackupKey::generate(&mut rand_core::OsRng);
+    let cache_base = dir.path().join("home/cache");
+    let mut repo = Repository::init(storage.clone(), &key).unwrap();
+    repo.set_cache(&cache_base);
+    let snap = backup(
+        &repo,
+        std::slice::from_ref(&src),
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap()
+    .snapshot;
+    let index = repo.load_index().unwrap();
+    let (images_id, TreeBlob::Parts(_)) = images_blob(&repo, &snap) else {
+        panic!("in parts")
+    };
+    drop(repo);
+
+    for p in walk(&repo_dir.join("data")) {
+        let mut b = std::fs::read(&p).unwrap();
+        for x in b.iter_mut().take(64) {
+            *x ^= 0xff;
+        }
+        std::fs::write(&p, b).unwrap();
+    }
+    let mut again = Repository::open(storage.clone(), &key).unwrap();
+    again.set_cache(&cache_base);
+    assert_eq!(
+        again.load_tree(&index, &images_id).unwrap().nodes.len(),
+        1_500
+    );
+    assert!(again.load_tree(&index, &snap.tree).is_ok());
+    let uncached = Repository::open(storage, &key).unwrap();
+    assert!(uncached.load_tree(&index, &images_id).is_err());
+    let report = check(&again, CheckOptions { read_data: false }, &NoProgress).unwrap();
+    assert!(!report.ok(), "check trusted the cache");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
