@@ -148,17 +148,7 @@ fn a_large_folder_is_stored_in_parts_and_a_day_stores_only_what_changed() {
 
     // A new device restores the folder as it is.
     let reopened = Repository::open(storage.clone(), &key).unwrap();
-    let out = dir.path().join("out");
-    let r = restore(
-        &reopened,
-        &day.snapshot,
-        &out,
-        &RestoreOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
-    assert!(r.failed.is_empty(), "{:?}", r.failed);
-    same_files(&images, &out.join("Media/Images"));
+    restores_intact(&reopened, &day.snapshot, &dir.path().join("out"), &images);
 
     // Prune after forgetting all but the last snapshot keeps its parts; check reads them all.
     forget(
@@ -182,17 +172,14 @@ fn a_large_folder_is_stored_in_parts_and_a_day_stores_only_what_changed() {
     assert!(day_parts.iter().all(|p| left.contains(p)));
     let report = check(&reopened, CheckOptions { read_data: true }, &NoProgress).unwrap();
     assert!(report.ok(), "{:?}", report.errors);
-    let out2 = dir.path().join("out2");
-    let r = restore(
-        &reopened,
-        &day.snapshot,
-        &out2,
-        &RestoreOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    restores_intact(&reopened, &day.snapshot, &dir.path().join("out2"), &images);
+}
+
+/// Restores `snap` into `out` without a failure, its `Media/Images` the same as `images`.
+fn restores_intact(repo: &Repository, snap: &Snapshot, out: &Path, images: &Path) {
+    let r = restore(repo, snap, out, &RestoreOptions::default(), &NoProgress).unwrap();
     assert!(r.failed.is_empty(), "{:?}", r.failed);
-    same_files(&images, &out2.join("Media/Images"));
+    same_files(images, &out.join("Media/Images"));
 }
 
 /// A damaged part (one flipped byte in its pack) costs its folder, with a clear reason, and
