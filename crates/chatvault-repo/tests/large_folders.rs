@@ -58,6 +58,18 @@ fn images_blob(repo: &Repository, snap: &Snapshot) -> (BlobId, TreeBlob) {
     unreachable!()
 }
 
+/// A temp folder with `Media/Images` holding `n` photos; returns it and `Media`.
+fn photo_folder(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("Media");
+    let images = src.join("Images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..n {
+        photo(&images, i);
+    }
+    (dir, src)
+}
+
 fn same_files(a: &Path, b: &Path) {
     let list = |d: &Path| {
         let mut v: Vec<_> = std::fs::read_dir(d)
@@ -187,13 +199,7 @@ fn restores_intact(repo: &Repository, snap: &Snapshot, out: &Path, images: &Path
 /// reports it damaged.
 #[test]
 fn a_damaged_part_fails_its_folder_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("Media");
-    let images = src.join("Images");
-    std::fs::create_dir_all(&images).unwrap();
-    for i in 0..1_500 {
-        photo(&images, i);
-    }
+    let (dir, src) = photo_folder(1_500);
     std::fs::write(src.join("notes.txt"), b"not in the large folder").unwrap();
     let repo_dir = dir.path().join("repo");
     let storage = Storage::open(repo_dir.to_str().unwrap()).unwrap();
@@ -253,13 +259,7 @@ fn a_damaged_part_fails_its_folder_only() {
 /// trees still load through the cache, and check (which never trusts the cache) fails.
 #[test]
 fn a_backup_leaves_the_trees_it_wrote_in_the_device_cache() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("Media");
-    let images = src.join("Images");
-    std::fs::create_dir_all(&images).unwrap();
-    for i in 0..1_500 {
-        photo(&images, i);
-    }
+    let (dir, src) = photo_folder(1_500);
     let repo_dir = dir.path().join("repo");
     let storage = Storage::open(repo_dir.to_str().unwrap()).unwrap();
     let key = BackupKey::generate(&mut rand_core::OsRng);
