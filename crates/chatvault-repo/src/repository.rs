@@ -1809,14 +1809,26 @@ impl Repository {
             ));
         }
         let plains = self.read_blobs(index, BlobType::Tree, parts)?;
-        let mut listings = Vec::with_capacity(parts.len());
-        for (p, plain) in parts.iter().zip(plains) {
-            listings.push(objects::parse_tree(&plain).map_err(|e| {
+        join_parts(id, parts, plains.iter().map(Vec::as_slice))
+    }
+}
+
+/// Tree `id` from the plaintexts of its `parts` (in order): each must be a listing, none
+/// empty (FORMAT §10.2).
+pub(crate) fn join_parts<'p>(
+    id: &BlobId,
+    parts: &[BlobId],
+    plains: impl IntoIterator<Item = &'p [u8]>,
+) -> Result<Tree> {
+    let what = || format!("tree {}", id.short());
+    let mut listings = Vec::with_capacity(parts.len());
+    for (p, plain) in parts.iter().zip(plains) {
+        listings
+            .push(objects::parse_tree(plain).map_err(|e| {
                 RepoError::corrupted(format!("{} (part {})", what(), p.short()), e)
             })?);
-        }
-        parts::join(listings).map_err(|e| RepoError::corrupted(what(), e))
     }
+    parts::join(listings).map_err(|e| RepoError::corrupted(what(), e))
 }
 
 #[cfg(test)]

@@ -62,7 +62,8 @@ use crate::backup::Progress;
 use crate::error::{RepoError, Result};
 use crate::lock;
 use crate::repository::{
-    BlobLocation, ByteBudget, Index, READ_RUN, Repository, layout, location_runs, neighbour_runs,
+    BlobLocation, ByteBudget, Index, READ_RUN, Repository, join_parts, layout, location_runs,
+    neighbour_runs,
 };
 use crate::sqlite;
 
@@ -723,18 +724,8 @@ impl<'a> Plan<'a> {
         };
         let plain: HashMap<BlobId, Vec<u8>> = ids.into_iter().zip(plains).collect();
         for (id, parts) in parted {
-            let mut listings = Vec::with_capacity(parts.len());
-            let mut size = 0u64;
-            for p in parts {
-                match objects::parse_tree(&plain[p]) {
-                    Ok(t) => listings.push(t),
-                    Err(_) => break,
-                }
-                size += plain[p].len() as u64;
-            }
-            if listings.len() == parts.len()
-                && let Ok(t) = chatvault_format::parts::join(listings)
-            {
+            let size = parts.iter().map(|p| plain[p].len() as u64).sum();
+            if let Ok(t) = join_parts(id, parts, parts.iter().map(|p| plain[p].as_slice())) {
                 out.push((*id, t, size));
             }
         }
