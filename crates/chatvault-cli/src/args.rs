@@ -262,6 +262,23 @@ pub enum RepairCommand {
     /// Rebuild lost or damaged index objects from the pack headers (exit 6 if some pack headers
     /// are damaged; the other packs are re-indexed).
     Index(RepairIndexArgs),
+    /// Salvage packs with damaged blobs (as `check --read-data` names them): their intact blobs
+    /// move to new packs, the damaged ones leave the index so that the next backup stores them
+    /// again (exit 6 if a pack read differently twice and was left alone).
+    Packs(RepairPacksArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RepairPacksArgs {
+    /// The packs: their ids, or at least their first 4 hex digits.
+    #[arg(required = true, value_name = "PACK")]
+    pub packs: Vec<String>,
+    /// Read and verify the packs and report; write and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -258,3 +258,100 @@ fn a_pack_with_a_damaged_header_is_reported_and_the_rest_reindexed() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("cannot restore intact"), "{report}");
 }
+
+/// A bit of a blob flipped in the largest data pack (bit rot at the provider): `check
+/// --read-data` names the pack and the command that salvages it; `repair packs` keeps the
+/// intact blobs and drops the damaged one; the next backup stores it again, and then every
+/// snapshot (the older one too) restores whole on a new device.
+#[test]
+fn a_damaged_pack_is_salvaged_and_the_next_backup_heals_every_snapshot() {
+    let w = World::new();
+    let src = w.with_backups();
+    let victim = w
+        .files("repo/data")
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x10; // inside a blob: the header is at the end
+    std::fs::write(&victim, &bytes).unwrap();
+    let victim_id = victim.file_name().unwrap().to_string_lossy().into_owned();
+
+    let out = w.cv().args(["check", "--read-data"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hint = format!("chatvault repair packs {}", &victim_id[..8]);
+    assert!(text.contains(&hint), "{text}");
+    assert!(text.contains("cannot restore intact"), "{text}");
+
+    // A dry run reports and changes nothing.
+    let out = w
+        .cv()
+        .args(["repair", "packs", "--dry-run", "--json", &victim_id[..8]])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["packs"][0]["outcome"], "repaired", "{v}");
+    assert_eq!(v["packs"][0]["lost"].as_array().unwrap().len(), 1, "{v}");
+    assert!(victim.exists());
+
+    let out = w
+        .cv()
+        .args(["repair", "packs", &victim_id[..8]])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 blob(s) damaged"), "{text}");
+    assert!(text.contains("run a backup"), "{text}");
+    assert!(!victim.exists());
+    // An unknown pack is refused.
+    assert_code(
+        &w.cv()
+            .args(["repair", "packs", "0000000"])
+            .output()
+            .unwrap(),
+        1,
+        "no pack in the index starts with",
+    );
+
+    // The source still has the file: the next backup stores the blob again.
+    assert_ok(&w.cv().arg("backup").arg(&src).output().unwrap());
+    assert_ok(&w.cv().args(["check", "--read-data"]).output().unwrap());
+    let key = String::from_utf8(
+        w.cv()
+            .args(["key", "show", "--yes"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .chars()
+    .filter(char::is_ascii_hexdigit)
+    .collect::<String>();
+    let out = w.cv().args(["snapshots", "--json"]).output().unwrap();
+    assert_ok(&out);
+    let snaps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 3);
+    for (i, s) in snaps.iter().enumerate() {
+        let id = s["id"].as_str().unwrap();
+        let target = w.p(&format!("restored-{i}"));
+        let out = Command::cargo_bin("chatvault")
+            .unwrap()
+            .env_remove("CHATVAULT_HOME")
+            .env("CHATVAULT_KEY", &key)
+            .arg("--home")
+            .arg(w.p(&format!("new-phone-{i}")))
+            .arg("--repo")
+            .arg(w.p("repo"))
+            .args(["restore", id, "--target"])
+            .arg(&target)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+    }
+    assert_same(&src, &w.p("restored-2/chats"));
+}

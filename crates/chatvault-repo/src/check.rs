@@ -48,6 +48,9 @@ pub struct CheckReport {
     pub blobs: usize,
     /// Blobs downloaded and verified (with `read_data`).
     pub blobs_verified: usize,
+    /// Indexed packs that are missing, of the wrong size, or (with `read_data`) hold blobs that
+    /// do not verify: what `chatvault repair packs` takes (FORMAT §12.5).
+    pub damaged_packs: Vec<PackId>,
 }
 
 impl CheckReport {
@@ -88,6 +91,9 @@ pub fn check(
         }
     }
     check_snapshots(repo, &index, &bad, &mut r)?;
+    r.damaged_packs.extend(bad_packs);
+    r.damaged_packs.sort();
+    r.damaged_packs.dedup();
     r.errors.dedup();
     let mut once = HashSet::new();
     r.warnings.retain(|w| once.insert(w.clone()));
@@ -179,12 +185,15 @@ fn check_pack_headers(
     })) {
         match verdict {
             Ok(true) => {}
-            Ok(false) => r.errors.push(format!(
-                "pack {}: its header does not authenticate as this pack (damaged, or \
-                 another pack stored under its name); run check --read-data to find the \
-                 files affected",
-                id.short()
-            )),
+            Ok(false) => {
+                r.errors.push(format!(
+                    "pack {}: its header does not authenticate as this pack (damaged, or \
+                     another pack stored under its name); run check --read-data to find the \
+                     files affected",
+                    id.short()
+                ));
+                r.damaged_packs.push(*id);
+            }
             Err(e) => r.errors.push(format!("pack {}: {e}", id.short())),
         }
     }
@@ -198,6 +207,8 @@ struct PackVerdict {
     errors: Vec<String>,
     bad: Vec<BlobId>,
     verified: usize,
+    /// Its header did not open.
+    header_damaged: bool,
 }
 
 /// Buffers a `--read-data` thread reuses from pack to pack: a fresh pack buffer cost a page
@@ -297,6 +308,9 @@ fn read_packs(
                 .push(format!("pack {} is missing from storage", pid.short()));
             bad_packs.insert(*pid);
         }
+        if !v.bad.is_empty() || v.header_damaged {
+            r.damaged_packs.push(*pid);
+        }
         r.errors.extend(v.errors);
         r.blobs_verified += v.verified;
         bad.extend(v.bad);
@@ -323,6 +337,7 @@ fn verify_pack_blobs(
                  indexed places)",
                 pid.short()
             ));
+            r.header_damaged = true;
             None
         }
     };

@@ -123,9 +123,31 @@ pub struct PruneReport {
     pub deleted_index: usize,
     /// Condemned packs a newer snapshot turned out to need; indexed again, not deleted.
     pub rescued_packs: usize,
+    /// Packs due for a repack whose live blobs did not all verify, with the first failure:
+    /// kept as they are (a repack would have to drop the damaged blobs, and prune never
+    /// decides that). `chatvault repair packs` salvages them (FORMAT §12.5).
+    #[serde(serialize_with = "serialize_damaged")]
+    pub damaged_packs: Vec<(PackId, String)>,
     /// Plans left for a later run, with the reason.
     #[serde(serialize_with = "serialize_postponed")]
     pub postponed: Vec<(PlanId, String)>,
+}
+
+/// [`PruneReport::damaged_packs`] as `[{"pack": …, "reason": …}]`.
+fn serialize_damaged<S: Serializer>(
+    damaged: &[(PackId, String)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Damaged<'a> {
+        pack: &'a PackId,
+        reason: &'a str,
+    }
+    s.collect_seq(
+        damaged
+            .iter()
+            .map(|(pack, reason)| Damaged { pack, reason }),
+    )
 }
 
 /// [`PruneReport::postponed`] as `[{"plan": …, "reason": …}]`.
@@ -301,7 +323,7 @@ fn merged_index(plans: &[(PlanId, PrunePlan)], files: &[(IndexId, IndexFile)]) -
 }
 
 /// Loads every index object as stored. Fails on a damaged one (its packs would look unused).
-fn index_files(repo: &Repository) -> Result<Vec<(IndexId, IndexFile)>> {
+pub(crate) fn index_files(repo: &Repository) -> Result<Vec<(IndexId, IndexFile)>> {
     let mut out = Vec::new();
     let ids: Vec<IndexId> = repo
         .list_ids::<IndexId>(layout::INDEX)?
@@ -313,7 +335,7 @@ fn index_files(repo: &Repository) -> Result<Vec<(IndexId, IndexFile)>> {
             Ok(f) => out.push((*id, f)),
             Err(e) => {
                 return Err(RepoError::Invalid(format!(
-                    "{e}; prune stops (the packs it lists would look unused). Run `chatvault check`"
+                    "{e}; stopping here (the packs it lists would look unused). Run `chatvault check`"
                 )));
             }
         }
@@ -375,6 +397,8 @@ fn mark(
         return Ok(None);
     }
     if opts.dry_run {
+        report.repacked_packs = triage.repack.len();
+        report.repacked_bytes = triage.repack.iter().map(|(p, _)| p.size).sum();
         report.new_packs = usize::from(!triage.repack.is_empty());
         return Ok(None);
     }
@@ -437,8 +461,6 @@ fn triage_packs(
             triage.condemned.push(p.id);
         } else if unused * 100 >= blob_bytes * u64::from(opts.repack_threshold_percent) {
             claimed.extend(live.iter().map(|b| b.id));
-            report.repacked_packs += 1;
-            report.repacked_bytes += p.size;
             triage.repack.push((p.clone(), live));
         } else {
             claimed.extend(live.iter().map(|b| b.id));
@@ -504,27 +526,44 @@ fn repack(
     let pack_size = repo.params().pack_size as usize;
     let mut data = PackWriter::default();
     let mut meta = PackWriter::default();
-    for (p, live) in &triage.repack {
-        let bytes = repo
-            .storage
-            .read(&layout::pack(&p.id))?
-            .ok_or_else(|| RepoError::corrupted(format!("pack {}", p.id.short()), "missing"))?;
-        for b in live {
-            let sealed = live_blob(repo, p, b, &bytes)?;
+    for (p, live) in std::mem::take(&mut triage.repack) {
+        let Some(bytes) = repo.storage.read(&layout::pack(&p.id))? else {
+            report
+                .damaged_packs
+                .push((p.id, "missing from storage".into()));
+            triage.keep.push(p);
+            continue;
+        };
+        // Every live blob verified before any is copied: a pack with a damaged one stays as it
+        // is, and the rest of the prune goes on (a single damaged blob once stopped every
+        // prune for good).
+        let sealed: Vec<&[u8]> = match live
+            .iter()
+            .map(|b| live_blob(repo, &p, b, &bytes))
+            .collect::<Result<_>>()
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(pack = %p.id.short(), "not repacked: {e}");
+                report.damaged_packs.push((p.id, e.to_string()));
+                triage.keep.push(p);
+                continue;
+            }
+        };
+        for (b, sealed) in live.iter().zip(sealed) {
             let writer = if b.ty.is_metadata() {
                 &mut meta
             } else {
                 &mut data
             };
-            if !writer.entries.is_empty()
-                && (writer.bytes.len() + sealed.len() > pack_size
-                    || writer.entries.len() >= pack::MAX_PACK_BLOBS)
-            {
+            if writer.is_full_for(sealed.len(), pack_size) {
                 triage.keep.push(writer.flush(repo, report)?);
             }
             writer.add(b, sealed.to_vec());
         }
         guard.refresh_if_due()?;
+        report.repacked_packs += 1;
+        report.repacked_bytes += p.size;
         triage.condemned.push(p.id);
     }
     for writer in [&mut data, &mut meta] {
@@ -536,7 +575,7 @@ fn repack(
 }
 
 /// The sealed bytes of blob `b` in the bytes of pack `p`, verified (it must open).
-fn live_blob<'a>(
+pub(crate) fn live_blob<'a>(
     repo: &Repository,
     p: &IndexPack,
     b: &IndexBlob,
@@ -597,14 +636,28 @@ fn write_plan(
     Ok((id, plan))
 }
 
+/// A pack being filled with sealed blobs copied from other packs (prune's repack, `repair
+/// packs`' salvage).
 #[derive(Default)]
-struct PackWriter {
+pub(crate) struct PackWriter {
     bytes: Vec<u8>,
     entries: Vec<PackEntry>,
 }
 
 impl PackWriter {
-    fn add(&mut self, b: &IndexBlob, sealed: Vec<u8>) {
+    /// Whether a blob of `len` sealed bytes must go into the next pack: this one is not empty
+    /// and would exceed `pack_size` or [`pack::MAX_PACK_BLOBS`] with it.
+    pub(crate) fn is_full_for(&self, len: usize, pack_size: usize) -> bool {
+        !self.entries.is_empty()
+            && (self.bytes.len() + len > pack_size || self.entries.len() >= pack::MAX_PACK_BLOBS)
+    }
+
+    /// Whether nothing was added since the last flush.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn add(&mut self, b: &IndexBlob, sealed: Vec<u8>) {
         self.entries.push(PackEntry {
             ty: b.ty,
             id: b.id,
@@ -616,6 +669,15 @@ impl PackWriter {
     }
 
     fn flush(&mut self, repo: &Repository, report: &mut PruneReport) -> Result<IndexPack> {
+        let p = self.write(repo)?;
+        report.new_packs += 1;
+        report.new_bytes += p.size;
+        Ok(p)
+    }
+
+    /// Writes the pack (a new random id, the blobs, the sealed header and trailer) and starts
+    /// an empty one; returns the written pack's index entry.
+    pub(crate) fn write(&mut self, repo: &Repository) -> Result<IndexPack> {
         let id = PackId::random(&mut OsRng);
         let mut bytes = std::mem::take(&mut self.bytes);
         let entries = std::mem::take(&mut self.entries);
@@ -623,8 +685,6 @@ impl PackWriter {
         bytes.extend_from_slice(&repo.pack_tail(&id, &entries, area));
         let size = bytes.len() as u64;
         repo.storage.write_new(&layout::pack(&id), bytes)?;
-        report.new_packs += 1;
-        report.new_bytes += size;
         Ok(IndexPack {
             id,
             size,
@@ -787,6 +847,7 @@ fn delete_condemned(
 
 #[cfg(test)]
 mod tests {
+    use chatvault_format::blob::BlobType;
     use chatvault_format::id::SnapshotId;
     use chatvault_format::objects::Snapshot;
 
@@ -832,6 +893,67 @@ mod tests {
             grace: Duration::ZERO,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_damaged_live_blob_keeps_its_pack_and_the_rest_of_the_prune_goes_on() {
+        let r = repo("prune-damaged");
+        let src = tempfile::tempdir().unwrap();
+        let keep = noise(11, 200 << 10);
+        std::fs::write(src.path().join("keep.bin"), &keep).unwrap();
+        std::fs::write(src.path().join("gone.bin"), noise(12, 600 << 10)).unwrap();
+        backup_of(&r, src.path(), "a");
+        std::fs::remove_file(src.path().join("gone.bin")).unwrap();
+        let s2 = backup_of(&r, src.path(), "a");
+        forget(
+            &r,
+            &KeepPolicy {
+                last: Some(1),
+                ..Default::default()
+            },
+            false,
+        )
+        .unwrap();
+        // keep.bin's blobs are live in a pack that is mostly gone.bin: due for a repack. One
+        // bit of one of them flipped.
+        let index = r.load_index().unwrap();
+        let root = r
+            .load_tree(&index, &r.load_snapshot(&s2).unwrap().tree)
+            .unwrap();
+        let NodeKind::Dir { subtree } = &root.nodes[0].kind else {
+            panic!("the backed-up folder")
+        };
+        let dir = r.load_tree(&index, subtree).unwrap();
+        let node = dir.nodes.iter().find(|n| n.name.0 == b"keep.bin").unwrap();
+        let NodeKind::File { content, .. } = &node.kind else {
+            panic!("a file")
+        };
+        let loc = index.get(&content[0]).unwrap();
+        assert_eq!(loc.ty, BlobType::Data);
+        let path = layout::pack(&loc.pack);
+        let mut bytes = r.storage.read(&path).unwrap().unwrap();
+        bytes[(loc.offset + u64::from(loc.length) / 2) as usize] ^= 0x10;
+        r.storage.delete(&path).unwrap();
+        r.storage.write_new(&path, bytes).unwrap();
+
+        let rep = prune(&r, &grace0()).unwrap();
+        assert_eq!(rep.damaged_packs.len(), 1, "{rep:?}");
+        assert_eq!(rep.damaged_packs[0].0, loc.pack);
+        assert!(rep.damaged_packs[0].1.contains("data blob"), "{rep:?}");
+        assert_eq!(rep.repacked_packs, 0);
+        // The pack stays, indexed, for `repair packs`; the tree packs of the forgotten
+        // snapshot went.
+        assert!(r.storage.read(&path).unwrap().is_some());
+        assert!(r.load_index().unwrap().packs.contains_key(&loc.pack));
+        assert!(rep.deleted_packs > 0, "{rep:?}");
+
+        let fixed = crate::repair::repair_packs(&r, &[loc.pack], &Default::default()).unwrap();
+        assert_eq!(fixed.packs[0].outcome, crate::repair::PackOutcome::Repaired);
+        backup_of(&r, src.path(), "a");
+        restores(&r, &s2, "keep.bin", &keep);
+        let rep = prune(&r, &grace0()).unwrap();
+        assert!(rep.damaged_packs.is_empty(), "{rep:?}");
+        restores(&r, &s2, "keep.bin", &keep);
     }
 
     #[test]

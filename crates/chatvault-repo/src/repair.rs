@@ -1,5 +1,6 @@
-//! Rebuilding a lost or damaged index from the pack headers (`chatvault repair index`,
-//! docs/FORMAT.md §12.2).
+//! Repairs: rebuilding a lost or damaged index from the pack headers (`chatvault repair
+//! index`, docs/FORMAT.md §12.2), and salvaging packs whose blobs no longer verify (`chatvault
+//! repair packs`, [`repair_packs`], §12.5).
 //!
 //! Every pack carries a sealed header listing its blobs (§7), so the index (§8) is redundant:
 //! [`repair_index`] lists `data/`, and for each pack that no readable index object lists (every
@@ -22,14 +23,16 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use chatvault_format::id::{IndexId, PackId};
+use chatvault_format::blob::BlobType;
+use chatvault_format::id::{BlobId, IndexId, PackId};
 use chatvault_format::objects::{IndexBlob, IndexPack, MAX_INDEX_BLOBS};
 use chatvault_format::pack;
 
 use crate::error::{RepoError, Result};
 use crate::lock;
+use crate::prune::PackWriter;
 use crate::repository::{Repository, layout, par_map};
 
 /// Options of [`repair_index`].
@@ -192,6 +195,377 @@ pub fn repair_index(repo: &Repository, opts: &RepairOptions) -> Result<RepairRep
     Ok(report)
 }
 
+/// Options of [`repair_packs`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RepairPacksOptions {
+    /// Read and verify the packs and report; write and delete nothing (and take no lock).
+    pub dry_run: bool,
+}
+
+/// What [`repair_packs`] found in one pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PackOutcome {
+    /// Every blob the index places in it verified: left as it is.
+    Intact,
+    /// Some blobs did not verify, or its header did not open: the blobs that verify were
+    /// copied into new packs, and the pack left the index and storage (or would, in a dry run).
+    Repaired,
+    /// Not in storage: it left the index (or would, in a dry run).
+    Missing,
+    /// Two reads of it disagreed on which blobs verify (an unreliable storage or network, not
+    /// a damaged pack): left as it is.
+    Unstable,
+}
+
+/// A blob of a repaired pack that did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LostBlob {
+    /// The blob.
+    pub id: BlobId,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub ty: BlobType,
+    /// Why it is unusable.
+    pub reason: String,
+    /// Whether another pack that stays in the index holds it (then nothing is lost).
+    pub elsewhere: bool,
+}
+
+/// One pack of [`repair_packs`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PackRepair {
+    /// The pack.
+    pub pack: PackId,
+    /// Its size in the index.
+    pub size: u64,
+    /// What was found (and done).
+    pub outcome: PackOutcome,
+    /// Blobs that verified (copied into new packs when the pack is repaired).
+    pub salvaged: usize,
+    /// Blobs that did not.
+    pub lost: Vec<LostBlob>,
+    /// Whether its sealed header (§7) did not open: a repair then also rewrites a pack whose
+    /// blobs all verify, so that `repair index` can read it again.
+    pub header_damaged: bool,
+}
+
+/// What [`repair_packs`] found and did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RepairPacksReport {
+    /// Whether nothing was written or deleted.
+    pub dry_run: bool,
+    /// The packs asked for, in that order.
+    pub packs: Vec<PackRepair>,
+    /// Packs written with the salvaged blobs.
+    pub new_packs: Vec<PackId>,
+    /// Index objects written (every pack of the rewritten objects but the repaired ones, and the
+    /// new packs).
+    pub index_written: Vec<IndexId>,
+    /// Index objects deleted (those that listed a repaired or missing pack).
+    pub index_deleted: Vec<IndexId>,
+    /// Repaired packs deleted from storage.
+    pub packs_deleted: usize,
+}
+
+impl RepairPacksReport {
+    /// Blobs lost for good by the repaired packs: in no other pack of the index. The next
+    /// backup of a device that still has their files stores them again (FORMAT §12.5).
+    pub fn lost_blobs(&self) -> usize {
+        self.packs
+            .iter()
+            .flat_map(|p| &p.lost)
+            .filter(|b| !b.elsewhere)
+            .count()
+    }
+
+    /// True when no pack was left unrepaired for unreliable reads.
+    pub fn ok(&self) -> bool {
+        self.packs
+            .iter()
+            .all(|p| p.outcome != PackOutcome::Unstable)
+    }
+}
+
+/// The indexed packs whose id starts with each of `prefixes` (hex, at least 4 digits, as
+/// `check` prints them); an unknown or ambiguous prefix is an error.
+pub fn find_packs(repo: &Repository, prefixes: &[String]) -> Result<Vec<PackId>> {
+    let index = repo.load_index()?;
+    let mut out = Vec::new();
+    for p in prefixes {
+        let p = p.trim().to_ascii_lowercase();
+        if p.len() < 4 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(RepoError::Invalid(format!(
+                "pack {p:?}: give its id, or at least its first 4 hex digits"
+            )));
+        }
+        let found: Vec<PackId> = index
+            .packs
+            .keys()
+            .filter(|id| id.to_hex().starts_with(&p))
+            .copied()
+            .collect();
+        match found.as_slice() {
+            [one] => {
+                if !out.contains(one) {
+                    out.push(*one);
+                }
+            }
+            [] => {
+                return Err(RepoError::Invalid(format!(
+                    "no pack in the index starts with {p}"
+                )));
+            }
+            _ => {
+                return Err(RepoError::Invalid(format!(
+                    "{} packs start with {p}: give more digits",
+                    found.len()
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Repairs damaged packs (`chatvault repair packs`, FORMAT §12.5): reads each of `packs`
+/// whole and verifies every blob the index places in it, where restore would read it. A pack
+/// whose blobs all verify is left alone. Otherwise, after a second read agrees on which blobs
+/// fail, the blobs that verify are copied into new packs, the index objects that list the pack
+/// are rewritten without it (and with the new packs), and the pack is deleted; a pack missing
+/// from storage only leaves the index. The damaged blobs are then in no index: backups stop
+/// deduplicating against them and store them again from any device that still has their files,
+/// which heals every snapshot that needs them (blob ids are content ids). Until then, `check`
+/// names the files of older snapshots that need them.
+///
+/// Excludes prune and other repairs (each fails while the other holds a live lock); refused
+/// while a prune plan names one of the packs or one of the index objects to rewrite (sweep it
+/// first: `chatvault prune`).
+pub fn repair_packs(
+    repo: &Repository,
+    packs: &[PackId],
+    opts: &RepairPacksOptions,
+) -> Result<RepairPacksReport> {
+    let repo = &repo.without_cache();
+    let mut guard = if opts.dry_run {
+        None
+    } else {
+        let guard = lock::lock(repo, "repair", false)?;
+        let mine = guard.id();
+        if let Some(l) = guard
+            .live_locks()?
+            .into_iter()
+            .find(|l| l.id != mine && matches!(l.lock.operation.as_str(), "prune" | "repair"))
+            .map(|l| l.lock)
+        {
+            return Err(RepoError::Locked(format!(
+                "a {} is running on {} (pid {}) since {}; repair the packs when it has finished",
+                l.operation, l.hostname, l.pid, l.time
+            )));
+        }
+        Some(guard)
+    };
+    let files = crate::prune::index_files(repo)?;
+    let mut entries: HashMap<PackId, IndexPack> = HashMap::new();
+    for (_, f) in &files {
+        for p in &f.packs {
+            entries.entry(p.id).or_insert_with(|| p.clone());
+        }
+    }
+    let asked: HashSet<PackId> = packs.iter().copied().collect();
+    for (plan_id, plan) in repo.load_plans()? {
+        let named = plan.packs.iter().any(|p| asked.contains(p))
+            || files.iter().any(|(fid, f)| {
+                plan.index.contains(fid) && f.packs.iter().any(|p| asked.contains(&p.id))
+            });
+        if named {
+            return Err(RepoError::Invalid(format!(
+                "prune plan {} condemns one of these packs or an index object listing one; \
+                 run `chatvault prune` once the plan's grace period is over (or with --grace 0), \
+                 then repair what is left",
+                plan_id.short()
+            )));
+        }
+    }
+
+    let mut report = RepairPacksReport {
+        dry_run: opts.dry_run,
+        ..RepairPacksReport::default()
+    };
+    // The verified sealed blobs of each repaired pack, to copy.
+    let mut salvage: Vec<(IndexPack, Vec<u8>, Vec<IndexBlob>)> = Vec::new();
+    for id in packs {
+        let p = entries.get(id).cloned().ok_or_else(|| {
+            RepoError::Invalid(format!("pack {} is not in the index", id.short()))
+        })?;
+        let Some(bytes) = repo.storage.read(&layout::pack(id))? else {
+            report.packs.push(PackRepair {
+                pack: *id,
+                size: p.size,
+                outcome: PackOutcome::Missing,
+                salvaged: 0,
+                header_damaged: false,
+                lost: p
+                    .blobs
+                    .iter()
+                    .map(|b| LostBlob {
+                        id: b.id,
+                        ty: b.ty,
+                        reason: "its pack is missing from storage".into(),
+                        elsewhere: false,
+                    })
+                    .collect(),
+            });
+            continue;
+        };
+        let (good, lost) = verify_indexed(repo, &p, &bytes);
+        let header_damaged = pack::decode_header(repo.keys(), id, &bytes).is_err();
+        let mut outcome = if lost.is_empty() && !header_damaged {
+            PackOutcome::Intact
+        } else {
+            PackOutcome::Repaired
+        };
+        if !lost.is_empty() {
+            // A second read must fail the same blobs: a flaky read is not a reason to drop
+            // anything.
+            let again = repo.storage.read(&layout::pack(id))?.unwrap_or_default();
+            let (_, lost_again) = verify_indexed(repo, &p, &again);
+            let ids = |l: &[LostBlob]| l.iter().map(|b| b.id).collect::<Vec<_>>();
+            if ids(&lost) != ids(&lost_again) {
+                outcome = PackOutcome::Unstable;
+            }
+        }
+        report.packs.push(PackRepair {
+            pack: *id,
+            size: p.size,
+            outcome,
+            salvaged: good.len(),
+            lost,
+            header_damaged,
+        });
+        if outcome == PackOutcome::Repaired {
+            salvage.push((p, bytes, good));
+        }
+        if let Some(g) = guard.as_mut() {
+            g.refresh_if_due()?;
+        }
+    }
+    if report.packs.iter().any(|p| !p.lost.is_empty()) {
+        // Blobs the packs that stay hold: a lost blob with another copy there is not lost.
+        let others: HashSet<BlobId> = entries
+            .values()
+            .filter(|q| !asked.contains(&q.id))
+            .flat_map(|q| q.blobs.iter().map(|b| b.id))
+            .collect();
+        for b in report.packs.iter_mut().flat_map(|p| &mut p.lost) {
+            b.elsewhere = others.contains(&b.id);
+        }
+    }
+    let fixed: HashSet<PackId> = report
+        .packs
+        .iter()
+        .filter(|p| matches!(p.outcome, PackOutcome::Repaired | PackOutcome::Missing))
+        .map(|p| p.pack)
+        .collect();
+    let Some(guard) = guard else {
+        return Ok(report);
+    };
+    if fixed.is_empty() {
+        return Ok(report);
+    }
+
+    // 1. The verified blobs into new packs (data and metadata apart, §7).
+    let pack_size = repo.params().pack_size as usize;
+    let mut new_packs: Vec<IndexPack> = Vec::new();
+    let mut data = PackWriter::default();
+    let mut meta = PackWriter::default();
+    for (p, bytes, good) in &salvage {
+        for b in good {
+            let sealed = crate::prune::live_blob(repo, p, b, bytes)?;
+            let writer = if b.ty.is_metadata() {
+                &mut meta
+            } else {
+                &mut data
+            };
+            if writer.is_full_for(sealed.len(), pack_size) {
+                new_packs.push(writer.write(repo)?);
+            }
+            writer.add(b, sealed.to_vec());
+        }
+    }
+    for writer in [&mut data, &mut meta] {
+        if !writer.is_empty() {
+            new_packs.push(writer.write(repo)?);
+        }
+    }
+    report.new_packs = new_packs.iter().map(|p| p.id).collect();
+
+    // 2. The index objects that list a fixed pack, rewritten without it, with the new packs;
+    // written before the old ones go, so that no moment lacks an entry for a kept blob.
+    let affected: Vec<IndexId> = files
+        .iter()
+        .filter(|(_, f)| f.packs.iter().any(|p| fixed.contains(&p.id)))
+        .map(|(id, _)| *id)
+        .collect();
+    let mut keep: Vec<IndexPack> = Vec::new();
+    let mut kept: HashSet<PackId> = HashSet::new();
+    for (_, f) in files.iter().filter(|(id, _)| affected.contains(id)) {
+        for p in &f.packs {
+            if !fixed.contains(&p.id) && kept.insert(p.id) {
+                keep.push(p.clone());
+            }
+        }
+    }
+    keep.extend(new_packs);
+    let written: HashSet<IndexId> = repo
+        .write_index_objects(keep, &guard.liveness())?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    report.index_written = written.iter().copied().collect();
+    report.index_written.sort();
+    for id in affected.iter().filter(|id| !written.contains(id)) {
+        guard.ensure_live()?;
+        repo.storage.delete(&layout::index(id))?;
+        report.index_deleted.push(*id);
+    }
+    // 3. The repaired packs themselves: no index lists them any more (a missing one is gone).
+    for id in salvage.iter().map(|(p, _, _)| &p.id) {
+        guard.ensure_live()?;
+        repo.storage.delete(&layout::pack(id))?;
+        report.packs_deleted += 1;
+    }
+    tracing::info!(
+        packs = fixed.len(),
+        new_packs = report.new_packs.len(),
+        lost = report.lost_blobs(),
+        "packs repaired"
+    );
+    Ok(report)
+}
+
+/// The blobs the index places in pack `p` (read as `bytes`) that verify at their indexed place,
+/// and those that do not, in the order the index lists them.
+fn verify_indexed(
+    repo: &Repository,
+    p: &IndexPack,
+    bytes: &[u8],
+) -> (Vec<IndexBlob>, Vec<LostBlob>) {
+    let mut good = Vec::new();
+    let mut lost = Vec::new();
+    for b in &p.blobs {
+        match crate::prune::live_blob(repo, p, b, bytes) {
+            Ok(_) => good.push(*b),
+            Err(e) => lost.push(LostBlob {
+                id: b.id,
+                ty: b.ty,
+                reason: e.to_string(),
+                elsewhere: false,
+            }),
+        }
+    }
+    (good, lost)
+}
+
 /// Reads and authenticates one pack's header with two ranged reads (never the whole pack):
 /// format 2 through its trailer, else format 1. Also `check`'s test that a pack's tail is its
 /// own.
@@ -274,6 +648,7 @@ mod tests {
     use super::*;
     use crate::backup::{self, BackupOptions, NoProgress};
     use crate::restore::{self, RestoreOptions};
+    use chatvault_format::id::SnapshotId;
 
     use crate::test_util::{memory_repo as repo, noise};
 
@@ -408,5 +783,201 @@ mod tests {
         let index = r.load_index().unwrap();
         assert!(!index.packs.contains_key(victim));
         assert_eq!(index.packs.len(), stored.len() - 1);
+    }
+
+    /// Rewrites the stored object `path` with one bit of its byte `at` flipped.
+    fn flip(r: &Repository, path: &str, at: u64) {
+        let mut bytes = r.storage.read(path).unwrap().unwrap();
+        bytes[at as usize] ^= 0x10;
+        r.storage.delete(path).unwrap();
+        r.storage.write_new(path, bytes).unwrap();
+    }
+
+    /// Restores snapshot `id` into a new folder: the failed files and the folder.
+    fn restore_of(r: &Repository, id: &SnapshotId) -> (Vec<String>, tempfile::TempDir) {
+        let s = r.load_snapshot(id).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let out =
+            restore::restore(r, &s, t.path(), &RestoreOptions::default(), &NoProgress).unwrap();
+        (out.failed.into_iter().map(|(p, _)| p).collect(), t)
+    }
+
+    #[test]
+    fn repair_packs_salvages_intact_blobs_and_the_next_backup_heals_old_snapshots() {
+        let r = repo("repair-packs");
+        let src = tempfile::tempdir().unwrap();
+        let files = [
+            ("a.bin", noise(5, 200 << 10)),
+            ("b.bin", noise(6, 200 << 10)),
+        ];
+        for (name, data) in &files {
+            std::fs::write(src.path().join(name), data).unwrap();
+        }
+        let opts = BackupOptions::default();
+        let first = backup::backup(&r, &[src.path().to_path_buf()], &opts, &NoProgress)
+            .unwrap()
+            .id;
+        // One bit of one data blob, in the middle of its sealed bytes.
+        let index = r.load_index().unwrap();
+        let (victim_blob, loc) = index
+            .iter()
+            .filter(|(_, l)| l.ty == BlobType::Data)
+            .min_by_key(|(id, _)| *id)
+            .unwrap();
+        let data_blobs = index.iter().filter(|(_, l)| l.pack == loc.pack).count();
+        assert!(data_blobs >= 2, "both files' blobs share the pack");
+        flip(
+            &r,
+            &layout::pack(&loc.pack),
+            loc.offset + u64::from(loc.length) / 2,
+        );
+        let (failed, _) = restore_of(&r, &first);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+
+        // A backup now deduplicates against the damaged blob: the new snapshot is damaged too.
+        let (failed_before, _) = {
+            let id = backup::backup(&r, &[src.path().to_path_buf()], &opts, &NoProgress)
+                .unwrap()
+                .id;
+            restore_of(&r, &id)
+        };
+        assert_eq!(failed_before.len(), 1);
+
+        let found = find_packs(&r, &[loc.pack.short()]).unwrap();
+        assert_eq!(found, vec![loc.pack]);
+        let dry = repair_packs(&r, &found, &RepairPacksOptions { dry_run: true }).unwrap();
+        assert_eq!(dry.packs[0].outcome, PackOutcome::Repaired);
+        assert!(r.storage.read(&layout::pack(&loc.pack)).unwrap().is_some());
+
+        let rep = repair_packs(&r, &found, &RepairPacksOptions::default()).unwrap();
+        assert!(rep.ok());
+        let p = &rep.packs[0];
+        assert_eq!(p.outcome, PackOutcome::Repaired, "{rep:?}");
+        assert_eq!(p.lost.len(), 1);
+        assert_eq!(p.lost[0].id, victim_blob);
+        assert!(!p.lost[0].elsewhere);
+        assert_eq!(p.salvaged, data_blobs - 1);
+        assert_eq!(rep.lost_blobs(), 1);
+        assert_eq!(rep.packs_deleted, 1);
+        assert!(r.storage.read(&layout::pack(&loc.pack)).unwrap().is_none());
+        let index = r.load_index().unwrap();
+        assert!(index.get(&victim_blob).is_none());
+        assert!(!index.packs.contains_key(&loc.pack));
+        // Still one file short (its blob is gone), the other restores from the new pack.
+        let (failed, _) = restore_of(&r, &first);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+
+        // The next backup stores the damaged blob again: every snapshot is whole again.
+        let healed = backup::backup(&r, &[src.path().to_path_buf()], &opts, &NoProgress).unwrap();
+        assert!(healed.snapshot.summary.new_blobs >= 1);
+        for id in [first, healed.id] {
+            let (failed, t) = restore_of(&r, &id);
+            assert!(failed.is_empty(), "{failed:?}");
+            let root = std::fs::read_dir(t.path())
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
+            for (name, data) in &files {
+                assert_eq!(&std::fs::read(root.path().join(name)).unwrap(), data);
+            }
+        }
+        let c = crate::check::check(
+            &r,
+            crate::check::CheckOptions { read_data: true },
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(c.ok(), "{:?}", c.errors);
+    }
+
+    #[test]
+    fn repair_packs_leaves_intact_packs_and_drops_missing_ones_from_the_index() {
+        let r = repo("repair-packs-missing");
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a.bin"), noise(7, 100 << 10)).unwrap();
+        backup::backup(
+            &r,
+            &[src.path().to_path_buf()],
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        let index = r.load_index().unwrap();
+        let (_, loc) = index.iter().find(|(_, l)| l.ty == BlobType::Data).unwrap();
+        let rep = repair_packs(&r, &[loc.pack], &RepairPacksOptions::default()).unwrap();
+        assert_eq!(rep.packs[0].outcome, PackOutcome::Intact);
+        assert!(rep.index_written.is_empty() && rep.new_packs.is_empty());
+
+        r.storage.delete(&layout::pack(&loc.pack)).unwrap();
+        let rep = repair_packs(&r, &[loc.pack], &RepairPacksOptions::default()).unwrap();
+        assert_eq!(rep.packs[0].outcome, PackOutcome::Missing);
+        assert_eq!(rep.index_deleted.len(), 1);
+        let index = r.load_index().unwrap();
+        assert!(!index.packs.contains_key(&loc.pack));
+        // The next backup stores the file again and check is clean but for the old snapshot.
+        backup::backup(
+            &r,
+            &[src.path().to_path_buf()],
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        let c = crate::check::check(
+            &r,
+            crate::check::CheckOptions { read_data: true },
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(c.ok(), "{:?}", c.errors);
+
+        assert!(find_packs(&r, &["zz".into()]).is_err());
+        assert!(find_packs(&r, &["0123456789abcdef".into()]).is_err());
+    }
+
+    #[test]
+    fn repair_packs_rewrites_a_pack_whose_header_is_damaged() {
+        let r = repo("repair-packs-header");
+        let src = tempfile::tempdir().unwrap();
+        let a = noise(8, 100 << 10);
+        std::fs::write(src.path().join("a.bin"), &a).unwrap();
+        backup::backup(
+            &r,
+            &[src.path().to_path_buf()],
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        let index = r.load_index().unwrap();
+        let (_, loc) = index.iter().find(|(_, l)| l.ty == BlobType::Data).unwrap();
+        let path = layout::pack(&loc.pack);
+        let n = r.storage.read(&path).unwrap().unwrap().len() as u64;
+        flip(&r, &path, n - 20);
+        let c =
+            crate::check::check(&r, crate::check::CheckOptions::default(), &NoProgress).unwrap();
+        assert_eq!(c.damaged_packs, vec![loc.pack]);
+
+        let rep = repair_packs(&r, &[loc.pack], &RepairPacksOptions::default()).unwrap();
+        let p = &rep.packs[0];
+        assert_eq!(p.outcome, PackOutcome::Repaired, "{rep:?}");
+        assert!(p.header_damaged && p.lost.is_empty());
+        assert_eq!(rep.lost_blobs(), 0);
+        restores(&r, src.path(), "a.bin", &a);
+        let c = crate::check::check(
+            &r,
+            crate::check::CheckOptions { read_data: true },
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(c.ok() && c.damaged_packs.is_empty(), "{:?}", c.errors);
+        let all = repair_index(
+            &r,
+            &RepairOptions {
+                dry_run: true,
+                all: true,
+            },
+        )
+        .unwrap();
+        assert!(all.ok(), "{all:?}");
     }
 }

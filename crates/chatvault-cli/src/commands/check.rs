@@ -53,6 +53,13 @@ pub(super) fn run(ctx: &Ctx, a: &CheckArgs) -> Result<u8> {
                 String::new()
             }
         );
+        if !report.damaged_packs.is_empty() {
+            let ids: Vec<String> = report.damaged_packs.iter().map(|p| p.short()).collect();
+            println!(
+                "to salvage the intact blobs of the damaged packs and let the next backup store the rest again: chatvault repair packs {}",
+                ids.join(" ")
+            );
+        }
     }
     Ok(if report.ok() { exit::OK } else { exit::DAMAGED })
 }

@@ -35,6 +35,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Repair(RepairCommand::Index(a)) => repair::index(&ctx, a),
+        Command::Repair(RepairCommand::Packs(a)) => repair::packs(&ctx, a),
         Command::Key(KeyCommand::Show { yes }) => key::show(&ctx, *yes),
         Command::Key(KeyCommand::ChangePassword) => key::change_password(&ctx),
         Command::Key(KeyCommand::ToKey) => key::to_key(&ctx),

@@ -1,11 +1,12 @@
-//! `chatvault repair index`: re-indexes packs from their headers.
+//! `chatvault repair index`: re-indexes packs from their headers; `chatvault repair packs`:
+//! salvages packs with damaged blobs.
 
 use anyhow::Result;
-use chatvault_repo::repair::{self, RepairOptions};
+use chatvault_repo::repair::{self, PackOutcome, RepairOptions, RepairPacksOptions};
 
 use super::ctx::Ctx;
 use super::shared::print_json;
-use crate::args::RepairIndexArgs;
+use crate::args::{RepairIndexArgs, RepairPacksArgs};
 use crate::exit;
 
 pub(super) fn index(ctx: &Ctx, a: &RepairIndexArgs) -> Result<u8> {
@@ -65,6 +66,78 @@ pub(super) fn index(ctx: &Ctx, a: &RepairIndexArgs) -> Result<u8> {
                 r.unreadable.len()
             );
         }
+    }
+    Ok(if r.ok() { exit::OK } else { exit::DAMAGED })
+}
+
+pub(super) fn packs(ctx: &Ctx, a: &RepairPacksArgs) -> Result<u8> {
+    let (repo, _) = ctx.open_checked()?;
+    let ids = repair::find_packs(&repo, &a.packs)?;
+    let r = repair::repair_packs(&repo, &ids, &RepairPacksOptions { dry_run: a.dry_run })?;
+    if a.json {
+        print_json(&r)?;
+        return Ok(if r.ok() { exit::OK } else { exit::DAMAGED });
+    }
+    let would = if a.dry_run { "would be " } else { "" };
+    for p in &r.packs {
+        let lost = p.lost.iter().filter(|b| !b.elsewhere).count();
+        match p.outcome {
+            PackOutcome::Intact => println!(
+                "pack {}: intact ({} blobs verified); left as it is",
+                p.pack.short(),
+                p.salvaged
+            ),
+            PackOutcome::Repaired => println!(
+                "pack {}: {} blob(s) damaged ({lost} with no other copy){}, {} intact blob(s) {would}copied into new packs; the pack {would}removed",
+                p.pack.short(),
+                p.lost.len(),
+                if p.header_damaged {
+                    ", header damaged"
+                } else {
+                    ""
+                },
+                p.salvaged
+            ),
+            PackOutcome::Missing => println!(
+                "pack {}: missing from storage; its {} blob(s) ({lost} with no other copy) {would}removed from the index",
+                p.pack.short(),
+                p.lost.len()
+            ),
+            PackOutcome::Unstable => println!(
+                "error: pack {}: two reads disagreed on which blobs are damaged (unreliable storage or network); left as it is, try again later",
+                p.pack.short()
+            ),
+        }
+        for b in &p.lost {
+            let copy = if b.elsewhere {
+                " (another pack holds it)"
+            } else {
+                ""
+            };
+            println!(
+                "  {} {}: {}{copy}",
+                b.ty.kind().name(),
+                b.id.short(),
+                b.reason
+            );
+        }
+    }
+    if a.dry_run {
+        println!("dry run: nothing written or deleted");
+    } else if !r.new_packs.is_empty() || !r.index_written.is_empty() {
+        println!(
+            "{} new pack(s), {} index object(s) written, {} deleted; {} pack(s) deleted",
+            r.new_packs.len(),
+            r.index_written.len(),
+            r.index_deleted.len(),
+            r.packs_deleted
+        );
+    }
+    if r.lost_blobs() > 0 {
+        println!(
+            "{} damaged blob(s) are in no other pack: run a backup on each device that still has their files (it stores them again, and every snapshot that needs them is whole again); `chatvault check` names the files still affected",
+            r.lost_blobs()
+        );
     }
     Ok(if r.ok() { exit::OK } else { exit::DAMAGED })
 }
