@@ -614,6 +614,25 @@ impl LockGuard<'_> {
         self.judge_locks(listed)
     }
 
+    /// Fails with [`RepoError::Locked`] when another live lock's operation is one of
+    /// `operations` (those that must not run at the same time as this one: prune and the
+    /// repairs rewrite the index and delete packs); `then` ends the message ("try again when it
+    /// has finished").
+    pub(crate) fn refuse_beside(&self, operations: &[&str], then: &str) -> Result<()> {
+        let mine = self.id();
+        match self
+            .live_locks()?
+            .into_iter()
+            .find(|l| l.id != mine && operations.contains(&l.lock.operation.as_str()))
+        {
+            Some(l) => Err(RepoError::Locked(format!(
+                "a {} is running on {} (pid {}) since {}; {then}",
+                l.lock.operation, l.lock.hostname, l.lock.pid, l.lock.time
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// The lock objects in the repository, with what the listing says of them.
     fn list_locks(&self) -> Result<Vec<(LockId, Listed)>> {
         let mut listed = Vec::new();

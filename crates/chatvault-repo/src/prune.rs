@@ -172,18 +172,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut guard = lock::lock(repo, "prune", false)?;
     // Prunes exclude each other and `repair index` (they rewrite the index); everything else
     // runs on.
-    let mine = guard.id();
-    if let Some(l) = guard
-        .live_locks()?
-        .into_iter()
-        .find(|l| l.id != mine && matches!(l.lock.operation.as_str(), "prune" | "repair"))
-        .map(|l| l.lock)
-    {
-        return Err(RepoError::Locked(format!(
-            "another {} is running on {} (pid {}) since {}; try again when it has finished",
-            l.operation, l.hostname, l.pid, l.time
-        )));
-    }
+    guard.refuse_beside(&["prune", "repair"], "try again when it has finished")?;
     let mut report = PruneReport::default();
     let now = Utc::now();
 

@@ -112,18 +112,7 @@ pub fn repair_index(repo: &Repository, opts: &RepairOptions) -> Result<RepairRep
     } else {
         let guard = lock::lock(repo, "repair", false)?;
         // Prune rewrites the index and deletes packs: never at the same time as a repair.
-        let mine = guard.id();
-        if let Some(l) = guard
-            .live_locks()?
-            .into_iter()
-            .find(|l| l.id != mine && l.lock.operation == "prune")
-            .map(|l| l.lock)
-        {
-            return Err(RepoError::Locked(format!(
-                "a prune is running on {} (pid {}) since {}; run the repair when it has finished",
-                l.hostname, l.pid, l.time
-            )));
-        }
+        guard.refuse_beside(&["prune"], "run the repair when it has finished")?;
         Some(guard)
     };
     let mut report = RepairReport {
@@ -350,18 +339,10 @@ pub fn repair_packs(
         None
     } else {
         let guard = lock::lock(repo, "repair", false)?;
-        let mine = guard.id();
-        if let Some(l) = guard
-            .live_locks()?
-            .into_iter()
-            .find(|l| l.id != mine && matches!(l.lock.operation.as_str(), "prune" | "repair"))
-            .map(|l| l.lock)
-        {
-            return Err(RepoError::Locked(format!(
-                "a {} is running on {} (pid {}) since {}; repair the packs when it has finished",
-                l.operation, l.hostname, l.pid, l.time
-            )));
-        }
+        guard.refuse_beside(
+            &["prune", "repair"],
+            "repair the packs when it has finished",
+        )?;
         Some(guard)
     };
     let files = crate::prune::index_files(repo)?;
@@ -785,6 +766,17 @@ mod tests {
         assert_eq!(index.packs.len(), stored.len() - 1);
     }
 
+    /// Backs up `dir` with the default options.
+    fn backup_of(r: &Repository, dir: &std::path::Path) -> backup::BackupOutcome {
+        backup::backup(
+            r,
+            &[dir.to_path_buf()],
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap()
+    }
+
     /// Rewrites the stored object `path` with one bit of its byte `at` flipped.
     fn flip(r: &Repository, path: &str, at: u64) {
         let mut bytes = r.storage.read(path).unwrap().unwrap();
@@ -813,10 +805,7 @@ mod tests {
         for (name, data) in &files {
             std::fs::write(src.path().join(name), data).unwrap();
         }
-        let opts = BackupOptions::default();
-        let first = backup::backup(&r, &[src.path().to_path_buf()], &opts, &NoProgress)
-            .unwrap()
-            .id;
+        let first = backup_of(&r, src.path()).id;
         // One bit of one data blob, in the middle of its sealed bytes.
         let index = r.load_index().unwrap();
         let (victim_blob, loc) = index
@@ -836,9 +825,7 @@ mod tests {
 
         // A backup now deduplicates against the damaged blob: the new snapshot is damaged too.
         let (failed_before, _) = {
-            let id = backup::backup(&r, &[src.path().to_path_buf()], &opts, &NoProgress)
-                .unwrap()
-                .id;
+            let id = backup_of(&r, src.path()).id;
             restore_of(&r, &id)
         };
         assert_eq!(failed_before.len(), 1);
@@ -868,7 +855,7 @@ mod tests {
         assert_eq!(failed.len(), 1, "{failed:?}");
 
         // The next backup stores the damaged blob again: every snapshot is whole again.
-        let healed = backup::backup(&r, &[src.path().to_path_buf()], &opts, &NoProgress).unwrap();
+        let healed = backup_of(&r, src.path());
         assert!(healed.snapshot.summary.new_blobs >= 1);
         for id in [first, healed.id] {
             let (failed, t) = restore_of(&r, &id);
@@ -896,13 +883,7 @@ mod tests {
         let r = repo("repair-packs-missing");
         let src = tempfile::tempdir().unwrap();
         std::fs::write(src.path().join("a.bin"), noise(7, 100 << 10)).unwrap();
-        backup::backup(
-            &r,
-            &[src.path().to_path_buf()],
-            &BackupOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+        backup_of(&r, src.path());
         let index = r.load_index().unwrap();
         let (_, loc) = index.iter().find(|(_, l)| l.ty == BlobType::Data).unwrap();
         let rep = repair_packs(&r, &[loc.pack], &RepairPacksOptions::default()).unwrap();
@@ -916,13 +897,7 @@ mod tests {
         let index = r.load_index().unwrap();
         assert!(!index.packs.contains_key(&loc.pack));
         // The next backup stores the file again and check is clean but for the old snapshot.
-        backup::backup(
-            &r,
-            &[src.path().to_path_buf()],
-            &BackupOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+        backup_of(&r, src.path());
         let c = crate::check::check(
             &r,
             crate::check::CheckOptions { read_data: true },
@@ -941,13 +916,7 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         let a = noise(8, 100 << 10);
         std::fs::write(src.path().join("a.bin"), &a).unwrap();
-        backup::backup(
-            &r,
-            &[src.path().to_path_buf()],
-            &BackupOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+        backup_of(&r, src.path());
         let index = r.load_index().unwrap();
         let (_, loc) = index.iter().find(|(_, l)| l.ty == BlobType::Data).unwrap();
         let path = layout::pack(&loc.pack);
