@@ -311,6 +311,10 @@ enum Fault {
     /// the download starts: no progress, so the storage's retries count up). Only such answers
     /// count against the budgets.
     Truncate = 5,
+    /// Forward the request; in an answer of more than 64 KiB (a pack read), flip one bit in
+    /// the middle of the body (data damaged at the provider). Only such answers count against
+    /// the budgets.
+    Flip = 6,
 }
 
 struct ProxyState {
@@ -394,8 +398,13 @@ fn decide(st: &ProxyState, path: &str) -> Fault {
     if mode == Fault::Pass as u8 || !path.contains(st.filter.lock().unwrap().as_str()) {
         return Fault::Pass;
     }
-    if mode == Fault::Truncate as u8 {
-        return Fault::Truncate; // budgets: once the answer's size is known (serve)
+    if mode == Fault::Truncate as u8 || mode == Fault::Flip as u8 {
+        // Budgets: once the answer's size is known (serve).
+        return if mode == Fault::Flip as u8 {
+            Fault::Flip
+        } else {
+            Fault::Truncate
+        };
     }
     take_budget(st)
 }
@@ -429,6 +438,7 @@ fn take_budget(st: &ProxyState) -> Fault {
         2 => Fault::Stall,
         3 => Fault::Forbidden,
         5 => Fault::Truncate,
+        6 => Fault::Flip,
         _ => Fault::Reset,
     }
 }
@@ -456,7 +466,7 @@ fn serve(conn: TcpStream, st: &ProxyState) -> std::io::Result<()> {
     st.requests.fetch_add(1, Ordering::SeqCst);
     let path = head.split(' ').nth(1).unwrap_or("").to_string();
     match decide(st, &path) {
-        fault @ (Fault::Pass | Fault::Truncate) => {
+        fault @ (Fault::Pass | Fault::Truncate | Fault::Flip) => {
             let mut up = TcpStream::connect(st.upstream)?;
             up.write_all(with_connection_close(&head).as_bytes())?;
             up.write_all(&body)?;
@@ -469,6 +479,10 @@ fn serve(conn: TcpStream, st: &ProxyState) -> std::io::Result<()> {
             ur.read_to_end(&mut rest)?;
             if fault == Fault::Truncate && rest.len() > 5 << 20 && take_budget(st) != Fault::Pass {
                 rest.clear();
+            }
+            if fault == Fault::Flip && rest.len() > 64 << 10 && take_budget(st) != Fault::Pass {
+                let mid = rest.len() / 2;
+                rest[mid] ^= 0x10;
             }
             client.write_all(with_connection_close(&rhead).as_bytes())?;
             client.write_all(&rest)?;
@@ -784,4 +798,97 @@ fn s3_faults_mid_upload_fail_cleanly_and_the_next_backup_succeeds() {
     assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("check after faults: {stdout}");
+}
+
+/// Bit rot at the provider, served by the proxy (one bit in the middle of every answer for one
+/// data pack): `check --read-data` names the pack and the command; `repair packs` leaves a pack
+/// alone when only its first read was damaged (exit 6, nothing changed), and with the damage on
+/// every read salvages the intact blobs into new packs and deletes the pack on S3; the next
+/// backup stores the damaged blobs again, after which check passes and a new device restores the
+/// folder byte for byte.
+#[test]
+fn s3_repair_packs_salvages_a_rotten_pack_and_leaves_an_unstable_one() {
+    let Some(env) = s3_env() else { return };
+    let proxy = Proxy::start(env.addr);
+    let w = World::new(&env, "rot");
+    let src = w.p("chats");
+    small_source(&src);
+    std::fs::write(src.join("Media/VID-1.mp4"), noise(21, 3_000_000)).unwrap();
+    let key = w.init("phone-a");
+    assert_ok(&w.cv("phone-a").arg("backup").arg(&src).output().unwrap());
+    let prefix = w
+        .repo
+        .split_once(&format!("{}/", env.bucket))
+        .unwrap()
+        .1
+        .to_string();
+    let data = |objects: &[Object]| -> Vec<String> {
+        objects
+            .iter()
+            .filter(|o| o.key.starts_with(&format!("{prefix}/data/")))
+            .map(|o| o.key.rsplit('/').next().unwrap().to_string())
+            .collect()
+    };
+    let objects = list_objects(&env, &prefix);
+    let victim = objects
+        .iter()
+        .filter(|o| o.key.starts_with(&format!("{prefix}/data/")))
+        .max_by_key(|o| o.size)
+        .map(|o| o.key.rsplit('/').next().unwrap().to_string())
+        .unwrap();
+    let short = &victim[..8];
+    let via_proxy = |args: &[&str]| {
+        let mut c = w.cv("phone-a");
+        c.env("AWS_ENDPOINT_URL", proxy.endpoint()).args(args);
+        c.output().unwrap()
+    };
+
+    proxy.set(Fault::Flip, &victim, 0, usize::MAX);
+    let out = via_proxy(&["check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("chatvault repair packs {short}")),
+        "{text}"
+    );
+
+    // Only the first read is damaged: a flaky read, not rot; nothing changes.
+    proxy.set(Fault::Flip, &victim, 0, 1);
+    let out = via_proxy(&["repair", "packs", short]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("two reads disagreed"),
+        "{out:?}"
+    );
+    assert_eq!(proxy.faults(), 1);
+    assert!(data(&list_objects(&env, &prefix)).contains(&victim));
+
+    // Every read damaged: repaired.
+    proxy.set(Fault::Flip, &victim, 0, usize::MAX);
+    let out = via_proxy(&["repair", "packs", "--json", short]);
+    assert_ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["packs"][0]["outcome"], "repaired", "{v}");
+    assert!(!v["packs"][0]["lost"].as_array().unwrap().is_empty(), "{v}");
+    assert!(v["packs"][0]["salvaged"].as_u64().unwrap() > 0, "{v}");
+    let after = data(&list_objects(&env, &prefix));
+    assert!(!after.contains(&victim), "{after:?}");
+
+    proxy.pass();
+    assert_ok(&w.cv("phone-a").arg("backup").arg(&src).output().unwrap());
+    assert_ok(
+        &w.cv("phone-a")
+            .args(["check", "--read-data"])
+            .output()
+            .unwrap(),
+    );
+    let out = w
+        .cv("new-phone")
+        .env("CHATVAULT_KEY", &key)
+        .args(["--repo", &w.repo, "restore", "latest", "--target"])
+        .arg(w.p("restored"))
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert_eq!(tree(&src), tree(&w.p("restored/chats")));
 }
