@@ -123,31 +123,9 @@ pub struct PruneReport {
     pub deleted_index: usize,
     /// Condemned packs a newer snapshot turned out to need; indexed again, not deleted.
     pub rescued_packs: usize,
-    /// Packs due for a repack whose live blobs did not all verify, with the first failure:
-    /// kept as they are (a repack would have to drop the damaged blobs, and prune never
-    /// decides that). `chatvault repair packs` salvages them (FORMAT §12.5).
-    #[serde(serialize_with = "serialize_damaged")]
-    pub damaged_packs: Vec<(PackId, String)>,
     /// Plans left for a later run, with the reason.
     #[serde(serialize_with = "serialize_postponed")]
     pub postponed: Vec<(PlanId, String)>,
-}
-
-/// [`PruneReport::damaged_packs`] as `[{"pack": …, "reason": …}]`.
-fn serialize_damaged<S: Serializer>(
-    damaged: &[(PackId, String)],
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    #[derive(Serialize)]
-    struct Damaged<'a> {
-        pack: &'a PackId,
-        reason: &'a str,
-    }
-    s.collect_seq(
-        damaged
-            .iter()
-            .map(|(pack, reason)| Damaged { pack, reason }),
-    )
 }
 
 /// [`PruneReport::postponed`] as `[{"plan": …, "reason": …}]`.
@@ -516,29 +494,30 @@ fn repack(
     let mut data = PackWriter::default();
     let mut meta = PackWriter::default();
     for (p, live) in std::mem::take(&mut triage.repack) {
-        let Some(bytes) = repo.storage.read(&layout::pack(&p.id))? else {
-            report
-                .damaged_packs
-                .push((p.id, "missing from storage".into()));
-            triage.keep.push(p);
-            continue;
+        // Stop at a pack that is missing or holds a damaged live blob, before any plan exists:
+        // going on would be unsafe. Its live blobs were claimed by it, so another pack's copy
+        // of one of them counts as unused and could be condemned, leaving only the damaged
+        // copy. Packs already written are unindexed, and condemned once old (§15).
+        let damaged = |why: String| {
+            RepoError::corrupted(
+                format!("pack {}", p.id.short()),
+                format!(
+                    "{why}; prune stopped before condemning anything. Run `chatvault repair \
+                     packs {}` (it salvages the intact blobs), then prune again",
+                    p.id.short()
+                ),
+            )
         };
-        // Every live blob verified before any is copied: a pack with a damaged one stays as it
-        // is, and the rest of the prune goes on (a single damaged blob once stopped every
-        // prune for good).
-        let sealed: Vec<&[u8]> = match live
+        let bytes = repo
+            .storage
+            .read(&layout::pack(&p.id))?
+            .ok_or_else(|| damaged("missing from storage".into()))?;
+        // Every live blob verified before any is copied.
+        let sealed: Vec<&[u8]> = live
             .iter()
             .map(|b| live_blob(repo, &p, b, &bytes))
             .collect::<Result<_>>()
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(pack = %p.id.short(), "not repacked: {e}");
-                report.damaged_packs.push((p.id, e.to_string()));
-                triage.keep.push(p);
-                continue;
-            }
-        };
+            .map_err(|e| damaged(e.to_string()))?;
         for (b, sealed) in live.iter().zip(sealed) {
             let writer = if b.ty.is_metadata() {
                 &mut meta
@@ -885,7 +864,7 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_live_blob_keeps_its_pack_and_the_rest_of_the_prune_goes_on() {
+    fn a_damaged_live_blob_stops_prune_before_any_plan_and_names_the_repair() {
         let r = repo("prune-damaged");
         let src = tempfile::tempdir().unwrap();
         let keep = noise(11, 200 << 10);
@@ -925,23 +904,23 @@ mod tests {
         r.storage.delete(&path).unwrap();
         r.storage.write_new(&path, bytes).unwrap();
 
-        let rep = prune(&r, &grace0()).unwrap();
-        assert_eq!(rep.damaged_packs.len(), 1, "{rep:?}");
-        assert_eq!(rep.damaged_packs[0].0, loc.pack);
-        assert!(rep.damaged_packs[0].1.contains("data blob"), "{rep:?}");
-        assert_eq!(rep.repacked_packs, 0);
-        // The pack stays, indexed, for `repair packs`; the tree packs of the forgotten
-        // snapshot went.
+        let err = prune(&r, &grace0()).unwrap_err().to_string();
+        assert!(err.contains("data blob"), "{err}");
+        assert!(
+            err.contains(&format!("chatvault repair packs {}", loc.pack.short())),
+            "{err}"
+        );
+        // Nothing condemned: the pack stays, indexed, for `repair packs`.
+        assert!(r.load_plans().unwrap().is_empty());
         assert!(r.storage.read(&path).unwrap().is_some());
         assert!(r.load_index().unwrap().packs.contains_key(&loc.pack));
-        assert!(rep.deleted_packs > 0, "{rep:?}");
 
         let fixed = crate::repair::repair_packs(&r, &[loc.pack], &Default::default()).unwrap();
         assert_eq!(fixed.packs[0].outcome, crate::repair::PackOutcome::Repaired);
         backup_of(&r, src.path(), "a");
         restores(&r, &s2, "keep.bin", &keep);
         let rep = prune(&r, &grace0()).unwrap();
-        assert!(rep.damaged_packs.is_empty(), "{rep:?}");
+        assert_eq!(rep.swept_plans.len(), 1, "{rep:?}");
         restores(&r, &s2, "keep.bin", &keep);
     }
 

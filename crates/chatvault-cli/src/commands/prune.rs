@@ -76,13 +76,6 @@ pub(super) fn print_prune(r: &PruneReport, dry_run: bool) {
             r.rescued_packs
         );
     }
-    for (id, why) in &r.damaged_packs {
-        println!(
-            "warning: pack {} kept as it is, not repacked: {why}; `chatvault repair packs {}` salvages it",
-            id.short(),
-            id.short()
-        );
-    }
     for (id, why) in &r.postponed {
         println!("plan {} not swept yet: {why}", id.short());
     }
