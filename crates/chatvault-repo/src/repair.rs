@@ -353,6 +353,9 @@ pub fn repair_packs(
         }
     }
     let asked: HashSet<PackId> = packs.iter().copied().collect();
+    // Each pack once, in the order asked.
+    let mut seen: HashSet<PackId> = HashSet::new();
+    let packs: Vec<PackId> = packs.iter().filter(|p| seen.insert(**p)).copied().collect();
     for (plan_id, plan) in repo.load_plans()? {
         let named = plan.packs.iter().any(|p| asked.contains(p))
             || files.iter().any(|(fid, f)| {
@@ -372,9 +375,15 @@ pub fn repair_packs(
         dry_run: opts.dry_run,
         ..RepairPacksReport::default()
     };
-    // The verified sealed blobs of each repaired pack, to copy.
-    let mut salvage: Vec<(IndexPack, Vec<u8>, Vec<IndexBlob>)> = Vec::new();
-    for id in packs {
+    // 1. Each pack read (twice when damaged) and judged; the blobs that verify in a repaired
+    // one are copied at once into new packs (data and metadata apart, §7), so that memory holds
+    // one pack read and the packs being filled, however many packs are repaired.
+    let pack_size = repo.params().pack_size as usize;
+    let mut new_packs: Vec<IndexPack> = Vec::new();
+    let mut data = PackWriter::default();
+    let mut meta = PackWriter::default();
+    let mut salvaged: HashSet<BlobId> = HashSet::new();
+    for id in &packs {
         let p = entries.get(id).cloned().ok_or_else(|| {
             RepoError::Invalid(format!("pack {} is not in the index", id.short()))
         })?;
@@ -424,21 +433,24 @@ pub fn repair_packs(
             header_damaged,
         });
         if outcome == PackOutcome::Repaired {
-            salvage.push((p, bytes, good));
+            salvaged.extend(good.iter().map(|b| b.id));
         }
         if let Some(g) = guard.as_mut() {
+            if outcome == PackOutcome::Repaired {
+                for b in &good {
+                    let sealed = crate::prune::live_blob(repo, &p, b, &bytes)?;
+                    let writer = if b.ty.is_metadata() {
+                        &mut meta
+                    } else {
+                        &mut data
+                    };
+                    if writer.is_full_for(sealed.len(), pack_size) {
+                        new_packs.push(writer.write(repo)?);
+                    }
+                    writer.add(b, sealed.to_vec());
+                }
+            }
             g.refresh_if_due()?;
-        }
-    }
-    if report.packs.iter().any(|p| !p.lost.is_empty()) {
-        // Blobs the packs that stay hold: a lost blob with another copy there is not lost.
-        let others: HashSet<BlobId> = entries
-            .values()
-            .filter(|q| !asked.contains(&q.id))
-            .flat_map(|q| q.blobs.iter().map(|b| b.id))
-            .collect();
-        for b in report.packs.iter_mut().flat_map(|p| &mut p.lost) {
-            b.elsewhere = others.contains(&b.id);
         }
     }
     let fixed: HashSet<PackId> = report
@@ -447,31 +459,24 @@ pub fn repair_packs(
         .filter(|p| matches!(p.outcome, PackOutcome::Repaired | PackOutcome::Missing))
         .map(|p| p.pack)
         .collect();
+    if report.packs.iter().any(|p| !p.lost.is_empty()) {
+        // A lost blob with a copy that stays (in a pack not repaired, or salvaged from another
+        // repaired pack) is not lost.
+        let mut stays: HashSet<BlobId> = entries
+            .values()
+            .filter(|q| !fixed.contains(&q.id))
+            .flat_map(|q| q.blobs.iter().map(|b| b.id))
+            .collect();
+        stays.extend(salvaged);
+        for b in report.packs.iter_mut().flat_map(|p| &mut p.lost) {
+            b.elsewhere = stays.contains(&b.id);
+        }
+    }
     let Some(guard) = guard else {
         return Ok(report);
     };
     if fixed.is_empty() {
         return Ok(report);
-    }
-
-    // 1. The verified blobs into new packs (data and metadata apart, §7).
-    let pack_size = repo.params().pack_size as usize;
-    let mut new_packs: Vec<IndexPack> = Vec::new();
-    let mut data = PackWriter::default();
-    let mut meta = PackWriter::default();
-    for (p, bytes, good) in &salvage {
-        for b in good {
-            let sealed = crate::prune::live_blob(repo, p, b, bytes)?;
-            let writer = if b.ty.is_metadata() {
-                &mut meta
-            } else {
-                &mut data
-            };
-            if writer.is_full_for(sealed.len(), pack_size) {
-                new_packs.push(writer.write(repo)?);
-            }
-            writer.add(b, sealed.to_vec());
-        }
     }
     for writer in [&mut data, &mut meta] {
         if !writer.is_empty() {
@@ -510,7 +515,13 @@ pub fn repair_packs(
         report.index_deleted.push(*id);
     }
     // 3. The repaired packs themselves: no index lists them any more (a missing one is gone).
-    for id in salvage.iter().map(|(p, _, _)| &p.id) {
+    let repaired = report
+        .packs
+        .iter()
+        .filter(|p| p.outcome == PackOutcome::Repaired)
+        .map(|p| p.pack)
+        .collect::<Vec<_>>();
+    for id in &repaired {
         guard.ensure_live()?;
         repo.storage.delete(&layout::pack(id))?;
         report.packs_deleted += 1;
