@@ -456,6 +456,20 @@ fn describe(l: &Lock) -> String {
 /// exists: the lock object is written first, then the others are listed (so of two racing
 /// exclusive lockers at least one sees the other, and the listing is judged by storage time).
 pub fn lock<'a>(repo: &'a Repository, operation: &str, exclusive: bool) -> Result<LockGuard<'a>> {
+    lock_while(repo, operation, exclusive, || Ok(())).map(|(guard, ())| guard)
+}
+
+/// [`lock`], running `alongside` on another thread once the lock object is written, while the
+/// other locks are listed and judged: one storage round trip less for a caller whose next step
+/// needs the lock in place but not that judgement (restore loads the index meanwhile; on a
+/// phone's link every round trip delays *messages ready*). When the lock is refused, or the
+/// listing fails, that error is returned and what `alongside` produced is dropped.
+pub fn lock_while<'a, T: Send>(
+    repo: &'a Repository,
+    operation: &str,
+    exclusive: bool,
+    alongside: impl FnOnce() -> Result<T> + Send,
+) -> Result<(LockGuard<'a>, T)> {
     let cfg = repo.lock_config;
     let inner = Inner {
         cfg,
@@ -497,7 +511,17 @@ pub fn lock<'a>(repo: &'a Repository, operation: &str, exclusive: bool) -> Resul
         refresher: None,
     };
     let mine = guard.id();
-    let listed = guard.list_locks()?;
+    let (listed, along) = std::thread::scope(|s| {
+        let along = s.spawn(alongside);
+        let listed = guard.list_locks();
+        (
+            listed,
+            along
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        )
+    });
+    let listed = listed?;
     let clock = match listed.iter().find(|(id, _)| *id == mine) {
         Some((_, l)) if l.last_modified.is_some() => {
             l.last_modified.map(|at| StorageClock { at, seen })
@@ -526,7 +550,7 @@ pub fn lock<'a>(repo: &'a Repository, operation: &str, exclusive: bool) -> Resul
         })?;
     guard.stop = Some(tx);
     guard.refresher = Some(handle);
-    Ok(guard)
+    Ok((guard, along?))
 }
 
 /// The refresher thread: refreshes when due, retries failures sooner, stops when told to (the
