@@ -233,15 +233,24 @@ pub fn backup(
         .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
 
     let clock = std::time::Instant::now();
-    let mut guard = lock::lock(repo, "backup", false)?;
-    tracing::debug!(ms = clock.elapsed().as_millis(), "backup: locked");
+    // The metadata loads while the other locks are listed (one round trip less).
+    let (mut guard, (index, adopted, snapshots)) =
+        lock::lock_while(repo, "backup", false, || load_metadata(repo))?;
+    tracing::debug!(
+        ms = clock.elapsed().as_millis(),
+        "backup: locked, index loaded"
+    );
+    for (id, why) in &index.damaged {
+        progress.warn(&format!(
+            "index {} is damaged and ignored ({why}); data it listed is stored again",
+            id.short()
+        ));
+    }
     if let Some(base) = &opts.scratch_dir {
         // Database copies of killed runs (made when SQLite cannot read pages in place) go now,
         // whether or not this run needs a copy.
         sqlite::Scratch::clean(base);
     }
-    let (index, adopted, snapshots) = load_metadata(repo, progress)?;
-    tracing::debug!(ms = clock.elapsed().as_millis(), "backup: index loaded");
     let lineage = lineage(repo, &index, snapshots, opts, &hostname, &display_paths)?;
     tracing::debug!(ms = clock.elapsed().as_millis(), "backup: parent chosen");
 
@@ -335,15 +344,12 @@ fn resolve_roots(paths: &[PathBuf]) -> Result<Vec<Root>> {
 /// Snapshots as [`Repository::snapshots`] lists them.
 type Snapshots = Vec<(SnapshotId, Result<Snapshot>)>;
 
-/// Loads the index (warning about damaged index objects, whose data is stored again), adopts
+/// Loads the index (its damaged index objects are the caller's to warn about), adopts
 /// the packs an interrupted backup left unindexed and loads the snapshots; returns the index,
 /// the adopted packs (which this run's first index object lists) and the snapshots. The pack
 /// listing and the snapshots are fetched on their own threads while the index loads: none
 /// needs another, and after a year of daily backups the index alone takes ~0.1 s.
-fn load_metadata(
-    repo: &Repository,
-    progress: &dyn Progress,
-) -> Result<(Index, Vec<IndexPack>, Snapshots)> {
+fn load_metadata(repo: &Repository) -> Result<(Index, Vec<IndexPack>, Snapshots)> {
     let (index, listing, snapshots) = std::thread::scope(|s| {
         let listing = s.spawn(|| repo.stored_pack_listing());
         let snapshots = s.spawn(|| repo.snapshots());
@@ -351,12 +357,6 @@ fn load_metadata(
         (index, join(listing), join(snapshots))
     });
     let mut index = index?;
-    for (id, why) in &index.damaged {
-        progress.warn(&format!(
-            "index {} is damaged and ignored ({why}); data it listed is stored again",
-            id.short()
-        ));
-    }
     let adopted = adopt_unindexed_packs(repo, &mut index, listing?.0)?;
     Ok((index, adopted, snapshots?))
 }
