@@ -109,6 +109,15 @@ impl World {
             .unwrap_or_else(|| panic!("no grouped key in output:\n{text}"))
             .to_string()
     }
+    /// `restore latest` on a new device home `home` (the URL and the key only) into `target`.
+    fn restore_new_device(&self, home: &str, key: &str, target: &str) -> std::process::Output {
+        self.cv(home)
+            .env("CHATVAULT_KEY", key)
+            .args(["--repo", &self.repo, "restore", "latest", "--target"])
+            .arg(self.p(target))
+            .output()
+            .unwrap()
+    }
     fn snapshot_ids(&self, home: &str) -> Vec<String> {
         let out = self
             .cv(home)
@@ -572,14 +581,7 @@ fn s3_backup_restore_and_check_with_multipart_packs() {
     assert!(total >= uploaded, "stored {total} < uploaded {uploaded}");
 
     // A new device with only the URL and the key; restore reads blobs by range.
-    let out = w
-        .cv("phone-b")
-        .env("CHATVAULT_KEY", &key)
-        .args(["--repo", &w.repo, "restore", "latest", "--target"])
-        .arg(w.p("restored"))
-        .output()
-        .unwrap();
-    assert_ok(&out);
+    assert_ok(&w.restore_new_device("phone-b", &key, "restored"));
     assert_eq!(tree(&src), tree(&w.p("restored/chats")));
 
     let out = w
@@ -882,13 +884,6 @@ fn s3_repair_packs_salvages_a_rotten_pack_and_leaves_an_unstable_one() {
             .output()
             .unwrap(),
     );
-    let out = w
-        .cv("new-phone")
-        .env("CHATVAULT_KEY", &key)
-        .args(["--repo", &w.repo, "restore", "latest", "--target"])
-        .arg(w.p("restored"))
-        .output()
-        .unwrap();
-    assert_ok(&out);
+    assert_ok(&w.restore_new_device("new-phone", &key, "restored"));
     assert_eq!(tree(&src), tree(&w.p("restored/chats")));
 }

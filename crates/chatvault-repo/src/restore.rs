@@ -2256,7 +2256,12 @@ mod tests {
     }
 
     fn restored_rows(target: &Path) -> i64 {
-        let c = rusqlite::Connection::open(target.join("chats/Databases/msgstore.db")).unwrap();
+        rows_of(&target.join("chats/Databases/msgstore.db"))
+    }
+
+    /// Rows of table `m` in the database at `path`.
+    fn rows_of(path: &Path) -> i64 {
+        let c = rusqlite::Connection::open(path).unwrap();
         c.query_row("SELECT count(*) FROM m", [], |r| r.get(0))
             .unwrap()
     }
@@ -2333,11 +2338,7 @@ mod tests {
         )
         .unwrap();
         assert!(out.failed.is_empty(), "{:?}", out.failed);
-        let c = rusqlite::Connection::open(target.join("chats/Databases/big.db")).unwrap();
-        let rows: i64 = c
-            .query_row("SELECT count(*) FROM m", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(rows, 100000);
+        assert_eq!(rows_of(&target.join("chats/Databases/big.db")), 100000);
     }
 
     #[test]
