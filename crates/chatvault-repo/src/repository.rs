@@ -1695,8 +1695,22 @@ impl Repository {
         &self,
         index: &Index,
         lists: &[BlobId],
-        mut visit: impl FnMut(&BlobId) -> bool,
+        visit: impl FnMut(&BlobId) -> bool,
     ) -> Result<Vec<BlobId>> {
+        self.walk_lists_at_most(index, lists, visit, list::MAX_FILE_BLOBS)
+    }
+
+    /// [`Repository::walk_lists`], failing as soon as the lists hold more than `max` ids (at
+    /// most [`list::MAX_FILE_BLOBS`]): a walk that must not hold more memory than a file's
+    /// stated size accounts for (restore's read-ahead of database lists).
+    pub(crate) fn walk_lists_at_most(
+        &self,
+        index: &Index,
+        lists: &[BlobId],
+        mut visit: impl FnMut(&BlobId) -> bool,
+        max: usize,
+    ) -> Result<Vec<BlobId>> {
+        let max = max.min(list::MAX_FILE_BLOBS);
         let mut current: Vec<BlobId> = lists.to_vec();
         let mut level: Option<u8> = None;
         loop {
@@ -1711,7 +1725,7 @@ impl Repository {
                 .map_err(|e| RepoError::corrupted(format!("list blob {}", id.short()), e))?;
                 level = Some(decoded.level);
                 next.extend(decoded.ids);
-                if next.len() > list::MAX_FILE_BLOBS {
+                if next.len() > max {
                     return Err(RepoError::corrupted(
                         format!("list blob {}", id.short()),
                         "lists more blobs than a file may have",

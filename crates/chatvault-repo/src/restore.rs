@@ -607,8 +607,15 @@ const PREFETCH_BYTES: u64 = 16 << 20;
 
 /// Most databases whose content lists [`Plan::prefetch`] expands ahead (each on a thread, its
 /// ids held until the file starts): a phone has a handful, and a hostile tree that marks
-/// thousands of files as databases gets no more threads or memory than this.
+/// thousands of files as databases gets no more threads than this.
 const PREFETCH_DATABASES: usize = 8;
+
+/// Most page ids [`Plan::prefetch`] holds ahead (32 bytes each: 128 MiB; a 4.5 GB database
+/// of 4 KiB pages has 1.1 million). Each database is expanded only within what its stated size
+/// allows (pages of at least 512 bytes), so a tree that understates sizes cannot make the
+/// read-ahead hold more; a database that does not fit is expanded when it starts, as without
+/// read-ahead.
+const PREFETCH_IDS: usize = 1 << 22;
 
 impl<'a> Plan<'a> {
     /// A plan with only the target root, for the snapshot whose root tree is `root_tree`.
@@ -669,18 +676,24 @@ impl<'a> Plan<'a> {
         let (repo, index) = (self.repo, self.index);
         // Each list set once (the same database can be in several folders).
         let mut seen: HashSet<Vec<BlobId>> = self.contents.keys().cloned().collect();
+        let mut ids_left = PREFETCH_IDS.saturating_sub(self.contents.values().map(Vec::len).sum());
         let expanded = std::thread::scope(|s| {
             let mut walks = Vec::new();
             let mut start = |nodes: &[Node]| {
                 for node in nodes.iter().filter(|n| is_database(n)) {
-                    if let NodeKind::File { lists, .. } = &node.kind
-                        && !lists.is_empty()
+                    let NodeKind::File { lists, size, .. } = &node.kind else {
+                        continue;
+                    };
+                    let most = usize::try_from(size.div_ceil(512)).unwrap_or(usize::MAX);
+                    if !lists.is_empty()
+                        && most <= ids_left
                         && seen.len() < PREFETCH_DATABASES
                         && seen.insert(lists.clone())
                     {
+                        ids_left -= most;
                         let lists = lists.clone();
                         walks.push(s.spawn(move || {
-                            let content = repo.walk_lists(index, &lists, |_| true);
+                            let content = repo.walk_lists_at_most(index, &lists, |_| true, most);
                             (lists, content)
                         }));
                     }
@@ -2319,6 +2332,11 @@ mod tests {
         let want = repo.file_blobs(&index, &job.node.kind).unwrap();
         assert!(want.len() > 256);
         assert_eq!(job.content.lock().unwrap().as_deref(), Some(&want[..]));
+        // The read-ahead holds no more ids than the stated size allows.
+        assert!(
+            repo.walk_lists_at_most(&index, lists, |_| true, want.len() - 1)
+                .is_err()
+        );
         // The small database keeps its ids inline: nothing to expand.
         let small = plan
             .files
