@@ -347,14 +347,15 @@ type Snapshots = Vec<(SnapshotId, Result<Snapshot>)>;
 /// Loads the index (its damaged index objects are the caller's to warn about), adopts
 /// the packs an interrupted backup left unindexed and loads the snapshots; returns the index,
 /// the adopted packs (which this run's first index object lists) and the snapshots. The pack
-/// listing and the snapshots are fetched on their own threads while the index loads: none
-/// needs another, and after a year of daily backups the index alone takes ~0.1 s.
+/// listing and the snapshots are fetched on their own threads while the index loads (the
+/// listing once the prune plans are read): after a year of daily backups the index alone takes
+/// ~0.1 s.
 fn load_metadata(repo: &Repository) -> Result<(Index, Vec<IndexPack>, Snapshots)> {
     let (index, listing, snapshots) = std::thread::scope(|s| {
-        let listing = s.spawn(|| repo.stored_pack_listing());
         let snapshots = s.spawn(|| repo.snapshots());
-        let index = repo.load_index();
-        (index, join(listing), join(snapshots))
+        // `data/` is listed once the prune plans are read (Repository::load_index_and).
+        let (index, listing) = repo.load_index_and(|| repo.stored_pack_listing());
+        (index, listing, join(snapshots))
     });
     let mut index = index?;
     let adopted = adopt_unindexed_packs(repo, &mut index, listing?.0)?;

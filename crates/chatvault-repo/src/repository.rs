@@ -1144,21 +1144,51 @@ impl Repository {
     /// objects added since: opening a repository with years of history does not parse every
     /// index object again.
     pub fn load_index(&self) -> Result<Index> {
+        self.load_index_and(|| ()).0
+    }
+
+    /// [`Repository::load_index`], running `alongside` on another thread once the prune plans
+    /// are read, while the index objects are listed: a backup lists `data/` there, for the
+    /// packs it adopts (§12.4), which must come after the plans for the same reason as the
+    /// index objects (a pack a sweep was deleting would look unindexed and uncondemned).
+    pub(crate) fn load_index_and<T: Send>(
+        &self,
+        alongside: impl FnOnce() -> T + Send,
+    ) -> (Result<Index>, T) {
         let clock = std::time::Instant::now();
         self.join_cache_writer();
-        let mut condemned = HashSet::new();
-        // The prune plans and the index objects are listed at once (one round trip, not two),
-        // while the cached merged index is read and decrypted (on a cloud service the device's
-        // own work hides behind the listings' round trips).
-        let (plans, listed, merged) = std::thread::scope(|s| {
-            let plans = s.spawn(|| self.load_plans());
+        // The prune plans first, then the index objects, never at once (FORMAT §15): a sweep
+        // deletes the index objects it condemns before its plan, so a reader that finds no plan
+        // lists none of them. Listed at once, a sweep ending in between left a reader with a
+        // condemned index object and no plan (its merged cache even matched): it deduplicated
+        // against deleted packs. The cached merged index is read and decrypted meanwhile (on a
+        // cloud service the device's own work hides behind the round trips).
+        let (plans, listed, merged, along) = std::thread::scope(|s| {
             let merged = self
                 .cache
                 .as_ref()
                 .map(|cache| s.spawn(|| self.read_merged(cache)));
-            let listed = self.list_stamped::<IndexId>(layout::INDEX);
-            (join(plans), listed, merged.and_then(join))
+            let plans = self.load_plans_settled();
+            let along = s.spawn(alongside);
+            let listed = match &plans {
+                Ok(_) => self.list_stamped::<IndexId>(layout::INDEX),
+                Err(_) => Ok(Vec::new()),
+            };
+            (plans, listed, merged.and_then(join), join(along))
         });
+        (self.merge_loaded(clock, plans, listed, merged), along)
+    }
+
+    /// The rest of [`Repository::load_index_and`]: the index objects listed (and the merged
+    /// index cached) under the prune plans read first.
+    fn merge_loaded(
+        &self,
+        clock: std::time::Instant,
+        plans: Result<Vec<(PlanId, PrunePlan)>>,
+        listed: Result<Vec<(IndexId, String)>>,
+        merged: Option<(Index, Sources, [u8; 32])>,
+    ) -> Result<Index> {
+        let mut condemned = HashSet::new();
         for (_, plan) in plans? {
             condemned.extend(plan.packs);
         }
@@ -1314,9 +1344,33 @@ impl Repository {
     /// Loads every prune plan (§15). An unreadable plan is logged and skipped: its packs then
     /// look alive, which is safe (nothing is deleted on its behalf).
     pub fn load_plans(&self) -> Result<Vec<(PlanId, PrunePlan)>> {
+        self.load_plans_once().map(|(plans, _)| plans)
+    }
+
+    /// [`Repository::load_plans`] for a reader about to list the index objects: a plan listed
+    /// but gone when read was just swept, and the listing is taken again (a few times at most;
+    /// then the load fails rather than go on with a view a sweep cut through).
+    fn load_plans_settled(&self) -> Result<Vec<(PlanId, PrunePlan)>> {
+        for _ in 0..4 {
+            let (plans, vanished) = self.load_plans_once()?;
+            if !vanished {
+                return Ok(plans);
+            }
+            tracing::debug!("a prune plan was swept while the plans were read: listing again");
+        }
+        Err(RepoError::Invalid(
+            "prune plans kept disappearing while the index loaded (sweeps running); try again"
+                .into(),
+        ))
+    }
+
+    /// The readable prune plans, and whether one that was listed was gone when read.
+    fn load_plans_once(&self) -> Result<(Vec<(PlanId, PrunePlan)>, bool)> {
         let mut out = Vec::new();
+        let mut vanished = false;
         for (id, _) in self.list_ids::<PlanId>(layout::PLANS)? {
             let Some(bytes) = self.storage.read(&layout::plan(&id))? else {
+                vanished = true;
                 continue;
             };
             match objects::open_object(&self.keys, ObjectKind::PrunePlan, id.as_bytes(), &bytes) {
@@ -1326,7 +1380,7 @@ impl Repository {
                 }
             }
         }
-        Ok(out)
+        Ok((out, vanished))
     }
 
     /// The highest snapshot sequence number among the readable snapshots (0 if none).
