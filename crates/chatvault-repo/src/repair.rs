@@ -346,10 +346,11 @@ pub fn repair_packs(
         Some(guard)
     };
     let files = crate::prune::index_files(repo)?;
-    let mut entries: HashMap<PackId, IndexPack> = HashMap::new();
+    // Each indexed pack once, borrowed from the index objects (a year's index is large).
+    let mut entries: HashMap<PackId, &IndexPack> = HashMap::new();
     for (_, f) in &files {
         for p in &f.packs {
-            entries.entry(p.id).or_insert_with(|| p.clone());
+            entries.entry(p.id).or_insert(p);
         }
     }
     let asked: HashSet<PackId> = packs.iter().copied().collect();
@@ -384,7 +385,7 @@ pub fn repair_packs(
     let mut meta = PackWriter::default();
     let mut salvaged: HashSet<BlobId> = HashSet::new();
     for id in &packs {
-        let p = entries.get(id).cloned().ok_or_else(|| {
+        let p = entries.get(id).copied().ok_or_else(|| {
             RepoError::Invalid(format!("pack {} is not in the index", id.short()))
         })?;
         let Some(bytes) = repo.storage.read(&layout::pack(id))? else {
@@ -407,7 +408,7 @@ pub fn repair_packs(
             });
             continue;
         };
-        let (good, lost) = verify_indexed(repo, &p, &bytes);
+        let (good, lost) = verify_indexed(repo, p, &bytes);
         let header_damaged = pack::decode_header(repo.keys(), id, &bytes).is_err();
         let mut outcome = if lost.is_empty() && !header_damaged {
             PackOutcome::Intact
@@ -418,7 +419,7 @@ pub fn repair_packs(
             // A second read must fail the same blobs: a flaky read is not a reason to drop
             // anything.
             let again = repo.storage.read(&layout::pack(id))?.unwrap_or_default();
-            let (_, lost_again) = verify_indexed(repo, &p, &again);
+            let (_, lost_again) = verify_indexed(repo, p, &again);
             let ids = |l: &[LostBlob]| l.iter().map(|b| b.id).collect::<Vec<_>>();
             if ids(&lost) != ids(&lost_again) {
                 outcome = PackOutcome::Unstable;
@@ -438,7 +439,7 @@ pub fn repair_packs(
         if let Some(g) = guard.as_mut() {
             if outcome == PackOutcome::Repaired {
                 for b in &good {
-                    let sealed = crate::prune::live_blob(repo, &p, b, &bytes)?;
+                    let sealed = crate::prune::live_blob(repo, p, b, &bytes)?;
                     let writer = if b.ty.is_metadata() {
                         &mut meta
                     } else {
